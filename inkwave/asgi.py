@@ -1,0 +1,23 @@
+"""ASGI entry point: HTTP through Django, WebSockets through origin check, auth and routing."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inkwave.settings")
+# Django must be set up before anything imports models (the consumers do).
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+
+from inkwave.routing import build_websocket_application  # noqa: E402
+from monitoring.flusher import start_flusher  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {"http": django_asgi_app, "websocket": build_websocket_application()}
+)
+
+# Each server process reports its own samples; the deployment's figures are their sum.
+start_flusher(role="web")

@@ -1,0 +1,69 @@
+"""Structured logging: structlog in front of the standard library's logging.
+
+Our own code logs key/value events through ``structlog.get_logger(__name__)``; Django's,
+Daphne's and Celery's records go through the same formatter, so every line in production is
+one JSON object (LOG_FORMAT=json) and a developer's console stays readable.
+"""
+
+from __future__ import annotations
+
+import logging.config
+from typing import Any
+
+import structlog
+
+_SHARED_PROCESSORS: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+]
+
+
+def build_logging_config(*, level: str, json_format: bool) -> dict[str, Any]:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_format
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    if json_format:
+        final.append(structlog.processors.format_exc_info)
+    final.append(renderer)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structured": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": final,
+                "foreign_pre_chain": _SHARED_PROCESSORS,
+            }
+        },
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "structured"},
+        },
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {
+            "django.db.backends": {"level": "INFO"},
+            "daphne": {"level": "WARNING" if level == "INFO" else level},
+            "asyncio": {"level": "WARNING"},
+        },
+    }
+
+
+def configure(config: dict[str, Any]) -> None:
+    """LOGGING_CONFIG hook: configure the standard library, then structlog on top of it."""
+    logging.config.dictConfig(config)
+    structlog.configure(
+        processors=[
+            *_SHARED_PROCESSORS,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.UnicodeDecoder(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )

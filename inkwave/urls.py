@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from monitoring import views as monitoring_views
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("health", monitoring_views.health, name="health"),
+    path("health/live", monitoring_views.liveness, name="health-live"),
+    path("api/v1/monitoring/", include("monitoring.urls")),
+    path("admin/", admin.site.urls),
+]
+
+admin.site.site_header = "Inkwave Ops"
+admin.site.site_title = "Inkwave Ops"

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class WorkerRole(models.TextChoices):
+    WEB = "web", "Web (ASGI)"
+    CELERY = "celery", "Celery worker"
+
+
+class Worker(models.Model):
+    """One process that reports samples; the deployment's figures are summed over live ones."""
+
+    name = models.CharField(max_length=200, unique=True)
+    role = models.CharField(max_length=16, choices=WorkerRole.choices, default=WorkerRole.WEB)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    last_sample = models.ForeignKey(
+        "WebSocketSample", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class WebSocketSample(models.Model):
+    """What one worker saw during one flush interval (counts) and its state at the end (gauges).
+
+    Any window's figure is a sum (counts, histogram buckets) or a max over these rows.
+    """
+
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="samples")
+    recorded_at = models.DateTimeField()
+    interval_seconds = models.FloatField()
+
+    # Counts during the interval.
+    connections = models.PositiveIntegerField(default=0)
+    disconnections = models.PositiveIntegerField(default=0)
+    rejected_connections = models.PositiveIntegerField(default=0)
+    messages_sent = models.PositiveBigIntegerField(default=0)
+    messages_received = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    errors_by_type = models.JSONField(default=dict, blank=True)
+    delivery_count = models.PositiveBigIntegerField(default=0)
+    delivery_sum_ms = models.FloatField(default=0)
+    delivery_buckets = models.JSONField(default=list, blank=True)
+    round_trip_count = models.PositiveBigIntegerField(default=0)
+    round_trip_sum_ms = models.FloatField(default=0)
+    round_trip_buckets = models.JSONField(default=list, blank=True)
+    cpu_seconds = models.FloatField(default=0)
+
+    # State at the end of the interval.
+    active_connections = models.PositiveIntegerField(default=0)
+    active_rooms = models.PositiveIntegerField(default=0)
+    rooms = models.JSONField(default=dict, blank=True, help_text="Members per venue room.")
+    memory_rss_bytes = models.PositiveBigIntegerField(default=0)
+    memory_limit_bytes = models.PositiveBigIntegerField(default=0)
+    memory_percent = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["-recorded_at"]
+        indexes = [
+            models.Index(fields=["recorded_at"], name="wssample_recorded_idx"),
+            models.Index(fields=["worker", "-recorded_at"], name="wssample_worker_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.worker_id} @ {self.recorded_at:%Y-%m-%d %H:%M:%S}"
+
+
+class MetricTotals(models.Model):
+    """Running totals since the deployment's metrics began; pruning samples never lowers them."""
+
+    SINGLETON_ID = 1
+
+    started_at = models.DateTimeField()
+    connections = models.PositiveBigIntegerField(default=0)
+    disconnections = models.PositiveBigIntegerField(default=0)
+    rejected_connections = models.PositiveBigIntegerField(default=0)
+    messages_sent = models.PositiveBigIntegerField(default=0)
+    messages_received = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "metric totals"
+
+    def __str__(self) -> str:
+        return f"Totals since {self.started_at:%Y-%m-%d %H:%M}"

@@ -1,0 +1,146 @@
+"""Writing one worker's interval into the database: a sample row and the running totals."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from monitoring.models import MetricTotals, WebSocketSample, Worker, WorkerRole
+from monitoring.monitor import MonitorSnapshot
+from monitoring.system import cpu_seconds, memory_usage
+
+_COUNTERS = (
+    "connections",
+    "disconnections",
+    "rejected_connections",
+    "messages_sent",
+    "messages_received",
+    "errors",
+)
+
+
+@dataclass(slots=True)
+class WorkerIdentity:
+    role: str = WorkerRole.WEB
+    hostname: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            # The random part keeps a restarted process with a reused pid apart.
+            self.name = f"{self.role}:{self.hostname}:{self.pid}:{uuid.uuid4().hex[:6]}"
+
+
+def _counter_deltas(current: MonitorSnapshot, previous: MonitorSnapshot) -> dict[str, int]:
+    return {name: getattr(current, name) - getattr(previous, name) for name in _COUNTERS}
+
+
+def _type_deltas(current: dict[str, int], previous: dict[str, int]) -> dict[str, int]:
+    return {
+        kind: count - previous.get(kind, 0)
+        for kind, count in current.items()
+        if count != previous.get(kind, 0)
+    }
+
+
+def record_sample(
+    identity: WorkerIdentity,
+    current: MonitorSnapshot,
+    previous: MonitorSnapshot,
+    *,
+    cpu_delta: float = 0.0,
+    stopping: bool = False,
+) -> WebSocketSample:
+    """Store what happened between two snapshots; all or nothing, in one transaction."""
+    counts = _counter_deltas(current, previous)
+    delivery = current.delivery.minus(previous.delivery)
+    round_trip = current.round_trip.minus(previous.round_trip)
+    memory = memory_usage()
+    recorded_at = datetime.fromtimestamp(current.taken_at, tz=UTC)
+    now = timezone.now()
+
+    with transaction.atomic():
+        worker, _ = Worker.objects.update_or_create(
+            name=identity.name,
+            defaults={"last_seen_at": now, "stopped_at": now if stopping else None},
+            create_defaults={
+                "role": identity.role,
+                "hostname": identity.hostname[:255],
+                "pid": identity.pid,
+                "started_at": datetime.fromtimestamp(identity.started_at, tz=UTC),
+                "last_seen_at": now,
+                "stopped_at": now if stopping else None,
+            },
+        )
+        sample = WebSocketSample.objects.create(
+            worker=worker,
+            recorded_at=recorded_at,
+            interval_seconds=max(0.0, current.taken_at - previous.taken_at),
+            errors_by_type=_type_deltas(current.errors_by_type, previous.errors_by_type),
+            delivery_count=delivery.count,
+            delivery_sum_ms=delivery.total,
+            delivery_buckets=list(delivery.counts),
+            round_trip_count=round_trip.count,
+            round_trip_sum_ms=round_trip.total,
+            round_trip_buckets=list(round_trip.counts),
+            cpu_seconds=cpu_delta,
+            active_connections=max(0, current.active_connections),
+            active_rooms=len(current.rooms),
+            rooms=current.rooms,
+            memory_rss_bytes=memory.rss_bytes,
+            memory_limit_bytes=memory.limit_bytes,
+            memory_percent=round(memory.percent, 3),
+            **counts,
+        )
+        Worker.objects.filter(pk=worker.pk).update(last_sample=sample)
+        if any(counts.values()):
+            _add_to_totals(counts, now)
+    return sample
+
+
+def _add_to_totals(counts: dict[str, int], now: datetime) -> None:
+    updated = MetricTotals.objects.filter(pk=MetricTotals.SINGLETON_ID).update(
+        **{name: F(name) + value for name, value in counts.items()}
+    )
+    if not updated:
+        # First flush of a new deployment; a concurrent first flush makes get_or_create's
+        # insert lose, so increment again after it.
+        _, created = MetricTotals.objects.get_or_create(
+            pk=MetricTotals.SINGLETON_ID, defaults={"started_at": now, **counts}
+        )
+        if not created:
+            MetricTotals.objects.filter(pk=MetricTotals.SINGLETON_ID).update(
+                **{name: F(name) + value for name, value in counts.items()}
+            )
+
+
+class SampleRecorder:
+    """Keeps the last snapshot that reached the database and writes the next delta."""
+
+    def __init__(self, identity: WorkerIdentity, start: MonitorSnapshot) -> None:
+        self.identity = identity
+        self.previous = start
+        self.previous_cpu = cpu_seconds()
+
+    def flush(self, current: MonitorSnapshot, *, stopping: bool = False) -> WebSocketSample:
+        cpu_now = cpu_seconds()
+        sample = record_sample(
+            self.identity,
+            current,
+            self.previous,
+            cpu_delta=cpu_now - self.previous_cpu,
+            stopping=stopping,
+        )
+        # Only after the write succeeded: a failed flush is folded into the next one.
+        self.previous, self.previous_cpu = current, cpu_now
+        return sample

@@ -1,0 +1,261 @@
+"""Deployment-wide WebSocket statistics, summed over the latest sample of every live worker.
+
+Field names follow the specification's camelCase so clients written against it keep working.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import TypedDict
+
+from django.conf import settings
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from monitoring.histogram import add_buckets, quantile
+from monitoring.models import MetricTotals, WebSocketSample, Worker, WorkerRole
+
+
+class MemoryUsageJSON(TypedDict):
+    heapUsed: int
+    heapTotal: int
+    rss: int
+    percent: float
+
+
+class LatencyJSON(TypedDict):
+    count: int
+    avgMs: float | None
+    p50Ms: float | None
+    p95Ms: float | None
+    p99Ms: float | None
+
+
+class WorkerJSON(TypedDict):
+    id: str
+    hostname: str
+    pid: int
+    uptime: int
+    lastSeen: str
+    activeConnections: int
+    activeRooms: int
+    memoryUsage: MemoryUsageJSON
+
+
+class RoomsJSON(TypedDict):
+    active: int
+    members: dict[str, int]
+
+
+class WindowJSON(TypedDict):
+    seconds: int
+    connections: int
+    disconnections: int
+    rejectedConnections: int
+    messagesSent: int
+    messagesReceived: int
+    errors: int
+    errorsByType: dict[str, int]
+    messagesPerMinute: float
+
+
+class WebSocketStats(TypedDict):
+    activeConnections: int
+    totalConnections: int
+    totalDisconnections: int
+    totalRejectedConnections: int
+    totalMessagesSent: int
+    totalMessagesReceived: int
+    connectionErrors: int
+    errorRate: float
+    rooms: RoomsJSON
+    latency: LatencyJSON
+    roundTrip: LatencyJSON
+    memoryUsage: MemoryUsageJSON
+    workers: list[WorkerJSON]
+    uptime: int
+    window: WindowJSON
+    metricsSince: str | None
+    timestamp: str
+
+
+def live_workers(now: datetime, role: str = WorkerRole.WEB) -> list[Worker]:
+    cutoff = now - timedelta(seconds=settings.WORKER_LIVENESS_SECONDS)
+    return list(
+        Worker.objects.filter(role=role, last_seen_at__gte=cutoff, stopped_at__isnull=True)
+        .select_related("last_sample")
+        .order_by("started_at")
+    )
+
+
+def _memory(reporting: list[tuple[Worker, WebSocketSample]]) -> MemoryUsageJSON:
+    rss = sum(sample.memory_rss_bytes for _, sample in reporting)
+    # Processes on one host share its memory (or its container's): count each limit once.
+    limits = {worker.hostname: sample.memory_limit_bytes for worker, sample in reporting}
+    total = sum(limits.values())
+    return {
+        "heapUsed": rss,
+        "heapTotal": total,
+        "rss": rss,
+        "percent": round(100.0 * rss / total, 3) if total else 0.0,
+    }
+
+
+def _latency(buckets: list[list[int]], count: int, total_ms: float) -> LatencyJSON:
+    summed = add_buckets(buckets)
+
+    def pct(q: float) -> float | None:
+        value = quantile(summed, q)
+        return None if value is None else round(value, 3)
+
+    return {
+        "count": count,
+        "avgMs": round(total_ms / count, 3) if count else None,
+        "p50Ms": pct(0.50),
+        "p95Ms": pct(0.95),
+        "p99Ms": pct(0.99),
+    }
+
+
+def error_rate(errors: int, connection_attempts: int, messages_received: int) -> float:
+    """Errors per client operation: connection attempts plus frames received."""
+    operations = connection_attempts + messages_received
+    return round(errors / operations, 6) if operations else 0.0
+
+
+def window_samples(now: datetime, seconds: int) -> tuple[WindowJSON, LatencyJSON, LatencyJSON]:
+    start = now - timedelta(seconds=seconds)
+    rows = WebSocketSample.objects.filter(recorded_at__gt=start, recorded_at__lte=now)
+    sums = rows.aggregate(
+        connections=Sum("connections", default=0),
+        disconnections=Sum("disconnections", default=0),
+        rejected=Sum("rejected_connections", default=0),
+        sent=Sum("messages_sent", default=0),
+        received=Sum("messages_received", default=0),
+        errors=Sum("errors", default=0),
+        delivery_count=Sum("delivery_count", default=0),
+        delivery_sum=Sum("delivery_sum_ms", default=0.0),
+        rtt_count=Sum("round_trip_count", default=0),
+        rtt_sum=Sum("round_trip_sum_ms", default=0.0),
+    )
+    by_type: Counter[str] = Counter()
+    delivery_buckets: list[list[int]] = []
+    rtt_buckets: list[list[int]] = []
+    detail = rows.filter(Q(errors__gt=0) | Q(delivery_count__gt=0) | Q(round_trip_count__gt=0))
+    for errors_by_type, delivery, rtt in detail.values_list(
+        "errors_by_type", "delivery_buckets", "round_trip_buckets"
+    ):
+        by_type.update(errors_by_type)
+        delivery_buckets.append(delivery)
+        rtt_buckets.append(rtt)
+    window: WindowJSON = {
+        "seconds": seconds,
+        "connections": sums["connections"],
+        "disconnections": sums["disconnections"],
+        "rejectedConnections": sums["rejected"],
+        "messagesSent": sums["sent"],
+        "messagesReceived": sums["received"],
+        "errors": sums["errors"],
+        "errorsByType": dict(by_type),
+        "messagesPerMinute": round((sums["sent"] + sums["received"]) * 60 / seconds, 3),
+    }
+    return (
+        window,
+        _latency(delivery_buckets, sums["delivery_count"], sums["delivery_sum"]),
+        _latency(rtt_buckets, sums["rtt_count"], sums["rtt_sum"]),
+    )
+
+
+def websocket_stats(now: datetime | None = None) -> WebSocketStats:
+    now = now or timezone.now()
+    workers = live_workers(now)
+    reporting = [(w, w.last_sample) for w in workers if w.last_sample is not None]
+    samples = [sample for _, sample in reporting]
+    rooms: Counter[str] = Counter()
+    for sample in samples:
+        rooms.update(sample.rooms)
+    totals = MetricTotals.objects.filter(pk=MetricTotals.SINGLETON_ID).first()
+    window, latency, round_trip = window_samples(now, settings.STATS_WINDOW_SECONDS)
+    oldest = workers[0].started_at if workers else None
+    members = {room: count for room, count in sorted(rooms.items()) if count > 0}
+    return {
+        "activeConnections": sum(s.active_connections for s in samples),
+        "totalConnections": totals.connections if totals else 0,
+        "totalDisconnections": totals.disconnections if totals else 0,
+        "totalRejectedConnections": totals.rejected_connections if totals else 0,
+        "totalMessagesSent": totals.messages_sent if totals else 0,
+        "totalMessagesReceived": totals.messages_received if totals else 0,
+        "connectionErrors": totals.errors if totals else 0,
+        "errorRate": error_rate(
+            window["errors"],
+            window["connections"] + window["rejectedConnections"],
+            window["messagesReceived"],
+        ),
+        "rooms": {"active": len(members), "members": members},
+        "latency": latency,
+        "roundTrip": round_trip,
+        "memoryUsage": _memory(reporting),
+        "workers": [_worker_json(w, now) for w in workers],
+        "uptime": int((now - oldest).total_seconds()) if oldest else 0,
+        "window": window,
+        "metricsSince": totals.started_at.isoformat() if totals else None,
+        "timestamp": now.isoformat(),
+    }
+
+
+def _worker_json(worker: Worker, now: datetime) -> WorkerJSON:
+    sample = worker.last_sample
+    return {
+        "id": worker.name,
+        "hostname": worker.hostname,
+        "pid": worker.pid,
+        "uptime": int((now - worker.started_at).total_seconds()),
+        "lastSeen": worker.last_seen_at.isoformat(),
+        "activeConnections": sample.active_connections if sample else 0,
+        "activeRooms": sample.active_rooms if sample else 0,
+        "memoryUsage": _memory([(worker, sample)] if sample else []),
+    }
+
+
+class WebSocketHealth(TypedDict):
+    status: str
+    connections: int
+    uptime: int
+    errorRate: float
+    memoryUsage: MemoryUsageJSON
+    latency: LatencyJSON
+    workers: int
+    reasons: list[str]
+    timestamp: str
+
+
+def websocket_health(now: datetime | None = None) -> WebSocketHealth:
+    """The specification's health shape, with the reasons behind a status other than healthy."""
+    stats = websocket_stats(now)
+    reasons: list[str] = []
+    if not stats["workers"]:
+        reasons.append("no web worker has reported recently")
+    if stats["errorRate"] > settings.WS_DEGRADED_ERROR_RATE:
+        reasons.append(f"error rate {stats['errorRate']:.2%} in the last {stats['window']['seconds']}s")
+    avg = stats["latency"]["avgMs"]
+    if avg is not None and avg > settings.WS_DEGRADED_LATENCY_MS:
+        reasons.append(f"average delivery latency {avg:.0f} ms")
+    worst_memory = max((w["memoryUsage"]["percent"] for w in stats["workers"]), default=0.0)
+    if worst_memory > settings.WS_DEGRADED_MEMORY_PERCENT:
+        reasons.append(f"a worker uses {worst_memory:.0f}% of its memory")
+    if not stats["workers"]:
+        status = "unhealthy"
+    else:
+        status = "degraded" if reasons else "healthy"
+    return {
+        "status": status,
+        "connections": stats["activeConnections"],
+        "uptime": stats["uptime"],
+        "errorRate": stats["errorRate"],
+        "memoryUsage": stats["memoryUsage"],
+        "latency": stats["latency"],
+        "workers": len(stats["workers"]),
+        "reasons": reasons,
+        "timestamp": stats["timestamp"],
+    }

@@ -1,0 +1,179 @@
+"""The venue room: staff screens and devices follow one venue's events live.
+
+Every connection, disconnection, frame in, frame out, error and delivery delay is counted
+by the process's monitor, in memory; nothing here does I/O for monitoring.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+import structlog
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from monitoring.monitor import get_monitor
+from orders.access import admit
+from orders.groups import venue_group_name
+from orders.protocol import REFUSAL_REASONS, CloseCode, ErrorCode
+from orders.ratelimit import TokenBucket
+
+logger = structlog.get_logger(__name__)
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+# A client-reported round trip above this is noise (a laptop waking from sleep), not latency.
+MAX_REPORTED_RTT_MS = 60_000.0
+
+
+class VenueRoomConsumer(AsyncWebsocketConsumer):
+    group: str | None = None
+    closing = False
+
+    async def connect(self) -> None:
+        self.monitor = get_monitor()
+        venue_id = int(self.scope["url_route"]["kwargs"]["venue_id"])
+        admission = await admit(self.scope, venue_id)
+        if admission.refusal is not None:
+            await self.refuse(admission.refusal)
+            return
+        group = venue_group_name(venue_id)
+        try:
+            # Join before accepting, so nothing broadcast after the client sees "open" is lost.
+            await self.channel_layer.group_add(group, self.channel_name)
+        except Exception:
+            logger.exception("venue_room_join_failed", venue=venue_id)
+            self.monitor.track_rejection("channel_layer_unavailable")
+            await self.close(code=int(CloseCode.SERVER_ERROR))
+            return
+        self.group = group
+        self.venue_id = venue_id
+        self.bucket = TokenBucket(settings.WS_RATE_LIMIT_PER_SECOND, settings.WS_RATE_LIMIT_BURST)
+        self.max_bytes = settings.WS_MAX_MESSAGE_BYTES
+        await self.accept()
+        self.monitor.track_connection(group)
+        await self.send_frame({"type": "welcome", "venue": venue_id, "serverTime": time.time()})
+
+    async def refuse(self, code: CloseCode) -> None:
+        """Accept, then close with a documented code: browsers only see codes after accept."""
+        self.monitor.track_rejection(REFUSAL_REASONS.get(code, "refused"))
+        await self.accept()
+        await self.close(code=int(code))
+
+    async def disconnect(self, code: int) -> None:
+        group = self.group
+        if group is None:
+            return
+        self.group = None
+        self.monitor.track_disconnection(group)
+        try:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        except Exception:
+            # The layer's group expiry removes the member later; count it so it is seen.
+            logger.exception("venue_room_leave_failed", group=group)
+            self.monitor.track_error("group_discard_failed")
+
+    # --- frames from the client -----------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        monitor = self.monitor
+        monitor.track_message_received()
+        if self.group is None or self.closing:
+            return
+        if not self.bucket.take():
+            self.closing = True
+            monitor.track_error(ErrorCode.RATE_LIMITED)
+            await self.send_error(ErrorCode.RATE_LIMITED, "Too many messages; slow down.")
+            await self.close(code=int(CloseCode.RATE_LIMITED))
+            return
+        if text_data is None:
+            await self.reject_frame(ErrorCode.BINARY_NOT_SUPPORTED, "Send JSON text frames.")
+            return
+        # Cheap bound first: a str's UTF-8 size is between len and 4 * len.
+        if len(text_data) > self.max_bytes or (
+            len(text_data) * 4 > self.max_bytes
+            and len(text_data.encode("utf-8")) > self.max_bytes
+        ):
+            await self.reject_frame(
+                ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {self.max_bytes} bytes."
+            )
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            await self.reject_frame(ErrorCode.INVALID_JSON, "The frame is not valid JSON.")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.reject_frame(
+                ErrorCode.INVALID_MESSAGE, 'A frame is a JSON object with a string "type".'
+            )
+            return
+        kind = message["type"]
+        if kind == "ping":
+            await self.on_ping(message)
+        else:
+            await self.reject_frame(ErrorCode.UNKNOWN_TYPE, f"Unknown message type {kind[:50]!r}.")
+
+    async def on_ping(self, message: dict[str, Any]) -> None:
+        rtt = message.get("rttMs")
+        if rtt is not None:
+            if (
+                isinstance(rtt, int | float)
+                and not isinstance(rtt, bool)
+                and math.isfinite(rtt)
+                and 0 <= rtt <= MAX_REPORTED_RTT_MS
+            ):
+                self.monitor.track_round_trip(float(rtt))
+            else:
+                await self.reject_frame(
+                    ErrorCode.INVALID_MESSAGE, "rttMs must be a number of milliseconds."
+                )
+                return
+        ts = message.get("ts")
+        if not isinstance(ts, int | float | str) or isinstance(ts, bool):
+            ts = None
+        elif isinstance(ts, str):
+            ts = ts[:64]
+        await self.send_frame({"type": "pong", "ts": ts, "serverTime": time.time()})
+
+    async def reject_frame(self, code: ErrorCode, message: str) -> None:
+        self.monitor.track_error(code)
+        await self.send_error(code, message)
+
+    async def send_error(self, code: ErrorCode, message: str) -> None:
+        await self.send_frame({"type": "error", "code": code.value, "message": message})
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=_dumps(frame))
+        self.monitor.track_message_sent()
+
+    # --- events from the channel layer ----------------------------------------------------
+
+    async def venue_event(self, event: dict[str, Any]) -> None:
+        if self.group is None:
+            return
+        await self.send(text_data=event["frame"])
+        monitor = self.monitor
+        monitor.track_message_sent()
+        monitor.track_delivery_latency((time.time() - event["sent_at"]) * 1000.0)
+
+    # --- the consumer must survive its own bugs ------------------------------------------
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        try:
+            await super().websocket_receive(message)
+        except Exception:
+            logger.exception("venue_room_frame_failed", group=self.group)
+            self.monitor.track_error(ErrorCode.INTERNAL_ERROR)
+            await self.send_error(ErrorCode.INTERNAL_ERROR, "The server could not handle that.")
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path: refused with 4404 rather than an unexplained drop."""
+
+    async def connect(self) -> None:
+        get_monitor().track_rejection("not_found")
+        await self.accept()
+        await self.close(code=int(CloseCode.NOT_FOUND))

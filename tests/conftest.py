@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from monitoring.monitor import WebSocketMonitor, reset_monitor
+from orders.models import Venue, VenueAccessToken
+
+
+@pytest.fixture(autouse=True)
+def fresh_monitor() -> Iterator[WebSocketMonitor]:
+    """Each test counts from zero in this process."""
+    yield reset_monitor()
+    reset_monitor()
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    # Leave nothing of this run's channel layer behind.
+    for key in client.scan_iter(f"{settings.CHANNEL_LAYER_PREFIX}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def venue(db: Any) -> Venue:
+    return Venue.objects.create(name="Main Branch", slug="main-branch", timezone="Europe/London")
+
+
+@pytest.fixture
+def other_venue(db: Any) -> Venue:
+    return Venue.objects.create(name="Harbour", slug="harbour")
+
+
+@pytest.fixture
+def venue_token(venue: Venue) -> str:
+    _, raw = VenueAccessToken.issue(venue, "Kitchen screen")
+    return raw
+
+
+@pytest.fixture
+def staff_user(db: Any) -> Any:
+    return get_user_model().objects.create_user(
+        "ops", "ops@example.com", "pw-ops-123", is_staff=True
+    )
+
+
+@pytest.fixture
+def plain_user(db: Any) -> Any:
+    return get_user_model().objects.create_user("waiter", "waiter@example.com", "pw-waiter-123")
+
+
+def session_cookie_for(user: Any) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
