@@ -47,7 +47,7 @@ class WebSocketSampleAdmin(ReadOnlyAdmin):
     @admin.display(description="Avg delivery (ms)")
     def average_latency(self, obj: WebSocketSample) -> str:
         if not obj.delivery_count:
-            return "–"
+            return "-"
         return f"{obj.delivery_sum_ms / obj.delivery_count:.1f}"
 
 

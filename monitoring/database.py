@@ -75,5 +75,3 @@ async def database_health() -> DatabaseHealth:
         "error": reachability.reason or migration_result.reason or None,
         "timestamp": timezone.now().isoformat(),
     }
-
-

@@ -153,7 +153,7 @@ class WebSocketCheck(ThreadedCheck):
             close_old_connections()
 
 
-async def _run_one(check: HealthCheck, timeout: float) -> CheckResult:
+async def _run_one(check: HealthCheck, limit: float) -> CheckResult:
     started = time.perf_counter()
 
     def result(status: Status, reason: str = "") -> CheckResult:
@@ -163,9 +163,9 @@ async def _run_one(check: HealthCheck, timeout: float) -> CheckResult:
     if not check.enabled():
         return result(Status.DISABLED)
     try:
-        return result(await asyncio.wait_for(check.check(), timeout))
+        return result(await asyncio.wait_for(check.check(), limit))
     except TimeoutError:
-        reason = f"timed out after {timeout}s"
+        reason = f"timed out after {limit}s"
     except CheckFailed as exc:
         reason = str(exc)
     except Exception as exc:
@@ -175,11 +175,10 @@ async def _run_one(check: HealthCheck, timeout: float) -> CheckResult:
     return result(Status.UNHEALTHY, reason)
 
 
-async def run_checks(
-    checks: list[HealthCheck], timeout: float | None = None
-) -> list[CheckResult]:
-    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS if timeout is None else timeout
-    return list(await asyncio.gather(*(_run_one(check, timeout) for check in checks)))
+async def run_checks(checks: list[HealthCheck], limit: float | None = None) -> list[CheckResult]:
+    """Run every check at once; each gets `limit` seconds (HEALTH_CHECK_TIMEOUT_SECONDS)."""
+    limit = settings.HEALTH_CHECK_TIMEOUT_SECONDS if limit is None else limit
+    return list(await asyncio.gather(*(_run_one(check, limit) for check in checks)))
 
 
 def overall_status(results: list[CheckResult]) -> Status:

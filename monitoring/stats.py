@@ -237,7 +237,9 @@ def websocket_health(now: datetime | None = None) -> WebSocketHealth:
     if not stats["workers"]:
         reasons.append("no web worker has reported recently")
     if stats["errorRate"] > settings.WS_DEGRADED_ERROR_RATE:
-        reasons.append(f"error rate {stats['errorRate']:.2%} in the last {stats['window']['seconds']}s")
+        reasons.append(
+            f"error rate {stats['errorRate']:.2%} in the last {stats['window']['seconds']}s"
+        )
     avg = stats["latency"]["avgMs"]
     if avg is not None and avg > settings.WS_DEGRADED_LATENCY_MS:
         reasons.append(f"average delivery latency {avg:.0f} ms")

@@ -43,7 +43,9 @@ class VenueAccessTokenAdmin(admin.ModelAdmin):
             return []
         return ["venue", *self.readonly_fields]
 
-    def save_model(self, request: HttpRequest, obj: VenueAccessToken, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: VenueAccessToken, form: Any, change: bool
+    ) -> None:
         if not change:
             raw = VenueAccessToken.generate()
             obj.set_token(raw)

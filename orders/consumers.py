@@ -93,8 +93,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             return
         # Cheap bound first: a str's UTF-8 size is between len and 4 * len.
         if len(text_data) > self.max_bytes or (
-            len(text_data) * 4 > self.max_bytes
-            and len(text_data.encode("utf-8")) > self.max_bytes
+            len(text_data) * 4 > self.max_bytes and len(text_data.encode("utf-8")) > self.max_bytes
         ):
             await self.reject_frame(
                 ErrorCode.FRAME_TOO_LARGE, f"Frames are limited to {self.max_bytes} bytes."

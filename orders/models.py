@@ -11,7 +11,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
-TOKEN_PREFIX = "iwv_"
+TOKEN_PREFIX = "iwv_"  # noqa: S105 -- a public marker, not a secret
 # A venue token's last use is written at most this often, not on every connection.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
 
@@ -97,9 +97,9 @@ class VenueAccessToken(models.Model):
         self.prefix = raw[: len(TOKEN_PREFIX) + 4]
 
     @classmethod
-    def issue(cls, venue: Venue, name: str, created_by: object | None = None) -> tuple[
-        VenueAccessToken, str
-    ]:
+    def issue(
+        cls, venue: Venue, name: str, created_by: object | None = None
+    ) -> tuple[VenueAccessToken, str]:
         raw = cls.generate()
         token = cls(venue=venue, name=name, created_by=created_by)
         token.set_token(raw)
@@ -110,9 +110,9 @@ class VenueAccessToken(models.Model):
     def authenticate(cls, raw: str) -> VenueAccessToken | None:
         if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
             return None
-        token = cls.objects.active().select_related("venue").filter(
-            token_hash=hash_token(raw)
-        ).first()
+        token = (
+            cls.objects.active().select_related("venue").filter(token_hash=hash_token(raw)).first()
+        )
         if token is not None:
             token.touch()
         return token

@@ -18,6 +18,6 @@ os.environ.setdefault("INKWAVE_VAR_DIR", tempfile.mkdtemp(prefix="inkwave-test-"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("LOG_LEVEL", "warning")
 
-from inkwave.settings import *  # noqa: E402, F403
+from inkwave.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests

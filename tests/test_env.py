@@ -101,7 +101,8 @@ def test_with_nothing_set_it_runs_on_sqlite_memory_layer_and_a_serverless_broker
     engine, layer, broker = result.stdout.split()
     assert engine == "django.db.backends.sqlite3"
     assert layer == "channels.layers.InMemoryChannelLayer"
-    assert broker.startswith("sqla+sqlite:///") and str(tmp_path) in broker
+    assert broker.startswith("sqla+sqlite:///")
+    assert str(tmp_path) in broker
 
 
 def test_database_and_redis_urls_switch_to_the_production_stack(tmp_path: Path) -> None:

@@ -5,88 +5,126 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='MetricTotals',
+            name="MetricTotals",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('started_at', models.DateTimeField()),
-                ('connections', models.PositiveBigIntegerField(default=0)),
-                ('disconnections', models.PositiveBigIntegerField(default=0)),
-                ('rejected_connections', models.PositiveBigIntegerField(default=0)),
-                ('messages_sent', models.PositiveBigIntegerField(default=0)),
-                ('messages_received', models.PositiveBigIntegerField(default=0)),
-                ('errors', models.PositiveBigIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("started_at", models.DateTimeField()),
+                ("connections", models.PositiveBigIntegerField(default=0)),
+                ("disconnections", models.PositiveBigIntegerField(default=0)),
+                ("rejected_connections", models.PositiveBigIntegerField(default=0)),
+                ("messages_sent", models.PositiveBigIntegerField(default=0)),
+                ("messages_received", models.PositiveBigIntegerField(default=0)),
+                ("errors", models.PositiveBigIntegerField(default=0)),
             ],
             options={
-                'verbose_name_plural': 'metric totals',
+                "verbose_name_plural": "metric totals",
             },
         ),
         migrations.CreateModel(
-            name='WebSocketSample',
+            name="WebSocketSample",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('recorded_at', models.DateTimeField()),
-                ('interval_seconds', models.FloatField()),
-                ('connections', models.PositiveIntegerField(default=0)),
-                ('disconnections', models.PositiveIntegerField(default=0)),
-                ('rejected_connections', models.PositiveIntegerField(default=0)),
-                ('messages_sent', models.PositiveBigIntegerField(default=0)),
-                ('messages_received', models.PositiveBigIntegerField(default=0)),
-                ('errors', models.PositiveIntegerField(default=0)),
-                ('errors_by_type', models.JSONField(blank=True, default=dict)),
-                ('delivery_count', models.PositiveBigIntegerField(default=0)),
-                ('delivery_sum_ms', models.FloatField(default=0)),
-                ('delivery_buckets', models.JSONField(blank=True, default=list)),
-                ('round_trip_count', models.PositiveBigIntegerField(default=0)),
-                ('round_trip_sum_ms', models.FloatField(default=0)),
-                ('round_trip_buckets', models.JSONField(blank=True, default=list)),
-                ('cpu_seconds', models.FloatField(default=0)),
-                ('active_connections', models.PositiveIntegerField(default=0)),
-                ('active_rooms', models.PositiveIntegerField(default=0)),
-                ('rooms', models.JSONField(blank=True, default=dict, help_text='Members per venue room.')),
-                ('memory_rss_bytes', models.PositiveBigIntegerField(default=0)),
-                ('memory_limit_bytes', models.PositiveBigIntegerField(default=0)),
-                ('memory_percent', models.FloatField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("recorded_at", models.DateTimeField()),
+                ("interval_seconds", models.FloatField()),
+                ("connections", models.PositiveIntegerField(default=0)),
+                ("disconnections", models.PositiveIntegerField(default=0)),
+                ("rejected_connections", models.PositiveIntegerField(default=0)),
+                ("messages_sent", models.PositiveBigIntegerField(default=0)),
+                ("messages_received", models.PositiveBigIntegerField(default=0)),
+                ("errors", models.PositiveIntegerField(default=0)),
+                ("errors_by_type", models.JSONField(blank=True, default=dict)),
+                ("delivery_count", models.PositiveBigIntegerField(default=0)),
+                ("delivery_sum_ms", models.FloatField(default=0)),
+                ("delivery_buckets", models.JSONField(blank=True, default=list)),
+                ("round_trip_count", models.PositiveBigIntegerField(default=0)),
+                ("round_trip_sum_ms", models.FloatField(default=0)),
+                ("round_trip_buckets", models.JSONField(blank=True, default=list)),
+                ("cpu_seconds", models.FloatField(default=0)),
+                ("active_connections", models.PositiveIntegerField(default=0)),
+                ("active_rooms", models.PositiveIntegerField(default=0)),
+                (
+                    "rooms",
+                    models.JSONField(blank=True, default=dict, help_text="Members per venue room."),
+                ),
+                ("memory_rss_bytes", models.PositiveBigIntegerField(default=0)),
+                ("memory_limit_bytes", models.PositiveBigIntegerField(default=0)),
+                ("memory_percent", models.FloatField(default=0)),
             ],
             options={
-                'ordering': ['-recorded_at'],
+                "ordering": ["-recorded_at"],
             },
         ),
         migrations.CreateModel(
-            name='Worker',
+            name="Worker",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('role', models.CharField(choices=[('web', 'Web (ASGI)'), ('celery', 'Celery worker')], default='web', max_length=16)),
-                ('hostname', models.CharField(max_length=255)),
-                ('pid', models.PositiveIntegerField()),
-                ('started_at', models.DateTimeField()),
-                ('last_seen_at', models.DateTimeField(db_index=True)),
-                ('stopped_at', models.DateTimeField(blank=True, null=True)),
-                ('last_sample', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='monitoring.websocketsample')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("web", "Web (ASGI)"), ("celery", "Celery worker")],
+                        default="web",
+                        max_length=16,
+                    ),
+                ),
+                ("hostname", models.CharField(max_length=255)),
+                ("pid", models.PositiveIntegerField()),
+                ("started_at", models.DateTimeField()),
+                ("last_seen_at", models.DateTimeField(db_index=True)),
+                ("stopped_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "last_sample",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="monitoring.websocketsample",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-last_seen_at'],
+                "ordering": ["-last_seen_at"],
             },
         ),
         migrations.AddField(
-            model_name='websocketsample',
-            name='worker',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='samples', to='monitoring.worker'),
+            model_name="websocketsample",
+            name="worker",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="samples",
+                to="monitoring.worker",
+            ),
         ),
         migrations.AddIndex(
-            model_name='websocketsample',
-            index=models.Index(fields=['recorded_at'], name='wssample_recorded_idx'),
+            model_name="websocketsample",
+            index=models.Index(fields=["recorded_at"], name="wssample_recorded_idx"),
         ),
         migrations.AddIndex(
-            model_name='websocketsample',
-            index=models.Index(fields=['worker', '-recorded_at'], name='wssample_worker_recent_idx'),
+            model_name="websocketsample",
+            index=models.Index(
+                fields=["worker", "-recorded_at"], name="wssample_worker_recent_idx"
+            ),
         ),
     ]

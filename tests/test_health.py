@@ -1,0 +1,141 @@
+"""GET /health: the spec's shape, concurrent checks with timeouts, nothing private in the body."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.test import AsyncClient
+
+from monitoring.health import Status, ThreadedCheck, run_checks
+from monitoring.monitor import MonitorSnapshot, WebSocketMonitor
+from monitoring.recording import SampleRecorder, WorkerIdentity
+from tests.fakes import closed_port, hung_server
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def report_a_live_worker() -> None:
+    monitor = WebSocketMonitor()
+    identity = WorkerIdentity(name="web-1")
+    SampleRecorder(identity, MonitorSnapshot.empty(monitor.started_at)).flush(monitor.snapshot())
+
+
+async def get_health(client: AsyncClient) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    response = await client.get("/health")
+    return response.status_code, response.json(), time.monotonic() - started
+
+
+def redis_layer(url: str, prefix: str) -> dict[str, Any]:
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [url], "prefix": prefix},
+        }
+    }
+
+
+async def test_healthy_when_every_dependency_answers(redis_client: Any) -> None:
+    await database_sync_to_async(report_a_live_worker)()
+    status, body, _ = await get_health(AsyncClient())
+    assert status == 200
+    assert body["status"] == "healthy"
+    assert body["checks"] == {
+        "database": "healthy",
+        "websocket": "healthy",
+        "redis": "healthy",
+        "channel_layer": "healthy",
+    }
+    assert body["timestamp"].endswith("+00:00")
+
+
+async def test_no_reporting_web_worker_degrades_but_does_not_fail(redis_client: Any) -> None:
+    status, body, _ = await get_health(AsyncClient())
+    assert status == 200
+    assert body["status"] == "degraded"
+    assert body["checks"]["websocket"] == "unhealthy"
+
+
+async def test_a_stopped_redis_fails_health_with_503(settings: Any) -> None:
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    settings.REDIS_URL = url
+    settings.CHANNEL_LAYERS = redis_layer(url, settings.CHANNEL_LAYER_PREFIX)
+    status, body, elapsed = await get_health(AsyncClient())
+    assert status == 503
+    assert body["status"] == "unhealthy"
+    assert body["checks"]["redis"] == "unhealthy"
+    assert body["checks"]["channel_layer"] == "unhealthy"
+    assert body["checks"]["database"] == "healthy"
+    assert elapsed < 3
+
+
+async def test_a_hung_redis_yields_503_within_the_timeout_not_a_hung_request(
+    settings: Any,
+) -> None:
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 1.0
+    with hung_server() as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        settings.REDIS_URL = url
+        settings.CHANNEL_LAYERS = redis_layer(url, settings.CHANNEL_LAYER_PREFIX)
+        status, body, elapsed = await get_health(AsyncClient())
+    assert status == 503
+    assert body["checks"]["redis"] == "unhealthy"
+    assert body["checks"]["channel_layer"] == "unhealthy"
+    # Checks run concurrently: two hung checks cost one timeout, not two.
+    assert elapsed < 2.0
+
+
+async def test_the_public_body_holds_no_hostnames_versions_or_exception_text(
+    settings: Any,
+) -> None:
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    settings.REDIS_URL = url
+    settings.CHANNEL_LAYERS = redis_layer(url, settings.CHANNEL_LAYER_PREFIX)
+    response = await AsyncClient().get("/health")
+    text = response.content.decode()
+    for leak in ("127.0.0.1", "Error", "refused", "redis://", "postgres", "version"):
+        assert leak not in text
+    assert set(response.json()) == {"status", "checks", "timestamp"}
+
+
+async def test_liveness_checks_nothing_external(settings: Any) -> None:
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    response = await AsyncClient().get("/health/live")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+async def test_health_refuses_other_methods() -> None:
+    response = await AsyncClient().post("/health")
+    assert response.status_code == 405
+
+
+class StuckCheck(ThreadedCheck):
+    name = "stuck"
+
+    def __init__(self, release: Any) -> None:
+        self.release = release
+        self.runs = 0
+
+    def run_blocking(self) -> Status:
+        self.runs += 1
+        self.release.wait(5)
+        return Status.HEALTHY
+
+
+async def test_a_check_still_stuck_is_not_started_again() -> None:
+    import threading
+
+    release = threading.Event()
+    check = StuckCheck(release)
+    first = await run_checks([check], limit=0.2)
+    second = await run_checks([check], limit=0.2)
+    release.set()
+    assert first[0].status == Status.UNHEALTHY
+    assert "timed out" in first[0].reason
+    assert second[0].status == Status.UNHEALTHY
+    assert "in flight" in second[0].reason
+    assert check.runs == 1

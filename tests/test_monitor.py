@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+
+from monitoring.histogram import BUCKET_COUNT, LATENCY_BOUNDS_MS, Histogram, add_buckets, quantile
+from monitoring.monitor import DisabledMonitor, WebSocketMonitor
+
+
+def test_it_counts_connections_rooms_and_members() -> None:
+    monitor = WebSocketMonitor()
+    monitor.track_connection("venue.1")
+    monitor.track_connection("venue.1")
+    monitor.track_connection("venue.2")
+    monitor.track_disconnection("venue.1")
+    monitor.track_disconnection("venue.2")
+    snap = monitor.snapshot()
+    assert (snap.connections, snap.disconnections, snap.active_connections) == (3, 2, 1)
+    assert snap.rooms == {"venue.1": 1}
+
+
+def test_a_rejection_is_a_connection_error_by_reason() -> None:
+    monitor = WebSocketMonitor()
+    monitor.track_rejection("unauthenticated")
+    monitor.track_rejection("unauthenticated")
+    monitor.track_error("invalid_json")
+    snap = monitor.snapshot()
+    assert snap.rejected_connections == 2
+    assert snap.errors == 3
+    assert snap.errors_by_type == {"unauthenticated": 2, "invalid_json": 1}
+
+
+def test_snapshots_are_copies_that_later_events_do_not_change() -> None:
+    monitor = WebSocketMonitor()
+    monitor.track_connection("venue.1")
+    monitor.track_error("x")
+    snap = monitor.snapshot()
+    monitor.track_connection("venue.1")
+    monitor.track_error("x")
+    assert snap.rooms == {"venue.1": 1}
+    assert snap.errors_by_type == {"x": 1}
+
+
+def test_a_disabled_monitor_counts_nothing() -> None:
+    monitor = DisabledMonitor()
+    monitor.track_connection("venue.1")
+    monitor.track_message_received()
+    monitor.track_delivery_latency(5)
+    snap = monitor.snapshot()
+    assert (snap.connections, snap.messages_received, snap.delivery.count) == (0, 0, 0)
+
+
+def test_histogram_buckets_by_upper_bound() -> None:
+    histogram = Histogram()
+    for value in (0.2, 0.5, 0.7, 3, 20_000, -1):
+        histogram.observe(value)
+    snap = histogram.snapshot()
+    assert len(snap.counts) == BUCKET_COUNT
+    assert snap.counts[0] == 3  # 0.2, 0.5 (inclusive bound) and the clamped -1
+    assert snap.counts[1] == 1  # 0.7 <= 1
+    assert snap.counts[LATENCY_BOUNDS_MS.index(5)] == 1
+    assert snap.counts[-1] == 1
+    assert snap.count == 6
+
+
+def test_quantiles_interpolate_within_the_bucket() -> None:
+    counts = [0] * BUCKET_COUNT
+    counts[LATENCY_BOUNDS_MS.index(10)] = 100  # all between 5 and 10 ms
+    assert quantile(counts, 0.5) == pytest.approx(7.5)
+    assert quantile(counts, 0.99) == pytest.approx(9.95)
+    assert quantile([0] * BUCKET_COUNT, 0.5) is None
+
+
+def test_histograms_from_several_workers_add_up() -> None:
+    first, second = [1] * BUCKET_COUNT, [2] * BUCKET_COUNT
+    assert add_buckets([first, second]) == [3] * BUCKET_COUNT
+    # A row written with other bounds is left out rather than mis-added.
+    assert add_buckets([first, [5, 5]]) == first
+
+
+def test_delta_between_snapshots() -> None:
+    histogram = Histogram()
+    histogram.observe(1)
+    before = histogram.snapshot()
+    histogram.observe(1)
+    histogram.observe(100)
+    delta = histogram.snapshot().minus(before)
+    assert delta.count == 2
+    assert delta.total == pytest.approx(101)

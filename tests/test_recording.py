@@ -1,0 +1,182 @@
+"""Flushing the monitor into sample rows, and the deployment statistics over them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.db import connection
+from django.utils import timezone
+
+from monitoring.models import MetricTotals, WebSocketSample, Worker
+from monitoring.monitor import MonitorSnapshot, WebSocketMonitor
+from monitoring.pruning import prune_samples
+from monitoring.recording import SampleRecorder, WorkerIdentity
+from monitoring.stats import websocket_health, websocket_stats
+
+pytestmark = pytest.mark.django_db
+
+
+def recorder_for(monitor: WebSocketMonitor, name: str, hostname: str = "web-a") -> SampleRecorder:
+    identity = WorkerIdentity(name=name, hostname=hostname)
+    return SampleRecorder(identity, MonitorSnapshot.empty(monitor.started_at))
+
+
+def busy_monitor(connections: int, received: int, errors: int = 0) -> WebSocketMonitor:
+    monitor = WebSocketMonitor()
+    for _ in range(connections):
+        monitor.track_connection("venue.1")
+    for _ in range(received):
+        monitor.track_message_received()
+        monitor.track_message_sent()
+    for _ in range(errors):
+        monitor.track_error("invalid_json")
+    return monitor
+
+
+def test_a_flush_writes_the_interval_counts_and_the_end_state() -> None:
+    monitor = busy_monitor(connections=3, received=10, errors=1)
+    monitor.track_delivery_latency(4.0)
+    recorder = recorder_for(monitor, "w1")
+    sample = recorder.flush(monitor.snapshot())
+    assert (sample.connections, sample.messages_received, sample.errors) == (3, 10, 1)
+    assert sample.active_connections == 3
+    assert sample.rooms == {"venue.1": 3}
+    assert sample.errors_by_type == {"invalid_json": 1}
+    assert sample.delivery_count == 1
+    assert sample.memory_rss_bytes > 0
+    assert sample.memory_limit_bytes > sample.memory_rss_bytes
+
+    monitor.track_disconnection("venue.1")
+    monitor.track_message_received()
+    second = recorder.flush(monitor.snapshot())
+    assert (second.connections, second.disconnections, second.messages_received) == (0, 1, 1)
+    assert second.errors_by_type == {}
+    assert second.active_connections == 2
+    totals = MetricTotals.objects.get()
+    assert (totals.connections, totals.disconnections, totals.messages_received) == (3, 1, 11)
+
+
+def test_a_failed_flush_is_folded_into_the_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monitor = busy_monitor(connections=2, received=5)
+    recorder = recorder_for(monitor, "w1")
+
+    def database_down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("database unreachable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("monitoring.recording.record_sample", database_down)
+        with pytest.raises(ConnectionError):
+            recorder.flush(monitor.snapshot())
+    monitor.track_message_received()
+    sample = recorder.flush(monitor.snapshot())
+    assert (sample.connections, sample.messages_received) == (2, 6)
+    assert MetricTotals.objects.get().messages_received == 6
+
+
+def test_statistics_sum_the_latest_sample_of_every_live_worker() -> None:
+    a, b = busy_monitor(connections=4, received=7), busy_monitor(connections=6, received=3)
+    rec_a, rec_b = recorder_for(a, "a", "host-a"), recorder_for(b, "b", "host-b")
+    rec_a.flush(a.snapshot())
+    rec_b.flush(b.snapshot())
+    a.track_disconnection("venue.1")
+    rec_a.flush(a.snapshot())  # a's older sample must not be counted again
+    stats = websocket_stats()
+    assert stats["activeConnections"] == 3 + 6
+    assert stats["totalConnections"] == 10
+    assert stats["totalDisconnections"] == 1
+    assert stats["totalMessagesReceived"] == 10
+    assert stats["rooms"] == {"active": 1, "members": {"venue.1": 9}}
+    assert len(stats["workers"]) == 2
+    assert stats["memoryUsage"]["heapUsed"] == sum(
+        w["memoryUsage"]["heapUsed"] for w in stats["workers"]
+    )
+
+
+def test_a_worker_that_stops_reporting_is_no_longer_counted(settings: Any) -> None:
+    settings.WORKER_LIVENESS_SECONDS = 30
+    quiet, busy = busy_monitor(connections=5, received=0), busy_monitor(connections=2, received=0)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        recorder_for(quiet, "quiet").flush(quiet.snapshot())
+    with time_machine.travel(start + timedelta(seconds=25), tick=False):
+        recorder_for(busy, "busy").flush(busy.snapshot())
+    with time_machine.travel(start + timedelta(seconds=40), tick=False):
+        stats = websocket_stats()
+    assert [w["id"] for w in stats["workers"]] == ["busy"]
+    assert stats["activeConnections"] == 2
+    # The totals still include what the silent worker reported while alive.
+    assert stats["totalConnections"] == 7
+
+
+def test_a_stopped_worker_leaves_the_statistics_at_once() -> None:
+    monitor = busy_monitor(connections=1, received=0)
+    recorder = recorder_for(monitor, "leaving")
+    recorder.flush(monitor.snapshot())
+    assert websocket_stats()["activeConnections"] == 1
+    recorder.flush(monitor.snapshot(), stopping=True)
+    assert websocket_stats()["workers"] == []
+    assert Worker.objects.get(name="leaving").stopped_at is not None
+
+
+def test_error_rate_and_latency_come_from_the_recent_window(settings: Any) -> None:
+    settings.STATS_WINDOW_SECONDS = 60
+    monitor = busy_monitor(connections=10, received=90, errors=5)
+    for value in [2.0] * 98 + [400.0, 800.0]:
+        monitor.track_delivery_latency(value)
+    recorder = recorder_for(monitor, "w")
+    recorder.flush(monitor.snapshot())
+    stats = websocket_stats()
+    assert stats["errorRate"] == pytest.approx(5 / 100)
+    assert stats["window"]["errorsByType"] == {"invalid_json": 5}
+    assert stats["latency"]["count"] == 100
+    assert stats["latency"]["avgMs"] == pytest.approx((98 * 2 + 1200) / 100)
+    assert 1 < stats["latency"]["p50Ms"] <= 2
+    assert 250 < stats["latency"]["p99Ms"] <= 500
+    with time_machine.travel(timezone.now() + timedelta(seconds=120), tick=False):
+        later = websocket_stats()
+    assert later["errorRate"] == 0.0
+    assert later["latency"]["count"] == 0
+    assert later["totalConnections"] == 10
+
+
+def test_websocket_health_degrades_on_errors_and_fails_without_workers(settings: Any) -> None:
+    assert websocket_health()["status"] == "unhealthy"
+    monitor = busy_monitor(connections=10, received=10)
+    recorder = recorder_for(monitor, "w")
+    recorder.flush(monitor.snapshot())
+    health = websocket_health()
+    assert health["status"] == "healthy"
+    assert health["connections"] == 10
+    for _ in range(5):
+        monitor.track_error("invalid_json")
+    recorder.flush(monitor.snapshot())
+    health = websocket_health()
+    assert health["status"] == "degraded"
+    assert "error rate" in health["reasons"][0]
+
+
+def test_pruning_removes_old_samples_but_not_the_totals() -> None:
+    monitor = busy_monitor(connections=3, received=0)
+    old = timezone.now() - timedelta(days=20)
+    with time_machine.travel(old, tick=False):
+        recorder_for(monitor, "old").flush(monitor.snapshot())
+    fresh = busy_monitor(connections=1, received=0)
+    recorder_for(fresh, "new").flush(fresh.snapshot())
+    assert prune_samples(retention_days=14) == 1
+    assert WebSocketSample.objects.count() == 1
+    assert list(Worker.objects.values_list("name", flat=True)) == ["new"]
+    assert MetricTotals.objects.get().connections == 4
+
+
+def test_the_statistics_take_a_bounded_number_of_queries() -> None:
+    for index in range(5):
+        monitor = busy_monitor(connections=index, received=1)
+        recorder_for(monitor, f"w{index}", f"host-{index}").flush(monitor.snapshot())
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        websocket_stats()
+    assert len(queries) <= 4
