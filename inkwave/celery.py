@@ -1,11 +1,22 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inkwave.settings")
 
 app = Celery("inkwave")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.setup_logging.connect
+def use_django_logging(**kwargs: Any) -> None:
+    """Keep Celery from replacing our structured logging with its own handlers."""
+    from django.conf import settings
+
+    from inkwave.logging import configure
+
+    configure(settings.LOGGING)
