@@ -201,7 +201,7 @@ WORKER_LIVENESS_SECONDS = env_float(
 if WORKER_LIVENESS_SECONDS <= METRICS_FLUSH_SECONDS:
     raise ImproperlyConfigured("WORKER_LIVENESS_SECONDS must be longer than METRICS_FLUSH_SECONDS")
 METRICS_RETENTION_DAYS = env_int("METRICS_RETENTION_DAYS", 14, minimum=1)
-METRICS_PRUNE_SECONDS = env_int("METRICS_PRUNE_SECONDS", 3600, minimum=10)
+METRICS_PRUNE_SECONDS = env_int("METRICS_PRUNE_SECONDS", 3600, minimum=1)
 # Window of the "recent" figures (error rate, latency percentiles) of the stats endpoints.
 STATS_WINDOW_SECONDS = env_int("STATS_WINDOW_SECONDS", 300, minimum=10)
 MONITORING_TOKEN = env_secret("MONITORING_TOKEN")

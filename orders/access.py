@@ -29,7 +29,7 @@ def _admit(scope: dict[str, Any], venue_id: int) -> Admission:
         return Admission(None, CloseCode.NOT_FOUND)
     if token is not None and token.venue_id == venue.pk:
         return Admission(venue.pk, None)
-    if user_ok and venue.is_accessible_by(user):
+    if user is not None and user_ok and venue.is_accessible_by(user):
         return Admission(venue.pk, None)
     return Admission(None, CloseCode.FORBIDDEN)
 

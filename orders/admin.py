@@ -33,7 +33,7 @@ class VenueAccessTokenAdmin(admin.ModelAdmin):
     def status(self, obj: VenueAccessToken) -> str:
         return "revoked" if obj.is_revoked else "active"
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ["venue", "name"]
         return ["venue", "name", "prefix", "created_at", "created_by", "last_used_at", "revoked_at"]
@@ -49,7 +49,7 @@ class VenueAccessTokenAdmin(admin.ModelAdmin):
         if not change:
             raw = VenueAccessToken.generate()
             obj.set_token(raw)
-            obj.created_by = request.user
+            obj.created_by = request.user if request.user.is_authenticated else None
             messages.warning(
                 request,
                 f"Token for {obj.venue}: {raw} — copy it now; it is stored hashed and "

@@ -6,6 +6,8 @@ from datetime import timedelta
 from zoneinfo import available_timezones
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -45,12 +47,12 @@ class Venue(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def is_accessible_by(self, user: object) -> bool:
-        if not getattr(user, "is_authenticated", False) or not getattr(user, "is_active", False):
+    def is_accessible_by(self, user: AbstractBaseUser | AnonymousUser) -> bool:
+        if not user.is_authenticated or not user.is_active:
             return False
         if getattr(user, "is_staff", False):
             return True
-        return self.members.filter(pk=getattr(user, "pk", None)).exists()
+        return self.members.filter(pk=user.pk).exists()
 
 
 def hash_token(raw: str) -> str:
@@ -98,7 +100,7 @@ class VenueAccessToken(models.Model):
 
     @classmethod
     def issue(
-        cls, venue: Venue, name: str, created_by: object | None = None
+        cls, venue: Venue, name: str, created_by: User | None = None
     ) -> tuple[VenueAccessToken, str]:
         raw = cls.generate()
         token = cls(venue=venue, name=name, created_by=created_by)

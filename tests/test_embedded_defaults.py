@@ -1,0 +1,169 @@
+"""The README's first command: the whole system on embedded defaults, with nothing configured.
+
+No PostgreSQL, no Redis: SQLite, the in-memory channel layer, and kombu's SQLAlchemy
+transport on a SQLite file carrying beat's tasks to a separate worker process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.system
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except Exception:  # noqa: S110 -- not up yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def get_json(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 -- loopback
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[tuple[int, dict[str, str], Path]]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DATABASE", "REDIS", "CELERY", "CHANNEL_LAYER", "DJANGO"))
+    }
+    port = free_port()
+    env.update(
+        INKWAVE_VAR_DIR=str(tmp_path),
+        PORT=str(port),
+        PYTHON=sys.executable,
+        METRICS_FLUSH_SECONDS="0.5",
+        METRICS_PRUNE_SECONDS="1",
+        LOG_LEVEL="warning",
+    )
+    log = (tmp_path / "run.log").open("w")
+    process = subprocess.Popen(
+        [str(ROOT / "scripts" / "run")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: get_json(f"http://127.0.0.1:{port}/health/live")[0] == 200, 90, "the server"
+        )
+        yield port, env, tmp_path
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+        # Nothing of it may be left running.
+        leftover = subprocess.run(
+            ["pgrep", "-g", str(process.pid)], capture_output=True, text=True, check=False
+        )
+        if leftover.stdout.strip():
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"processes left behind: {leftover.stdout}")
+
+
+def manage(env: dict[str, str], code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_the_whole_system_runs_on_embedded_defaults(
+    embedded: tuple[int, dict[str, str], Path],
+) -> None:
+    port, env, var_dir = embedded
+    status, body = get_json(f"http://127.0.0.1:{port}/health")
+    assert status == 200
+    assert body["checks"] == {
+        "database": "healthy",
+        "websocket": "healthy",
+        "redis": "disabled",
+        "channel_layer": "healthy",
+    }
+
+    token = manage(
+        env,
+        "from orders.models import Venue, VenueAccessToken\n"
+        "v = Venue.objects.create(name='Main Branch', slug='main')\n"
+        "print(v.pk, VenueAccessToken.issue(v, 'kitchen')[1])",
+    )
+    venue_id, raw = token.split()
+    with connect(f"ws://127.0.0.1:{port}/ws/venues/{venue_id}/?token={raw}") as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
+        ws.send(json.dumps({"type": "ping", "ts": 7}))
+        assert json.loads(ws.recv(timeout=5)) == {
+            "type": "pong",
+            "ts": 7,
+            "serverTime": pytest.approx(time.time(), abs=5),
+        }
+
+    # Beat schedules the pruning task; the worker, another process, runs it through the
+    # SQLite broker and deletes a sample older than the retention.
+    manage(
+        env,
+        "from datetime import timedelta\n"
+        "from django.utils import timezone\n"
+        "from monitoring.models import Worker, WebSocketSample\n"
+        "old = timezone.now() - timedelta(days=60)\n"
+        "w = Worker.objects.create(name='ancient', hostname='h', pid=1, started_at=old,"
+        " last_seen_at=old)\n"
+        "WebSocketSample.objects.create(worker=w, recorded_at=old, interval_seconds=10)\n"
+        "print('ok')",
+    )
+    database = var_dir / "db.sqlite3"
+
+    def ancient_samples() -> int:
+        with sqlite3.connect(database) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM monitoring_websocketsample s "
+                "JOIN monitoring_worker w ON w.id = s.worker_id WHERE w.name = 'ancient'"
+            ).fetchone()
+        return int(row[0])
+
+    assert ancient_samples() == 1
+    wait_until(lambda: ancient_samples() == 0, 30, "beat's pruning task to run in the worker")
+    assert (var_dir / "celery-broker.sqlite3").exists()
