@@ -1,0 +1,82 @@
+"""Venues and their device tokens, as an operator manages them."""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from orders.models import Venue, VenueAccessToken, hash_token
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client_logged_in(client: Client) -> Client:
+    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw-root-123")
+    client.force_login(user)
+    return client
+
+
+def test_the_command_prints_a_token_once_and_stores_only_its_hash(venue: Venue) -> None:
+    out = StringIO()
+    call_command("create_venue_token", venue.slug, "--name", "Bar tablet", stdout=out)
+    raw = out.getvalue().strip()
+    token = VenueAccessToken.objects.get(venue=venue)
+    assert raw.startswith("iwv_")
+    assert token.token_hash == hash_token(raw)
+    assert raw not in token.token_hash
+    assert VenueAccessToken.authenticate(raw) == token
+
+
+def test_the_command_explains_an_unknown_venue(db: Any) -> None:
+    with pytest.raises(CommandError, match="No venue"):
+        call_command("create_venue_token", "nowhere", "--name", "x", stdout=StringIO())
+
+
+def test_adding_a_token_in_the_admin_shows_it_once(
+    admin_client_logged_in: Client, venue: Venue
+) -> None:
+    response = admin_client_logged_in.post(
+        "/admin/orders/venueaccesstoken/add/",
+        {"venue": venue.pk, "name": "Kitchen screen"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    token = VenueAccessToken.objects.get(venue=venue)
+    raw = next(word for text in shown for word in text.split() if word.startswith("iwv_"))
+    assert token.token_hash == hash_token(raw)
+    assert token.created_by is not None
+    page = admin_client_logged_in.get(f"/admin/orders/venueaccesstoken/{token.pk}/change/")
+    assert raw not in page.content.decode()
+
+
+def test_revoking_tokens_from_the_admin_list(admin_client_logged_in: Client, venue: Venue) -> None:
+    token, raw = VenueAccessToken.issue(venue, "Old tablet")
+    admin_client_logged_in.post(
+        "/admin/orders/venueaccesstoken/",
+        {"action": "revoke", "_selected_action": [token.pk]},
+        follow=True,
+    )
+    token.refresh_from_db()
+    assert token.is_revoked
+    assert VenueAccessToken.authenticate(raw) is None
+
+
+def test_a_venue_with_an_unknown_timezone_or_currency_is_rejected(
+    admin_client_logged_in: Client,
+) -> None:
+    response = admin_client_logged_in.post(
+        "/admin/orders/venue/add/",
+        {"name": "X", "slug": "x", "timezone": "Mars/Olympus", "currency": "dollars"},
+    )
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "timezone" in errors
+    assert "currency" in errors
+    assert not Venue.objects.filter(slug="x").exists()
