@@ -186,7 +186,6 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 
@@ -213,12 +212,28 @@ WS_DEGRADED_ERROR_RATE = env_float("WS_DEGRADED_ERROR_RATE", 0.05, minimum=0, ma
 WS_DEGRADED_LATENCY_MS = env_float("WS_DEGRADED_LATENCY_MS", 1000.0, minimum=1)
 WS_DEGRADED_MEMORY_PERCENT = env_float("WS_DEGRADED_MEMORY_PERCENT", 90.0, minimum=1, maximum=100)
 
-CELERY_BEAT_SCHEDULE = {
-    "prune-metric-samples": {
-        "task": "monitoring.prune_samples",
-        "schedule": float(METRICS_PRUNE_SECONDS),
-    },
-}
+
+# --- Slack notifications --------------------------------------------------------------
+
+SLACK_BOT_TOKEN = env_secret("SLACK_BOT_TOKEN")
+SLACK_WEBHOOK_URL = env_secret("SLACK_WEBHOOK_URL")
+SLACK_OPERATIONS_CHANNEL_ID = env_str("SLACK_OPERATIONS_CHANNEL_ID")
+SLACK_ORDERS_CHANNEL_ID = env_str("SLACK_ORDERS_CHANNEL_ID")
+# The Web API's base URL: Slack's own, or a proxy (and the tests' local Slack server).
+SLACK_API_URL = env_str("SLACK_API_URL", "https://slack.com/api/")
+if not SLACK_API_URL.endswith("/"):
+    SLACK_API_URL += "/"
+SLACK_TIMEOUT_SECONDS = env_int("SLACK_TIMEOUT_SECONDS", 10, minimum=1, maximum=120)
+# Slack allows about one message per second per channel; 0 switches the limiter off.
+SLACK_MIN_INTERVAL_SECONDS = env_float("SLACK_MIN_INTERVAL_SECONDS", 1.0, minimum=0, maximum=60)
+# A notification that still has not reached Slack after this long is given up as failed.
+NOTIFICATION_MAX_AGE_SECONDS = env_int("NOTIFICATION_MAX_AGE_SECONDS", 24 * 3600, minimum=60)
+NOTIFICATION_RETRY_MAX_SECONDS = env_int("NOTIFICATION_RETRY_MAX_SECONDS", 300, minimum=1)
+# A notification claimed for longer than this was left by a dead worker and is sent again.
+NOTIFICATION_LEASE_SECONDS = env_int("NOTIFICATION_LEASE_SECONDS", 120, minimum=5)
+NOTIFICATION_SWEEP_SECONDS = env_int("NOTIFICATION_SWEEP_SECONDS", 30, minimum=1)
+HEALTH_UPDATE_SECONDS = env_int("HEALTH_UPDATE_SECONDS", 6 * 3600, minimum=60)
+REPORTS_CHECK_SECONDS = env_int("REPORTS_CHECK_SECONDS", 900, minimum=10)
 
 
 # --- WebSockets -------------------------------------------------------------------------
@@ -226,6 +241,28 @@ CELERY_BEAT_SCHEDULE = {
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=128)
 WS_RATE_LIMIT_PER_SECOND = env_float("WS_RATE_LIMIT_PER_SECOND", 20.0, minimum=0.1)
 WS_RATE_LIMIT_BURST = env_int("WS_RATE_LIMIT_BURST", 40, minimum=1)
+
+
+# --- Celery beat ------------------------------------------------------------------------
+
+CELERY_BEAT_SCHEDULE = {
+    "prune-metric-samples": {
+        "task": "monitoring.prune_samples",
+        "schedule": float(METRICS_PRUNE_SECONDS),
+    },
+    "sweep-notifications": {
+        "task": "notifications.sweep",
+        "schedule": float(NOTIFICATION_SWEEP_SECONDS),
+    },
+    "health-update": {
+        "task": "notifications.health_update",
+        "schedule": float(HEALTH_UPDATE_SECONDS),
+    },
+    "daily-and-weekly-reports": {
+        "task": "notifications.reports",
+        "schedule": float(REPORTS_CHECK_SECONDS),
+    },
+}
 
 
 # --- Logging ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from decimal import Decimal
 from zoneinfo import available_timezones
 
 from django.conf import settings
@@ -33,6 +34,8 @@ class Venue(models.Model):
         validators=[RegexValidator(r"^[A-Z]{3}$", "Use an ISO 4217 code such as USD or EUR.")],
     )
     is_active = models.BooleanField(default=True)
+    # The last order number handed out; incremented under the row lock of an UPDATE.
+    order_counter = models.PositiveIntegerField(default=0, editable=False)
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         blank=True,
@@ -129,3 +132,102 @@ class VenueAccessToken(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+
+class OrderStatus(models.TextChoices):
+    PLACED = "placed", "Placed"
+    ACCEPTED = "accepted", "Accepted"
+    PREPARING = "preparing", "Preparing"
+    READY = "ready", "Ready"
+    SERVED = "served", "Served"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class PaymentStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PAID = "paid", "Paid"
+    FAILED = "failed", "Failed"
+    REFUNDED = "refunded", "Refunded"
+
+
+# Orders that no longer count as revenue.
+NON_REVENUE_STATUSES = (OrderStatus.CANCELLED,)
+
+
+class Order(models.Model):
+    venue = models.ForeignKey(Venue, on_delete=models.PROTECT, related_name="orders")
+    number = models.PositiveIntegerField(help_text="Sequential within the venue.")
+    table = models.CharField(max_length=50)
+    status = models.CharField(
+        max_length=16, choices=OrderStatus.choices, default=OrderStatus.PLACED
+    )
+    payment_status = models.CharField(
+        max_length=16, choices=PaymentStatus.choices, default=PaymentStatus.PENDING
+    )
+    currency = models.CharField(max_length=3)
+    total = models.DecimalField(max_digits=12, decimal_places=2)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["venue", "number"], name="order_number_per_venue"),
+            models.CheckConstraint(
+                condition=models.Q(total__gte=0), name="order_total_not_negative"
+            ),
+        ]
+        indexes = [models.Index(fields=["venue", "created_at"], name="order_venue_created_idx")]
+
+    def __str__(self) -> str:
+        return f"#{self.number} at {self.venue_id}"
+
+    @property
+    def item_count(self) -> int:
+        return sum(item.quantity for item in self.items.all())
+
+
+class OrderItem(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="items")
+    name = models.CharField(max_length=200)
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=10, decimal_places=2)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.name}"
+
+    @property
+    def line_total(self) -> Decimal:
+        return self.unit_price * self.quantity
+
+
+class OrderEventKind(models.TextChoices):
+    PLACED = "order.placed", "Order placed"
+    STATUS_CHANGED = "order.status_changed", "Status changed"
+    CREATION_FAILED = "order.creation_failed", "Creation failed"
+    PAYMENT_ISSUE = "order.payment_issue", "Payment issue"
+
+
+class OrderEvent(models.Model):
+    """Append-only history of what happened to orders, including orders that never came to be."""
+
+    kind = models.CharField(max_length=32, choices=OrderEventKind.choices)
+    venue = models.ForeignKey(
+        Venue, null=True, blank=True, on_delete=models.SET_NULL, related_name="order_events"
+    )
+    order = models.ForeignKey(
+        Order, null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+    )
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["kind", "created_at"], name="orderevent_kind_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} @ {self.created_at:%Y-%m-%d %H:%M}"

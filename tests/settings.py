@@ -20,4 +20,8 @@ os.environ.setdefault("LOG_LEVEL", "warning")
 
 from inkwave.settings import *  # noqa: F403
 
+# Tasks published by the code under test go nowhere; tests call the task functions directly,
+# and the system tests start real workers on a real broker.
+CELERY_BROKER_URL = "memory://"
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from notifications.models import (
+    DeliveryAttempt,
+    Destination,
+    DestinationStatus,
+    Notification,
+    NotificationStatus,
+    Route,
+)
+from notifications.outbox import start_delivery
+from notifications.testing import send_test_messages
+
+
+class RouteInline(admin.TabularInline):
+    model = Route
+    extra = 1
+
+
+@admin.register(Destination)
+class DestinationAdmin(admin.ModelAdmin):
+    list_display = ["name", "slack_channel_id", "has_webhook", "enabled", "status", "last_error"]
+    list_filter = ["enabled", "status"]
+    search_fields = ["name", "slack_channel_id"]
+    readonly_fields = ["status", "last_error", "last_error_at", "created_at"]
+    inlines = [RouteInline]
+    actions = ["send_test", "clear_error"]
+
+    @admin.display(boolean=True, description="Webhook")
+    def has_webhook(self, obj: Destination) -> bool:
+        return bool(obj.webhook_url)
+
+    @admin.action(description="Send a test message")
+    def send_test(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        for destination, result in send_test_messages(list(queryset)):
+            level = messages.SUCCESS if result.ok else messages.ERROR
+            self.message_user(request, f"{destination.name}: {result.detail}", level)
+
+    @admin.action(description="Mark as fixed (clear the error)")
+    def clear_error(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
+        count = queryset.update(status=DestinationStatus.OK, last_error="")
+        self.message_user(request, f"Cleared {count} destination(s).", messages.SUCCESS)
+
+
+@admin.register(Route)
+class RouteAdmin(admin.ModelAdmin):
+    list_display = ["kind", "destination"]
+    list_filter = ["kind", "destination"]
+    list_select_related = ["destination"]
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    fields = ("number", "started_at", "duration_ms", "outcome", "http_status", "error")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "kind",
+        "destination",
+        "status",
+        "attempts",
+        "created_at",
+        "sent_at",
+        "short_error",
+    ]
+    list_filter = ["status", "kind", "destination"]
+    list_select_related = ["destination"]
+    search_fields = ["text", "last_error"]
+    date_hierarchy = "created_at"
+    raw_id_fields = ["thread_parent", "update_target"]
+    readonly_fields = [
+        "kind",
+        "destination",
+        "status",
+        "text",
+        "blocks",
+        "context",
+        "thread_parent",
+        "update_target",
+        "attempts",
+        "next_attempt_at",
+        "claimed_at",
+        "last_error",
+        "slack_ts",
+        "slack_channel",
+        "created_at",
+        "sent_at",
+    ]
+    inlines = [DeliveryAttemptInline]
+    actions = ["retry"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="Last error")
+    def short_error(self, obj: Notification) -> str:
+        return obj.last_error[:80]
+
+    @admin.action(description="Send again (failed or skipped ones)")
+    def retry(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        retryable = queryset.filter(
+            status__in=[NotificationStatus.FAILED, NotificationStatus.SKIPPED]
+        )
+        destinations = set(retryable.values_list("destination_id", flat=True))
+        with transaction.atomic():
+            count = retryable.update(
+                status=NotificationStatus.PENDING,
+                next_attempt_at=timezone.now(),
+                created_at=timezone.now(),  # a fresh lease on the maximum age
+            )
+            transaction.on_commit(lambda: start_delivery(destinations))
+        self.message_user(request, f"Queued {count} notification(s) again.", messages.SUCCESS)

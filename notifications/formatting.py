@@ -1,0 +1,134 @@
+"""Slack messages in the specification's formats: Block Kit with a plain-text fallback.
+
+Builders return a `Composed` (text + blocks) already cut to Slack's limits, so nothing is
+rejected for its size: over-long texts are truncated with a visible marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from babel.numbers import format_currency
+
+MAX_TEXT = 4000
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_HEADER_TEXT = 150
+MAX_FIELD_TEXT = 2000
+MAX_FIELDS = 10
+MARKER = "… (truncated)"
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(MARKER))] + MARKER
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fit(text: str, blocks: list[dict[str, Any]]) -> Composed:
+    """Cut text and blocks to what Slack accepts."""
+    fitted = [_fit_block(block) for block in blocks]
+    if len(fitted) > MAX_BLOCKS:
+        fitted = [
+            *fitted[: MAX_BLOCKS - 1],
+            context_block(f"{len(blocks) - MAX_BLOCKS + 1} more block(s) {MARKER}"),
+        ]
+    return Composed(truncate(text, MAX_TEXT), fitted)
+
+
+def _fit_block(block: dict[str, Any]) -> dict[str, Any]:
+    block = dict(block)
+    limit = MAX_HEADER_TEXT if block.get("type") == "header" else MAX_SECTION_TEXT
+    if isinstance(block.get("text"), dict):
+        block["text"] = {**block["text"], "text": truncate(block["text"]["text"], limit)}
+    if isinstance(block.get("fields"), list):
+        block["fields"] = [
+            {**item, "text": truncate(item["text"], MAX_FIELD_TEXT)}
+            for item in block["fields"][:MAX_FIELDS]
+        ]
+    if isinstance(block.get("elements"), list):
+        block["elements"] = [
+            {**item, "text": truncate(item["text"], MAX_SECTION_TEXT)}
+            if isinstance(item.get("text"), str)
+            else item
+            for item in block["elements"]
+        ]
+    return block
+
+
+def header_block(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": text, "emoji": True}}
+
+
+def fields_block(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "type": "section",
+        "fields": [{"type": "mrkdwn", "text": f"*{label}:*\n{value}"} for label, value in pairs],
+    }
+
+
+def section_block(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def context_block(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def lines(title: str, pairs: list[tuple[str, str]]) -> str:
+    return "\n".join([title, *(f"{label}: {value}" for label, value in pairs)])
+
+
+def compose(title: str, pairs: list[tuple[str, str]], *, note: str = "") -> Composed:
+    """The specification's layout: a title line, then one "Label: value" line per field."""
+    blocks = [header_block(title)]
+    for start in range(0, len(pairs), MAX_FIELDS):
+        blocks.append(fields_block(pairs[start : start + MAX_FIELDS]))
+    text = lines(title, pairs)
+    if note:
+        blocks.append(section_block(note))
+        text = f"{text}\n{note}"
+    return fit(text, blocks)
+
+
+def local_time(moment: datetime, zone: str = "UTC") -> str:
+    """'2024-01-01 12:30 PM' in the venue's time zone, as the specification writes times."""
+    return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %I:%M %p")
+
+
+def utc_time(moment: datetime) -> str:
+    return f"{local_time(moment)} UTC"
+
+
+def money(amount: Decimal, currency: str) -> str:
+    return format_currency(amount, currency, locale="en_US")
+
+
+def percent(rate: float) -> str:
+    """An error rate of 0.0001 as '0.01%'."""
+    return f"{rate * 100:.2f}%"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} seconds"
+    if seconds < 2 * 3600:
+        return f"{seconds // 60} minutes"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} hours"
+    return f"{seconds // 86400} days"
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import hashlib
+
+from django.db import models
+from django.utils import timezone
+
+
+class NotificationKind(models.TextChoices):
+    """Every kind of event that can reach Slack; routes map each to destinations."""
+
+    WEBSOCKET_ALERT = "websocket_alert", "WebSocket alert"
+    SYSTEM_ALERT = "system_alert", "System alert"
+    ORDER_PLACED = "order_placed", "New order"
+    ORDER_STATUS_CHANGED = "order_status_changed", "Order status changed"
+    ORDER_FAILED = "order_failed", "Failed order creation"
+    PAYMENT_ISSUE = "payment_issue", "Payment issue"
+    HEALTH_UPDATE = "health_update", "Health update"
+    DAILY_SUMMARY = "daily_summary", "Daily summary"
+    WEEKLY_REPORT = "weekly_report", "Weekly report"
+    DEPLOYMENT = "deployment", "Deployment"
+    VENUE_SIGNUP = "venue_signup", "New venue sign-up"
+    MESSAGE = "message", "Message"
+    TEST = "test", "Test message"
+
+
+class DestinationStatus(models.TextChoices):
+    OK = "ok", "OK"
+    ERROR = "error", "Permanent error: needs attention"
+
+
+class Destination(models.Model):
+    """A named place in Slack: a channel for the bot token, or an incoming webhook."""
+
+    name = models.SlugField(max_length=50, unique=True, help_text="e.g. operations, orders")
+    slack_channel_id = models.CharField(
+        max_length=32, blank=True, help_text="Channel id (C…) for the bot token."
+    )
+    webhook_url = models.URLField(
+        max_length=500, blank=True, help_text="Incoming webhook; used when no bot token is set."
+    )
+    enabled = models.BooleanField(default=True)
+    status = models.CharField(
+        max_length=8, choices=DestinationStatus.choices, default=DestinationStatus.OK
+    )
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    # When a drain task is already scheduled for this destination (deduplicates wake-ups).
+    wake_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def rate_key(self) -> str:
+        """What Slack rate-limits: the channel, or the webhook (which posts to one channel)."""
+        if self.slack_channel_id:
+            return f"channel:{self.slack_channel_id}"
+        digest = hashlib.sha256(self.webhook_url.encode()).hexdigest()[:16]
+        return f"webhook:{digest}"
+
+
+class Route(models.Model):
+    kind = models.CharField(max_length=32, choices=NotificationKind.choices)
+    destination = models.ForeignKey(Destination, on_delete=models.CASCADE, related_name="routes")
+
+    class Meta:
+        ordering = ["kind", "destination__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "destination"], name="route_kind_destination")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} → {self.destination}"
+
+
+class NotificationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped (not configured or disabled)"
+
+
+OPEN_STATUSES = (NotificationStatus.PENDING, NotificationStatus.SENDING)
+
+
+class Notification(models.Model):
+    """The outbox: a notification is a row before it is sent, and never silently dropped."""
+
+    kind = models.CharField(max_length=32, choices=NotificationKind.choices)
+    destination = models.ForeignKey(
+        Destination, on_delete=models.PROTECT, related_name="notifications"
+    )
+    status = models.CharField(
+        max_length=8, choices=NotificationStatus.choices, default=NotificationStatus.PENDING
+    )
+    text = models.TextField(
+        help_text="Plain-text fallback, shown in notifications and by webhooks."
+    )
+    blocks = models.JSONField(default=list, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    thread_parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replies",
+        help_text="Posted as a reply in this notification's Slack thread.",
+    )
+    update_target = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="updates",
+        help_text="Replaces that notification's Slack message in place.",
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    slack_ts = models.CharField(max_length=32, blank=True)
+    slack_channel = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        indexes = [
+            models.Index(
+                fields=["destination", "id"],
+                name="notification_open_idx",
+                condition=models.Q(status__in=["pending", "sending"]),
+            ),
+            models.Index(fields=["status", "next_attempt_at"], name="notification_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} → {self.destination_id} ({self.status})"
+
+
+class AttemptOutcome(models.TextChoices):
+    IN_PROGRESS = "in_progress", "In progress"
+    SENT = "sent", "Sent"
+    RETRY = "retry", "Failed, will retry"
+    FAILED = "failed", "Failed permanently"
+    LOST = "lost", "Worker lost mid-send"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at sending one notification; written before the request, completed after."""
+
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="delivery_attempts"
+    )
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    outcome = models.CharField(
+        max_length=16, choices=AttemptOutcome.choices, default=AttemptOutcome.IN_PROGRESS
+    )
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["notification", "number"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.notification_id}: {self.outcome}"
+
+
+class RateLimitSlot(models.Model):
+    """The next moment a message may go to one Slack channel, shared by every worker."""
+
+    key = models.CharField(max_length=100, unique=True)
+    next_free_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,186 @@
+"""Slack, and only here: the Web API (bot token) and incoming webhooks through slack-sdk.
+
+`notify()` returns where the message landed or raises TransportError; every vendor error
+is classified once, in `_classify`: permanent ones stop retries and flag the destination,
+the rest (429, 5xx, timeouts, connection failures) are retried by the outbox.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.web.client import WebClient
+from slack_sdk.webhook import WebhookClient
+
+# Errors that no retry can fix: the token, the channel or the webhook must be changed.
+PERMANENT_API_ERRORS = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "missing_scope",
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "restricted_action",
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "msg_too_long",
+        "no_text",
+        "message_not_found",
+        "cant_update_message",
+        "edit_window_closed",
+    }
+)
+PERMANENT_WEBHOOK_STATUSES = frozenset({400, 403, 404, 410})
+
+
+class TransportError(Exception):
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.http_status = http_status
+
+
+@dataclass(frozen=True, slots=True)
+class SlackMessage:
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    channel: str = ""
+    thread_ts: str = ""  # reply in this message's thread
+    update_ts: str = ""  # replace this message instead of posting
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    ts: str
+    channel: str
+
+
+def payload(message: SlackMessage) -> dict[str, Any]:
+    """The request body for chat.postMessage / chat.update, as a plain dict."""
+    body: dict[str, Any] = {"channel": message.channel, "text": message.text}
+    if message.blocks:
+        body["blocks"] = message.blocks
+    if message.update_ts:
+        body["ts"] = message.update_ts
+    elif message.thread_ts:
+        body["thread_ts"] = message.thread_ts
+    body["unfurl_links"] = False
+    return body
+
+
+def webhook_payload(message: SlackMessage) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": message.text}
+    if message.blocks:
+        body["blocks"] = message.blocks
+    return body
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    for name, value in dict(headers).items():
+        if name.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list) else value
+            try:
+                return max(0.0, float(raw))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _classify(status: int | None, error: str, headers: Any = None) -> TransportError:
+    if status == 429 or error == "ratelimited":
+        return TransportError(
+            "rate limited by Slack", retry_after=_retry_after(headers) or 1.0, http_status=429
+        )
+    if error in PERMANENT_API_ERRORS:
+        return TransportError(error, permanent=True, http_status=status)
+    return TransportError(error or f"HTTP {status}", http_status=status)
+
+
+class SlackTransport:
+    """Posts with the bot token when there is one, else to the destination's webhook."""
+
+    def __init__(self, *, token: str, api_url: str, timeout: int) -> None:
+        self.token = token
+        self.api_url = api_url
+        self.timeout = timeout
+
+    def notify(self, message: SlackMessage, *, webhook_url: str = "") -> Delivered:
+        if self.token and message.channel:
+            return self._post_api(message)
+        if webhook_url:
+            return self._post_webhook(message, webhook_url)
+        raise TransportError("no bot token and channel, nor a webhook URL", permanent=True)
+
+    def _post_api(self, message: SlackMessage) -> Delivered:
+        # Retries belong to the outbox, which honours Retry-After without sleeping.
+        client = WebClient(
+            token=self.token, base_url=self.api_url, timeout=self.timeout, retry_handlers=[]
+        )
+        body = payload(message)
+        try:
+            if message.update_ts:
+                response = client.chat_update(**body)
+            else:
+                response = client.chat_postMessage(**body)
+        except SlackApiError as exc:
+            data = exc.response.data if isinstance(exc.response.data, dict) else {}
+            raise _classify(
+                exc.response.status_code, str(data.get("error", "")), exc.response.headers
+            ) from exc
+        except (SlackRequestError, OSError, TimeoutError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        return Delivered(ts=str(response.get("ts", "")), channel=str(response.get("channel", "")))
+
+    def _post_webhook(self, message: SlackMessage, url: str) -> Delivered:
+        client = WebhookClient(url, timeout=self.timeout, retry_handlers=[])
+        try:
+            response = client.send_dict(webhook_payload(message))
+        except (OSError, TimeoutError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code == 200:
+            # Webhooks return no timestamp: their messages cannot be threaded or updated.
+            return Delivered(ts="", channel="")
+        if response.status_code == 429:
+            raise _classify(429, "", response.headers)
+        error = (response.body or "").strip()[:200]
+        if response.status_code in PERMANENT_WEBHOOK_STATUSES:
+            raise TransportError(
+                f"webhook {response.status_code}: {error}",
+                permanent=True,
+                http_status=response.status_code,
+            )
+        raise TransportError(
+            f"webhook {response.status_code}: {error}", http_status=response.status_code
+        )
+
+
+def transport_from_settings() -> SlackTransport:
+    from django.conf import settings
+
+    return SlackTransport(
+        token=settings.SLACK_BOT_TOKEN,
+        api_url=settings.SLACK_API_URL,
+        timeout=settings.SLACK_TIMEOUT_SECONDS,
+    )
+
+
+def monotonic_ms(start: float) -> float:
+    return round((time.monotonic() - start) * 1000, 3)

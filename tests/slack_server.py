@@ -1,0 +1,201 @@
+"""A local HTTP server that speaks the Slack Web API (chat.postMessage, chat.update) and the
+incoming-webhook protocol, and can be told to fail the way Slack fails.
+
+    with SlackServer() as slack:
+        slack.fail_next(Reply.rate_limited(retry_after=30), Reply.error("invalid_auth"))
+        ... settings.SLACK_API_URL = slack.api_url
+        slack.posts  # what arrived, in order
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+TOKEN = "xoxb-test-token"
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: str  # ok, rate_limited, error, status, hang, drop
+    value: Any = None
+
+    @classmethod
+    def ok(cls) -> Reply:
+        return cls("ok")
+
+    @classmethod
+    def rate_limited(cls, retry_after: int) -> Reply:
+        return cls("rate_limited", retry_after)
+
+    @classmethod
+    def error(cls, code: str) -> Reply:
+        return cls("error", code)
+
+    @classmethod
+    def status(cls, code: int) -> Reply:
+        return cls("status", code)
+
+    @classmethod
+    def hang(cls, seconds: float) -> Reply:
+        return cls("hang", seconds)
+
+    @classmethod
+    def drop(cls) -> Reply:
+        """Close the connection without answering: Slack is down."""
+        return cls("drop")
+
+
+@dataclass
+class Post:
+    path: str
+    body: dict[str, Any]
+    at: float
+    ts: str = ""
+
+
+@dataclass
+class SlackState:
+    script: deque[Reply] = field(default_factory=deque)
+    posts: list[Post] = field(default_factory=list)
+    down: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counter: int = 0
+    request_started: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length).decode()
+        body = self._parse(raw)
+        state.request_started.set()
+        with state.lock:
+            reply = (
+                Reply("drop")
+                if state.down
+                else (state.script.popleft() if state.script else Reply.ok())
+            )
+        if reply.kind == "drop":
+            self.close_connection = True
+            self.connection.close()
+            return
+        if reply.kind == "hang":
+            state.release.wait(reply.value)
+            reply = Reply.ok()
+        webhook = self.path.startswith("/services/")
+        if not webhook and self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            reply = Reply.error("invalid_auth")
+        if reply.kind == "ok":
+            with state.lock:
+                state.counter += 1
+                ts = f"{1700000000 + state.counter}.{state.counter:06d}"
+                state.posts.append(Post(self.path, body, time.time(), ts))
+            if webhook:
+                self._send(200, "ok", "text/plain")
+            else:
+                channel = body.get("channel", "")
+                self._send(
+                    200, json.dumps({"ok": True, "channel": channel, "ts": body.get("ts", ts)})
+                )
+        elif reply.kind == "rate_limited":
+            if webhook:
+                self._send(429, "rate_limited", "text/plain", {"Retry-After": str(reply.value)})
+            else:
+                self._send(
+                    429,
+                    json.dumps({"ok": False, "error": "ratelimited"}),
+                    headers={"Retry-After": str(reply.value)},
+                )
+        elif reply.kind == "error":
+            if webhook:
+                self._send(404, reply.value, "text/plain")
+            else:
+                self._send(200, json.dumps({"ok": False, "error": reply.value}))
+        elif reply.kind == "status":
+            self._send(reply.value, "<html>upstream failure</html>", "text/html")
+
+    def _parse(self, raw: str) -> dict[str, Any]:
+        if self.headers.get("Content-Type", "").startswith("application/json"):
+            return json.loads(raw or "{}")
+        return {key: values[0] for key, values in parse_qs(raw).items()}
+
+    def _send(
+        self,
+        status: int,
+        text: str,
+        content_type: str = "application/json; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: SlackState
+
+
+class SlackServer:
+    def __init__(self) -> None:
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.state = SlackState()
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def state(self) -> SlackState:
+        return self._server.state
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def webhook_url(self, name: str = "T000/B000/XXXX") -> str:
+        return f"http://127.0.0.1:{self.port}/services/{name}"
+
+    @property
+    def posts(self) -> list[Post]:
+        with self.state.lock:
+            return list(self.state.posts)
+
+    def fail_next(self, *replies: Reply) -> None:
+        with self.state.lock:
+            self.state.script.extend(replies)
+
+    def go_down(self) -> None:
+        self.state.down = True
+
+    def come_back(self) -> None:
+        self.state.down = False
+
+    def __enter__(self) -> SlackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.state.release.set()
+        self._server.shutdown()
+        self._server.server_close()
