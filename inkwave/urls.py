@@ -5,12 +5,15 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from monitoring import views as monitoring_views
+from orders import api as orders_api
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("health", monitoring_views.health, name="health"),
     path("health/live", monitoring_views.liveness, name="health-live"),
     path("api/v1/monitoring/", include("monitoring.urls")),
+    path("api/v1/orders", orders_api.orders_collection, name="orders"),
+    path("api/v1/orders/<int:order_id>", orders_api.order_detail, name="order-detail"),
     path("admin/", admin.site.urls),
 ]
 

@@ -183,3 +183,16 @@ class RateLimitSlot(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class ReportRun(models.Model):
+    """A periodic message that has been claimed: one row per report and period, ever.
+
+    Two beats, or a retried task, insert the same key; the unique index lets one win.
+    """
+
+    key = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key

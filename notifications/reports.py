@@ -1,0 +1,169 @@
+"""Scheduled messages: the health update, daily summaries and the weekly report.
+
+Each period is claimed by inserting a ReportRun key, so two beats or a retried task send
+it once. Figures are computed in the database, per venue, over the venue's local day.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import structlog
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Sum
+
+from monitoring.stats import websocket_health, websocket_stats
+from notifications.formatting import (
+    Composed,
+    compose,
+    fit,
+    header_block,
+    money,
+    plural,
+    section_block,
+)
+from notifications.models import Notification, NotificationKind, ReportRun
+from notifications.outbox import enqueue
+from notifications.service import send_health_update
+from orders.models import NON_REVENUE_STATUSES, Order, OrderEvent, OrderEventKind, Venue
+
+logger = structlog.get_logger(__name__)
+
+
+def claim(key: str) -> bool:
+    try:
+        with transaction.atomic():
+            ReportRun.objects.create(key=key)
+    except IntegrityError:
+        return False
+    return True
+
+
+# --- health update --------------------------------------------------------------------
+
+
+def health_update(now: datetime, interval_seconds: int) -> list[Notification]:
+    """✅ System Healthy, once per interval, and only when the system is healthy."""
+    health = websocket_health(now)
+    if health["status"] != "healthy":
+        logger.info("health_update_skipped", status=health["status"], reasons=health["reasons"])
+        return []
+    bucket = int(now.timestamp()) // interval_seconds
+    if not claim(f"health:{bucket}"):
+        return []
+    stats = websocket_stats(now)
+    with transaction.atomic():
+        return send_health_update(
+            {
+                "activeConnections": stats["activeConnections"],
+                "messagesPerMinute": stats["window"]["messagesPerMinute"],
+                "errorRate": stats["errorRate"],
+                "uptime": stats["uptime"],
+            }
+        )
+
+
+# --- order figures ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VenueFigures:
+    venue: Venue
+    period: str
+    orders: int
+    revenue: Decimal
+    failed: int
+
+    @property
+    def average(self) -> Decimal:
+        return (self.revenue / self.orders).quantize(Decimal("0.01")) if self.orders else Decimal(0)
+
+
+def figures(venue: Venue, start: datetime, end: datetime, period: str) -> VenueFigures:
+    counted = Order.objects.filter(venue=venue, created_at__gte=start, created_at__lt=end).exclude(
+        status__in=NON_REVENUE_STATUSES
+    )
+    totals = counted.aggregate(orders=Count("pk"), revenue=Sum("total", default=Decimal(0)))
+    failed = OrderEvent.objects.filter(
+        venue=venue, kind=OrderEventKind.CREATION_FAILED, created_at__gte=start, created_at__lt=end
+    ).count()
+    return VenueFigures(venue, period, totals["orders"], totals["revenue"], failed)
+
+
+def local_day_bounds(day: date, zone: str) -> tuple[datetime, datetime]:
+    tz = ZoneInfo(zone)
+    start = datetime.combine(day, time.min, tzinfo=tz)
+    end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=tz)
+    return start, end
+
+
+def _summary_message(title: str, rows: list[VenueFigures]) -> Composed:
+    lines, blocks = [], [header_block(title)]
+    by_currency: dict[str, list[VenueFigures]] = defaultdict(list)
+    for row in rows:
+        by_currency[row.venue.currency].append(row)
+        text = (
+            f"*{row.venue.name}* ({row.period}): {plural(row.orders, 'order')}, "
+            f"revenue {money(row.revenue, row.venue.currency)}, "
+            f"avg order {money(row.average, row.venue.currency)}, "
+            f"failed orders {row.failed}"
+        )
+        lines.append(text.replace("*", ""))
+        blocks.append(section_block(text))
+    for currency, group in sorted(by_currency.items()):
+        orders = sum(r.orders for r in group)
+        revenue = sum((r.revenue for r in group), Decimal(0))
+        average = (revenue / orders).quantize(Decimal("0.01")) if orders else Decimal(0)
+        text = (
+            f"*Total ({currency})*: {plural(orders, 'order')}, revenue {money(revenue, currency)}, "
+            f"avg order {money(average, currency)}, failed orders {sum(r.failed for r in group)}"
+        )
+        lines.append(text.replace("*", ""))
+        blocks.append(section_block(text))
+    return fit("\n".join([title, *lines]), blocks)
+
+
+def daily_summaries(now: datetime) -> list[Notification]:
+    """For every venue whose local day has ended and is not summarised yet: one message."""
+    rows = []
+    for venue in Venue.objects.filter(is_active=True).order_by("name"):
+        day = now.astimezone(ZoneInfo(venue.timezone)).date() - timedelta(days=1)
+        if venue.created_at.astimezone(ZoneInfo(venue.timezone)).date() > day:
+            continue  # the venue did not exist yet on that day
+        if not claim(f"daily:{venue.pk}:{day.isoformat()}"):
+            continue
+        start, end = local_day_bounds(day, venue.timezone)
+        rows.append(figures(venue, start, end, day.isoformat()))
+    if not rows:
+        return []
+    with transaction.atomic():
+        return enqueue(NotificationKind.DAILY_SUMMARY, _summary_message("📊 Daily Summary", rows))
+
+
+def weekly_report(now: datetime) -> list[Notification]:
+    """The ISO week before this one, in UTC, once."""
+    this_monday = (now.astimezone(ZoneInfo("UTC")) - timedelta(days=now.weekday())).date()
+    monday = this_monday - timedelta(days=7)
+    year, week, _ = monday.isocalendar()
+    start = datetime.combine(monday, time.min, tzinfo=ZoneInfo("UTC"))
+    end = start + timedelta(days=7)
+    venues = list(Venue.objects.filter(is_active=True, created_at__lt=end).order_by("name"))
+    if not venues or not claim(f"weekly:{year}-W{week:02d}"):
+        return []
+    period = f"{year}-W{week:02d}"
+    rows = [figures(venue, start, end, period) for venue in venues]
+    with transaction.atomic():
+        return enqueue(
+            NotificationKind.WEEKLY_REPORT, _summary_message(f"🗓️ Weekly Report {period}", rows)
+        )
+
+
+def deployment(release: str, environment: str, note: str = "") -> list[Notification]:
+    pairs = [("Release", release), ("Environment", environment)]
+    message = compose(f"🚀 Deployed {release}", pairs, note=note)
+    with transaction.atomic():
+        return enqueue(NotificationKind.DEPLOYMENT, message, context={"release": release})

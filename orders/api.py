@@ -1,0 +1,163 @@
+"""The orders JSON API: POST /api/v1/orders and PATCH /api/v1/orders/<id>.
+
+Callers are a staff session (with the CSRF token, as for any session-authenticated
+write) or a device holding the venue's token in `Authorization: Bearer iwv_...`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from django.db import transaction
+from django.db.models import F
+from django.http import HttpRequest, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+
+from monitoring.access import json_error
+from orders import events
+from orders.models import Order, OrderItem, Venue, VenueAccessToken
+from orders.serializers import NewOrder, order_json, validate_change, validate_new_order
+
+logger = structlog.get_logger(__name__)
+
+
+class Caller:
+    def __init__(self, token: VenueAccessToken | None, user: Any) -> None:
+        self.token = token
+        self.user = user
+
+    def may_use(self, venue: Venue) -> bool:
+        if self.token is not None:
+            return self.token.venue_id == venue.pk
+        return venue.is_accessible_by(self.user)
+
+
+def _authenticate(request: HttpRequest) -> tuple[Caller | None, JsonResponse | None]:
+    header = request.headers.get("Authorization", "")
+    scheme, _, raw = header.partition(" ")
+    if scheme.lower() == "bearer" and raw.strip():
+        token = VenueAccessToken.authenticate(raw.strip())
+        if token is None:
+            return None, json_error(401, "invalid_token", "The venue token is not valid.")
+        return Caller(token, None), None
+    if not request.user.is_authenticated:
+        return None, json_error(
+            401, "unauthenticated", "Sign in, or send Authorization: Bearer <venue token>."
+        )
+    # Session-authenticated writes need the CSRF token, as the admin's forms do (reads pass).
+    rejected = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})  # type: ignore[arg-type,return-value]
+    if rejected is not None:
+        return None, json_error(403, "csrf_failed", "CSRF verification failed.")
+    return Caller(None, request.user), None
+
+
+def _body(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
+    if not (request.content_type or "").startswith("application/json"):
+        return None, json_error(415, "unsupported_media_type", "Send application/json.")
+    try:
+        return json.loads(request.body or b"null"), None
+    except (ValueError, UnicodeDecodeError):
+        return None, json_error(400, "invalid_json", "The body is not valid JSON.")
+
+
+def _invalid(errors: dict[str, list[str]]) -> JsonResponse:
+    return JsonResponse(
+        {"error": {"code": "invalid", "message": "Some fields are not valid.", "fields": errors}},
+        status=400,
+    )
+
+
+def _resolve_venue(data: Any) -> Venue | None:
+    raw = data.get("venue") if isinstance(data, dict) else None
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        return None
+    return Venue.objects.filter(pk=raw, is_active=True).first()
+
+
+@csrf_exempt
+def orders_collection(request: HttpRequest) -> JsonResponse:
+    if request.method != "POST":
+        return json_error(405, "method_not_allowed", "POST an order here.")
+    caller, refused = _authenticate(request)
+    if refused is not None:
+        return refused
+    assert caller is not None
+    data, bad = _body(request)
+    if bad is not None:
+        return bad
+    venue = _resolve_venue(data)
+    if venue is not None and not caller.may_use(venue):
+        return json_error(403, "forbidden", "You may not order for this venue.")
+    new_order, errors = validate_new_order(data, venue)
+    table = data.get("table", "") if isinstance(data, dict) else ""
+    if new_order is None:
+        with transaction.atomic():
+            events.order_creation_failed(
+                venue, reason="validation failed", errors=errors, table=str(table)
+            )
+        return _invalid(errors)
+    try:
+        with transaction.atomic():
+            order = _create(new_order)
+            events.order_placed(order)
+    except Exception as exc:
+        logger.exception("order_creation_crashed", venue=venue.pk if venue else None)
+        with transaction.atomic():
+            events.order_creation_failed(
+                venue, reason=f"server error: {type(exc).__name__}", table=str(table)
+            )
+        return json_error(500, "server_error", "The order could not be created; it was reported.")
+    return JsonResponse(order_json(order), status=201)
+
+
+def _create(new: NewOrder) -> Order:
+    # The UPDATE holds the venue row's lock until commit, so numbers never repeat.
+    Venue.objects.filter(pk=new.venue.pk).update(order_counter=F("order_counter") + 1)
+    number = Venue.objects.values_list("order_counter", flat=True).get(pk=new.venue.pk)
+    order = Order.objects.create(
+        venue=new.venue, number=number, table=new.table, currency=new.currency, total=new.total
+    )
+    OrderItem.objects.bulk_create(
+        [
+            OrderItem(order=order, name=i.name, quantity=i.quantity, unit_price=i.unit_price)
+            for i in new.items
+        ]
+    )
+    return Order.objects.select_related("venue").prefetch_related("items").get(pk=order.pk)
+
+
+@csrf_exempt
+def order_detail(request: HttpRequest, order_id: int) -> JsonResponse:
+    if request.method not in ("PATCH", "GET"):
+        return json_error(405, "method_not_allowed", "GET or PATCH an order.")
+    caller, refused = _authenticate(request)
+    if refused is not None:
+        return refused
+    assert caller is not None
+    order = Order.objects.select_related("venue").filter(pk=order_id).first()
+    if order is None or not caller.may_use(order.venue):
+        return json_error(404, "not_found", "No such order.")
+    if request.method == "GET":
+        return JsonResponse(order_json(order))
+    data, bad = _body(request)
+    if bad is not None:
+        return bad
+    with transaction.atomic():
+        locked = Order.objects.select_for_update().select_related("venue").get(pk=order.pk)
+        changes, errors = validate_change(data, locked)
+        if errors:
+            return _invalid(errors)
+        diff = {
+            field: (getattr(locked, field), value)
+            for field, value in changes.items()
+            if getattr(locked, field) != value
+        }
+        if diff:
+            for field, (_, value) in diff.items():
+                setattr(locked, field, value)
+            locked.save(update_fields=[*diff, "updated_at"])
+            events.order_changed(locked, diff)
+    return JsonResponse(order_json(locked))

@@ -1,0 +1,144 @@
+"""Order events: recorded, broadcast to the venue's room, and routed to Slack.
+
+Each function runs inside the caller's transaction: the OrderEvent and the outbox rows
+commit with the change itself; the room broadcast goes out after the commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from django.db import transaction
+from django.utils import timezone
+
+from notifications.formatting import compose, local_time, money, utc_time
+from notifications.models import NotificationKind
+from notifications.outbox import enqueue
+from notifications.service import send_order_notification
+from orders.broadcast import broadcast_to_venue
+from orders.models import Order, OrderEvent, OrderEventKind, Venue
+from orders.serializers import FieldErrors, order_json
+
+logger = structlog.get_logger(__name__)
+
+
+def _broadcast_after_commit(venue_id: int, event: str, data: Any) -> None:
+    def send() -> None:
+        broadcast_to_venue(venue_id, event, data)
+
+    # robust: a channel layer outage must not turn a committed order into an error.
+    transaction.on_commit(send, robust=True)
+
+
+def order_placed(order: Order) -> None:
+    OrderEvent.objects.create(
+        kind=OrderEventKind.PLACED,
+        venue=order.venue,
+        order=order,
+        payload={"total": str(order.total)},
+    )
+    _broadcast_after_commit(order.venue_id, "order.placed", order_json(order))
+    send_order_notification(order)
+    logger.info(
+        "order_created",
+        order=order.pk,
+        number=order.number,
+        venue=order.venue_id,
+        total=str(order.total),
+    )
+
+
+def order_changed(order: Order, changes: dict[str, tuple[str, str]]) -> None:
+    """`changes` maps a field to (old, new)."""
+    payload = {field: {"from": old, "to": new} for field, (old, new) in changes.items()}
+    OrderEvent.objects.create(
+        kind=OrderEventKind.STATUS_CHANGED, venue=order.venue, order=order, payload=payload
+    )
+    _broadcast_after_commit(order.venue_id, "order.updated", order_json(order))
+    when = local_time(timezone.now(), order.venue.timezone)
+    if "status" in changes:
+        old, new = changes["status"]
+        enqueue(
+            NotificationKind.ORDER_STATUS_CHANGED,
+            compose(
+                f"🔄 Order #{order.number} {new}",
+                [
+                    ("Venue", order.venue.name),
+                    ("Table", order.table),
+                    ("Status", f"{old} → {new}"),
+                    ("Time", when),
+                ],
+            ),
+            context={"order": order.pk, "venue": order.venue_id},
+        )
+    if "payment_status" in changes and changes["payment_status"][1] == "failed":
+        payment_issue(order, changes["payment_status"][0])
+
+
+def payment_issue(order: Order, previous: str) -> None:
+    OrderEvent.objects.create(
+        kind=OrderEventKind.PAYMENT_ISSUE,
+        venue=order.venue,
+        order=order,
+        payload={"from": previous, "to": order.payment_status},
+    )
+    enqueue(
+        NotificationKind.PAYMENT_ISSUE,
+        compose(
+            f"💳 Payment Issue: Order #{order.number}",
+            [
+                ("Venue", order.venue.name),
+                ("Table", order.table),
+                ("Payment", f"{previous} → {order.payment_status}"),
+                ("Total", money(order.total, order.currency)),
+                ("Time", local_time(timezone.now(), order.venue.timezone)),
+            ],
+            note="Action Required: check the payment provider and contact the table.",
+        ),
+        context={"order": order.pk, "venue": order.venue_id},
+    )
+
+
+def order_creation_failed(
+    venue: Venue | None, *, reason: str, errors: FieldErrors | None = None, table: str = ""
+) -> None:
+    """A validation failure or an exception: recorded and notified either way."""
+    OrderEvent.objects.create(
+        kind=OrderEventKind.CREATION_FAILED,
+        venue=venue,
+        payload={"reason": reason, "errors": errors or {}, "table": table[:50]},
+    )
+    detail = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in (errors or {}).items())
+    now = timezone.now()
+    enqueue(
+        NotificationKind.ORDER_FAILED,
+        compose(
+            "❌ Failed Order Creation",
+            [
+                ("Venue", venue.name if venue else "unknown"),
+                ("Table", table or "unknown"),
+                ("Reason", reason),
+                *([("Errors", detail)] if detail else []),
+                ("Time", local_time(now, venue.timezone) if venue else utc_time(now)),
+            ],
+        ),
+        context={"venue": venue.pk if venue else None, "reason": reason},
+    )
+    logger.warning("order_creation_failed", venue=venue.pk if venue else None, reason=reason)
+
+
+def venue_signed_up(venue: Venue) -> None:
+    enqueue(
+        NotificationKind.VENUE_SIGNUP,
+        compose(
+            f"🎉 New Venue: {venue.name}",
+            [
+                ("Slug", venue.slug),
+                ("Time Zone", venue.timezone),
+                ("Currency", venue.currency),
+                ("Time", utc_time(timezone.now())),
+            ],
+        ),
+        context={"venue": venue.pk},
+    )

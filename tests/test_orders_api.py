@@ -1,0 +1,242 @@
+"""The orders API and the events it raises: the venue room sees them live, Slack gets its rows."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from inkwave.routing import build_websocket_application
+from notifications.defaults import create_default_routes
+from notifications.models import Destination, Notification, NotificationKind, Route
+from orders.models import Order, OrderEvent, OrderEventKind, Venue, VenueAccessToken
+
+pytestmark = pytest.mark.django_db
+
+ORDER = {
+    "table": "Table 5",
+    "currency": "USD",
+    "items": [
+        {"name": "Margherita", "quantity": 2, "unitPrice": "12.50"},
+        {"name": "Lemonade", "quantity": 1, "unitPrice": 17.5},
+    ],
+}
+
+
+@pytest.fixture(autouse=True)
+def routes(db: Any) -> None:
+    create_default_routes(Destination, Route)
+
+
+@pytest.fixture
+def device(venue: Venue, venue_token: str) -> Client:
+    return Client(HTTP_AUTHORIZATION=f"Bearer {venue_token}")
+
+
+def post(client: Client, body: Any) -> Any:
+    return client.post("/api/v1/orders", json.dumps(body), content_type="application/json")
+
+
+def patch(client: Client, order_id: int, body: Any) -> Any:
+    return client.patch(
+        f"/api/v1/orders/{order_id}", json.dumps(body), content_type="application/json"
+    )
+
+
+def test_placing_an_order_returns_201_with_its_number_and_queues_the_slack_message(
+    device: Client, venue: Venue
+) -> None:
+    response = post(device, {**ORDER, "venue": venue.pk})
+    assert response.status_code == 201
+    body = response.json()
+    assert body["number"] == 1
+    assert body["total"] == "42.50"
+    assert body["status"] == "placed"
+    assert body["paymentStatus"] == "pending"
+    assert [i["name"] for i in body["items"]] == ["Margherita", "Lemonade"]
+    assert post(device, {**ORDER, "venue": venue.pk}).json()["number"] == 2
+    (note,) = Notification.objects.filter(
+        kind=NotificationKind.ORDER_PLACED, context__order=body["id"]
+    )
+    assert note.destination.name == "orders"
+    assert note.text.splitlines() == [
+        "🛒 New Order #1",
+        "Venue: Main Branch",
+        "Table: Table 5",
+        "Items: 3 items",
+        "Total: $42.50",
+        f"Time: {note.text.splitlines()[-1].removeprefix('Time: ')}",
+    ]
+    assert OrderEvent.objects.filter(kind=OrderEventKind.PLACED, order_id=body["id"]).exists()
+
+
+def test_order_numbers_are_per_venue(
+    device: Client, venue: Venue, other_venue: Venue, staff_user: Any
+) -> None:
+    post(device, {**ORDER, "venue": venue.pk})
+    staff = Client(enforce_csrf_checks=False)
+    staff.force_login(staff_user)
+    response = post(staff, {**ORDER, "venue": other_venue.pk})
+    assert response.status_code == 201
+    assert response.json()["number"] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"table": ""}, "table"),
+        ({"items": []}, "items"),
+        ({"items": [{"name": "Soup", "quantity": 0, "unitPrice": "4"}]}, "items.0.quantity"),
+        ({"items": [{"name": "Soup", "quantity": 1, "unitPrice": "-4"}]}, "items.0.unitPrice"),
+        ({"items": [{"name": "Soup", "quantity": 1, "unitPrice": "4.999"}]}, "items.0.unitPrice"),
+        ({"items": [{"name": "", "quantity": 1, "unitPrice": "4"}]}, "items.0.name"),
+        ({"items": ["soup"]}, "items.0"),
+        ({"currency": "EUR"}, "currency"),
+    ],
+)
+def test_invalid_orders_get_400_with_field_errors_and_are_recorded_and_notified(
+    device: Client, venue: Venue, change: dict[str, Any], field: str
+) -> None:
+    response = post(device, {**ORDER, "venue": venue.pk, **change})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert field in error["fields"]
+    assert not Order.objects.exists()
+    event = OrderEvent.objects.get(kind=OrderEventKind.CREATION_FAILED)
+    assert field in event.payload["errors"]
+    notes = Notification.objects.filter(kind=NotificationKind.ORDER_FAILED)
+    assert sorted(n.destination.name for n in notes) == ["operations", "orders"]
+    assert notes[0].text.startswith("❌ Failed Order Creation")
+
+
+def test_an_exception_while_creating_is_a_500_recorded_and_notified(
+    device: Client, venue: Venue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("orders.api.OrderItem.objects.bulk_create", broken)
+    response = post(device, {**ORDER, "venue": venue.pk})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "server_error"
+    assert not Order.objects.exists()  # nothing half-made
+    event = OrderEvent.objects.get(kind=OrderEventKind.CREATION_FAILED)
+    assert event.payload["reason"] == "server error: RuntimeError"
+    assert Notification.objects.filter(kind=NotificationKind.ORDER_FAILED).count() == 2
+
+
+def test_callers_are_authenticated_and_kept_to_their_venue(
+    client: Client, venue: Venue, other_venue: Venue, device: Client, plain_user: Any
+) -> None:
+    assert post(client, {**ORDER, "venue": venue.pk}).status_code == 401
+    bad = Client(HTTP_AUTHORIZATION="Bearer iwv_nope")
+    assert post(bad, {**ORDER, "venue": venue.pk}).status_code == 401
+    assert post(device, {**ORDER, "venue": other_venue.pk}).status_code == 403
+    outsider = Client()
+    outsider.force_login(plain_user)
+    assert post(outsider, {**ORDER, "venue": venue.pk}).status_code == 403
+    assert not OrderEvent.objects.exists()
+
+
+def test_a_session_needs_the_csrf_token(venue: Venue, staff_user: Any) -> None:
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(staff_user)
+    response = post(strict, {**ORDER, "venue": venue.pk})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "csrf_failed"
+
+
+def test_malformed_bodies_are_rejected_clearly(device: Client, venue: Venue) -> None:
+    response = device.post("/api/v1/orders", "{nope", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json"
+    assert device.post("/api/v1/orders", {"a": 1}).status_code == 415
+    assert post(device, [1, 2]).json()["error"]["fields"] == {
+        "body": ["A JSON object is required."]
+    }
+    assert post(device, {**ORDER, "venue": 99999}).json()["error"]["fields"]["venue"]
+
+
+def test_status_and_payment_changes_raise_events(device: Client, venue: Venue) -> None:
+    order_id = post(device, {**ORDER, "venue": venue.pk}).json()["id"]
+    response = patch(device, order_id, {"status": "ready"})
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready"
+    changed = Notification.objects.get(kind=NotificationKind.ORDER_STATUS_CHANGED)
+    assert changed.text.startswith("🔄 Order #1 ready")
+    assert "Status: placed → ready" in changed.text
+    patch(device, order_id, {"paymentStatus": "failed"})
+    issue = Notification.objects.filter(kind=NotificationKind.PAYMENT_ISSUE)
+    assert sorted(n.destination.name for n in issue) == ["operations", "orders"]
+    assert "Payment: pending → failed" in issue[0].text
+    assert OrderEvent.objects.filter(kind=OrderEventKind.PAYMENT_ISSUE).count() == 1
+    # An unchanged value is not an event.
+    patch(device, order_id, {"status": "ready"})
+    assert Notification.objects.filter(kind=NotificationKind.ORDER_STATUS_CHANGED).count() == 1
+
+
+def test_invalid_changes_get_field_errors_and_change_nothing(device: Client, venue: Venue) -> None:
+    order_id = post(device, {**ORDER, "venue": venue.pk}).json()["id"]
+    response = patch(device, order_id, {"status": "teleported", "total": "0"})
+    assert response.status_code == 400
+    assert set(response.json()["error"]["fields"]) == {"status", "total"}
+    patch(device, order_id, {"status": "cancelled"})
+    response = patch(device, order_id, {"status": "ready"})
+    assert response.status_code == 400
+    assert "can no longer change" in response.json()["error"]["fields"]["status"][0]
+    assert Order.objects.get(pk=order_id).status == "cancelled"
+
+
+def test_another_venues_order_is_not_found(device: Client, other_venue: Venue) -> None:
+    _, raw = VenueAccessToken.issue(other_venue, "x")
+    theirs = post(
+        Client(HTTP_AUTHORIZATION=f"Bearer {raw}"),
+        {**ORDER, "venue": other_venue.pk, "currency": "USD"},
+    )
+    assert patch(device, theirs.json()["id"], {"status": "ready"}).status_code == 404
+
+
+def test_a_new_venue_is_announced_as_a_sign_up(db: Any) -> None:
+    Venue.objects.create(name="Dockside", slug="dockside", timezone="Europe/Paris", currency="EUR")
+    (note,) = Notification.objects.filter(kind=NotificationKind.VENUE_SIGNUP)
+    assert note.text.startswith("🎉 New Venue: Dockside")
+    assert note.destination.name == "operations"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("redis_client")
+async def test_the_venue_room_sees_orders_live(venue: Venue, venue_token: str) -> None:
+    from asgiref.sync import sync_to_async
+
+    room = WebsocketCommunicator(
+        build_websocket_application(), f"/ws/venues/{venue.pk}/?token={venue_token}"
+    )
+    assert (await room.connect())[0]
+    await room.receive_json_from()  # welcome
+
+    def place() -> Any:
+        return post(
+            Client(HTTP_AUTHORIZATION=f"Bearer {venue_token}"), {**ORDER, "venue": venue.pk}
+        ).json()
+
+    order = await sync_to_async(place)()
+    frame = await room.receive_json_from(timeout=5)
+    assert frame["event"] == "order.placed"
+    assert frame["data"]["id"] == order["id"]
+    assert Decimal(frame["data"]["total"]) == Decimal("42.50")
+
+    def change() -> Any:
+        return patch(
+            Client(HTTP_AUTHORIZATION=f"Bearer {venue_token}"), order["id"], {"status": "preparing"}
+        )
+
+    await sync_to_async(change)()
+    frame = await room.receive_json_from(timeout=5)
+    assert frame["event"] == "order.updated"
+    assert frame["data"]["status"] == "preparing"
+    await room.disconnect()
