@@ -126,6 +126,7 @@ def _database() -> dict[str, Any]:
 
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6.0 behaviour, opted into now
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -213,6 +214,16 @@ WS_DEGRADED_LATENCY_MS = env_float("WS_DEGRADED_LATENCY_MS", 1000.0, minimum=1)
 WS_DEGRADED_MEMORY_PERCENT = env_float("WS_DEGRADED_MEMORY_PERCENT", 90.0, minimum=1, maximum=100)
 
 
+# --- Alerting ---------------------------------------------------------------------------
+
+ALERT_EVALUATION_SECONDS = env_int("ALERT_EVALUATION_SECONDS", 60, minimum=5)
+# New incidents for one destination within this long go out as one message.
+ALERT_GROUP_WAIT_SECONDS = env_int("ALERT_GROUP_WAIT_SECONDS", 30, minimum=0)
+# An incident opening and resolving more than its rule's flap threshold within this long
+# is flapping: it notifies once and stays quiet until it settles for as long.
+ALERT_FLAP_WINDOW_SECONDS = env_int("ALERT_FLAP_WINDOW_SECONDS", 3600, minimum=60)
+
+
 # --- Slack notifications --------------------------------------------------------------
 
 SLACK_BOT_TOKEN = env_secret("SLACK_BOT_TOKEN")
@@ -257,6 +268,10 @@ CELERY_BEAT_SCHEDULE = {
     "health-update": {
         "task": "notifications.health_update",
         "schedule": float(HEALTH_UPDATE_SECONDS),
+    },
+    "evaluate-alert-rules": {
+        "task": "monitoring.check_alerts",
+        "schedule": float(ALERT_EVALUATION_SECONDS),
     },
     "daily-and-weekly-reports": {
         "task": "notifications.reports",

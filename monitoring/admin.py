@@ -1,9 +1,25 @@
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest
+from typing import Any
 
-from monitoring.models import MetricTotals, WebSocketSample, Worker
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+
+from monitoring.alerting import engine
+from monitoring.alerting.metrics import metric_choices
+from monitoring.models import (
+    AlertRule,
+    Incident,
+    IncidentEvent,
+    IncidentStatus,
+    MetricTotals,
+    OnCallShift,
+    Silence,
+    WebSocketSample,
+    Worker,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -62,3 +78,205 @@ class MetricTotalsAdmin(ReadOnlyAdmin):
         "messages_sent",
         "errors",
     ]
+
+
+# --- Alerting ---------------------------------------------------------------------------
+
+
+class AlertRuleForm(forms.ModelForm):
+    metric = forms.ChoiceField(choices=metric_choices)
+
+    class Meta:
+        model = AlertRule
+        fields = [
+            "name",
+            "description",
+            "enabled",
+            "severity",
+            "runbook_url",
+            "metric",
+            "comparison",
+            "threshold",
+            "window_seconds",
+            "pending_seconds",
+            "clear_seconds",
+            "repeat_interval_seconds",
+            "destinations",
+            "escalation_delay_seconds",
+            "escalation_destination",
+            "flap_threshold",
+        ]
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin):
+    form = AlertRuleForm
+    list_display = ["name", "condition", "window_seconds", "severity", "enabled", "firing"]
+    list_filter = ["enabled", "severity", "metric"]
+    list_editable = ["enabled"]
+    search_fields = ["name", "description"]
+    filter_horizontal = ["destinations"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "enabled", "severity", "runbook_url"]}),
+        ("Condition", {"fields": ["metric", "comparison", "threshold", "window_seconds"]}),
+        ("Timing", {"fields": ["pending_seconds", "clear_seconds", "repeat_interval_seconds"]}),
+        (
+            "Where it goes",
+            {
+                "fields": [
+                    "destinations",
+                    "escalation_delay_seconds",
+                    "escalation_destination",
+                    "flap_threshold",
+                ]
+            },
+        ),
+    ]
+
+    @admin.display(description="Condition")
+    def condition(self, obj: AlertRule) -> str:
+        return obj.condition_text()
+
+    @admin.display(boolean=True, description="Firing")
+    def firing(self, obj: AlertRule) -> bool:
+        return obj.incidents.filter(status=IncidentStatus.FIRING).exists()
+
+
+class IncidentEventInline(admin.TabularInline):
+    model = IncidentEvent
+    extra = 0
+    can_delete = False
+    fields = ("at", "kind", "who", "message", "delivery")
+    readonly_fields = fields
+    verbose_name = "timeline entry"
+    verbose_name_plural = "Timeline"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[IncidentEvent]:
+        return super().get_queryset(request).select_related("actor", "notification__destination")
+
+    @admin.display(description="Who")
+    def who(self, obj: IncidentEvent) -> str:
+        return obj.who
+
+    @admin.display(description="Slack delivery")
+    def delivery(self, obj: IncidentEvent) -> str:
+        note = obj.notification
+        if note is None:
+            return "-"
+        error = f": {note.last_error}" if note.last_error else ""
+        return f"#{note.pk} to {note.destination.name}: {note.status}{error}"
+
+
+@admin.register(Incident)
+class IncidentAdmin(admin.ModelAdmin):
+    change_form_template = "admin/monitoring/incident/change_form.html"
+    list_display = [
+        "title",
+        "severity",
+        "status",
+        "acknowledged",
+        "flapping",
+        "opened_at",
+        "resolved_at",
+        "occurrences",
+        "peak_value",
+    ]
+    list_filter = [
+        "status",
+        "severity",
+        "flapping",
+        ("acknowledged_at", admin.EmptyFieldListFilter),
+    ]
+    list_select_related = ["rule", "acknowledged_by"]
+    search_fields = ["title", "rule__name", "postmortem"]
+    date_hierarchy = "opened_at"
+    actions = ["acknowledge_selected", "resolve_selected"]
+    inlines = [IncidentEventInline]
+    readonly_fields = [
+        "title",
+        "rule",
+        "scope",
+        "severity",
+        "status",
+        "flapping",
+        "opened_at",
+        "last_seen_at",
+        "resolved_at",
+        "occurrences",
+        "first_value",
+        "peak_value",
+        "last_value",
+        "acknowledged_at",
+        "acknowledged_by",
+        "resolved_by",
+        "escalated_at",
+    ]
+    fields = [*readonly_fields, "postmortem"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(boolean=True, description="Acked")
+    def acknowledged(self, obj: Incident) -> bool:
+        return obj.acknowledged_at is not None
+
+    @admin.action(description="Acknowledge selected incidents")
+    def acknowledge_selected(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
+        done = sum(engine.acknowledge(i, request.user) for i in queryset.select_related("rule"))
+        self.message_user(request, f"Acknowledged {done} incident(s).", messages.SUCCESS)
+
+    @admin.action(description="Resolve selected incidents")
+    def resolve_selected(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
+        done = sum(engine.resolve_by_hand(i, request.user) for i in queryset)
+        self.message_user(request, f"Resolved {done} incident(s).", messages.SUCCESS)
+
+    def response_change(self, request: HttpRequest, obj: Incident) -> HttpResponse:
+        if "_acknowledge" in request.POST:
+            if engine.acknowledge(obj, request.user):
+                self.message_user(request, "Acknowledged.", messages.SUCCESS)
+            else:
+                self.message_user(
+                    request, "It was already acknowledged or resolved.", messages.WARNING
+                )
+            return HttpResponseRedirect(request.path)
+        if "_resolve" in request.POST:
+            if engine.resolve_by_hand(obj, request.user):
+                self.message_user(request, "Resolved.", messages.SUCCESS)
+            else:
+                self.message_user(request, "It was already resolved.", messages.WARNING)
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
+
+
+@admin.register(Silence)
+class SilenceAdmin(admin.ModelAdmin):
+    list_display = ["reason", "rule", "severity", "scope", "window", "created_by", "created_at"]
+    list_filter = ["severity"]
+    list_select_related = ["rule", "created_by"]
+    autocomplete_fields = ["rule"]
+    exclude = ["created_by"]
+
+    @admin.display(description="When")
+    def window(self, obj: Silence) -> str:
+        if obj.recurring:
+            return (
+                f"days {obj.weekdays}, {obj.start_time:%H:%M}-{obj.end_time:%H:%M} {obj.timezone}"
+            )
+        return f"{obj.starts_at:%Y-%m-%d %H:%M} → {obj.ends_at:%Y-%m-%d %H:%M}"
+
+    def save_model(self, request: HttpRequest, obj: Silence, form: Any, change: bool) -> None:
+        if not change and request.user.is_authenticated:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(OnCallShift)
+class OnCallShiftAdmin(admin.ModelAdmin):
+    list_display = ["person", "slack_user_id", "starts_at", "ends_at"]
+    date_hierarchy = "starts_at"

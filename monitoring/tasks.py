@@ -13,3 +13,10 @@ def prune_samples() -> int:
     deleted = pruning.prune_samples()
     logger.info("metric_samples_pruned", deleted=deleted)
     return deleted
+
+
+@shared_task(name="monitoring.check_alerts", ignore_result=True)
+def check_alerts() -> int:
+    from monitoring.alerting.engine import run_cycle
+
+    return len(run_cycle().opened)

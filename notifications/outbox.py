@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -26,6 +27,7 @@ def enqueue(
     context: dict[str, Any] | None = None,
     thread_parent: Notification | None = None,
     update_target: Notification | None = None,
+    not_before: datetime | None = None,
 ) -> list[Notification]:
     """One row per destination (the kind's routes unless given), committed with the caller.
 
@@ -42,6 +44,7 @@ def enqueue(
             context=context or {},
             thread_parent=thread_parent,
             update_target=update_target,
+            **({"next_attempt_at": not_before} if not_before is not None else {}),
         )
         for destination in targets
     ]

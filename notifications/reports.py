@@ -35,6 +35,7 @@ logger = structlog.get_logger(__name__)
 
 
 def claim(key: str) -> bool:
+    """True for the one caller that inserts `key` first; every other caller gets False."""
     try:
         with transaction.atomic():
             ReportRun.objects.create(key=key)

@@ -1,0 +1,116 @@
+"""The specification's thresholds, shipped as rules (by a data migration; tests reuse it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# name, metric, comparison, threshold, window, pending, severity, description
+DEFAULT_RULES: list[dict[str, Any]] = [
+    {
+        "name": "Connection spike",
+        "metric": "ws.new_connections_per_minute",
+        "comparison": "gte",
+        "threshold": 50,
+        "window_seconds": 60,
+        "severity": "warning",
+        "description": "50+ new WebSocket connections in 1 minute.",
+    },
+    {
+        "name": "Disconnection spike",
+        "metric": "ws.disconnections_per_minute",
+        "comparison": "gte",
+        "threshold": 50,
+        "window_seconds": 60,
+        "severity": "warning",
+        "description": "50+ WebSocket disconnections in 1 minute.",
+    },
+    {
+        "name": "High error rate",
+        "metric": "ws.error_rate",
+        "comparison": "gt",
+        "threshold": 5,
+        "window_seconds": 300,
+        "severity": "critical",
+        "description": "More than 5% of WebSocket operations fail.",
+    },
+    {
+        "name": "Elevated error rate",
+        "metric": "ws.error_rate",
+        "comparison": "gt",
+        "threshold": 1,
+        "window_seconds": 300,
+        "severity": "warning",
+        "description": "More than 1% of WebSocket operations fail.",
+    },
+    {
+        "name": "Memory critical",
+        "metric": "process.memory_percent",
+        "comparison": "gt",
+        "threshold": 90,
+        "window_seconds": 60,
+        "severity": "critical",
+        "description": "A process uses more than 90% of its memory limit.",
+    },
+    {
+        "name": "Memory high",
+        "metric": "process.memory_percent",
+        "comparison": "gt",
+        "threshold": 80,
+        "window_seconds": 60,
+        "severity": "warning",
+        "description": "A process uses more than 80% of its memory limit.",
+    },
+    {
+        "name": "WebSocket latency",
+        "metric": "ws.latency_avg_ms",
+        "comparison": "gt",
+        "threshold": 1000,
+        "window_seconds": 300,
+        "severity": "warning",
+        "description": "Average delivery latency above 1000 ms.",
+    },
+    {
+        "name": "Database connection lost",
+        "metric": "dependency.database_down",
+        "comparison": "gte",
+        "threshold": 1,
+        "window_seconds": 60,
+        "severity": "critical",
+        "clear_seconds": 60,
+        "description": "The database does not answer.",
+    },
+    {
+        "name": "Redis unreachable",
+        "metric": "dependency.redis_down",
+        "comparison": "gte",
+        "threshold": 1,
+        "window_seconds": 60,
+        "severity": "critical",
+        "clear_seconds": 60,
+        "description": "Redis (channel layer and broker) does not answer.",
+    },
+    {
+        "name": "API server down",
+        "metric": "workers.web_live",
+        "comparison": "lt",
+        "threshold": 1,
+        "window_seconds": 60,
+        "pending_seconds": 60,
+        "severity": "critical",
+        "description": "No web process is reporting.",
+    },
+    {
+        "name": "Process stopped reporting",
+        "metric": "workers.missing",
+        "comparison": "gte",
+        "threshold": 1,
+        "window_seconds": 900,
+        "severity": "warning",
+        "description": "A web or worker process went silent without shutting down.",
+    },
+]
+
+
+def create_default_rules(rule_model: Any) -> None:
+    for spec in DEFAULT_RULES:
+        rule_model.objects.get_or_create(name=spec["name"], defaults=spec)

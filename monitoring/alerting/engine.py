@@ -1,0 +1,232 @@
+"""One evaluation cycle: every enabled rule against its metric, incidents as the outcome.
+
+Safety against running twice (two beats, a retried task): each (rule, scope) is evaluated
+under a row lock on its AlertState, and a partial unique index allows one firing incident
+per (rule, scope); notifications are written in the same transaction as the state change
+that causes them, so a transition notifies once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from monitoring.alerting import notify
+from monitoring.alerting.metrics import REGISTRY, Values, Window
+from monitoring.models import (
+    AlertRule,
+    AlertState,
+    Comparison,
+    Incident,
+    IncidentEvent,
+    IncidentEventKind,
+    IncidentStatus,
+)
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass
+class CycleResult:
+    evaluated: int = 0
+    opened: list[Incident] = field(default_factory=list)
+    resolved: list[Incident] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class MetricCache:
+    """Each (metric, window) is computed once per cycle, however many rules use it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._values: dict[tuple[str, int], Values] = {}
+
+    def values(self, rule: AlertRule) -> Values:
+        key = (rule.metric, rule.window_seconds)
+        if key not in self._values:
+            self._values[key] = REGISTRY[rule.metric].compute(Window(self.now, rule.window_seconds))
+        return self._values[key]
+
+
+def run_cycle(now: datetime | None = None) -> CycleResult:
+    now = now or timezone.now()
+    result = CycleResult()
+    cache = MetricCache(now)
+    rules = list(AlertRule.objects.filter(enabled=True).prefetch_related("destinations"))
+    # Dependencies first: an alert that a failed dependency explains is then held back
+    # in the same cycle (inhibition) rather than sent a moment before its cause.
+    rules.sort(
+        key=lambda r: (
+            bool(REGISTRY[r.metric].depends_on) if r.metric in REGISTRY else True,
+            r.name,
+        )
+    )
+    for rule in rules:
+        if rule.metric not in REGISTRY:
+            result.errors.append(f"{rule.name}: unknown metric {rule.metric}")
+            continue
+        try:
+            values = cache.values(rule)
+            scopes = set(values) | set(rule.states.values_list("scope", flat=True))
+            for scope in sorted(scopes):
+                evaluate(rule, scope, values.get(scope), now, result)
+        except Exception as exc:
+            logger.exception("alert_rule_failed", rule=rule.name)
+            result.errors.append(f"{rule.name}: {type(exc).__name__}: {exc}")
+        result.evaluated += 1
+    logger.info(
+        "alert_cycle_done",
+        rules=result.evaluated,
+        opened=len(result.opened),
+        resolved=len(result.resolved),
+    )
+    return result
+
+
+def _locked_state(rule: AlertRule, scope: str) -> AlertState:
+    AlertState.objects.get_or_create(rule=rule, scope=scope)
+    return AlertState.objects.select_for_update().get(rule=rule, scope=scope)
+
+
+def _open_incident(rule: AlertRule, scope: str) -> Incident | None:
+    return (
+        Incident.objects.select_for_update(of=("self",))
+        .select_related("rule", "notification")
+        .filter(rule=rule, scope=scope, status=IncidentStatus.FIRING)
+        .first()
+    )
+
+
+def evaluate(
+    rule: AlertRule, scope: str, value: float | None, now: datetime, result: CycleResult
+) -> None:
+    with transaction.atomic():
+        state = _locked_state(rule, scope)
+        incident = _open_incident(rule, scope)
+        breaching = value is not None and rule.breaches(value)
+        if breaching:
+            assert value is not None
+            state.clear_since = None
+            state.breaching_since = state.breaching_since or now
+            if incident is not None:
+                _still_firing(incident, value, now)
+            elif now - state.breaching_since >= timedelta(seconds=rule.pending_seconds):
+                result.opened.append(_open(rule, scope, value, now))
+        else:
+            state.breaching_since = None
+            if incident is not None:
+                state.clear_since = state.clear_since or now
+                if value is not None:
+                    Incident.objects.filter(pk=incident.pk).update(last_value=value)
+                    incident.last_value = value
+                if now - state.clear_since >= timedelta(seconds=rule.clear_seconds):
+                    resolve(incident, now, actor=None)
+                    result.resolved.append(incident)
+            else:
+                state.clear_since = None
+        state.last_value = value
+        state.last_evaluated_at = now
+        state.save()
+
+
+def _worse(rule: AlertRule, a: float, b: float) -> float:
+    return min(a, b) if rule.comparison in (Comparison.LT, Comparison.LTE) else max(a, b)
+
+
+def _open(rule: AlertRule, scope: str, value: float, now: datetime) -> Incident:
+    incident = Incident.objects.create(
+        rule=rule,
+        scope=scope,
+        title=f"{rule.name}{f' (venue {scope})' if scope else ''}",
+        severity=rule.severity,
+        opened_at=now,
+        last_seen_at=now,
+        first_value=value,
+        peak_value=value,
+        last_value=value,
+    )
+    IncidentEvent.objects.create(
+        incident=incident,
+        at=now,
+        kind=IncidentEventKind.OPENED,
+        message=f"{rule.condition_text()}: value {value:.4g}",
+    )
+    notify.opened(incident, now)
+    logger.warning("incident_opened", incident=incident.pk, rule=rule.name, value=value)
+    return incident
+
+
+def _still_firing(incident: Incident, value: float, now: datetime) -> None:
+    incident.peak_value = _worse(incident.rule, incident.peak_value, value)
+    incident.last_value = value
+    incident.last_seen_at = now
+    Incident.objects.filter(pk=incident.pk).update(
+        occurrences=F("occurrences") + 1,
+        peak_value=incident.peak_value,
+        last_value=value,
+        last_seen_at=now,
+    )
+    notify.remind_or_escalate(incident, now)
+
+
+def resolve(incident: Incident, now: datetime, *, actor: object | None) -> None:
+    """Close an open incident (by the engine, or by a person from the admin)."""
+    updated = Incident.objects.filter(pk=incident.pk, status=IncidentStatus.FIRING).update(
+        status=IncidentStatus.RESOLVED, resolved_at=now, resolved_by=actor
+    )
+    if not updated:
+        return
+    incident.status, incident.resolved_at, incident.resolved_by = (
+        IncidentStatus.RESOLVED,
+        now,
+        actor,  # type: ignore[assignment]
+    )
+    who = "resolved by hand" if actor else "the condition has been clear for its clear period"
+    IncidentEvent.objects.create(
+        incident=incident,
+        at=now,
+        kind=IncidentEventKind.RESOLVED,
+        actor=actor,  # type: ignore[misc]
+        message=who,
+    )
+    notify.resolved(incident, now)
+    logger.info("incident_resolved", incident=incident.pk, by=str(actor) if actor else "engine")
+
+
+def acknowledge(incident: Incident, actor: object, now: datetime | None = None) -> bool:
+    now = now or timezone.now()
+    with transaction.atomic():
+        updated = Incident.objects.filter(
+            pk=incident.pk, status=IncidentStatus.FIRING, acknowledged_at__isnull=True
+        ).update(acknowledged_at=now, acknowledged_by=actor)
+        if not updated:
+            return False
+        IncidentEvent.objects.create(
+            incident=incident,
+            at=now,
+            kind=IncidentEventKind.ACKNOWLEDGED,
+            actor=actor,  # type: ignore[misc]
+        )
+        incident.refresh_from_db()
+        notify.acknowledged(incident, now)
+    return True
+
+
+def resolve_by_hand(incident: Incident, actor: object, now: datetime | None = None) -> bool:
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = (
+            Incident.objects.select_for_update(of=("self",))
+            .select_related("rule", "notification")
+            .filter(pk=incident.pk, status=IncidentStatus.FIRING)
+            .first()
+        )
+        if locked is None:
+            return False
+        resolve(locked, now, actor=actor)
+    return True

@@ -1,0 +1,283 @@
+"""Turning incident transitions into Slack notifications, with the fight against fatigue:
+silences and maintenance windows, inhibition by a failed dependency, flapping detection,
+grouping of alerts that fire together, reminders and escalation.
+
+Everything here runs inside the engine's transaction for the incident.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import structlog
+from django.conf import settings
+
+from monitoring.alerting import messages
+from monitoring.alerting.metrics import REGISTRY
+from monitoring.models import (
+    AlertRule,
+    Incident,
+    IncidentEvent,
+    IncidentEventKind,
+    IncidentStatus,
+    OnCallShift,
+    Severity,
+    Silence,
+)
+from notifications.formatting import Composed
+from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
+from notifications.outbox import enqueue, routed_destinations
+
+logger = structlog.get_logger(__name__)
+
+
+def kind_for(rule: AlertRule) -> NotificationKind:
+    if rule.metric.startswith("ws."):
+        return NotificationKind.WEBSOCKET_ALERT
+    return NotificationKind.SYSTEM_ALERT
+
+
+def destinations_for(rule: AlertRule) -> list[Destination]:
+    return list(rule.destinations.all()) or routed_destinations(kind_for(rule))
+
+
+def _event(
+    incident: Incident, now: datetime, kind: str, message: str = "", **extra: object
+) -> None:
+    IncidentEvent.objects.create(incident=incident, at=now, kind=kind, message=message, **extra)
+
+
+def suppression(incident: Incident, now: datetime) -> str:
+    """Why this incident must not notify now, or "" if it may."""
+    rule = incident.rule
+    for silence in Silence.objects.all():
+        if silence.matches(rule, incident.scope) and silence.active_at(now):
+            return f"silenced: {silence.reason}"
+    metric = REGISTRY.get(rule.metric)
+    for dependency in metric.depends_on if metric else ():
+        if Incident.objects.filter(
+            status=IncidentStatus.FIRING, rule__metric=f"dependency.{dependency}_down"
+        ).exists():
+            return f"inhibited: {dependency} is unreachable"
+    return ""
+
+
+def _flapping(incident: Incident, now: datetime) -> tuple[bool, int]:
+    since = now - timedelta(seconds=settings.ALERT_FLAP_WINDOW_SECONDS)
+    changes = IncidentEvent.objects.filter(
+        incident__rule=incident.rule,
+        incident__scope=incident.scope,
+        kind__in=[IncidentEventKind.OPENED, IncidentEventKind.RESOLVED],
+        at__gte=since,
+    ).count()
+    return changes > incident.rule.flap_threshold, changes
+
+
+def _announced_flapping(incident: Incident, now: datetime) -> bool:
+    since = now - timedelta(seconds=settings.ALERT_FLAP_WINDOW_SECONDS)
+    return IncidentEvent.objects.filter(
+        incident__rule=incident.rule,
+        incident__scope=incident.scope,
+        kind=IncidentEventKind.FLAPPING,
+        at__gte=since,
+    ).exists()
+
+
+def opened(incident: Incident, now: datetime) -> None:
+    flapping, changes = _flapping(incident, now)
+    if flapping:
+        announced = _announced_flapping(incident, now)
+        Incident.objects.filter(pk=incident.pk).update(flapping=True)
+        incident.flapping = True
+        _event(incident, now, IncidentEventKind.FLAPPING, f"{changes} changes in the flap window")
+        if announced:
+            _event(incident, now, IncidentEventKind.SUPPRESSED, "flapping: already announced")
+            return
+        _send(
+            incident, now, messages.flapping(incident, changes, settings.ALERT_FLAP_WINDOW_SECONDS)
+        )
+        return
+    if (
+        Incident.objects.filter(
+            rule=incident.rule, scope=incident.scope, flapping=True, status=IncidentStatus.RESOLVED
+        )
+        .exclude(pk=incident.pk)
+        .filter(resolved_at__gte=now - timedelta(seconds=settings.ALERT_FLAP_WINDOW_SECONDS))
+        .exists()
+    ):
+        _event(incident, now, IncidentEventKind.SETTLED, "no longer flapping")
+    reason = suppression(incident, now)
+    if reason:
+        _event(incident, now, IncidentEventKind.SUPPRESSED, reason)
+        return
+    first: Notification | None = None
+    for destination in destinations_for(incident.rule):
+        row = _add_to_group(incident, destination, now)
+        _event(
+            incident, now, IncidentEventKind.NOTIFIED, f"to {destination.name}", notification=row
+        )
+        first = first or row
+    Incident.objects.filter(pk=incident.pk).update(notification=first, last_notified_at=now)
+    incident.notification, incident.last_notified_at = first, now
+
+
+def _add_to_group(incident: Incident, destination: Destination, now: datetime) -> Notification:
+    """Join a not-yet-sent message of alerts that fired within the group wait, or start one."""
+    kind = kind_for(incident.rule)
+    wait = settings.ALERT_GROUP_WAIT_SECONDS
+    candidate = (
+        Notification.objects.select_for_update()
+        .filter(
+            destination=destination,
+            kind=kind,
+            status=NotificationStatus.PENDING,
+            context__group=True,
+            next_attempt_at__gt=now,
+            attempts=0,
+        )
+        .order_by("-pk")
+        .first()
+    )
+    if candidate is not None:
+        ids = [*candidate.context.get("incidents", []), incident.pk]
+        members = list(Incident.objects.filter(pk__in=ids).select_related("rule").order_by("pk"))
+        message = messages.incident_message(members)
+        updated = Notification.objects.filter(
+            pk=candidate.pk, status=NotificationStatus.PENDING
+        ).update(
+            text=message.text,
+            blocks=message.blocks,
+            context={**candidate.context, "incidents": ids},
+        )
+        if updated:
+            return candidate
+    (row,) = enqueue(
+        kind,
+        messages.incident_message([incident]),
+        destinations=[destination],
+        context={"group": True, "incidents": [incident.pk]},
+        not_before=now + timedelta(seconds=wait),
+    )
+    return row
+
+
+def _announcements(incident: Incident) -> list[Notification]:
+    return [
+        event.notification
+        for event in incident.events.filter(
+            kind=IncidentEventKind.NOTIFIED, notification__isnull=False
+        ).select_related("notification")
+        if event.notification is not None
+    ]
+
+
+def _refresh_announcements(incident: Incident) -> None:
+    """Show the incident's new state in its original message(s), in place."""
+    for original in _announcements(incident):
+        ids = original.context.get("incidents", [incident.pk])
+        members = list(Incident.objects.filter(pk__in=ids).select_related("rule").order_by("pk"))
+        message = messages.incident_message(members)
+        if original.status == NotificationStatus.PENDING and original.attempts == 0:
+            # Not sent yet: change it before it goes.
+            Notification.objects.filter(pk=original.pk, status=NotificationStatus.PENDING).update(
+                text=message.text, blocks=message.blocks
+            )
+            continue
+        enqueue(
+            kind_for(incident.rule),
+            message,
+            destinations=[original.destination],
+            update_target=original,
+        )
+
+
+def resolved(incident: Incident, now: datetime) -> None:
+    originals = _announcements(incident)
+    if incident.flapping:
+        _event(incident, now, IncidentEventKind.SUPPRESSED, "flapping: resolution not announced")
+        return
+    if not originals:
+        return  # it never reached Slack (silenced or inhibited): nothing to resolve there
+    reply = messages.resolved_reply(incident)
+    for original in originals:
+        enqueue(
+            kind_for(incident.rule),
+            reply,
+            destinations=[original.destination],
+            thread_parent=original,
+        )
+    _refresh_announcements(incident)
+
+
+def acknowledged(incident: Incident, now: datetime) -> None:
+    _refresh_announcements(incident)
+
+
+def _send(
+    incident: Incident,
+    now: datetime,
+    message: Composed,
+    *,
+    to: list[Destination] | None = None,
+    kind_event: str = IncidentEventKind.NOTIFIED,
+) -> None:
+    originals = {n.destination_id: n for n in _announcements(incident)}
+    for destination in to or destinations_for(incident.rule):
+        (row,) = enqueue(
+            kind_for(incident.rule),
+            message,
+            destinations=[destination],
+            thread_parent=originals.get(destination.pk),
+            context={"incident": incident.pk},
+        )
+        if kind_event == IncidentEventKind.NOTIFIED and incident.notification is None:
+            Incident.objects.filter(pk=incident.pk).update(notification=row)
+            incident.notification = row
+        _event(incident, now, kind_event, f"to {destination.name}", notification=row)
+    Incident.objects.filter(pk=incident.pk).update(last_notified_at=now)
+    incident.last_notified_at = now
+
+
+def remind_or_escalate(incident: Incident, now: datetime) -> None:
+    if incident.acknowledged_at is not None or incident.flapping:
+        return
+    rule = incident.rule
+    if (
+        rule.severity == Severity.CRITICAL
+        and rule.escalation_delay_seconds
+        and incident.escalated_at is None
+        and now - incident.opened_at >= timedelta(seconds=rule.escalation_delay_seconds)
+    ):
+        _escalate(incident, now)
+        return
+    if not rule.repeat_interval_seconds or incident.last_notified_at is None:
+        return
+    if now - incident.last_notified_at < timedelta(seconds=rule.repeat_interval_seconds):
+        return
+    reason = suppression(incident, now)
+    if reason:
+        return
+    _send(incident, now, messages.reminder(incident), kind_event=IncidentEventKind.REMINDED)
+
+
+def _escalate(incident: Incident, now: datetime) -> None:
+    Incident.objects.filter(pk=incident.pk).update(escalated_at=now)
+    incident.escalated_at = now
+    reason = suppression(incident, now)
+    if reason:
+        _event(incident, now, IncidentEventKind.SUPPRESSED, f"escalation {reason}")
+        return
+    shift = OnCallShift.on_call(now)
+    target = (
+        [incident.rule.escalation_destination] if incident.rule.escalation_destination else None
+    )
+    _send(
+        incident,
+        now,
+        messages.escalation(incident, shift),
+        to=target,
+        kind_event=IncidentEventKind.ESCALATED,
+    )
+    logger.warning(
+        "incident_escalated", incident=incident.pk, on_call=shift.person if shift else None
+    )

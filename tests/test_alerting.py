@@ -1,0 +1,475 @@
+"""The alerting engine, driven through simulated time over real sample rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.db import close_old_connections
+from django.utils import timezone
+
+from monitoring.alerting.defaults import DEFAULT_RULES, create_default_rules
+from monitoring.alerting.engine import acknowledge, run_cycle
+from monitoring.models import (
+    AlertRule,
+    Incident,
+    IncidentEventKind,
+    IncidentStatus,
+    OnCallShift,
+    Silence,
+    WebSocketSample,
+    Worker,
+    WorkerRole,
+)
+from notifications.defaults import create_default_routes
+from notifications.models import Destination, Notification, Route
+from tests.fakes import closed_port
+
+pytestmark = pytest.mark.django_db
+
+START = datetime(2026, 6, 5, 12, 0, tzinfo=UTC)  # a Friday
+
+
+@pytest.fixture(autouse=True)
+def setup(db: Any, settings: Any) -> None:
+    create_default_routes(Destination, Route)
+    # The migration's default rules stay out of the way unless a test enables one.
+    AlertRule.objects.update(enabled=False)
+    settings.ALERT_GROUP_WAIT_SECONDS = 0
+    settings.WORKER_LIVENESS_SECONDS = 30
+
+
+def only_default_rules(*names: str) -> None:
+    create_default_rules(AlertRule)
+    AlertRule.objects.update(enabled=False)
+    AlertRule.objects.filter(name__in=names).update(enabled=True)
+
+
+@pytest.fixture
+def clock() -> Iterator[Any]:
+    with time_machine.travel(START, tick=False) as traveller:
+        yield traveller
+
+
+def worker(name: str = "web-1", role: str = WorkerRole.WEB, seen: datetime | None = None) -> Worker:
+    seen = seen or timezone.now()
+    found, _ = Worker.objects.update_or_create(
+        name=name,
+        defaults={"last_seen_at": seen},
+        create_defaults={
+            "role": role,
+            "hostname": "h",
+            "pid": 1,
+            "started_at": seen - timedelta(hours=1),
+            "last_seen_at": seen,
+        },
+    )
+    return found
+
+
+def sample(**fields: Any) -> WebSocketSample:
+    w = worker(fields.pop("worker", "web-1"))
+    row = WebSocketSample.objects.create(
+        worker=w, recorded_at=fields.pop("at", timezone.now()), interval_seconds=10, **fields
+    )
+    Worker.objects.filter(pk=w.pk).update(last_sample=row)
+    return row
+
+
+def rule(**fields: Any) -> AlertRule:
+    defaults: dict[str, Any] = {
+        "name": "Test rule",
+        "metric": "ws.new_connections_per_minute",
+        "comparison": "gte",
+        "threshold": 50,
+        "window_seconds": 60,
+        "pending_seconds": 0,
+        "clear_seconds": 0,
+        "severity": "warning",
+        "repeat_interval_seconds": 0,
+        "escalation_delay_seconds": 0,
+    }
+    return AlertRule.objects.create(**{**defaults, **fields})
+
+
+def firing() -> list[Incident]:
+    return list(Incident.objects.filter(status=IncidentStatus.FIRING).select_related("rule"))
+
+
+# --- every default rule, just over and just under its threshold -----------------------
+
+CROSSINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "Connection spike": ({"connections": 50}, {"connections": 49}),
+    "Disconnection spike": ({"disconnections": 50}, {"disconnections": 49}),
+    "High error rate": (
+        {"messages_received": 94, "connections": 0, "errors": 6},  # 6 of 100 ops... see below
+        {"messages_received": 95, "errors": 5},
+    ),
+    "Elevated error rate": (
+        {"messages_received": 98, "errors": 2},
+        {"messages_received": 99, "errors": 1},
+    ),
+    "Memory critical": ({"memory_percent": 90.5}, {"memory_percent": 90.0}),
+    "Memory high": ({"memory_percent": 80.5}, {"memory_percent": 80.0}),
+    "WebSocket latency": (
+        {"delivery_count": 2, "delivery_sum_ms": 2002.0},
+        {"delivery_count": 2, "delivery_sum_ms": 2000.0},
+    ),
+}
+
+
+def error_rate_ops(fields: dict[str, Any]) -> dict[str, Any]:
+    """Error rate = errors / (connections + rejected + received): make errors part of received."""
+    if "errors" in fields:
+        fields = {**fields, "messages_received": fields["messages_received"] + fields["errors"]}
+    return fields
+
+
+@pytest.mark.parametrize("name", sorted(CROSSINGS))
+def test_each_sample_based_default_rule_fires_over_its_threshold_and_not_just_under(
+    clock: Any, name: str
+) -> None:
+    only_default_rules(name)
+    over, under = CROSSINGS[name]
+    sample(**error_rate_ops(under))
+    run_cycle()
+    assert firing() == []
+    clock.shift(3600)  # the earlier sample leaves every window
+    sample(**error_rate_ops(over))
+    run_cycle()
+    assert [i.rule.name for i in firing()] == [name]
+
+
+def test_the_error_rate_thresholds_are_exact() -> None:
+    # 6 errors in 100 operations is 6% (> 5%); 5 in 100 is not above 5%.
+    assert error_rate_ops({"messages_received": 94, "errors": 6})["messages_received"] == 100
+
+
+def test_api_server_down_fires_when_no_web_process_reports_for_its_pending_period(
+    clock: Any,
+) -> None:
+    only_default_rules("API server down")
+    sample(connections=1)
+    run_cycle()
+    assert firing() == []
+    clock.shift(31)  # the only web worker is no longer live
+    run_cycle()
+    assert firing() == []  # pending: 60 s
+    clock.shift(59)
+    run_cycle()
+    assert firing() == []
+    clock.shift(1)
+    run_cycle()
+    assert [i.rule.name for i in firing()] == ["API server down"]
+
+
+def test_a_process_that_goes_silent_without_stopping_is_reported(clock: Any) -> None:
+    only_default_rules("Process stopped reporting")
+    worker("celery-1", role=WorkerRole.CELERY)
+    stopped = worker("web-old")
+    Worker.objects.filter(pk=stopped.pk).update(stopped_at=timezone.now())
+    run_cycle()
+    assert firing() == []
+    clock.shift(29)
+    run_cycle()
+    assert firing() == []
+    clock.shift(2)
+    run_cycle()
+    (incident,) = firing()
+    assert incident.last_value == 1  # the celery worker; the cleanly stopped one is not missing
+
+
+def test_redis_unreachable_fires_from_a_real_failed_ping(clock: Any, settings: Any) -> None:
+    only_default_rules("Redis unreachable")
+    run_cycle()
+    assert firing() == []
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    clock.shift(60)
+    run_cycle()
+    assert [i.rule.name for i in firing()] == ["Redis unreachable"]
+
+
+def test_database_connection_lost_fires_on_a_value_of_one_and_not_zero(
+    clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitoring.alerting import metrics
+
+    only_default_rules("Database connection lost")
+    run_cycle()  # the real probe: the database answers
+    assert firing() == []
+    real = metrics.REGISTRY["dependency.database_down"]
+    monkeypatch.setitem(
+        metrics.REGISTRY,
+        "dependency.database_down",
+        metrics.Metric(real.key, real.label, real.unit, lambda window: {"": 1.0}, maximum=1),
+    )
+    clock.shift(60)
+    run_cycle()
+    assert [i.rule.name for i in firing()] == ["Database connection lost"]
+
+
+def test_the_default_rules_are_the_specifications_thresholds(db: Any) -> None:
+    names = {spec["name"]: spec for spec in DEFAULT_RULES}
+    assert names["Connection spike"]["threshold"] == 50
+    assert names["High error rate"]["threshold"] == 5
+    assert names["Elevated error rate"]["threshold"] == 1
+    assert names["Memory critical"]["threshold"] == 90
+    assert names["Memory high"]["threshold"] == 80
+    assert names["WebSocket latency"]["threshold"] == 1000
+    assert names["Database connection lost"]["severity"] == "critical"
+    assert names["API server down"]["severity"] == "critical"
+    # The data migration installed them.
+    assert set(AlertRule.objects.values_list("name", flat=True)) == set(names)
+
+
+# --- pending, hysteresis, one incident per rule ----------------------------------------
+
+
+def test_the_condition_must_hold_for_the_pending_period(clock: Any) -> None:
+    rule(pending_seconds=120)
+    for step in (60, 59, 1):
+        sample(connections=60)
+        run_cycle()
+        assert firing() == []
+        clock.shift(step)
+    sample(connections=60)
+    run_cycle()  # 120 s after the condition first held
+    assert len(firing()) == 1
+
+
+def test_a_blip_shorter_than_the_pending_period_never_fires(clock: Any) -> None:
+    rule(pending_seconds=120)
+    sample(connections=60)
+    run_cycle()
+    clock.shift(61)
+    run_cycle()  # clear now: the pending clock resets
+    clock.shift(60)
+    sample(connections=60)
+    run_cycle()
+    assert firing() == []
+
+
+def test_further_firings_update_the_one_incident(clock: Any) -> None:
+    rule()
+    for count in (60, 90, 70):
+        sample(connections=count)
+        run_cycle()
+        clock.shift(61)
+    (incident,) = Incident.objects.all()
+    assert incident.occurrences == 3
+    assert incident.peak_value == 90
+    assert incident.last_value == 70
+
+
+def test_it_resolves_only_after_the_clear_period(clock: Any) -> None:
+    rule(clear_seconds=180)
+    sample(connections=60)
+    run_cycle()
+    for _ in range(3):
+        clock.shift(61)
+        run_cycle()
+        assert len(firing()) == 1
+    clock.shift(61)
+    run_cycle()
+    assert firing() == []
+    (incident,) = Incident.objects.all()
+    assert incident.status == IncidentStatus.RESOLVED
+    kinds = list(incident.events.values_list("kind", flat=True))
+    assert kinds[0] == IncidentEventKind.OPENED
+    assert kinds[-1] == IncidentEventKind.RESOLVED
+
+
+def test_a_relapse_within_the_clear_period_keeps_the_incident_open(clock: Any) -> None:
+    rule(clear_seconds=180)
+    sample(connections=60)
+    run_cycle()
+    clock.shift(120)
+    run_cycle()
+    sample(connections=60)
+    run_cycle()
+    clock.shift(120)
+    run_cycle()
+    assert len(firing()) == 1
+    assert Incident.objects.count() == 1
+
+
+# --- notifications ---------------------------------------------------------------------
+
+
+def notes_to(name: str) -> list[Notification]:
+    return list(Notification.objects.filter(destination__name=name).order_by("pk"))
+
+
+def test_opening_notifies_and_resolving_threads_a_reply_and_updates_in_place(clock: Any) -> None:
+    rule(name="Connection spike test", runbook_url="https://runbooks.example/spike")
+    sample(connections=75)
+    run_cycle()
+    (opening,) = notes_to("operations")
+    assert opening.text.startswith("🟠 Connection spike test")
+    assert "Value: 75 per minute" in opening.text
+    assert "Runbook: https://runbooks.example/spike" in opening.text
+    Notification.objects.filter(pk=opening.pk).update(status="sent", slack_ts="1.1", attempts=1)
+    clock.shift(61)
+    run_cycle()
+    _, reply, update = notes_to("operations")
+    assert reply.thread_parent_id == opening.pk
+    assert reply.text.startswith("✅ Resolved after")
+    assert update.update_target_id == opening.pk
+    assert update.text.startswith("✅ Resolved: Connection spike test")
+
+
+def test_unacknowledged_incidents_are_repeated_at_the_rules_interval(
+    clock: Any, admin_user: Any
+) -> None:
+    rule(repeat_interval_seconds=600)
+    sample(connections=75)
+    run_cycle()
+    for _ in range(10):
+        clock.shift(60)
+        sample(connections=75)
+        run_cycle()
+    texts = [n.text for n in notes_to("operations")]
+    assert len(texts) == 2
+    assert texts[1].startswith("⏰ Still firing after 10 minutes")
+    (incident,) = firing()
+    acknowledge(incident, admin_user)
+    for _ in range(20):
+        clock.shift(60)
+        sample(connections=75)
+        run_cycle()
+    assert not any(t.startswith("⏰") for t in [n.text for n in notes_to("operations")][2:])
+    kinds = list(incident.events.values_list("kind", flat=True))
+    assert IncidentEventKind.REMINDED in kinds
+    assert IncidentEventKind.ACKNOWLEDGED in kinds
+
+
+def test_critical_incidents_escalate_to_the_on_call_person(clock: Any) -> None:
+    escalation = Destination.objects.create(name="escalation", slack_channel_id="C0ESC")
+    rule(severity="critical", escalation_delay_seconds=900, escalation_destination=escalation)
+    OnCallShift.objects.create(
+        person="Dana", slack_user_id="U0DANA", starts_at=START, ends_at=START + timedelta(days=7)
+    )
+    sample(connections=75)
+    run_cycle()
+    for _ in range(16):
+        clock.shift(60)
+        sample(connections=75)
+        run_cycle()
+    (escalated,) = notes_to("escalation")
+    assert escalated.text.startswith("🚨 Escalation:")
+    assert "<@U0DANA>" in escalated.text
+    (incident,) = firing()
+    assert incident.escalated_at is not None
+    assert incident.events.filter(kind=IncidentEventKind.ESCALATED).count() == 1
+
+
+def test_flapping_notifies_once_until_it_settles(clock: Any) -> None:
+    rule(flap_threshold=4)
+    for _ in range(6):
+        sample(connections=75)
+        run_cycle()
+        clock.shift(61)
+        run_cycle()  # clear: resolves (clear_seconds=0)
+        clock.shift(60)
+    texts = [n.text for n in notes_to("operations")]
+    flapping = [t for t in texts if t.startswith("🔁 Flapping")]
+    assert len(flapping) == 1
+    # Before flapping: opened + resolved notifications; after: silence.
+    assert Incident.objects.filter(flapping=True).count() >= 2
+
+
+def test_alerts_firing_together_go_out_as_one_message(clock: Any, settings: Any) -> None:
+    settings.ALERT_GROUP_WAIT_SECONDS = 30
+    rule(name="Spike A", threshold=50)
+    rule(name="Spike B", threshold=40)
+    sample(connections=60)
+    run_cycle()
+    (grouped,) = notes_to("operations")
+    assert grouped.text.startswith("⚠️ 2 alerts (2 firing)")
+    assert "Spike A" in grouped.text
+    assert "Spike B" in grouped.text
+    assert grouped.next_attempt_at == timezone.now() + timedelta(seconds=30)
+    clock.shift(10)
+    rule(name="Spike C", threshold=30)
+    run_cycle()
+    (grouped,) = notes_to("operations")
+    assert grouped.text.startswith("⚠️ 3 alerts")
+
+
+def test_a_silence_suppresses_the_notification_not_the_incident(clock: Any) -> None:
+    spike = rule()
+    Silence.objects.create(
+        reason="load test", rule=spike, starts_at=START, ends_at=START + timedelta(hours=1)
+    )
+    sample(connections=75)
+    run_cycle()
+    assert len(firing()) == 1
+    assert notes_to("operations") == []
+    (incident,) = firing()
+    assert incident.events.filter(
+        kind=IncidentEventKind.SUPPRESSED, message__contains="load test"
+    ).exists()
+
+
+@pytest.mark.parametrize(
+    ("moment", "active"),
+    [
+        (datetime(2026, 6, 5, 22, 30), True),  # Friday evening, inside
+        (datetime(2026, 6, 6, 1, 30), True),  # Saturday early hours: Friday's window
+        (datetime(2026, 6, 6, 2, 30), False),  # after it ends
+        (datetime(2026, 6, 4, 23, 0), False),  # Thursday: not a window day
+        (datetime(2026, 6, 5, 1, 30), False),  # Friday early hours belong to Thursday
+        (datetime(2026, 6, 5, 21, 59), False),
+    ],
+)
+def test_a_recurring_maintenance_window_can_cross_midnight(moment: datetime, active: bool) -> None:
+    window = Silence(
+        reason="nightly deploys",
+        weekdays="4",  # Friday
+        start_time=time(22, 0),
+        end_time=time(2, 0),
+        timezone="Europe/London",
+    )
+    window.full_clean()
+    from zoneinfo import ZoneInfo
+
+    assert window.active_at(moment.replace(tzinfo=ZoneInfo("Europe/London"))) is active
+
+
+def test_alerts_that_depend_on_redis_are_held_while_redis_is_unreachable(
+    clock: Any, settings: Any
+) -> None:
+    only_default_rules("Redis unreachable", "High error rate")
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    sample(messages_received=50, errors=50)
+    run_cycle()
+    assert sorted(i.rule.name for i in firing()) == ["High error rate", "Redis unreachable"]
+    texts = [n.text for n in notes_to("operations")]
+    assert any("Redis unreachable" in t for t in texts)
+    assert not any("High error rate" in t for t in texts)
+    held = Incident.objects.get(rule__name="High error rate")
+    assert held.events.filter(message__startswith="inhibited: redis").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_cycles_open_and_notify_once(settings: Any) -> None:
+    create_default_routes(Destination, Route)
+    for index in range(5):
+        rule(name=f"Rule {index}", threshold=10 + index)
+    sample(connections=60)
+
+    def cycle() -> int:
+        try:
+            return len(run_cycle().opened)
+        finally:
+            close_old_connections()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        opened = sum(pool.map(lambda _: cycle(), range(2)))
+    assert opened == 5
+    assert Incident.objects.count() == 5
+    assert Notification.objects.filter(destination__name="operations").count() == 5
