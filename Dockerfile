@@ -21,4 +21,4 @@ RUN pip install --no-cache-dir . \
 
 USER inkwave
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "inkwave.asgi:application"]
+CMD ["python", "-m", "inkwave.serve", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "inkwave.asgi:application"]

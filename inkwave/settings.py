@@ -105,9 +105,17 @@ def _database() -> dict[str, Any]:
     engine = config.get("ENGINE", "")
     options = config.setdefault("OPTIONS", {})
     if engine == "django.db.backends.postgresql":
-        options.setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 3, minimum=1))
-        config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0)
-        config["CONN_HEALTH_CHECKS"] = True
+        timeout = env_int("DATABASE_CONNECT_TIMEOUT", 3, minimum=1)
+        options.setdefault("connect_timeout", timeout)
+        pool_size = env_int("DATABASE_POOL_MAX", 20, minimum=0)
+        if pool_size:
+            # Under ASGI every request may run on its own thread; a pool hands connections
+            # out and takes them back instead of opening one per request (or per thread).
+            options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": timeout}
+            config["CONN_HEALTH_CHECKS"] = True
+        else:
+            config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0)
+            config["CONN_HEALTH_CHECKS"] = True
     elif engine == "django.db.backends.sqlite3":
         # WAL lets the web process read while the worker writes; IMMEDIATE avoids the
         # "database is locked" upgrade deadlock between two writers.
@@ -161,9 +169,20 @@ CHANNEL_LAYER_PREFIX = env_str("CHANNEL_LAYER_PREFIX", "inkwave")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "inkwave.channel_layer.BlockingPoolRedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # Longer than the layer's 5 s blocking receive: redis-py 8 defaults
+                        # to 5 s, which cuts idle receives and crashes idle consumers.
+                        "socket_timeout": 15,
+                        "max_connections": env_int(
+                            "CHANNEL_LAYER_MAX_CONNECTIONS", 200, minimum=10
+                        ),
+                        "timeout": 10,  # seconds to wait for a free pooled connection
+                    }
+                ],
                 "prefix": CHANNEL_LAYER_PREFIX,
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000, minimum=10),
                 "expiry": 60,

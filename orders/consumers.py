@@ -56,6 +56,15 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         self.monitor.track_connection(group)
         await self.send_frame({"type": "welcome", "venue": venue_id, "serverTime": time.time()})
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Cancelled (server shutdown, application_close_timeout) or crashed: disconnect()
+            # never ran, so leave the room here; it is a no-op once it has run.
+            if self.group is not None:
+                await self.disconnect(1001)
+
     async def refuse(self, code: CloseCode) -> None:
         """Accept, then close with a documented code: browsers only see codes after accept."""
         self.monitor.track_rejection(REFUSAL_REASONS.get(code, "refused"))

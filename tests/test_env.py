@@ -123,6 +123,6 @@ def test_database_and_redis_urls_switch_to_the_production_stack(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "django.db.backends.postgresql",
-        "channels_redis.core.RedisChannelLayer",
+        "inkwave.channel_layer.BlockingPoolRedisChannelLayer",
         "redis://cache:6379/1",
     ]
