@@ -241,6 +241,8 @@ ALERT_GROUP_WAIT_SECONDS = env_int("ALERT_GROUP_WAIT_SECONDS", 30, minimum=0)
 # An incident opening and resolving more than its rule's flap threshold within this long
 # is flapping: it notifies once and stays quiet until it settles for as long.
 ALERT_FLAP_WINDOW_SECONDS = env_int("ALERT_FLAP_WINDOW_SECONDS", 3600, minimum=60)
+# A process that finds the database or Redis down alerts Slack directly, at most this often.
+DIRECT_ALERT_INTERVAL_SECONDS = env_int("DIRECT_ALERT_INTERVAL_SECONDS", 900, minimum=10)
 
 
 # --- Slack notifications --------------------------------------------------------------

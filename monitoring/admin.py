@@ -6,9 +6,12 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path
 
 from monitoring.alerting import engine
 from monitoring.alerting.metrics import metric_choices
+from monitoring.alerting.preview import preview
 from monitoring.models import (
     AlertRule,
     Incident,
@@ -111,6 +114,7 @@ class AlertRuleForm(forms.ModelForm):
 @admin.register(AlertRule)
 class AlertRuleAdmin(admin.ModelAdmin):
     form = AlertRuleForm
+    change_form_template = "admin/monitoring/alertrule/change_form.html"
     list_display = ["name", "condition", "window_seconds", "severity", "enabled", "firing"]
     list_filter = ["enabled", "severity", "metric"]
     list_editable = ["enabled"]
@@ -136,6 +140,42 @@ class AlertRuleAdmin(admin.ModelAdmin):
     @admin.display(description="Condition")
     def condition(self, obj: AlertRule) -> str:
         return obj.condition_text()
+
+    def get_urls(self) -> list[Any]:
+        preview_view = self.admin_site.admin_view(self.preview_view)
+        return [
+            path("add/preview/", preview_view, name="monitoring_alertrule_preview_add"),
+            path(
+                "<path:object_id>/change/preview/",
+                preview_view,
+                name="monitoring_alertrule_preview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
+        """The change form's values, replayed over the last week of samples; nothing is saved."""
+        instance = self.get_object(request, object_id) if object_id else None
+        permitted = (
+            self.has_change_permission(request, instance)
+            if instance
+            else self.has_add_permission(request)
+        )
+        if request.method != "POST" or not permitted:
+            return HttpResponseRedirect("../")
+        form = AlertRuleForm(request.POST, instance=instance)
+        result = None
+        if form.is_valid():
+            result = preview(form.save(commit=False))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "What would this rule have done?",
+            "form": form,
+            "rule": form.instance,
+            "result": result,
+        }
+        return TemplateResponse(request, "admin/monitoring/alertrule/preview.html", context)
 
     @admin.display(boolean=True, description="Firing")
     def firing(self, obj: AlertRule) -> bool:

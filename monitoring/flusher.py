@@ -7,8 +7,10 @@ import threading
 
 import structlog
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
+from monitoring.alerting import direct
+from monitoring.health import redis_reachable
 from monitoring.monitor import MonitorSnapshot, WebSocketMonitor, get_monitor
 from monitoring.recording import SampleRecorder, WorkerIdentity
 
@@ -23,6 +25,7 @@ class SampleFlusher(threading.Thread):
         self.recorder = SampleRecorder(identity, MonitorSnapshot.empty(monitor.started_at))
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
+        self._redis_down = False
 
     def run(self) -> None:
         # The first sample goes out at once, so a new worker is visible immediately.
@@ -35,13 +38,39 @@ class SampleFlusher(threading.Thread):
             close_old_connections()
             try:
                 self.recorder.flush(self.monitor.snapshot(), stopping=stopping)
+            except DatabaseError as exc:
+                # The counts stay in memory for the next flush; the outage is reported
+                # without the database (invariant: an alert must not depend on its subject).
+                logger.warning("metrics_flush_failed", exc_info=True)
+                direct.alerter.alert("database", f"{type(exc).__name__}: {exc}")
+                return False
             except Exception:
-                # The database may be down; the counts stay in memory for the next flush.
                 logger.warning("metrics_flush_failed", exc_info=True)
                 return False
+            else:
+                self._watch_redis()
+                self._record_recoveries()
             finally:
                 close_old_connections()
             return True
+
+    def _watch_redis(self) -> None:
+        if not settings.REDIS_URL:
+            return
+        if redis_reachable():
+            self._redis_down = False
+            return
+        self._redis_down = True
+        direct.alerter.alert("redis", "Redis does not answer PING")
+
+    def _record_recoveries(self) -> None:
+        """The database works (this flush wrote to it): record alerts sent without it."""
+        try:
+            direct.record_recovery("database")
+            if not self._redis_down:
+                direct.record_recovery("redis")
+        except Exception:
+            logger.warning("direct_alert_recovery_failed", exc_info=True)
 
     def stop(self) -> None:
         """Final flush at shutdown, marking this worker stopped so it stops counting at once."""
@@ -60,6 +89,14 @@ def start_flusher(role: str = "web") -> SampleFlusher | None:
         get_monitor(), WorkerIdentity(role=role), settings.METRICS_FLUSH_SECONDS
     )
     _flusher.start()
-    atexit.register(_flusher.stop)
+    atexit.register(stop_flusher)
     logger.info("metrics_flusher_started", worker=_flusher.recorder.identity.name)
     return _flusher
+
+
+def stop_flusher() -> None:
+    """Final flush, marking this process stopped; safe to call twice (signal, then atexit)."""
+    global _flusher
+    flusher, _flusher = _flusher, None
+    if flusher is not None:
+        flusher.stop()

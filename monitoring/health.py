@@ -117,6 +117,22 @@ class RedisCheck(HealthCheck):
         return Status.HEALTHY
 
 
+def redis_reachable() -> bool:
+    """A blocking PING with the health timeout, for threads without an event loop."""
+    import redis
+
+    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 class ChannelLayerCheck(HealthCheck):
     """A message round trip through the layer that carries venue broadcasts."""
 

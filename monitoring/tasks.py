@@ -17,6 +17,13 @@ def prune_samples() -> int:
 
 @shared_task(name="monitoring.check_alerts", ignore_result=True)
 def check_alerts() -> int:
+    from django.db import DatabaseError
+
+    from monitoring.alerting import direct
     from monitoring.alerting.engine import run_cycle
 
-    return len(run_cycle().opened)
+    try:
+        return len(run_cycle().opened)
+    except DatabaseError as exc:
+        direct.alerter.alert("database", f"{type(exc).__name__}: {exc}")
+        return 0

@@ -49,6 +49,11 @@ def claim(key: str) -> bool:
 
 def health_update(now: datetime, interval_seconds: int) -> list[Notification]:
     """✅ System Healthy, once per interval, and only when the system is healthy."""
+    from monitoring.models import Incident, IncidentStatus
+
+    if Incident.objects.filter(status=IncidentStatus.FIRING).exists():
+        logger.info("health_update_skipped", reason="an incident is open")
+        return []
     health = websocket_health(now)
     if health["status"] != "healthy":
         logger.info("health_update_skipped", status=health["status"], reasons=health["reasons"])
@@ -102,7 +107,9 @@ def local_day_bounds(day: date, zone: str) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _summary_message(title: str, rows: list[VenueFigures]) -> Composed:
+def _summary_message(
+    title: str, rows: list[VenueFigures], incidents: int, incidents_period: str
+) -> Composed:
     lines, blocks = [], [header_block(title)]
     by_currency: dict[str, list[VenueFigures]] = defaultdict(list)
     for row in rows:
@@ -125,7 +132,16 @@ def _summary_message(title: str, rows: list[VenueFigures]) -> Composed:
         )
         lines.append(text.replace("*", ""))
         blocks.append(section_block(text))
+    text = f"*Incidents opened {incidents_period}*: {incidents}"
+    lines.append(text.replace("*", ""))
+    blocks.append(section_block(text))
     return fit("\n".join([title, *lines]), blocks)
+
+
+def incidents_opened(start: datetime, end: datetime) -> int:
+    from monitoring.models import Incident
+
+    return Incident.objects.filter(opened_at__gte=start, opened_at__lt=end).count()
 
 
 def daily_summaries(now: datetime) -> list[Notification]:
@@ -141,8 +157,11 @@ def daily_summaries(now: datetime) -> list[Notification]:
         rows.append(figures(venue, start, end, day.isoformat()))
     if not rows:
         return []
+    # Incidents are deployment-wide: those of the 24 hours before this summary.
+    incidents = incidents_opened(now - timedelta(days=1), now)
+    message = _summary_message("📊 Daily Summary", rows, incidents, "in the last 24 hours")
     with transaction.atomic():
-        return enqueue(NotificationKind.DAILY_SUMMARY, _summary_message("📊 Daily Summary", rows))
+        return enqueue(NotificationKind.DAILY_SUMMARY, message)
 
 
 def weekly_report(now: datetime) -> list[Notification]:
@@ -159,7 +178,10 @@ def weekly_report(now: datetime) -> list[Notification]:
     rows = [figures(venue, start, end, period) for venue in venues]
     with transaction.atomic():
         return enqueue(
-            NotificationKind.WEEKLY_REPORT, _summary_message(f"🗓️ Weekly Report {period}", rows)
+            NotificationKind.WEEKLY_REPORT,
+            _summary_message(
+                f"🗓️ Weekly Report {period}", rows, incidents_opened(start, end), "that week"
+            ),
         )
 
 

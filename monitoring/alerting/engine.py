@@ -9,15 +9,18 @@ that causes them, so a transition notifies once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import structlog
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from monitoring.alerting import notify
+from monitoring.alerting import direct, notify
 from monitoring.alerting.metrics import REGISTRY, Values, Window
+from monitoring.alerting.transitions import Decision, Tracker, decide
+from monitoring.health import redis_reachable
 from monitoring.models import (
     AlertRule,
     AlertState,
@@ -45,11 +48,13 @@ class MetricCache:
     def __init__(self, now: datetime) -> None:
         self.now = now
         self._values: dict[tuple[str, int], Values] = {}
+        self._memo: dict[object, object] = {}
 
     def values(self, rule: AlertRule) -> Values:
         key = (rule.metric, rule.window_seconds)
         if key not in self._values:
-            self._values[key] = REGISTRY[rule.metric].compute(Window(self.now, rule.window_seconds))
+            window = Window(self.now, rule.window_seconds, self._memo)
+            self._values[key] = REGISTRY[rule.metric].compute(window)
         return self._values[key]
 
 
@@ -57,6 +62,7 @@ def run_cycle(now: datetime | None = None) -> CycleResult:
     now = now or timezone.now()
     result = CycleResult()
     cache = MetricCache(now)
+    _record_direct_alerts()
     rules = list(AlertRule.objects.filter(enabled=True).prefetch_related("destinations"))
     # Dependencies first: an alert that a failed dependency explains is then held back
     # in the same cycle (inhibition) rather than sent a moment before its cause.
@@ -88,6 +94,13 @@ def run_cycle(now: datetime | None = None) -> CycleResult:
     return result
 
 
+def _record_direct_alerts() -> None:
+    """Alerts this host sent without the database (or Redis) go into it now that it works."""
+    direct.record_recovery("database")
+    if not settings.REDIS_URL or redis_reachable():
+        direct.record_recovery("redis")
+
+
 def _locked_state(rule: AlertRule, scope: str) -> AlertState:
     AlertState.objects.get_or_create(rule=rule, scope=scope)
     return AlertState.objects.select_for_update().get(rule=rule, scope=scope)
@@ -108,27 +121,23 @@ def evaluate(
     with transaction.atomic():
         state = _locked_state(rule, scope)
         incident = _open_incident(rule, scope)
-        breaching = value is not None and rule.breaches(value)
-        if breaching:
+        tracker = Tracker(state.breaching_since, state.clear_since)
+        decision = decide(rule, tracker, value, now, open_incident=incident is not None)
+        if decision == Decision.OPEN:
             assert value is not None
-            state.clear_since = None
-            state.breaching_since = state.breaching_since or now
-            if incident is not None:
-                _still_firing(incident, value, now)
-            elif now - state.breaching_since >= timedelta(seconds=rule.pending_seconds):
-                result.opened.append(_open(rule, scope, value, now))
-        else:
-            state.breaching_since = None
-            if incident is not None:
-                state.clear_since = state.clear_since or now
-                if value is not None:
-                    Incident.objects.filter(pk=incident.pk).update(last_value=value)
-                    incident.last_value = value
-                if now - state.clear_since >= timedelta(seconds=rule.clear_seconds):
-                    resolve(incident, now, actor=None)
-                    result.resolved.append(incident)
-            else:
-                state.clear_since = None
+            result.opened.append(_open(rule, scope, value, now))
+        elif decision == Decision.STILL_FIRING:
+            assert incident is not None
+            assert value is not None
+            _still_firing(incident, value, now)
+        elif incident is not None and value is not None:
+            Incident.objects.filter(pk=incident.pk).update(last_value=value)
+            incident.last_value = value
+        if decision == Decision.RESOLVE:
+            assert incident is not None
+            resolve(incident, now, actor=None)
+            result.resolved.append(incident)
+        state.breaching_since, state.clear_since = tracker.breaching_since, tracker.clear_since
         state.last_value = value
         state.last_evaluated_at = now
         state.save()

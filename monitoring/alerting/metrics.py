@@ -15,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import redis
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Max, Sum
+from django.db.models import Count, Max, QuerySet, Sum
+from django.db.models.functions import TruncMinute
 
+from monitoring.health import redis_reachable
 from monitoring.histogram import add_buckets, quantile
 from monitoring.models import WebSocketSample, Worker, WorkerRole
 
@@ -30,10 +31,18 @@ Values = dict[str, float]
 class Window:
     end: datetime
     seconds: int
+    # Shared by every window of one cycle, so metrics built on the same sums share a query.
+    memo: dict[object, object] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def start(self) -> datetime:
         return self.end - timedelta(seconds=self.seconds)
+
+
+Point = tuple[datetime, float | None]
+# One value per evaluation step over [start, end], for a window of `seconds`.
+History = Callable[[datetime, datetime, int], list[Point]]
+HISTORY_STEP_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,8 @@ class Metric:
     # A dependency that must be up for the value to mean anything (inhibition).
     depends_on: tuple[str, ...] = ()
     per_venue: bool = False
+    # How the metric looked over the past (for the rule preview); None: it has no history.
+    history: History | None = field(default=None, compare=False)
 
     @property
     def unit_suffix(self) -> str:
@@ -68,56 +79,100 @@ def metric_choices() -> list[tuple[str, str]]:
     ]
 
 
-# --- WebSocket metrics -----------------------------------------------------------------
+# --- WebSocket metrics computed from summed counts -------------------------------------
+
+Sums = dict[str, float]
+Formula = Callable[[Sums, int], float | None]
+
+SUMS = {
+    "connections": Sum("connections", default=0),
+    "disconnections": Sum("disconnections", default=0),
+    "rejected": Sum("rejected_connections", default=0),
+    "received": Sum("messages_received", default=0),
+    "errors": Sum("errors", default=0),
+    "delivery_count": Sum("delivery_count", default=0),
+    "delivery_sum": Sum("delivery_sum_ms", default=0.0),
+    "samples": Count("pk"),
+}
 
 
-def _web_samples(window: Window):  # type: ignore[no-untyped-def]
+def _web_samples(start: datetime, end: datetime) -> QuerySet[WebSocketSample]:
     return WebSocketSample.objects.filter(
-        worker__role=WorkerRole.WEB, recorded_at__gt=window.start, recorded_at__lte=window.end
+        worker__role=WorkerRole.WEB, recorded_at__gt=start, recorded_at__lte=end
     )
 
 
-def _sums(window: Window) -> dict[str, float]:
-    return _web_samples(window).aggregate(
-        connections=Sum("connections", default=0),
-        disconnections=Sum("disconnections", default=0),
-        rejected=Sum("rejected_connections", default=0),
-        received=Sum("messages_received", default=0),
-        errors=Sum("errors", default=0),
-        delivery_count=Sum("delivery_count", default=0),
-        delivery_sum=Sum("delivery_sum_ms", default=0.0),
-        samples=Max("pk"),
+def _sums(window: Window) -> Sums:
+    key = ("sums", window.end, window.seconds)
+    if key not in window.memo:
+        window.memo[key] = _web_samples(window.start, window.end).aggregate(**SUMS)
+    return window.memo[key]  # type: ignore[return-value]
+
+
+def _history_points(start: datetime, end: datetime) -> list[datetime]:
+    first = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    count = int((end - first).total_seconds() // HISTORY_STEP_SECONDS) + 1
+    return [first + timedelta(seconds=HISTORY_STEP_SECONDS * i) for i in range(max(0, count))]
+
+
+def _minute_sums(start: datetime, end: datetime) -> dict[datetime, Sums]:
+    rows = (
+        _web_samples(start, end)
+        .annotate(minute=TruncMinute("recorded_at"))
+        .values("minute")
+        .annotate(**SUMS)
     )
+    return {row["minute"]: row for row in rows}
 
 
-def _per_minute(field_name: str) -> Callable[[Window], Values]:
+def from_sums(formula: Formula) -> tuple[Callable[[Window], Values], History]:
+    """A metric over summed counts: its live value and its history share one formula."""
+
     def compute(window: Window) -> Values:
         sums = _sums(window)
-        if sums["samples"] is None:
+        if not sums["samples"]:
             return {}
-        return {"": sums[field_name] * 60.0 / window.seconds}
+        value = formula(sums, window.seconds)
+        return {} if value is None else {"": value}
 
-    return compute
+    def history(start: datetime, end: datetime, seconds: int) -> list[Point]:
+        minutes = _minute_sums(start - timedelta(seconds=seconds), end)
+        span = max(1, seconds // 60)
+        points: list[Point] = []
+        for moment in _history_points(start, end):
+            rows = [
+                row
+                for step in range(1, span + 1)
+                if (row := minutes.get(moment - timedelta(minutes=step))) is not None
+            ]
+            if not rows:
+                points.append((moment, None))
+                continue
+            summed = {name: sum(row[name] for row in rows) for name in SUMS}
+            points.append((moment, formula(summed, seconds)))
+        return points
+
+    return compute, history
 
 
-def _error_rate(window: Window) -> Values:
-    sums = _sums(window)
+def _per_minute(name: str) -> Formula:
+    return lambda sums, seconds: sums[name] * 60.0 / seconds
+
+
+def _error_rate(sums: Sums, seconds: int) -> float:
     operations = sums["connections"] + sums["rejected"] + sums["received"]
-    if sums["samples"] is None:
-        return {}
-    return {"": 100.0 * sums["errors"] / operations if operations else 0.0}
+    return 100.0 * sums["errors"] / operations if operations else 0.0
 
 
-def _latency_avg(window: Window) -> Values:
-    sums = _sums(window)
-    if not sums["delivery_count"]:
-        return {}
-    return {"": sums["delivery_sum"] / sums["delivery_count"]}
+def _latency_avg(sums: Sums, seconds: int) -> float | None:
+    return sums["delivery_sum"] / sums["delivery_count"] if sums["delivery_count"] else None
 
 
 def _latency_p95(window: Window) -> Values:
     rows = (
-        _web_samples(window).filter(delivery_count__gt=0).values_list("delivery_buckets", flat=True)
+        _web_samples(window.start, window.end)
+        .filter(delivery_count__gt=0)
+        .values_list("delivery_buckets", flat=True)
     )
     value = quantile(add_buckets(rows), 0.95)
     return {} if value is None else {"": value}
@@ -149,6 +204,28 @@ def _memory_percent(window: Window) -> Values:
     return {} if peak is None else {"": float(peak)}
 
 
+def _memory_history(start: datetime, end: datetime, seconds: int) -> list[Point]:
+    rows = (
+        WebSocketSample.objects.filter(
+            recorded_at__gt=start - timedelta(seconds=seconds), recorded_at__lte=end
+        )
+        .annotate(minute=TruncMinute("recorded_at"))
+        .values("minute")
+        .annotate(peak=Max("memory_percent"))
+    )
+    peaks = {row["minute"]: row["peak"] for row in rows}
+    span = max(1, seconds // 60)
+    points: list[Point] = []
+    for moment in _history_points(start, end):
+        found = [
+            peak
+            for step in range(1, span + 1)
+            if (peak := peaks.get(moment - timedelta(minutes=step))) is not None
+        ]
+        points.append((moment, max(found) if found else None))
+    return points
+
+
 def _missing_workers(window: Window) -> Values:
     """Processes that were reporting during the window and have gone silent without stopping."""
     cutoff = window.end - timedelta(seconds=settings.WORKER_LIVENESS_SECONDS)
@@ -170,40 +247,36 @@ def _database_down(window: Window) -> Values:
 def _redis_down(window: Window) -> Values:
     if not settings.REDIS_URL:
         return {}
-    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
-    client = redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
-    try:
-        client.ping()
-    except redis.RedisError:
-        return {"": 1.0}
-    finally:
-        client.close()
-    return {"": 0.0}
+    return {"": 0.0 if redis_reachable() else 1.0}
 
 
 def _live_web_workers(window: Window) -> Values:
     return {"": float(len(_live(WorkerRole.WEB, window.end)))}
 
 
+_connections = from_sums(_per_minute("connections"))
+_disconnections = from_sums(_per_minute("disconnections"))
+_errors = from_sums(_error_rate)
+_latency = from_sums(_latency_avg)
+_WS = ("database", "redis")
+
 for _metric in (
     Metric("ws.new_connections_per_minute", "New WebSocket connections", "per minute",
-           _per_minute("connections"), depends_on=("database", "redis")),
+           _connections[0], depends_on=_WS, history=_connections[1]),
     Metric("ws.disconnections_per_minute", "WebSocket disconnections", "per minute",
-           _per_minute("disconnections"), depends_on=("database", "redis")),
-    Metric("ws.error_rate", "WebSocket error rate", "%", _error_rate, maximum=100,
-           depends_on=("database", "redis")),
-    Metric("ws.latency_avg_ms", "Average delivery latency", "ms", _latency_avg,
-           depends_on=("database", "redis")),
+           _disconnections[0], depends_on=_WS, history=_disconnections[1]),
+    Metric("ws.error_rate", "WebSocket error rate", "%", _errors[0], maximum=100,
+           depends_on=_WS, history=_errors[1]),
+    Metric("ws.latency_avg_ms", "Average delivery latency", "ms", _latency[0],
+           depends_on=_WS, history=_latency[1]),
     Metric("ws.latency_p95_ms", "95th percentile delivery latency", "ms", _latency_p95,
-           depends_on=("database", "redis")),
+           depends_on=_WS),
     Metric("ws.active_connections", "Active WebSocket connections", "connections",
-           _gauge("active_connections"), depends_on=("database", "redis")),
+           _gauge("active_connections"), depends_on=_WS),
     Metric("ws.active_rooms", "Active venue rooms", "rooms", _gauge("active_rooms"),
-           depends_on=("database", "redis")),
+           depends_on=_WS),
     Metric("process.memory_percent", "Process memory (of its limit)", "%", _memory_percent,
-           maximum=100, depends_on=("database",)),
+           maximum=100, depends_on=("database",), history=_memory_history),
     Metric("workers.missing", "Processes that stopped reporting", "workers", _missing_workers,
            depends_on=("database",)),
     Metric("workers.web_live", "Live web processes", "workers", _live_web_workers,

@@ -126,17 +126,21 @@ def _add_to_group(incident: Incident, destination: Destination, now: datetime) -
     kind = kind_for(incident.rule)
     wait = settings.ALERT_GROUP_WAIT_SECONDS
     candidate = (
-        Notification.objects.select_for_update()
-        .filter(
-            destination=destination,
-            kind=kind,
-            status=NotificationStatus.PENDING,
-            context__group=True,
-            next_attempt_at__gt=now,
-            attempts=0,
+        None
+        if wait <= 0
+        else (
+            Notification.objects.select_for_update()
+            .filter(
+                destination=destination,
+                kind=kind,
+                status=NotificationStatus.PENDING,
+                context__group=True,
+                next_attempt_at__gt=now,
+                attempts=0,
+            )
+            .order_by("-pk")
+            .first()
         )
-        .order_by("-pk")
-        .first()
     )
     if candidate is not None:
         ids = [*candidate.context.get("incidents", []), incident.pk]

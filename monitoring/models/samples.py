@@ -6,6 +6,7 @@ from django.db import models
 class WorkerRole(models.TextChoices):
     WEB = "web", "Web (ASGI)"
     CELERY = "celery", "Celery worker"
+    BEAT = "beat", "Celery beat"
 
 
 class Worker(models.Model):

@@ -1,0 +1,191 @@
+"""The alerting admin as an operator uses it: rules, validation, preview, incidents."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from django.test import Client
+from django.utils import timezone
+
+from monitoring.alerting.engine import run_cycle
+from monitoring.alerting.preview import preview
+from monitoring.models import AlertRule, Incident, IncidentEventKind, WebSocketSample, Worker
+from notifications.defaults import create_default_routes
+from notifications.models import Destination, Route
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
+
+RULE_FORM = {
+    "name": "Spike",
+    "description": "",
+    "enabled": "on",
+    "severity": "warning",
+    "runbook_url": "",
+    "metric": "ws.new_connections_per_minute",
+    "comparison": "gte",
+    "threshold": "50",
+    "window_seconds": "60",
+    "pending_seconds": "0",
+    "clear_seconds": "120",
+    "repeat_interval_seconds": "0",
+    "escalation_delay_seconds": "0",
+    "flap_threshold": "4",
+}
+
+
+def make_rule() -> AlertRule:
+    rule = AlertRule.objects.create(
+        **{k: v for k, v in RULE_FORM.items() if k not in ("enabled", "metric")},
+        metric=RULE_FORM["metric"],
+    )
+    rule.refresh_from_db()  # typed values, as the engine sees them
+    return rule
+
+
+@pytest.fixture(autouse=True)
+def setup(db: Any) -> None:
+    create_default_routes(Destination, Route)
+    AlertRule.objects.update(enabled=False)
+
+
+def spike(at: datetime, connections: int, worker: Worker) -> None:
+    WebSocketSample.objects.create(
+        worker=worker, recorded_at=at, interval_seconds=10, connections=connections
+    )
+
+
+@pytest.fixture
+def web() -> Worker:
+    return Worker.objects.create(
+        name="web-1", hostname="h", pid=1, started_at=NOW - timedelta(days=8), last_seen_at=NOW
+    )
+
+
+def test_an_operator_creates_a_rule(admin_client: Client) -> None:
+    response = admin_client.post("/admin/monitoring/alertrule/add/", RULE_FORM)
+    assert response.status_code == 302
+    rule = AlertRule.objects.get(name="Spike")
+    assert rule.condition_text() == "ws.new_connections_per_minute ≥ 50 per minute"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"metric": "ws.error_rate", "threshold": "150"}, "threshold", "cannot exceed 100%"),
+        ({"threshold": "-1"}, "threshold", "cannot be negative"),
+        ({"window_seconds": "30"}, "window_seconds", "at least the evaluation interval"),
+        ({"metric": "no.such.metric"}, "metric", "Select a valid choice"),
+    ],
+)
+def test_rules_that_cannot_work_are_rejected_on_the_field(
+    admin_client: Client, change: dict[str, str], field: str, message: str
+) -> None:
+    response = admin_client.post("/admin/monitoring/alertrule/add/", {**RULE_FORM, **change})
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert message in " ".join(errors[field])
+    assert not AlertRule.objects.filter(name="Spike").exists()
+
+
+def test_the_preview_replays_the_rule_as_edited_over_the_last_week(
+    admin_client: Client, web: Worker
+) -> None:
+    # Two spikes: three days ago for 3 minutes, yesterday for 1 minute.
+    for minute in range(3):
+        spike(NOW - timedelta(days=3, minutes=minute), 80, web)
+    spike(NOW - timedelta(days=1), 70, web)
+    spike(NOW - timedelta(days=2), 20, web)  # under the threshold
+    rule = make_rule()
+    with time_machine.travel(NOW, tick=False):
+        result = preview(rule)
+        assert result.supported
+        assert result.incident_count == 2
+        assert result.notifications == 4  # opened and resolved, twice
+        # As edited: a higher threshold catches only the first spike.
+        response = admin_client.post(
+            f"/admin/monitoring/alertrule/{rule.pk}/change/preview/",
+            {**RULE_FORM, "threshold": "75"},
+        )
+    assert response.status_code == 200
+    assert response.context["result"].incident_count == 1
+    assert '<td id="preview-incidents">1</td>' in response.content.decode()
+    rule.refresh_from_db()
+    assert rule.threshold == 50  # the preview saved nothing
+
+
+def test_the_preview_explains_metrics_without_history(admin_client: Client) -> None:
+    response = admin_client.post(
+        "/admin/monitoring/alertrule/add/preview/",
+        {**RULE_FORM, "metric": "dependency.database_down", "threshold": "1"},
+    )
+    assert "no stored history" in response.content.decode()
+
+
+def test_the_preview_shows_validation_errors(admin_client: Client) -> None:
+    response = admin_client.post(
+        "/admin/monitoring/alertrule/add/preview/", {**RULE_FORM, "threshold": "-5"}
+    )
+    assert "cannot be negative" in response.content.decode()
+
+
+def open_incident(web: Worker) -> Incident:
+    make_rule()
+    spike(timezone.now(), 90, web)
+    Worker.objects.filter(pk=web.pk).update(last_seen_at=timezone.now())
+    (incident,) = run_cycle().opened
+    return incident
+
+
+def test_acknowledge_from_the_list_and_read_the_timeline(
+    admin_client: Client, admin_user: Any, web: Worker
+) -> None:
+    incident = open_incident(web)
+    listing = admin_client.get("/admin/monitoring/incident/?status__exact=firing")
+    assert "Spike" in listing.content.decode()
+    admin_client.post(
+        "/admin/monitoring/incident/",
+        {"action": "acknowledge_selected", "_selected_action": [incident.pk]},
+    )
+    incident.refresh_from_db()
+    assert incident.acknowledged_by == admin_user
+    page = admin_client.get(f"/admin/monitoring/incident/{incident.pk}/change/").content.decode()
+    assert "Opened" in page
+    assert "Acknowledged" in page
+    assert "to operations: pending" in page  # the notification and its delivery state
+    assert 'name="_resolve"' in page
+
+
+def test_resolve_from_the_incident_page_with_a_postmortem(
+    admin_client: Client, admin_user: Any, web: Worker
+) -> None:
+    incident = open_incident(web)
+    response = admin_client.post(
+        f"/admin/monitoring/incident/{incident.pk}/change/",
+        {"postmortem": "", "_resolve": "Resolve", **inline_management()},
+    )
+    assert response.status_code == 302
+    incident.refresh_from_db()
+    assert incident.status == "resolved"
+    assert incident.resolved_by == admin_user
+    assert incident.events.filter(kind=IncidentEventKind.RESOLVED, actor=admin_user).exists()
+    admin_client.post(
+        f"/admin/monitoring/incident/{incident.pk}/change/",
+        {"postmortem": "A load test nobody announced.", "_save": "Save", **inline_management()},
+    )
+    incident.refresh_from_db()
+    assert incident.postmortem == "A load test nobody announced."
+
+
+def inline_management() -> dict[str, str]:
+    prefix = "events"
+    return {
+        f"{prefix}-TOTAL_FORMS": "0",
+        f"{prefix}-INITIAL_FORMS": "0",
+        f"{prefix}-MIN_NUM_FORMS": "0",
+        f"{prefix}-MAX_NUM_FORMS": "0",
+    }

@@ -1,0 +1,139 @@
+"""Alerts about the database or Redis get out without them, and are recorded afterwards."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitoring.alerting import direct
+from monitoring.alerting.defaults import create_default_rules
+from monitoring.models import AlertRule, Incident, IncidentEventKind, IncidentStatus
+from notifications.defaults import create_default_routes
+from notifications.models import Destination, Notification, NotificationStatus, Route
+from tests.fakes import closed_port
+from tests.servers import ServerGroup, poll_until
+from tests.slack_server import TOKEN, SlackServer
+
+
+@pytest.fixture
+def slack(settings: Any) -> Iterator[SlackServer]:
+    with SlackServer() as server:
+        settings.SLACK_BOT_TOKEN = TOKEN
+        settings.SLACK_API_URL = server.api_url
+        settings.SLACK_OPERATIONS_CHANNEL_ID = "C0OPS"
+        yield server
+
+
+@pytest.fixture
+def alerter(tmp_path: Path, settings: Any) -> direct.DirectAlerter:
+    settings.VAR_DIR = tmp_path
+    settings.DIRECT_ALERT_INTERVAL_SECONDS = 900
+    return direct.DirectAlerter()
+
+
+def spooled() -> list[dict[str, Any]]:
+    path = direct.spool_path()
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_direct_alert_needs_no_database_and_is_rate_limited(
+    slack: SlackServer, alerter: direct.DirectAlerter
+) -> None:
+    # No django_db mark: pytest-django fails any database access in this test.
+    assert alerter.alert("database", "OperationalError: connection refused") is True
+    assert alerter.alert("database", "OperationalError: connection refused") is False
+    assert alerter.alert("redis", "Redis does not answer PING") is True
+    texts = [post.body["text"] for post in slack.posts]
+    assert len(texts) == 2
+    assert texts[0].startswith("🔴 Database connection lost")
+    assert "Error: OperationalError: connection refused" in texts[0]
+    assert texts[1].startswith("🔴 Redis unreachable")
+    assert [entry["dependency"] for entry in spooled()] == ["database", "redis"]
+    assert all(entry["sent"] for entry in spooled())
+
+
+def test_without_slack_the_alert_is_spooled_for_the_outbox(
+    alerter: direct.DirectAlerter, settings: Any
+) -> None:
+    settings.SLACK_BOT_TOKEN = ""
+    settings.SLACK_WEBHOOK_URL = ""
+    assert alerter.alert("database", "down") is False
+    (entry,) = spooled()
+    assert entry["sent"] is False
+
+
+@pytest.mark.django_db
+def test_once_the_database_is_back_the_outage_is_recorded_and_resolved(
+    slack: SlackServer, alerter: direct.DirectAlerter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_default_routes(Destination, Route)
+    create_default_rules(AlertRule)
+    monkeypatch.setattr(direct, "alerter", alerter)
+    alerter.alert("database", "OperationalError: connection refused")
+    sent_ts = slack.posts[0].ts
+    assert direct.record_recovery("database") == 1
+    assert spooled() == []
+    incident = Incident.objects.get(rule__name="Database connection lost")
+    assert incident.status == IncidentStatus.RESOLVED
+    kinds = list(incident.events.values_list("kind", flat=True))
+    assert kinds == [
+        IncidentEventKind.OPENED,
+        IncidentEventKind.NOTIFIED,
+        IncidentEventKind.RESOLVED,
+    ]
+    recorded = incident.notification
+    assert recorded is not None
+    assert recorded.status == NotificationStatus.SENT
+    assert recorded.slack_ts == sent_ts
+    reply = Notification.objects.get(thread_parent=recorded)
+    assert reply.status == NotificationStatus.PENDING
+    assert reply.text.startswith("✅ Resolved: Database connection lost")
+    assert direct.record_recovery("database") == 0  # taken once
+
+
+@pytest.mark.system
+@pytest.mark.django_db(transaction=True)
+async def test_a_server_whose_database_is_down_tells_slack_directly(
+    slack: SlackServer, tmp_path: Path
+) -> None:
+    with ServerGroup(tmp_path / "servers") as group:
+        group.start(
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:{closed_port()}/inkwave",
+            SLACK_BOT_TOKEN=TOKEN,
+            SLACK_API_URL=slack.api_url,
+            SLACK_OPERATIONS_CHANNEL_ID="C0OPS",
+        )
+
+        async def posts() -> list[Any]:
+            return slack.posts
+
+        arrived = await poll_until(posts, lambda found: len(found) >= 1, 20)
+    assert arrived, "no direct alert reached Slack"
+    assert arrived[0].body["channel"] == "C0OPS"
+    assert arrived[0].body["text"].startswith("🔴 Database connection lost")
+    assert len(arrived) == 1  # flushes every 0.3 s, but one message per interval
+
+
+@pytest.mark.system
+@pytest.mark.django_db(transaction=True)
+async def test_a_server_that_loses_redis_tells_slack_directly(
+    slack: SlackServer, tmp_path: Path
+) -> None:
+    with ServerGroup(tmp_path / "servers") as group:
+        group.start(
+            REDIS_URL=f"redis://127.0.0.1:{closed_port()}/0",
+            SLACK_BOT_TOKEN=TOKEN,
+            SLACK_API_URL=slack.api_url,
+            SLACK_OPERATIONS_CHANNEL_ID="C0OPS",
+        )
+
+        async def posts() -> list[Any]:
+            return slack.posts
+
+        arrived = await poll_until(posts, lambda found: len(found) >= 1, 20)
+    assert arrived, "no direct alert reached Slack"
+    assert arrived[0].body["text"].startswith("🔴 Redis unreachable")
