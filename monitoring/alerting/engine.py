@@ -72,19 +72,32 @@ def run_cycle(now: datetime | None = None) -> CycleResult:
             r.name,
         )
     )
+    # Read every state and open incident once; only scopes that may change are locked.
+    states = {(s.rule_id, s.scope): s for s in AlertState.objects.filter(rule__enabled=True)}
+    firing = set(
+        Incident.objects.filter(status=IncidentStatus.FIRING).values_list("rule_id", "scope")
+    )
+    quiet: list[AlertState] = []
     for rule in rules:
         if rule.metric not in REGISTRY:
             result.errors.append(f"{rule.name}: unknown metric {rule.metric}")
             continue
         try:
             values = cache.values(rule)
-            scopes = set(values) | set(rule.states.values_list("scope", flat=True))
+            scopes = set(values) | {scope for (rule_id, scope) in states if rule_id == rule.pk}
             for scope in sorted(scopes):
-                evaluate(rule, scope, values.get(scope), now, result)
+                value, state = values.get(scope), states.get((rule.pk, scope))
+                if _is_quiet(rule, value, state, (rule.pk, scope) in firing):
+                    if state is not None:
+                        state.last_value, state.last_evaluated_at = value, now
+                        quiet.append(state)
+                    continue
+                evaluate(rule, scope, value, now, result)
         except Exception as exc:
             logger.exception("alert_rule_failed", rule=rule.name)
             result.errors.append(f"{rule.name}: {type(exc).__name__}: {exc}")
         result.evaluated += 1
+    AlertState.objects.bulk_update(quiet, ["last_value", "last_evaluated_at"], batch_size=500)
     logger.info(
         "alert_cycle_done",
         rules=result.evaluated,
@@ -92,6 +105,15 @@ def run_cycle(now: datetime | None = None) -> CycleResult:
         resolved=len(result.resolved),
     )
     return result
+
+
+def _is_quiet(
+    rule: AlertRule, value: float | None, state: AlertState | None, has_incident: bool
+) -> bool:
+    """Nothing can happen: no incident, not breaching, and no pending or clearing clock."""
+    if has_incident or (value is not None and rule.breaches(value)):
+        return False
+    return state is None or (state.breaching_since is None and state.clear_since is None)
 
 
 def _record_direct_alerts() -> None:
