@@ -47,6 +47,8 @@ class Destination(models.Model):
     last_error_at = models.DateTimeField(null=True, blank=True)
     # When a drain task is already scheduled for this destination (deduplicates wake-ups).
     wake_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A drain task has been queued and has not started yet: new rows need no other task.
+    drain_requested = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

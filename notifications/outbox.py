@@ -56,13 +56,24 @@ def enqueue(
 
 
 def start_delivery(destination_ids: Iterable[int]) -> None:
+    """Queue one drain per destination, unless one is already queued and not yet started.
+
+    The drain clears the flag before it reads the outbox, so a row committed before the
+    flag was cleared is seen by it, and a row committed after queues a new drain. A lost
+    task leaves the flag set; the periodic sweep drains such destinations regardless.
+    """
     from notifications.tasks import drain_destination
 
     for destination_id in destination_ids:
+        if not Destination.objects.filter(pk=destination_id, drain_requested=False).update(
+            drain_requested=True
+        ):
+            continue
         try:
             drain_destination.delay(destination_id)
         except Exception:
             # The broker is unreachable: the sweep will deliver these rows later.
+            Destination.objects.filter(pk=destination_id).update(drain_requested=False)
             logger.warning(
                 "notification_dispatch_failed", destination=destination_id, exc_info=True
             )

@@ -30,6 +30,7 @@ def schedule_wake(destination_id: int, wait: float) -> None:
 
 @shared_task(name="notifications.drain", ignore_result=True)
 def drain_destination(destination_id: int) -> int:
+    Destination.objects.filter(pk=destination_id).update(drain_requested=False)
     result = delivery.drain(destination_id)
     if result.wait is not None:
         schedule_wake(destination_id, result.wait)

@@ -383,3 +383,33 @@ def test_two_workers_draining_at_once_post_each_notification_once(
         ).count()
         == 20
     )
+
+
+def queued_tasks() -> int:
+    from inkwave.celery import app
+
+    with app.connection_for_write() as conn:
+        return int(conn.default_channel.queue_declare("celery", passive=True).message_count)
+
+
+def purge_tasks() -> None:
+    from inkwave.celery import app
+
+    app.control.purge()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_of_notifications_queues_one_drain_per_destination(operations: Destination) -> None:
+    from notifications.outbox import start_delivery
+    from notifications.tasks import drain_destination
+
+    purge_tasks()
+    for index in range(20):
+        alert(f"burst {index}")  # each commits and asks for a drain
+    assert queued_tasks() == 1
+    drain_destination(operations.pk)  # the queued drain starts: the next row queues again
+    alert("after the drain started")
+    assert queued_tasks() == 2
+    start_delivery([operations.pk])
+    assert queued_tasks() == 2
+    purge_tasks()
