@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import structlog
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -64,6 +65,19 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             # never ran, so leave the room here; it is a no-op once it has run.
             if self.group is not None:
                 await self.disconnect(1001)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """channels' dispatch, without its close_old_connections() before every handler.
+
+        That call is a hop to the sync thread for every frame and every broadcast delivery,
+        about half of this consumer's CPU time (bench/README.md). No handler here touches
+        the ORM directly: connect() goes through database_sync_to_async, which closes
+        stale connections itself. A handler that needs the database must do the same.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def refuse(self, code: CloseCode) -> None:
         """Accept, then close with a documented code: browsers only see codes after accept."""
