@@ -8,6 +8,7 @@ Redis. Every variable is listed in the README's configuration table.
 from __future__ import annotations
 
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,10 @@ def _database() -> dict[str, Any]:
     if engine == "django.db.backends.postgresql":
         timeout = env_int("DATABASE_CONNECT_TIMEOUT", 3, minimum=1)
         options.setdefault("connect_timeout", timeout)
-        pool_size = env_int("DATABASE_POOL_MAX", 20, minimum=0)
+        # Celery's Django fixup closes connections around every task, which would tear a
+        # pool down each time: worker and beat processes connect without one.
+        in_celery = Path(sys.argv[0]).name == "celery"
+        pool_size = env_int("DATABASE_POOL_MAX", 0 if in_celery else 20, minimum=0)
         if pool_size:
             # Under ASGI every request may run on its own thread; a pool hands connections
             # out and takes them back instead of opening one per request (or per thread).

@@ -99,9 +99,9 @@ def hold_slot(key: str, until: datetime) -> None:
 
 
 def _head(destination_id: int) -> Notification | None:
+    # Parents and update targets are rare: loaded on access rather than joined every time.
     return (
         Notification.objects.filter(destination_id=destination_id, status__in=OPEN_STATUSES)
-        .select_related("thread_parent", "update_target")
         .order_by("pk")
         .first()
     )
@@ -121,9 +121,9 @@ def drain(
 ) -> DrainResult:
     """Send what is due for one destination, oldest first, until it must wait."""
     transport = transport or transport_from_settings()
+    destination = Destination.objects.get(pk=destination_id)
     sent = 0
     for _ in range(max_messages):
-        destination = Destination.objects.get(pk=destination_id)
         head = _head(destination_id)
         if head is None or head.status == NotificationStatus.SENDING:
             # Nothing left, or another worker is sending the head (the sweep recovers a dead one).
@@ -142,7 +142,9 @@ def drain(
             return DrainResult(sent, wait)
         if not claim(head, now):
             return DrainResult(sent, None)
-        head.refresh_from_db(fields=["attempts", "status"])
+        # The claim succeeded on the row as read, so it incremented exactly this value.
+        head.attempts += 1
+        head.status = NotificationStatus.SENDING
         if deliver_claimed(head, destination, transport) == AttemptOutcome.SENT:
             sent += 1
     return DrainResult(sent, 0.0)
@@ -206,6 +208,7 @@ def deliver_claimed(
     )
     if destination.status == DestinationStatus.ERROR:
         Destination.objects.filter(pk=destination.pk).update(status=DestinationStatus.OK)
+        destination.status = DestinationStatus.OK
     return AttemptOutcome.SENT
 
 
@@ -222,6 +225,7 @@ def _record_failure(
             Destination.objects.filter(pk=destination.pk).update(
                 status=DestinationStatus.ERROR, last_error=reason[:2000], last_error_at=now
             )
+            destination.status = DestinationStatus.ERROR
         logger.error(
             "notification_failed",
             notification=notification.pk,

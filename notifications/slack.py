@@ -121,6 +121,17 @@ class SlackTransport:
         self.token = token
         self.api_url = api_url
         self.timeout = timeout
+        self._client: WebClient | None = None
+
+    @property
+    def client(self) -> WebClient:
+        """One Web API client per transport (a drain's batch), not one per message."""
+        if self._client is None:
+            # Retries belong to the outbox, which honours Retry-After without sleeping.
+            self._client = WebClient(
+                token=self.token, base_url=self.api_url, timeout=self.timeout, retry_handlers=[]
+            )
+        return self._client
 
     def notify(self, message: SlackMessage, *, webhook_url: str = "") -> Delivered:
         if self.token and message.channel:
@@ -130,10 +141,7 @@ class SlackTransport:
         raise TransportError("no bot token and channel, nor a webhook URL", permanent=True)
 
     def _post_api(self, message: SlackMessage) -> Delivered:
-        # Retries belong to the outbox, which honours Retry-After without sleeping.
-        client = WebClient(
-            token=self.token, base_url=self.api_url, timeout=self.timeout, retry_handlers=[]
-        )
+        client = self.client
         body = payload(message)
         try:
             if message.update_ts:
