@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from orders.models import Venue, VenueAccessToken
+from orders.models import Order, OrderEvent, OrderItem, Venue, VenueAccessToken
 
 
 @admin.register(Venue)
@@ -61,3 +61,65 @@ class VenueAccessTokenAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[VenueAccessToken]) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+
+class OrderItemInline(admin.TabularInline):
+    model = OrderItem
+    extra = 0
+    fields = ("name", "quantity", "unit_price")
+
+
+class OrderEventInline(admin.TabularInline):
+    model = OrderEvent
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "kind", "payload")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = [
+        "number",
+        "venue",
+        "table",
+        "status",
+        "payment_status",
+        "total_with_currency",
+        "created_at",
+    ]
+    list_filter = ["status", "payment_status", "venue"]
+    list_select_related = ["venue"]
+    search_fields = ["table", "number", "venue__name"]
+    date_hierarchy = "created_at"
+    raw_id_fields = ["venue"]
+    readonly_fields = ["venue", "number", "currency", "total", "created_at", "updated_at"]
+    inlines = [OrderItemInline, OrderEventInline]
+
+    @admin.display(description="Total", ordering="total")
+    def total_with_currency(self, obj: Order) -> str:
+        return f"{obj.total} {obj.currency}"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # orders come through the API, which numbers them and raises events
+
+
+@admin.register(OrderEvent)
+class OrderEventAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "kind", "venue", "order"]
+    list_filter = ["kind", "venue"]
+    list_select_related = ["venue", "order"]
+    raw_id_fields = ["venue", "order"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

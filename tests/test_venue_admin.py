@@ -80,3 +80,19 @@ def test_a_venue_with_an_unknown_timezone_or_currency_is_rejected(
     assert "timezone" in errors
     assert "currency" in errors
     assert not Venue.objects.filter(slug="x").exists()
+
+
+def test_orders_and_their_events_are_listed_in_the_admin(
+    admin_client_logged_in: Client, venue: Venue
+) -> None:
+    from orders.models import Order, OrderEvent, OrderEventKind, OrderItem
+
+    order = Order.objects.create(venue=venue, number=7, table="Table 5", currency="USD", total=42)
+    OrderItem.objects.create(order=order, name="Margherita", quantity=2, unit_price=21)
+    OrderEvent.objects.create(kind=OrderEventKind.PLACED, venue=venue, order=order)
+    listing = admin_client_logged_in.get("/admin/orders/order/?status__exact=placed")
+    assert "Table 5" in listing.content.decode()
+    page = admin_client_logged_in.get(f"/admin/orders/order/{order.pk}/change/").content.decode()
+    assert "Margherita" in page
+    assert "order.placed" in page
+    assert admin_client_logged_in.get("/admin/orders/order/add/").status_code == 403
