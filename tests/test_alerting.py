@@ -479,3 +479,29 @@ def test_two_concurrent_cycles_open_and_notify_once(settings: Any, group_wait: i
         assert notes.count() == 5
     announced = sorted(i for note in notes for i in note.context["incidents"])
     assert announced == sorted(Incident.objects.values_list("pk", flat=True))
+
+
+def test_a_per_venue_metric_opens_one_incident_per_venue(
+    clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitoring.alerting import metrics
+
+    values: dict[str, float] = {"1": 5.0, "2": 0.0}
+    monkeypatch.setitem(
+        metrics.REGISTRY,
+        "venue.test_failures",
+        metrics.Metric(
+            "venue.test_failures", "Failures", "", lambda window: dict(values), per_venue=True
+        ),
+    )
+    rule(metric="venue.test_failures", comparison="gte", threshold=3)
+    run_cycle()
+    assert [(i.scope, i.title) for i in firing()] == [("1", "Test rule (venue 1)")]
+    values["2"] = 7.0
+    clock.shift(60)
+    run_cycle()
+    assert sorted(i.scope for i in firing()) == ["1", "2"]
+    values["1"] = 0.0
+    clock.shift(60)
+    run_cycle()
+    assert [i.scope for i in firing()] == ["2"]
