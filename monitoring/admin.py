@@ -88,6 +88,7 @@ class MetricTotalsAdmin(ReadOnlyAdmin):
 
 class AlertRuleForm(forms.ModelForm):
     metric = forms.ChoiceField(choices=metric_choices)
+    runbook_url = forms.URLField(required=False, assume_scheme="https")
 
     class Meta:
         model = AlertRule

@@ -10,6 +10,7 @@ incoming-webhook protocol, and can be told to fail the way Slack fails.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -95,6 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reply.kind == "hang":
             state.release.wait(reply.value)
+            if self._client_gone():
+                return  # the sender died before the answer: nothing was posted
             reply = Reply.ok()
         webhook = self.path.startswith("/services/")
         if not webhook and self.headers.get("Authorization") != f"Bearer {TOKEN}":
@@ -127,6 +130,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, json.dumps({"ok": False, "error": reply.value}))
         elif reply.kind == "status":
             self._send(reply.value, "<html>upstream failure</html>", "text/html")
+
+    def _client_gone(self) -> bool:
+        self.connection.setblocking(False)
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        finally:
+            self.connection.setblocking(True)
 
     def _parse(self, raw: str) -> dict[str, Any]:
         if self.headers.get("Content-Type", "").startswith("application/json"):
