@@ -267,12 +267,12 @@ class IncidentAdmin(admin.ModelAdmin):
     def acknowledged(self, obj: Incident) -> bool:
         return obj.acknowledged_at is not None
 
-    @admin.action(description="Acknowledge selected incidents")
+    @admin.action(description="Acknowledge selected incidents", permissions=["change"])
     def acknowledge_selected(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
         done = sum(engine.acknowledge(i, request.user) for i in queryset.select_related("rule"))
         self.message_user(request, f"Acknowledged {done} incident(s).", messages.SUCCESS)
 
-    @admin.action(description="Resolve selected incidents")
+    @admin.action(description="Resolve selected incidents", permissions=["change"])
     def resolve_selected(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
         done = sum(engine.resolve_by_hand(i, request.user) for i in queryset)
         self.message_user(request, f"Resolved {done} incident(s).", messages.SUCCESS)

@@ -29,9 +29,16 @@ class SampleFlusher(threading.Thread):
 
     def run(self) -> None:
         # The first sample goes out at once, so a new worker is visible immediately.
-        self.flush()
+        self._flush_safely()
         while not self._stop_event.wait(self.interval):
+            self._flush_safely()
+
+    def _flush_safely(self) -> None:
+        """Whatever goes wrong in one flush, the thread lives on to try the next."""
+        try:
             self.flush()
+        except Exception:
+            logger.exception("metrics_flush_crashed")
 
     def flush(self, *, stopping: bool = False) -> bool:
         with self._lock:
@@ -42,7 +49,7 @@ class SampleFlusher(threading.Thread):
                 # The counts stay in memory for the next flush; the outage is reported
                 # without the database (invariant: an alert must not depend on its subject).
                 logger.warning("metrics_flush_failed", exc_info=True)
-                direct.alerter.alert("database", f"{type(exc).__name__}: {exc}")
+                _alert_safely("database", f"{type(exc).__name__}: {exc}")
                 return False
             except Exception:
                 logger.warning("metrics_flush_failed", exc_info=True)
@@ -61,7 +68,7 @@ class SampleFlusher(threading.Thread):
             self._redis_down = False
             return
         self._redis_down = True
-        direct.alerter.alert("redis", "Redis does not answer PING")
+        _alert_safely("redis", "Redis does not answer PING")
 
     def _record_recoveries(self) -> None:
         """The database works (this flush wrote to it): record alerts sent without it."""
@@ -76,6 +83,13 @@ class SampleFlusher(threading.Thread):
         """Final flush at shutdown, marking this worker stopped so it stops counting at once."""
         self._stop_event.set()
         self.flush(stopping=True)
+
+
+def _alert_safely(dependency: str, error: str) -> None:
+    try:
+        direct.alerter.alert(dependency, error)
+    except Exception:
+        logger.exception("direct_alert_crashed", dependency=dependency)
 
 
 _flusher: SampleFlusher | None = None

@@ -56,24 +56,33 @@ class HealthCheck:
 
 
 class ThreadedCheck(HealthCheck):
-    """A check whose client blocks; runs in a thread, one run in flight at a time."""
+    """A check whose client blocks; runs in a thread.
 
-    _in_flight: ClassVar[set[str]] = set()
+    Concurrent callers (two probes a moment apart) each run it. Only when a run has been
+    stuck for longer than the timeout does a new caller fail at once instead of starting
+    yet another thread against a dependency that is known to hang.
+    """
+
+    _started: ClassVar[dict[str, float]] = {}
 
     def run_blocking(self) -> Status:
         raise NotImplementedError
 
     async def check(self) -> Status:
-        if self.name in self._in_flight:
-            raise CheckFailed("previous run still in flight")
+        started = self._started.get(self.name)
+        if (
+            started is not None
+            and time.monotonic() - started > settings.HEALTH_CHECK_TIMEOUT_SECONDS
+        ):
+            raise CheckFailed("a previous run is still stuck")
 
         def run() -> Status:
             # Marked inside the thread: a run cancelled before it started leaves no mark.
-            self._in_flight.add(self.name)
+            self._started.setdefault(self.name, time.monotonic())
             try:
                 return self.run_blocking()
             finally:
-                self._in_flight.discard(self.name)
+                self._started.pop(self.name, None)
 
         return await sync_to_async(run, thread_sensitive=False)()
 
@@ -159,14 +168,23 @@ class WebSocketCheck(ThreadedCheck):
     name = "websocket"
     required = False
 
+    # /health is public and probed often: the statistics behind it are reused this long.
+    CACHE_SECONDS = 5.0
+    _cached: ClassVar[tuple[float, Status] | None] = None
+
     def run_blocking(self) -> Status:
         from monitoring.stats import websocket_health
 
+        cached = WebSocketCheck._cached
+        if cached is not None and time.monotonic() - cached[0] < self.CACHE_SECONDS:
+            return cached[1]
         close_old_connections()
         try:
-            return Status(websocket_health()["status"])
+            status = Status(websocket_health()["status"])
         finally:
             close_old_connections()
+        WebSocketCheck._cached = (time.monotonic(), status)
+        return status
 
 
 async def _run_one(check: HealthCheck, limit: float) -> CheckResult:

@@ -37,13 +37,13 @@ class DestinationAdmin(admin.ModelAdmin):
     def has_webhook(self, obj: Destination) -> bool:
         return bool(obj.webhook_url)
 
-    @admin.action(description="Send a test message")
+    @admin.action(description="Send a test message", permissions=["change"])
     def send_test(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
         for destination, result in send_test_messages(list(queryset)):
             level = messages.SUCCESS if result.ok else messages.ERROR
             self.message_user(request, f"{destination.name}: {result.detail}", level)
 
-    @admin.action(description="Mark as fixed (clear the error)")
+    @admin.action(description="Mark as fixed (clear the error)", permissions=["change"])
     def clear_error(self, request: HttpRequest, queryset: QuerySet[Destination]) -> None:
         count = queryset.update(status=DestinationStatus.OK, last_error="")
         self.message_user(request, f"Cleared {count} destination(s).", messages.SUCCESS)
@@ -112,7 +112,7 @@ class NotificationAdmin(admin.ModelAdmin):
     def short_error(self, obj: Notification) -> str:
         return obj.last_error[:80]
 
-    @admin.action(description="Send again (failed or skipped ones)")
+    @admin.action(description="Send again (failed or skipped ones)", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
         retryable = queryset.filter(
             status__in=[NotificationStatus.FAILED, NotificationStatus.SKIPPED]

@@ -47,6 +47,7 @@ def claim(key: str) -> bool:
 # --- health update --------------------------------------------------------------------
 
 
+@transaction.atomic  # the claim commits only with the message it claims
 def health_update(now: datetime, interval_seconds: int) -> list[Notification]:
     """✅ System Healthy, once per interval, and only when the system is healthy."""
     from monitoring.models import Incident, IncidentStatus
@@ -62,15 +63,14 @@ def health_update(now: datetime, interval_seconds: int) -> list[Notification]:
     if not claim(f"health:{bucket}"):
         return []
     stats = websocket_stats(now)
-    with transaction.atomic():
-        return send_health_update(
-            {
-                "activeConnections": stats["activeConnections"],
-                "messagesPerMinute": stats["window"]["messagesPerMinute"],
-                "errorRate": stats["errorRate"],
-                "uptime": stats["uptime"],
-            }
-        )
+    return send_health_update(
+        {
+            "activeConnections": stats["activeConnections"],
+            "messagesPerMinute": stats["window"]["messagesPerMinute"],
+            "errorRate": stats["errorRate"],
+            "uptime": stats["uptime"],
+        }
+    )
 
 
 # --- order figures ---------------------------------------------------------------------
@@ -144,6 +144,7 @@ def incidents_opened(start: datetime, end: datetime) -> int:
     return Incident.objects.filter(opened_at__gte=start, opened_at__lt=end).count()
 
 
+@transaction.atomic  # the claim commits only with the message it claims
 def daily_summaries(now: datetime) -> list[Notification]:
     """For every venue whose local day has ended and is not summarised yet: one message."""
     rows = []
@@ -160,10 +161,10 @@ def daily_summaries(now: datetime) -> list[Notification]:
     # Incidents are deployment-wide: those of the 24 hours before this summary.
     incidents = incidents_opened(now - timedelta(days=1), now)
     message = _summary_message("📊 Daily Summary", rows, incidents, "in the last 24 hours")
-    with transaction.atomic():
-        return enqueue(NotificationKind.DAILY_SUMMARY, message)
+    return enqueue(NotificationKind.DAILY_SUMMARY, message)
 
 
+@transaction.atomic  # the claim commits only with the message it claims
 def weekly_report(now: datetime) -> list[Notification]:
     """The ISO week before this one, in UTC, once."""
     this_monday = (now.astimezone(ZoneInfo("UTC")) - timedelta(days=now.weekday())).date()
@@ -176,13 +177,12 @@ def weekly_report(now: datetime) -> list[Notification]:
         return []
     period = f"{year}-W{week:02d}"
     rows = [figures(venue, start, end, period) for venue in venues]
-    with transaction.atomic():
-        return enqueue(
-            NotificationKind.WEEKLY_REPORT,
-            _summary_message(
-                f"🗓️ Weekly Report {period}", rows, incidents_opened(start, end), "that week"
-            ),
-        )
+    return enqueue(
+        NotificationKind.WEEKLY_REPORT,
+        _summary_message(
+            f"🗓️ Weekly Report {period}", rows, incidents_opened(start, end), "that week"
+        ),
+    )
 
 
 def deployment(release: str, environment: str, note: str = "") -> list[Notification]:

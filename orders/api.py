@@ -59,7 +59,7 @@ def _body(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
         return None, json_error(415, "unsupported_media_type", "Send application/json.")
     try:
         return json.loads(request.body or b"null"), None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None, json_error(400, "invalid_json", "The body is not valid JSON.")
 
 
@@ -146,7 +146,9 @@ def order_detail(request: HttpRequest, order_id: int) -> JsonResponse:
     if bad is not None:
         return bad
     with transaction.atomic():
-        locked = Order.objects.select_for_update().select_related("venue").get(pk=order.pk)
+        locked = (
+            Order.objects.select_for_update(of=("self",)).select_related("venue").get(pk=order.pk)
+        )
         changes, errors = validate_change(data, locked)
         if errors:
             return _invalid(errors)

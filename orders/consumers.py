@@ -36,7 +36,14 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.monitor = get_monitor()
         venue_id = int(self.scope["url_route"]["kwargs"]["venue_id"])
-        admission = await admit(self.scope, venue_id)
+        try:
+            admission = await admit(self.scope, venue_id)
+        except Exception:
+            logger.exception("venue_room_admission_failed", venue=venue_id)
+            self.monitor.track_rejection("admission_failed")
+            await self.accept()
+            await self.close(code=int(CloseCode.SERVER_ERROR))
+            return
         if admission.refusal is not None:
             await self.refuse(admission.refusal)
             return
@@ -124,7 +131,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             return
         try:
             message = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.reject_frame(ErrorCode.INVALID_JSON, "The frame is not valid JSON.")
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):

@@ -15,9 +15,13 @@ from orders.models import Venue, VenueAccessToken
 
 @pytest.fixture(autouse=True)
 def fresh_monitor() -> Iterator[WebSocketMonitor]:
-    """Each test counts from zero in this process."""
+    """Each test counts from zero in this process, with no cached health."""
+    from monitoring.health import WebSocketCheck
+
+    WebSocketCheck._cached = None
     yield reset_monitor()
     reset_monitor()
+    WebSocketCheck._cached = None
 
 
 @pytest.fixture

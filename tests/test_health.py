@@ -126,16 +126,30 @@ class StuckCheck(ThreadedCheck):
         return Status.HEALTHY
 
 
-async def test_a_check_still_stuck_is_not_started_again() -> None:
+async def test_a_check_still_stuck_is_not_started_again(settings: Any) -> None:
+    import asyncio
     import threading
 
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 0.2
     release = threading.Event()
     check = StuckCheck(release)
-    first = await run_checks([check], limit=0.2)
-    second = await run_checks([check], limit=0.2)
+    first = await run_checks([check])
+    await asyncio.sleep(0.05)
+    second = await run_checks([check])
     release.set()
     assert first[0].status == Status.UNHEALTHY
     assert "timed out" in first[0].reason
     assert second[0].status == Status.UNHEALTHY
-    assert "in flight" in second[0].reason
+    assert "still stuck" in second[0].reason
     assert check.runs == 1
+
+
+async def test_two_probes_at_once_both_run_and_both_pass() -> None:
+    import threading
+
+    release = threading.Event()
+    release.set()
+    check = StuckCheck(release)
+    results = await run_checks([check, check])
+    assert [r.status for r in results] == [Status.HEALTHY, Status.HEALTHY]
+    assert check.runs == 2

@@ -114,7 +114,13 @@ def take_spool(dependency: str) -> list[dict[str, Any]]:
     """Remove and return the spooled alerts about one dependency."""
     with _locked_spool() as spool:
         spool.seek(0)
-        entries = [json.loads(line) for line in spool if line.strip()]
+        entries = []
+        for line in spool:
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                # A line cut short (a process killed mid-write, a full disk): not an alert.
+                logger.warning("direct_alert_spool_line_skipped", line=line[:200])
         mine = [e for e in entries if e.get("dependency") == dependency]
         if mine:
             spool.seek(0)

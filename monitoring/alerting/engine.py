@@ -118,9 +118,13 @@ def _is_quiet(
 
 def _record_direct_alerts() -> None:
     """Alerts this host sent without the database (or Redis) go into it now that it works."""
-    direct.record_recovery("database")
-    if not settings.REDIS_URL or redis_reachable():
-        direct.record_recovery("redis")
+    try:
+        direct.record_recovery("database")
+        if not settings.REDIS_URL or redis_reachable():
+            direct.record_recovery("redis")
+    except Exception:
+        # Recording the past must never stop the rules from being evaluated now.
+        logger.exception("direct_alert_recovery_failed")
 
 
 def _locked_state(rule: AlertRule, scope: str) -> AlertState:
