@@ -505,3 +505,26 @@ def test_a_per_venue_metric_opens_one_incident_per_venue(
     clock.shift(60)
     run_cycle()
     assert [i.scope for i in firing()] == ["2"]
+
+
+def test_an_alert_silenced_when_it_opened_is_announced_when_the_silence_ends(clock: Any) -> None:
+    spike = rule()
+    Silence.objects.create(
+        reason="maintenance", rule=spike, starts_at=START, ends_at=START + timedelta(minutes=30)
+    )
+    sample(connections=75)
+    run_cycle()
+    assert notes_to("operations") == []
+    clock.shift(60 * 29)
+    sample(connections=75)
+    run_cycle()
+    assert notes_to("operations") == []  # still inside the window
+    clock.shift(120)
+    sample(connections=75)
+    run_cycle()
+    (announced,) = notes_to("operations")
+    assert announced.text.startswith("🟠 Test rule")
+    clock.shift(60)
+    sample(connections=75)
+    run_cycle()
+    assert len(notes_to("operations")) == 1  # announced once

@@ -110,6 +110,11 @@ def opened(incident: Incident, now: datetime) -> None:
     if reason:
         _event(incident, now, IncidentEventKind.SUPPRESSED, reason)
         return
+    _announce(incident, now)
+
+
+def _announce(incident: Incident, now: datetime) -> None:
+    """The opening message, to every destination (joining a group where one is forming)."""
     first: Notification | None = None
     for destination in destinations_for(incident.rule):
         row = _add_to_group(incident, destination, now)
@@ -244,6 +249,13 @@ def _send(
 
 def remind_or_escalate(incident: Incident, now: datetime) -> None:
     if incident.acknowledged_at is not None or incident.flapping:
+        return
+    if incident.notification is None:
+        # Never announced (silenced or inhibited when it opened): announce it as soon as
+        # nothing holds it back any more, rather than never.
+        if not suppression(incident, now):
+            _event(incident, now, IncidentEventKind.NOTE, "no longer held back: announcing")
+            _announce(incident, now)
         return
     rule = incident.rule
     if (
