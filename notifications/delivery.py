@@ -110,7 +110,10 @@ def _head(destination_id: int) -> Notification | None:
 def claim(notification: Notification, now: datetime) -> bool:
     return (
         Notification.objects.filter(
-            pk=notification.pk, status=NotificationStatus.PENDING, next_attempt_at__lte=now
+            pk=notification.pk,
+            status=NotificationStatus.PENDING,
+            next_attempt_at__lte=now,
+            revision=notification.revision,
         ).update(status=NotificationStatus.SENDING, claimed_at=now, attempts=F("attempts") + 1)
         == 1
     )
@@ -141,7 +144,7 @@ def drain(
         if wait > 0:
             return DrainResult(sent, wait)
         if not claim(head, now):
-            return DrainResult(sent, None)
+            continue  # taken by another worker, or rewritten since it was read: look again
         # The claim succeeded on the row as read, so it incremented exactly this value.
         head.attempts += 1
         head.status = NotificationStatus.SENDING

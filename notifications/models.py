@@ -123,6 +123,9 @@ class Notification(models.Model):
         help_text="Replaces that notification's Slack message in place.",
     )
     attempts = models.PositiveIntegerField(default=0)
+    # Bumped whenever a pending row's content is rewritten (an alert joining a group), so a
+    # drain that read the old content cannot claim it and send the stale text.
+    revision = models.PositiveIntegerField(default=0, editable=False)
     next_attempt_at = models.DateTimeField(default=timezone.now)
     claimed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)

@@ -413,3 +413,30 @@ def test_a_burst_of_notifications_queues_one_drain_per_destination(operations: D
     start_delivery([operations.pk])
     assert queued_tasks() == 2
     purge_tasks()
+
+
+def test_a_row_rewritten_after_a_drain_read_it_is_sent_with_its_new_text(
+    slack: SlackServer, operations: Destination, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db.models import F
+
+    from notifications import delivery
+
+    (row,) = alert("one alert")
+    real_head = delivery._head
+
+    def head_then_rewrite(destination_id: int) -> Notification | None:
+        head = real_head(destination_id)
+        if head is not None and head.text == "one alert":
+            # An alert joins the group between the drain's read and its claim.
+            Notification.objects.filter(pk=head.pk).update(
+                text="two alerts", revision=F("revision") + 1
+            )
+        return head
+
+    monkeypatch.setattr(delivery, "_head", head_then_rewrite)
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        run_until_idle(operations, traveller)
+    assert [post.body["text"] for post in slack.posts] == ["two alerts"]
+    row.refresh_from_db()
+    assert row.status == NotificationStatus.SENT

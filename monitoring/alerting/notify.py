@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
 
 from monitoring.alerting import messages
 from monitoring.alerting.metrics import REGISTRY
@@ -140,7 +142,8 @@ def _add_to_group(incident: Incident, destination: Destination, now: datetime) -
                 kind=kind,
                 status=NotificationStatus.PENDING,
                 context__group=True,
-                next_attempt_at__gt=now,
+                # The real clock, not the cycle's: a group that is already due is not joined.
+                next_attempt_at__gt=timezone.now(),
                 attempts=0,
             )
             .order_by("-pk")
@@ -157,6 +160,7 @@ def _add_to_group(incident: Incident, destination: Destination, now: datetime) -
             text=message.text,
             blocks=message.blocks,
             context={**candidate.context, "incidents": ids},
+            revision=F("revision") + 1,
         )
         if updated:
             return candidate
@@ -187,11 +191,12 @@ def _refresh_announcements(incident: Incident) -> None:
         members = list(Incident.objects.filter(pk__in=ids).select_related("rule").order_by("pk"))
         message = messages.incident_message(members)
         if original.status == NotificationStatus.PENDING and original.attempts == 0:
-            # Not sent yet: change it before it goes.
-            Notification.objects.filter(pk=original.pk, status=NotificationStatus.PENDING).update(
-                text=message.text, blocks=message.blocks
-            )
-            continue
+            # Not sent yet: change it before it goes (unless a worker took it meanwhile).
+            rewritten = Notification.objects.filter(
+                pk=original.pk, status=NotificationStatus.PENDING, attempts=0
+            ).update(text=message.text, blocks=message.blocks, revision=F("revision") + 1)
+            if rewritten:
+                continue
         enqueue(
             kind_for(incident.rule),
             message,
