@@ -57,6 +57,15 @@ def test_a_direct_alert_needs_no_database_and_is_rate_limited(
     assert all(entry["sent"] for entry in spooled())
 
 
+def test_processes_on_one_host_send_one_message_per_outage(
+    slack: SlackServer, alerter: direct.DirectAlerter
+) -> None:
+    other_process = direct.DirectAlerter()  # its own memory, the same spool file
+    assert alerter.alert("database", "refused") is True
+    assert other_process.alert("database", "refused") is False
+    assert len(slack.posts) == 1
+
+
 def test_without_slack_the_alert_is_spooled_for_the_outbox(
     alerter: direct.DirectAlerter, settings: Any
 ) -> None:

@@ -54,7 +54,11 @@ class DirectAlerter:
         self._lock = threading.Lock()
 
     def alert(self, dependency: str, error: str) -> bool:
-        """Send now unless this process did within the interval; spool it either way."""
+        """Send now unless this host did within the interval; spool it either way.
+
+        The spool, under its file lock, is what every process on the host consults, so
+        several web processes and workers noticing one outage send one message.
+        """
         with self._lock:
             now = time.monotonic()
             last = self._last_sent.get(dependency)
@@ -62,45 +66,16 @@ class DirectAlerter:
                 return False
             self._last_sent[dependency] = now
         at = datetime.now(UTC)
-        title = TITLES.get(dependency, f"{dependency} unreachable")
-        message = compose(
-            f"🔴 {title}",
-            [
-                ("Detected by", f"{socket.gethostname()} (pid {os.getpid()})"),
-                ("Error", error[:500] or "no answer"),
-                ("Time", utc_time(at)),
-                ("Action Required", f"Check {dependency}; this was sent without it."),
-            ],
-        )
-        ts = channel = ""
-        sent = False
-        try:
-            delivered = transport_from_settings().notify(
-                SlackMessage(
-                    text=message.text,
-                    blocks=message.blocks,
-                    channel=settings.SLACK_OPERATIONS_CHANNEL_ID,
-                ),
-                webhook_url=settings.SLACK_WEBHOOK_URL,
-            )
-            ts, channel, sent = delivered.ts, delivered.channel, True
-        except TransportError as exc:
-            logger.error("direct_alert_failed", dependency=dependency, error=str(exc))
-        entry = {
-            "dependency": dependency,
-            "error": error[:500],
-            "at": at.isoformat(),
-            "text": message.text,
-            "blocks": message.blocks,
-            "sent": sent,
-            "ts": ts,
-            "channel": channel,
-            "host": socket.gethostname(),
-        }
         with _locked_spool() as spool:
+            if _sent_recently(_read(spool), dependency, at):
+                return False
+            entry = _send(dependency, error, at)
+            spool.seek(0, os.SEEK_END)
             spool.write(json.dumps(entry) + "\n")
-        logger.error("dependency_down_alerted", dependency=dependency, sent=sent, error=error)
-        return sent
+        logger.error(
+            "dependency_down_alerted", dependency=dependency, sent=entry["sent"], error=error
+        )
+        return bool(entry["sent"])
 
     def reset(self, dependency: str) -> None:
         with self._lock:
@@ -110,17 +85,73 @@ class DirectAlerter:
 alerter = DirectAlerter()
 
 
+def _send(dependency: str, error: str, at: datetime) -> dict[str, Any]:
+    title = TITLES.get(dependency, f"{dependency} unreachable")
+    message = compose(
+        f"🔴 {title}",
+        [
+            ("Detected by", f"{socket.gethostname()} (pid {os.getpid()})"),
+            ("Error", error[:500] or "no answer"),
+            ("Time", utc_time(at)),
+            ("Action Required", f"Check {dependency}; this was sent without it."),
+        ],
+    )
+    entry: dict[str, Any] = {
+        "dependency": dependency,
+        "error": error[:500],
+        "at": at.isoformat(),
+        "text": message.text,
+        "blocks": message.blocks,
+        "sent": False,
+        "ts": "",
+        "channel": "",
+        "host": socket.gethostname(),
+    }
+    try:
+        delivered = transport_from_settings().notify(
+            SlackMessage(
+                text=message.text,
+                blocks=message.blocks,
+                channel=settings.SLACK_OPERATIONS_CHANNEL_ID,
+            ),
+            webhook_url=settings.SLACK_WEBHOOK_URL,
+        )
+        entry.update(sent=True, ts=delivered.ts, channel=delivered.channel)
+    except TransportError as exc:
+        logger.error("direct_alert_failed", dependency=dependency, error=str(exc))
+    return entry
+
+
+def _read(spool: Any) -> list[dict[str, Any]]:
+    spool.seek(0)
+    entries = []
+    for line in spool:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            # A line cut short (a process killed mid-write, a full disk): not an alert.
+            logger.warning("direct_alert_spool_line_skipped", line=line[:200])
+    return entries
+
+
+def _sent_recently(entries: list[dict[str, Any]], dependency: str, at: datetime) -> bool:
+    interval = settings.DIRECT_ALERT_INTERVAL_SECONDS
+    for entry in entries:
+        if entry.get("dependency") != dependency or not entry.get("sent"):
+            continue
+        try:
+            when = datetime.fromisoformat(entry["at"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if (at - when).total_seconds() < interval:
+            return True
+    return False
+
+
 def take_spool(dependency: str) -> list[dict[str, Any]]:
     """Remove and return the spooled alerts about one dependency."""
     with _locked_spool() as spool:
-        spool.seek(0)
-        entries = []
-        for line in spool:
-            try:
-                entries.append(json.loads(line))
-            except ValueError:
-                # A line cut short (a process killed mid-write, a full disk): not an alert.
-                logger.warning("direct_alert_spool_line_skipped", line=line[:200])
+        entries = _read(spool)
         mine = [e for e in entries if e.get("dependency") == dependency]
         if mine:
             spool.seek(0)
