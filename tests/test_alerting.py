@@ -528,3 +528,30 @@ def test_an_alert_silenced_when_it_opened_is_announced_when_the_silence_ends(clo
     sample(connections=75)
     run_cycle()
     assert len(notes_to("operations")) == 1  # announced once
+
+
+def test_a_missing_process_stays_missing_until_it_is_replaced(clock: Any) -> None:
+    only_default_rules("Process stopped reporting")
+    worker("web-a")
+    clock.shift(31)
+    run_cycle()
+    (incident,) = firing()
+    clock.shift(3600)  # an hour later, still gone: still firing
+    run_cycle()
+    assert firing() == [incident]
+    replacement = Worker.objects.create(
+        name="web-b",
+        role=WorkerRole.WEB,
+        hostname="h",
+        pid=2,
+        started_at=timezone.now(),
+        last_seen_at=timezone.now(),
+    )
+    assert replacement.pk
+    clock.shift(60)
+    Worker.objects.filter(pk=replacement.pk).update(last_seen_at=timezone.now())
+    run_cycle()
+    clock.shift(121)
+    Worker.objects.filter(pk=replacement.pk).update(last_seen_at=timezone.now())
+    run_cycle()
+    assert firing() == []

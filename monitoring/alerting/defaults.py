@@ -104,9 +104,10 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "metric": "workers.missing",
         "comparison": "gte",
         "threshold": 1,
-        "window_seconds": 900,
+        "window_seconds": 86400,
         "severity": "warning",
-        "description": "A web or worker process went silent without shutting down.",
+        "description": "A web, worker or beat process went silent without shutting down "
+        "and was not replaced.",
     },
 ]
 

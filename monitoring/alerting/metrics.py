@@ -227,11 +227,30 @@ def _memory_history(start: datetime, end: datetime, seconds: int) -> list[Point]
 
 
 def _missing_workers(window: Window) -> Values:
-    """Processes that were reporting during the window and have gone silent without stopping."""
+    """Processes that went silent during the window without stopping, and were not replaced.
+
+    A replacement is a live process of the same role on the same host that started after
+    the silent one was last seen (a supervisor's restart); without one, the process stays
+    missing for the whole window, not just until its last sample leaves a short window.
+    """
     cutoff = window.end - timedelta(seconds=settings.WORKER_LIVENESS_SECONDS)
-    missing = Worker.objects.filter(
-        last_seen_at__lt=cutoff, last_seen_at__gte=window.start, stopped_at__isnull=True
-    ).count()
+    silent = list(
+        Worker.objects.filter(
+            last_seen_at__lt=cutoff, last_seen_at__gte=window.start, stopped_at__isnull=True
+        ).values_list("role", "hostname", "last_seen_at")
+    )
+    if not silent:
+        return {"": 0.0}
+    live = list(
+        Worker.objects.filter(last_seen_at__gte=cutoff, stopped_at__isnull=True).values_list(
+            "role", "hostname", "started_at"
+        )
+    )
+    missing = sum(
+        1
+        for role, host, seen in silent
+        if not any(r == role and h == host and started >= seen for r, h, started in live)
+    )
     return {"": float(missing)}
 
 
