@@ -15,6 +15,9 @@ from orders.protocol import CloseCode
 class Admission:
     venue_id: int | None
     refusal: CloseCode | None
+    # Who was admitted, so a revocation can close exactly their connections.
+    token_id: int | None = None
+    user_id: int | None = None
 
 
 def _admit(scope: dict[str, Any], venue_id: int) -> Admission:
@@ -28,9 +31,9 @@ def _admit(scope: dict[str, Any], venue_id: int) -> Admission:
     if venue is None:
         return Admission(None, CloseCode.NOT_FOUND)
     if token is not None and token.venue_id == venue.pk:
-        return Admission(venue.pk, None)
+        return Admission(venue.pk, None, token_id=token.pk)
     if user is not None and user_ok and venue.is_accessible_by(user):
-        return Admission(venue.pk, None)
+        return Admission(venue.pk, None, user_id=user.pk)
     return Admission(None, CloseCode.FORBIDDEN)
 
 

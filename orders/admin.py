@@ -59,7 +59,11 @@ class VenueAccessTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[VenueAccessToken]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        revoking = list(queryset.filter(revoked_at__isnull=True))
+        for token in revoking:
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])  # closes its open connections too
+        count = len(revoking)
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
 
 

@@ -8,11 +8,20 @@ class OrdersConfig(AppConfig):
     verbose_name = "Venues and orders"
 
     def ready(self) -> None:
-        from django.db.models.signals import post_save
+        from django.db.models.signals import m2m_changed, post_save
 
-        from orders.models import Venue
+        from orders import revocation
+        from orders.models import Venue, VenueAccessToken
 
         post_save.connect(_announce_new_venue, sender=Venue, dispatch_uid="orders.new_venue")
+        post_save.connect(
+            revocation.token_saved, sender=VenueAccessToken, dispatch_uid="orders.token_revoked"
+        )
+        m2m_changed.connect(
+            revocation.members_changed,
+            sender=Venue.members.through,
+            dispatch_uid="orders.members_changed",
+        )
 
 
 def _announce_new_venue(

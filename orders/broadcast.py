@@ -33,3 +33,14 @@ async def abroadcast_to_venue(venue_id: int, event: str, data: Any) -> None:
 
 def broadcast_to_venue(venue_id: int, event: str, data: Any) -> None:
     async_to_sync(abroadcast_to_venue)(venue_id, event, data)
+
+
+def revoke_in_venue(
+    venue_id: int, *, token_id: int | None = None, user_id: int | None = None
+) -> None:
+    """Close the room connections of a revoked token or of a person who lost access."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": "venue.revoke", "token": token_id, "user": user_id}
+    async_to_sync(layer.group_send)(venue_group_name(venue_id), message)

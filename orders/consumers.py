@@ -58,6 +58,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             return
         self.group = group
         self.venue_id = venue_id
+        self.token_id, self.user_id = admission.token_id, admission.user_id
         self.bucket = TokenBucket(settings.WS_RATE_LIMIT_PER_SECOND, settings.WS_RATE_LIMIT_BURST)
         self.max_bytes = settings.WS_MAX_MESSAGE_BYTES
         await self.accept()
@@ -187,6 +188,18 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         monitor = self.monitor
         monitor.track_message_sent()
         monitor.track_delivery_latency((time.time() - event["sent_at"]) * 1000.0)
+
+    async def venue_revoke(self, event: dict[str, Any]) -> None:
+        """A token was revoked or a person lost access: their open connections close now."""
+        if self.group is None or self.closing:
+            return
+        revoked = (event.get("token") is not None and event["token"] == self.token_id) or (
+            event.get("user") is not None and event["user"] == self.user_id
+        )
+        if revoked:
+            self.closing = True
+            self.monitor.track_error("access_revoked")
+            await self.close(code=int(CloseCode.UNAUTHENTICATED))
 
     # --- the consumer must survive its own bugs ------------------------------------------
 

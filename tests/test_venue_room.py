@@ -226,3 +226,32 @@ async def test_leaving_removes_the_member_from_the_group_and_the_monitor(
     assert fresh_monitor.rooms == {}
     assert (fresh_monitor.connections, fresh_monitor.disconnections) == (2, 2)
     assert fresh_monitor.active_connections == 0
+
+
+async def test_revoking_a_token_closes_its_open_connections(
+    venue: Venue, venue_token: str, fresh_monitor: WebSocketMonitor
+) -> None:
+    _, other = await database_sync_to_async(VenueAccessToken.issue)(venue, "Bar tablet")
+    revoked = await join(f"/ws/venues/{venue.pk}/?token={venue_token}")
+    kept = await join(f"/ws/venues/{venue.pk}/?token={other}")
+
+    def revoke() -> None:
+        token = VenueAccessToken.objects.get(name="Kitchen screen")
+        token.revoked_at = timezone.now()
+        token.save()
+
+    await database_sync_to_async(revoke)()
+    assert await revoked.receive_output(timeout=3) == {"type": "websocket.close", "code": 4401}
+    assert await kept.receive_nothing(timeout=0.3)
+    assert fresh_monitor.errors_by_type == {"access_revoked": 1}
+    await revoked.disconnect()
+    await kept.disconnect()
+
+
+async def test_a_person_removed_from_a_venue_is_disconnected(venue: Venue, plain_user: Any) -> None:
+    await database_sync_to_async(venue.members.add)(plain_user)
+    cookie = await database_sync_to_async(session_cookie_for)(plain_user)
+    comm = await join(f"/ws/venues/{venue.pk}/", cookie=cookie)
+    await database_sync_to_async(venue.members.remove)(plain_user)
+    assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4401}
+    await comm.disconnect()
