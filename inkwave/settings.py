@@ -267,6 +267,8 @@ NOTIFICATION_RETRY_MAX_SECONDS = env_int("NOTIFICATION_RETRY_MAX_SECONDS", 300, 
 # A notification claimed for longer than this was left by a dead worker and is sent again.
 NOTIFICATION_LEASE_SECONDS = env_int("NOTIFICATION_LEASE_SECONDS", 120, minimum=5)
 NOTIFICATION_SWEEP_SECONDS = env_int("NOTIFICATION_SWEEP_SECONDS", 30, minimum=1)
+# At most one "failed order creation" notification per venue this often (all are recorded).
+ORDER_FAILURE_NOTIFY_SECONDS = env_int("ORDER_FAILURE_NOTIFY_SECONDS", 300, minimum=0)
 HEALTH_UPDATE_SECONDS = env_int("HEALTH_UPDATE_SECONDS", 6 * 3600, minimum=60)
 REPORTS_CHECK_SECONDS = env_int("REPORTS_CHECK_SECONDS", 900, minimum=10)
 

@@ -6,14 +6,16 @@ commit with the change itself; the room broadcast goes out after the commit.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import structlog
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from notifications.formatting import compose, local_time, money, utc_time
-from notifications.models import NotificationKind
+from notifications.models import Notification, NotificationKind
 from notifications.outbox import enqueue
 from notifications.service import send_order_notification
 from orders.broadcast import broadcast_to_venue
@@ -103,14 +105,36 @@ def payment_issue(order: Order, previous: str) -> None:
 def order_creation_failed(
     venue: Venue | None, *, reason: str, errors: FieldErrors | None = None, table: str = ""
 ) -> None:
-    """A validation failure or an exception: recorded and notified either way."""
-    OrderEvent.objects.create(
+    """A validation failure or an exception: always recorded; notified at most once per
+    ORDER_FAILURE_NOTIFY_SECONDS per venue, so a device looping on a bad order cannot bury
+    the alerts queued behind it. The next notification says how many were held back.
+    """
+    event = OrderEvent.objects.create(
         kind=OrderEventKind.CREATION_FAILED,
         venue=venue,
         payload={"reason": reason, "errors": errors or {}, "table": table[:50]},
     )
-    detail = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in (errors or {}).items())
+    logger.warning("order_creation_failed", venue=venue.pk if venue else None, reason=reason)
     now = timezone.now()
+    venue_key = venue.pk if venue else None
+    notices = Notification.objects.filter(
+        kind=NotificationKind.ORDER_FAILED, context__venue=venue_key
+    ).order_by("-pk")
+    since = now - timedelta(seconds=settings.ORDER_FAILURE_NOTIFY_SECONDS)
+    if notices.filter(created_at__gte=since).exists():
+        return
+    previous = notices.values_list("context", flat=True).first()
+    held_back = (
+        OrderEvent.objects.filter(
+            kind=OrderEventKind.CREATION_FAILED,
+            venue=venue,
+            pk__gt=previous.get("event", event.pk),
+            pk__lt=event.pk,
+        ).count()
+        if previous
+        else 0
+    )
+    detail = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in (errors or {}).items())
     enqueue(
         NotificationKind.ORDER_FAILED,
         compose(
@@ -120,12 +144,12 @@ def order_creation_failed(
                 ("Table", table or "unknown"),
                 ("Reason", reason),
                 *([("Errors", detail)] if detail else []),
+                *([("Also failed since the last notice", str(held_back))] if held_back else []),
                 ("Time", local_time(now, venue.timezone) if venue else utc_time(now)),
             ],
         ),
-        context={"venue": venue.pk if venue else None, "reason": reason},
+        context={"venue": venue_key, "reason": reason, "event": event.pk},
     )
-    logger.warning("order_creation_failed", venue=venue.pk if venue else None, reason=reason)
 
 
 def venue_signed_up(venue: Venue) -> None:

@@ -240,3 +240,23 @@ async def test_the_venue_room_sees_orders_live(venue: Venue, venue_token: str) -
     assert frame["event"] == "order.updated"
     assert frame["data"]["status"] == "preparing"
     await room.disconnect()
+
+
+def test_a_device_looping_on_bad_orders_is_notified_once_per_interval(
+    device: Client, venue: Venue
+) -> None:
+    import time_machine
+    from django.utils import timezone
+
+    bad = {**ORDER, "venue": venue.pk, "table": ""}
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        for _ in range(5):
+            assert post(device, bad).status_code == 400
+        assert OrderEvent.objects.filter(kind=OrderEventKind.CREATION_FAILED).count() == 5
+        notes = Notification.objects.filter(kind=NotificationKind.ORDER_FAILED)
+        assert notes.filter(destination__name="operations").count() == 1
+        traveller.shift(301)
+        post(device, bad)
+    latest = notes.filter(destination__name="operations").order_by("-pk").first()
+    assert latest is not None
+    assert "Also failed since the last notice: 4" in latest.text
