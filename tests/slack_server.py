@@ -187,7 +187,7 @@ class SlackServer:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/"
 
-    def webhook_url(self, name: str = "T000/B000/XXXX") -> str:
+    def webhook_url(self, name: str = "T000/B000/hooksecret") -> str:
         return f"http://127.0.0.1:{self.port}/services/{name}"
 
     @property
