@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from tests.slack_server import TOKEN, SlackServer
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.system
@@ -53,7 +55,13 @@ def get_json(url: str) -> tuple[int, dict[str, object]]:
 
 
 @pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[tuple[int, dict[str, str], Path]]:
+def slack() -> Iterator[SlackServer]:
+    with SlackServer() as server:
+        yield server
+
+
+@pytest.fixture
+def embedded(tmp_path: Path, slack: SlackServer) -> Iterator[tuple[int, dict[str, str], Path]]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -67,6 +75,11 @@ def embedded(tmp_path: Path) -> Iterator[tuple[int, dict[str, str], Path]]:
         METRICS_FLUSH_SECONDS="0.5",
         METRICS_PRUNE_SECONDS="1",
         LOG_LEVEL="warning",
+        # Slack is the local test server; the channels fill the default destinations.
+        SLACK_BOT_TOKEN=TOKEN,
+        SLACK_API_URL=slack.api_url,
+        SLACK_OPERATIONS_CHANNEL_ID="C0OPS",
+        SLACK_ORDERS_CHANNEL_ID="C0ORD",
     )
     log = (tmp_path / "run.log").open("w")
     process = subprocess.Popen(
@@ -113,7 +126,7 @@ def manage(env: dict[str, str], code: str) -> str:
 
 
 def test_the_whole_system_runs_on_embedded_defaults(
-    embedded: tuple[int, dict[str, str], Path],
+    embedded: tuple[int, dict[str, str], Path], slack: SlackServer
 ) -> None:
     port, env, var_dir = embedded
     status, body = get_json(f"http://127.0.0.1:{port}/health")
@@ -167,3 +180,58 @@ def test_the_whole_system_runs_on_embedded_defaults(
     assert ancient_samples() == 1
     wait_until(lambda: ancient_samples() == 0, 30, "beat's pruning task to run in the worker")
     assert (var_dir / "celery-broker.sqlite3").exists()
+
+
+def post_order(port: int, token: str, venue_id: str) -> int:
+    body = json.dumps(
+        {
+            "venue": int(venue_id),
+            "table": "Table 5",
+            "currency": "USD",
+            "items": [{"name": "Soup", "quantity": 3, "unitPrice": "4.50"}],
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/orders",
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return int(json.loads(response.read())["number"])
+
+
+def test_an_order_reaches_the_room_and_slack_through_the_real_worker(
+    embedded: tuple[int, dict[str, str], Path], slack: SlackServer
+) -> None:
+    port, env, _ = embedded
+    venue_id, raw = manage(
+        env,
+        "from orders.models import Venue, VenueAccessToken\n"
+        "v = Venue.objects.create(name='Main Branch', slug='main', timezone='America/New_York')\n"
+        "print(v.pk, VenueAccessToken.issue(v, 'kitchen')[1])",
+    ).split()
+    with connect(f"ws://127.0.0.1:{port}/ws/venues/{venue_id}/?token={raw}") as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
+        number = post_order(port, raw, venue_id)
+        frame = json.loads(ws.recv(timeout=5))
+    assert frame["event"] == "order.placed"
+    assert frame["data"]["number"] == number
+    wait_until(
+        lambda: any(p.body.get("channel") == "C0ORD" for p in slack.posts), 30, "the Slack message"
+    )
+    (order_post,) = [p for p in slack.posts if p.body.get("channel") == "C0ORD"]
+    lines = order_post.body["text"].splitlines()
+    assert lines[:5] == [
+        f"🛒 New Order #{number}",
+        "Venue: Main Branch",
+        "Table: Table 5",
+        "Items: 3 items",
+        "Total: $13.50",
+    ]
+    assert order_post.body["blocks"][0]["type"] == "header"
+    # The sign-up of the new venue went to #operations, through the same worker.
+    assert any(
+        p.body.get("channel") == "C0OPS" and p.body["text"].startswith("🎉 New Venue")
+        for p in slack.posts
+    )
