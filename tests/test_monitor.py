@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from monitoring.histogram import BUCKET_COUNT, LATENCY_BOUNDS_MS, Histogram, add_buckets, quantile
@@ -86,3 +88,27 @@ def test_delta_between_snapshots() -> None:
     delta = histogram.snapshot().minus(before)
     assert delta.count == 2
     assert delta.total == pytest.approx(101)
+
+
+def test_the_memory_limit_comes_from_the_cgroup_when_one_is_set(tmp_path: Any) -> None:
+    from monitoring.system import cgroup_memory_limit
+
+    v2 = tmp_path / "memory.max"
+    v2.write_text("536870912\n")
+    assert cgroup_memory_limit((v2,)) == 512 * 1024 * 1024
+    v2.write_text("max\n")
+    assert cgroup_memory_limit((v2,)) is None  # no limit: the machine's memory counts
+    v1 = tmp_path / "memory.limit_in_bytes"
+    v1.write_text(str(2**63 - 4096))  # v1's way of saying unlimited
+    assert cgroup_memory_limit((tmp_path / "absent", v1)) is None
+    assert cgroup_memory_limit((tmp_path / "absent",)) is None
+
+
+def test_memory_usage_reports_this_process() -> None:
+    from monitoring.system import memory_usage
+
+    usage = memory_usage()
+    assert usage.rss_bytes > 10 * 1024 * 1024
+    assert usage.limit_bytes > usage.rss_bytes
+    assert 0 < usage.percent < 100
+    assert usage.limit_source in ("cgroup", "machine")
