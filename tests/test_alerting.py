@@ -280,7 +280,8 @@ def test_it_resolves_only_after_the_clear_period(clock: Any) -> None:
     assert incident.status == IncidentStatus.RESOLVED
     kinds = list(incident.events.values_list("kind", flat=True))
     assert kinds[0] == IncidentEventKind.OPENED
-    assert kinds[-1] == IncidentEventKind.RESOLVED
+    assert IncidentEventKind.RESOLVED in kinds
+    assert kinds.index(IncidentEventKind.RESOLVED) > kinds.index(IncidentEventKind.NOTIFIED)
 
 
 def test_a_relapse_within_the_clear_period_keeps_the_incident_open(clock: Any) -> None:
@@ -320,6 +321,10 @@ def test_opening_notifies_and_resolving_threads_a_reply_and_updates_in_place(clo
     assert reply.text.startswith("✅ Resolved after")
     assert update.update_target_id == opening.pk
     assert update.text.startswith("✅ Resolved: Connection spike test")
+    # Every message the incident caused is on its timeline, with its delivery.
+    (incident,) = Incident.objects.all()
+    linked = set(incident.events.exclude(notification=None).values_list("notification", flat=True))
+    assert linked == {opening.pk, reply.pk, update.pk}
 
 
 def test_unacknowledged_incidents_are_repeated_at_the_rules_interval(

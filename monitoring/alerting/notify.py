@@ -197,11 +197,18 @@ def _refresh_announcements(incident: Incident) -> None:
             ).update(text=message.text, blocks=message.blocks, revision=F("revision") + 1)
             if rewritten:
                 continue
-        enqueue(
+        (row,) = enqueue(
             kind_for(incident.rule),
             message,
             destinations=[original.destination],
             update_target=original,
+        )
+        _event(
+            incident,
+            timezone.now(),
+            IncidentEventKind.NOTE,
+            f"original message in {original.destination.name} updated in place",
+            notification=row,
         )
 
 
@@ -214,11 +221,18 @@ def resolved(incident: Incident, now: datetime) -> None:
         return  # it never reached Slack (silenced or inhibited): nothing to resolve there
     reply = messages.resolved_reply(incident)
     for original in originals:
-        enqueue(
+        (row,) = enqueue(
             kind_for(incident.rule),
             reply,
             destinations=[original.destination],
             thread_parent=original,
+        )
+        _event(
+            incident,
+            now,
+            IncidentEventKind.NOTE,
+            f"resolution replied in the thread in {original.destination.name}",
+            notification=row,
         )
     _refresh_announcements(incident)
 
