@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -25,6 +26,7 @@ from monitoring.histogram import add_buckets, quantile
 from monitoring.models import WebSocketSample, Worker, WorkerRole
 
 Values = dict[str, float]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,26 @@ def _minute_sums(start: datetime, end: datetime) -> dict[datetime, Sums]:
     return {row["minute"]: row for row in rows}
 
 
+def _replay(
+    per_minute: dict[datetime, T],
+    start: datetime,
+    end: datetime,
+    seconds: int,
+    combine: Callable[[list[T]], float | None],
+) -> list[Point]:
+    """One value per history step: `combine` over the minutes of the window before it."""
+    span = max(1, seconds // 60)
+    points: list[Point] = []
+    for moment in _history_points(start, end):
+        found = [
+            value
+            for step in range(1, span + 1)
+            if (value := per_minute.get(moment - timedelta(minutes=step))) is not None
+        ]
+        points.append((moment, combine(found) if found else None))
+    return points
+
+
 def from_sums(formula: Formula) -> tuple[Callable[[Window], Values], History]:
     """A metric over summed counts: its live value and its history share one formula."""
 
@@ -137,20 +159,12 @@ def from_sums(formula: Formula) -> tuple[Callable[[Window], Values], History]:
 
     def history(start: datetime, end: datetime, seconds: int) -> list[Point]:
         minutes = _minute_sums(start - timedelta(seconds=seconds), end)
-        span = max(1, seconds // 60)
-        points: list[Point] = []
-        for moment in _history_points(start, end):
-            rows = [
-                row
-                for step in range(1, span + 1)
-                if (row := minutes.get(moment - timedelta(minutes=step))) is not None
-            ]
-            if not rows:
-                points.append((moment, None))
-                continue
+
+        def combine(rows: list[Sums]) -> float | None:
             summed = {name: sum(row[name] for row in rows) for name in SUMS}
-            points.append((moment, formula(summed, seconds)))
-        return points
+            return formula(summed, seconds)
+
+        return _replay(minutes, start, end, seconds, combine)
 
     return compute, history
 
@@ -214,16 +228,7 @@ def _memory_history(start: datetime, end: datetime, seconds: int) -> list[Point]
         .annotate(peak=Max("memory_percent"))
     )
     peaks = {row["minute"]: row["peak"] for row in rows}
-    span = max(1, seconds // 60)
-    points: list[Point] = []
-    for moment in _history_points(start, end):
-        found = [
-            peak
-            for step in range(1, span + 1)
-            if (peak := peaks.get(moment - timedelta(minutes=step))) is not None
-        ]
-        points.append((moment, max(found) if found else None))
-    return points
+    return _replay(peaks, start, end, seconds, max)
 
 
 def _missing_workers(window: Window) -> Values:
