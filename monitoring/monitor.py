@@ -16,6 +16,39 @@ from dataclasses import dataclass, field
 
 from monitoring.histogram import Histogram, HistogramSnapshot
 
+# What the service failed to do. Every other kind (a refusal, a malformed or oversized frame,
+# a flood, a revoked grant) is the client's doing: anyone on the internet can produce those,
+# so they are counted apart and never move the service's error rate. A kind not listed here
+# is a service failure, so that a new failure mode is not hidden by default.
+SERVICE_ERROR_KINDS = frozenset(
+    {
+        "internal_error",
+        "admission_failed",
+        "channel_layer_unavailable",
+        "group_discard_failed",
+    }
+)
+CLIENT_ERROR_KINDS = frozenset(
+    {
+        "unauthenticated",
+        "forbidden",
+        "not_found",
+        "refused",
+        "origin_rejected",
+        "access_revoked",
+        "invalid_json",
+        "invalid_message",
+        "unknown_type",
+        "frame_too_large",
+        "binary_not_supported",
+        "rate_limited",
+    }
+)
+
+
+def is_client_error(kind: str) -> bool:
+    return kind in CLIENT_ERROR_KINDS
+
 
 @dataclass(frozen=True, slots=True)
 class MonitorSnapshot:
@@ -25,7 +58,8 @@ class MonitorSnapshot:
     rejected_connections: int
     messages_sent: int
     messages_received: int
-    errors: int
+    errors: int  # the service's failures
+    client_errors: int  # refusals and clients' protocol errors
     errors_by_type: dict[str, int]
     active_connections: int
     rooms: dict[str, int]
@@ -35,7 +69,7 @@ class MonitorSnapshot:
     @classmethod
     def empty(cls, taken_at: float) -> MonitorSnapshot:
         return cls(
-            taken_at, 0, 0, 0, 0, 0, 0, {}, 0, {}, HistogramSnapshot.empty(),
+            taken_at, 0, 0, 0, 0, 0, 0, 0, {}, 0, {}, HistogramSnapshot.empty(),
             HistogramSnapshot.empty(),
         )  # fmt: skip
 
@@ -49,6 +83,7 @@ class WebSocketMonitor:
     messages_sent: int = 0
     messages_received: int = 0
     errors: int = 0
+    client_errors: int = 0
     errors_by_type: dict[str, int] = field(default_factory=dict)
     active_connections: int = 0
     rooms: dict[str, int] = field(default_factory=dict)
@@ -72,7 +107,7 @@ class WebSocketMonitor:
             self.rooms.pop(room, None)
 
     def track_rejection(self, reason: str) -> None:
-        """A connection refused before it joined a room counts as a connection error."""
+        """A connection refused before it joined a room: the client's error or the service's."""
         self.rejected_connections += 1
         self.track_error(reason)
 
@@ -83,7 +118,10 @@ class WebSocketMonitor:
         self.messages_sent += count
 
     def track_error(self, kind: str) -> None:
-        self.errors += 1
+        if kind in CLIENT_ERROR_KINDS:
+            self.client_errors += 1
+        else:
+            self.errors += 1
         self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
 
     def track_delivery_latency(self, milliseconds: float) -> None:
@@ -101,6 +139,7 @@ class WebSocketMonitor:
             messages_sent=self.messages_sent,
             messages_received=self.messages_received,
             errors=self.errors,
+            client_errors=self.client_errors,
             errors_by_type=self.errors_by_type.copy(),
             active_connections=self.active_connections,
             rooms=self.rooms.copy(),

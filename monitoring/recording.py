@@ -24,6 +24,7 @@ _COUNTERS = (
     "messages_sent",
     "messages_received",
     "errors",
+    "client_errors",
 )
 
 

@@ -56,6 +56,7 @@ class WindowJSON(TypedDict):
     messagesSent: int
     messagesReceived: int
     errors: int
+    clientErrors: int
     errorsByType: dict[str, int]
     messagesPerMinute: float
 
@@ -68,7 +69,10 @@ class WebSocketStats(TypedDict):
     totalMessagesSent: int
     totalMessagesReceived: int
     connectionErrors: int
+    totalServiceErrors: int
+    totalClientErrors: int
     errorRate: float
+    clientErrorRate: float
     rooms: RoomsJSON
     latency: LatencyJSON
     roundTrip: LatencyJSON
@@ -119,7 +123,12 @@ def _latency(buckets: list[list[int]], count: int, total_ms: float) -> LatencyJS
 
 
 def error_rate(errors: int, connection_attempts: int, messages_received: int) -> float:
-    """Errors per client operation: connection attempts plus frames received."""
+    """Errors per client operation (connection attempts plus frames received), as a fraction.
+
+    The service's `errorRate` counts only what the service failed to do; the same division
+    over clients' errors is `clientErrorRate`, so refusals and bad frames that anyone can send
+    never make the service look broken.
+    """
     operations = connection_attempts + messages_received
     return round(errors / operations, 6) if operations else 0.0
 
@@ -134,6 +143,7 @@ def window_samples(now: datetime, seconds: int) -> tuple[WindowJSON, LatencyJSON
         sent=Sum("messages_sent", default=0),
         received=Sum("messages_received", default=0),
         errors=Sum("errors", default=0),
+        client_errors=Sum("client_errors", default=0),
         delivery_count=Sum("delivery_count", default=0),
         delivery_sum=Sum("delivery_sum_ms", default=0.0),
         rtt_count=Sum("round_trip_count", default=0),
@@ -142,7 +152,12 @@ def window_samples(now: datetime, seconds: int) -> tuple[WindowJSON, LatencyJSON
     by_type: Counter[str] = Counter()
     delivery_buckets: list[list[int]] = []
     rtt_buckets: list[list[int]] = []
-    detail = rows.filter(Q(errors__gt=0) | Q(delivery_count__gt=0) | Q(round_trip_count__gt=0))
+    detail = rows.filter(
+        Q(errors__gt=0)
+        | Q(client_errors__gt=0)
+        | Q(delivery_count__gt=0)
+        | Q(round_trip_count__gt=0)
+    )
     for errors_by_type, delivery, rtt in detail.values_list(
         "errors_by_type", "delivery_buckets", "round_trip_buckets"
     ):
@@ -157,6 +172,7 @@ def window_samples(now: datetime, seconds: int) -> tuple[WindowJSON, LatencyJSON
         "messagesSent": sums["sent"],
         "messagesReceived": sums["received"],
         "errors": sums["errors"],
+        "clientErrors": sums["client_errors"],
         "errorsByType": dict(by_type),
         "messagesPerMinute": round((sums["sent"] + sums["received"]) * 60 / seconds, 3),
     }
@@ -179,6 +195,7 @@ def websocket_stats(now: datetime | None = None) -> WebSocketStats:
     window, latency, round_trip = window_samples(now, settings.STATS_WINDOW_SECONDS)
     oldest = workers[0].started_at if workers else None
     members = {room: count for room, count in sorted(rooms.items()) if count > 0}
+    attempts = window["connections"] + window["rejectedConnections"]
     return {
         "activeConnections": sum(s.active_connections for s in samples),
         "totalConnections": totals.connections if totals else 0,
@@ -186,12 +203,11 @@ def websocket_stats(now: datetime | None = None) -> WebSocketStats:
         "totalRejectedConnections": totals.rejected_connections if totals else 0,
         "totalMessagesSent": totals.messages_sent if totals else 0,
         "totalMessagesReceived": totals.messages_received if totals else 0,
-        "connectionErrors": totals.errors if totals else 0,
-        "errorRate": error_rate(
-            window["errors"],
-            window["connections"] + window["rejectedConnections"],
-            window["messagesReceived"],
-        ),
+        "connectionErrors": totals.errors + totals.client_errors if totals else 0,
+        "totalServiceErrors": totals.errors if totals else 0,
+        "totalClientErrors": totals.client_errors if totals else 0,
+        "errorRate": error_rate(window["errors"], attempts, window["messagesReceived"]),
+        "clientErrorRate": error_rate(window["clientErrors"], attempts, window["messagesReceived"]),
         "rooms": {"active": len(members), "members": members},
         "latency": latency,
         "roundTrip": round_trip,

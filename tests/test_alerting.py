@@ -113,6 +113,7 @@ CROSSINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"messages_received": 98, "errors": 2},
         {"messages_received": 99, "errors": 1},
     ),
+    "Refused connections and bad frames": ({"client_errors": 600}, {"client_errors": 599}),
     "Memory critical": ({"memory_percent": 90.5}, {"memory_percent": 90.0}),
     "Memory high": ({"memory_percent": 80.5}, {"memory_percent": 80.0}),
     "WebSocket latency": (
@@ -142,6 +143,36 @@ def test_each_sample_based_default_rule_fires_over_its_threshold_and_not_just_un
     sample(**error_rate_ops(over))
     run_cycle()
     assert [i.rule.name for i in firing()] == [name]
+
+
+def test_a_flood_of_refusals_and_bad_frames_is_an_attack_warning_not_an_error_rate(
+    clock: Any,
+) -> None:
+    only_default_rules(
+        "High error rate", "Elevated error rate", "Refused connections and bad frames"
+    )
+    # 5,000 refused handshakes and garbage frames against 100 real operations.
+    sample(connections=10, messages_received=90, rejected_connections=2000, client_errors=5000)
+    run_cycle()
+    assert [i.rule.name for i in firing()] == ["Refused connections and bad frames"]
+
+
+def test_round_trips_that_clients_report_feed_no_alerting_metric(clock: Any) -> None:
+    from monitoring.alerting.metrics import REGISTRY, Window
+    from monitoring.histogram import BUCKET_COUNT
+
+    honest = {"connections": 5, "messages_received": 20, "delivery_count": 4}
+    sample(**honest, delivery_sum_ms=40.0, delivery_buckets=[4] + [0] * (BUCKET_COUNT - 1))
+    before = {key: m.compute(Window(timezone.now(), 300)) for key, m in REGISTRY.items()}
+    # A client lies about its round trips: a minute each, a thousand times.
+    sample(
+        **{name: 0 for name in honest},
+        round_trip_count=1000,
+        round_trip_sum_ms=60_000_000.0,
+        round_trip_buckets=[0] * (BUCKET_COUNT - 1) + [1000],
+    )
+    after = {key: m.compute(Window(timezone.now(), 300)) for key, m in REGISTRY.items()}
+    assert after == before
 
 
 def test_the_error_rate_thresholds_are_exact() -> None:

@@ -5,7 +5,12 @@ from typing import Any
 import pytest
 
 from monitoring.histogram import BUCKET_COUNT, LATENCY_BOUNDS_MS, Histogram, add_buckets, quantile
-from monitoring.monitor import DisabledMonitor, WebSocketMonitor
+from monitoring.monitor import (
+    CLIENT_ERROR_KINDS,
+    SERVICE_ERROR_KINDS,
+    DisabledMonitor,
+    WebSocketMonitor,
+)
 
 
 def test_it_counts_connections_rooms_and_members() -> None:
@@ -27,8 +32,31 @@ def test_a_rejection_is_a_connection_error_by_reason() -> None:
     monitor.track_error("invalid_json")
     snap = monitor.snapshot()
     assert snap.rejected_connections == 2
-    assert snap.errors == 3
+    assert snap.client_errors == 3
     assert snap.errors_by_type == {"unauthenticated": 2, "invalid_json": 1}
+
+
+def test_what_clients_do_wrong_is_counted_apart_from_what_the_service_fails_to_do() -> None:
+    monitor = WebSocketMonitor()
+    for kind in sorted(CLIENT_ERROR_KINDS):
+        monitor.track_error(kind)
+    monitor.track_rejection("origin_rejected")
+    assert (monitor.errors, monitor.client_errors) == (0, len(CLIENT_ERROR_KINDS) + 1)
+    for kind in sorted(SERVICE_ERROR_KINDS):
+        monitor.track_error(kind)
+    monitor.track_rejection("channel_layer_unavailable")  # refused, but the service's fault
+    monitor.track_error("a_failure_nobody_classified_yet")  # counts against the service
+    snap = monitor.snapshot()
+    assert snap.errors == len(SERVICE_ERROR_KINDS) + 2
+    assert snap.client_errors == len(CLIENT_ERROR_KINDS) + 1
+
+
+def test_every_error_kind_the_code_reports_is_classified() -> None:
+    from orders.protocol import REFUSAL_REASONS, ErrorCode
+
+    kinds = {code.value for code in ErrorCode} | set(REFUSAL_REASONS.values())
+    assert kinds - CLIENT_ERROR_KINDS - SERVICE_ERROR_KINDS == set()
+    assert CLIENT_ERROR_KINDS.isdisjoint(SERVICE_ERROR_KINDS)
 
 
 def test_snapshots_are_copies_that_later_events_do_not_change() -> None:

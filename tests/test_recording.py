@@ -24,7 +24,9 @@ def recorder_for(monitor: WebSocketMonitor, name: str, hostname: str = "web-a") 
     return SampleRecorder(identity, MonitorSnapshot.empty(monitor.started_at))
 
 
-def busy_monitor(connections: int, received: int, errors: int = 0) -> WebSocketMonitor:
+def busy_monitor(
+    connections: int, received: int, errors: int = 0, client_errors: int = 0
+) -> WebSocketMonitor:
     monitor = WebSocketMonitor()
     for _ in range(connections):
         monitor.track_connection("venue.1")
@@ -32,19 +34,22 @@ def busy_monitor(connections: int, received: int, errors: int = 0) -> WebSocketM
         monitor.track_message_received()
         monitor.track_message_sent()
     for _ in range(errors):
+        monitor.track_error("internal_error")
+    for _ in range(client_errors):
         monitor.track_error("invalid_json")
     return monitor
 
 
 def test_a_flush_writes_the_interval_counts_and_the_end_state() -> None:
-    monitor = busy_monitor(connections=3, received=10, errors=1)
+    monitor = busy_monitor(connections=3, received=10, errors=1, client_errors=2)
     monitor.track_delivery_latency(4.0)
     recorder = recorder_for(monitor, "w1")
     sample = recorder.flush(monitor.snapshot())
-    assert (sample.connections, sample.messages_received, sample.errors) == (3, 10, 1)
+    assert (sample.connections, sample.messages_received) == (3, 10)
+    assert (sample.errors, sample.client_errors) == (1, 2)
     assert sample.active_connections == 3
     assert sample.rooms == {"venue.1": 3}
-    assert sample.errors_by_type == {"invalid_json": 1}
+    assert sample.errors_by_type == {"internal_error": 1, "invalid_json": 2}
     assert sample.delivery_count == 1
     assert sample.memory_rss_bytes > 0
     assert sample.memory_limit_bytes > sample.memory_rss_bytes
@@ -130,7 +135,7 @@ def test_error_rate_and_latency_come_from_the_recent_window(settings: Any) -> No
     recorder.flush(monitor.snapshot())
     stats = websocket_stats()
     assert stats["errorRate"] == pytest.approx(5 / 100)
-    assert stats["window"]["errorsByType"] == {"invalid_json": 5}
+    assert stats["window"]["errorsByType"] == {"internal_error": 5}
     assert stats["latency"]["count"] == 100
     assert stats["latency"]["avgMs"] == pytest.approx((98 * 2 + 1200) / 100)
     assert 1 < stats["latency"]["p50Ms"] <= 2
@@ -151,7 +156,7 @@ def test_websocket_health_degrades_on_errors_and_fails_without_workers(settings:
     assert health["status"] == "healthy"
     assert health["connections"] == 10
     for _ in range(5):
-        monitor.track_error("invalid_json")
+        monitor.track_error("internal_error")
     recorder.flush(monitor.snapshot())
     health = websocket_health()
     assert health["status"] == "degraded"
@@ -180,3 +185,19 @@ def test_the_statistics_take_a_bounded_number_of_queries() -> None:
     with CaptureQueriesContext(connection) as queries:
         websocket_stats()
     assert len(queries) <= 4
+
+
+def test_clients_errors_do_not_move_the_service_error_rate(settings: Any) -> None:
+    settings.STATS_WINDOW_SECONDS = 60
+    monitor = busy_monitor(connections=10, received=90, errors=1, client_errors=30)
+    for _ in range(20):
+        monitor.track_rejection("unauthenticated")
+    recorder_for(monitor, "w").flush(monitor.snapshot())
+    stats = websocket_stats()
+    attempts = 10 + 20 + 90
+    assert stats["errorRate"] == pytest.approx(1 / attempts, abs=1e-6)
+    assert stats["clientErrorRate"] == pytest.approx(50 / attempts, abs=1e-6)
+    assert (stats["window"]["errors"], stats["window"]["clientErrors"]) == (1, 50)
+    assert (stats["totalServiceErrors"], stats["totalClientErrors"]) == (1, 50)
+    assert stats["connectionErrors"] == 51
+    assert websocket_health()["status"] == "healthy"  # 50 bad frames degrade nothing

@@ -191,7 +191,7 @@ async def test_binary_and_oversized_frames_are_errors(
     # Multi-byte characters count as bytes, not characters.
     await room.send_to(text_data=json.dumps({"type": "ping", "pad": "€" * 30_000}))
     assert (await room.receive_json_from())["code"] == "frame_too_large"
-    assert fresh_monitor.errors == 3
+    assert (fresh_monitor.client_errors, fresh_monitor.errors) == (3, 0)
 
 
 @override_settings(WS_RATE_LIMIT_PER_SECOND=1.0, WS_RATE_LIMIT_BURST=5)

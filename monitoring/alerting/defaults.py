@@ -43,6 +43,17 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "description": "More than 1% of WebSocket operations fail.",
     },
     {
+        # Anyone can send refusals and bad frames; they are an attack signal, not a failure.
+        "name": "Refused connections and bad frames",
+        "metric": "ws.client_errors_per_minute",
+        "comparison": "gte",
+        "threshold": 120,
+        "window_seconds": 300,
+        "severity": "warning",
+        "description": "120+ refused WebSocket connections or malformed frames per minute "
+        "for 5 minutes: a misbehaving client or an attack.",
+    },
+    {
         "name": "Memory critical",
         "metric": "process.memory_percent",
         "comparison": "gt",

@@ -92,6 +92,7 @@ SUMS = {
     "rejected": Sum("rejected_connections", default=0),
     "received": Sum("messages_received", default=0),
     "errors": Sum("errors", default=0),
+    "client_errors": Sum("client_errors", default=0),
     "delivery_count": Sum("delivery_count", default=0),
     "delivery_sum": Sum("delivery_sum_ms", default=0.0),
     "samples": Count("pk"),
@@ -174,6 +175,7 @@ def _per_minute(name: str) -> Formula:
 
 
 def _error_rate(sums: Sums, seconds: int) -> float:
+    """What the service failed to do, in % of client operations (clients' errors excluded)."""
     operations = sums["connections"] + sums["rejected"] + sums["received"]
     return 100.0 * sums["errors"] / operations if operations else 0.0
 
@@ -281,6 +283,7 @@ def _live_web_workers(window: Window) -> Values:
 _connections = from_sums(_per_minute("connections"))
 _disconnections = from_sums(_per_minute("disconnections"))
 _errors = from_sums(_error_rate)
+_client_errors = from_sums(_per_minute("client_errors"))
 _latency = from_sums(_latency_avg)
 _WS = ("database", "redis")
 
@@ -291,6 +294,8 @@ for _metric in (
            _disconnections[0], depends_on=_WS, history=_disconnections[1]),
     Metric("ws.error_rate", "WebSocket error rate", "%", _errors[0], maximum=100,
            depends_on=_WS, history=_errors[1]),
+    Metric("ws.client_errors_per_minute", "Refused connections and bad client frames",
+           "per minute", _client_errors[0], depends_on=_WS, history=_client_errors[1]),
     Metric("ws.latency_avg_ms", "Average delivery latency", "ms", _latency[0],
            depends_on=_WS, history=_latency[1]),
     Metric("ws.latency_p95_ms", "95th percentile delivery latency", "ms", _latency_p95,

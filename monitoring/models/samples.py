@@ -46,7 +46,12 @@ class WebSocketSample(models.Model):
     rejected_connections = models.PositiveIntegerField(default=0)
     messages_sent = models.PositiveBigIntegerField(default=0)
     messages_received = models.PositiveBigIntegerField(default=0)
-    errors = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(
+        default=0, help_text="Failures of the service (internal errors, channel layer down)."
+    )
+    client_errors = models.PositiveIntegerField(
+        default=0, help_text="Refused connections and clients' protocol errors."
+    )
     errors_by_type = models.JSONField(default=dict, blank=True)
     delivery_count = models.PositiveBigIntegerField(default=0)
     delivery_sum_ms = models.FloatField(default=0)
@@ -87,6 +92,7 @@ class MetricTotals(models.Model):
     messages_sent = models.PositiveBigIntegerField(default=0)
     messages_received = models.PositiveBigIntegerField(default=0)
     errors = models.PositiveBigIntegerField(default=0)
+    client_errors = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         verbose_name_plural = "metric totals"
