@@ -11,8 +11,9 @@ from django.db import DatabaseError, close_old_connections
 
 from monitoring.alerting import direct
 from monitoring.health import redis_reachable
+from monitoring.models import WorkerRole
 from monitoring.monitor import MonitorSnapshot, WebSocketMonitor, get_monitor
-from monitoring.recording import SampleRecorder, WorkerIdentity
+from monitoring.recording import SampleRecorder, WorkerIdentity, record_heartbeat
 
 logger = structlog.get_logger(__name__)
 
@@ -44,7 +45,7 @@ class SampleFlusher(threading.Thread):
         with self._lock:
             close_old_connections()
             try:
-                self.recorder.flush(self.monitor.snapshot(), stopping=stopping)
+                self._report(stopping)
             except DatabaseError as exc:
                 # The counts stay in memory for the next flush; the outage is reported
                 # without the database (invariant: an alert must not depend on its subject).
@@ -60,6 +61,14 @@ class SampleFlusher(threading.Thread):
             finally:
                 close_old_connections()
             return True
+
+    def _report(self, stopping: bool) -> None:
+        identity = self.recorder.identity
+        if identity.role == WorkerRole.WEB:
+            self.recorder.flush(self.monitor.snapshot(), stopping=stopping)
+        else:
+            # A Celery process serves no WebSocket: a heartbeat, not rows of zeros.
+            record_heartbeat(identity, stopping=stopping)
 
     def _watch_redis(self) -> None:
         if not settings.REDIS_URL:

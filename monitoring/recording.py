@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from monitoring.models import MetricTotals, WebSocketSample, Worker, WorkerRole
 from monitoring.monitor import MonitorSnapshot
-from monitoring.system import cpu_seconds, memory_usage
+from monitoring.system import MemoryUsage, cpu_seconds, memory_usage
 
 _COUNTERS = (
     "connections",
@@ -54,6 +55,39 @@ def _type_deltas(current: dict[str, int], previous: dict[str, int]) -> dict[str,
     }
 
 
+def _worker_defaults(
+    now: datetime, stopping: bool, memory: MemoryUsage | None = None
+) -> dict[str, Any]:
+    memory = memory or memory_usage()
+    return {
+        "last_seen_at": now,
+        "stopped_at": now if stopping else None,
+        "memory_rss_bytes": memory.rss_bytes,
+        "memory_percent": round(memory.percent, 3),
+    }
+
+
+def _first_report(identity: WorkerIdentity) -> dict[str, Any]:
+    return {
+        "role": identity.role,
+        "hostname": identity.hostname[:255],
+        "pid": identity.pid,
+        "started_at": datetime.fromtimestamp(identity.started_at, tz=UTC),
+    }
+
+
+def record_heartbeat(identity: WorkerIdentity, *, stopping: bool = False) -> Worker:
+    """A process with no WebSocket to count (Celery worker, beat) says it is alive: no sample."""
+    now = timezone.now()
+    defaults = _worker_defaults(now, stopping)
+    worker, _ = Worker.objects.update_or_create(
+        name=identity.name,
+        defaults=defaults,
+        create_defaults={**_first_report(identity), **defaults},
+    )
+    return worker
+
+
 def record_sample(
     identity: WorkerIdentity,
     current: MonitorSnapshot,
@@ -70,18 +104,12 @@ def record_sample(
     recorded_at = datetime.fromtimestamp(current.taken_at, tz=UTC)
     now = timezone.now()
 
+    defaults = _worker_defaults(now, stopping, memory)
     with transaction.atomic():
         worker, _ = Worker.objects.update_or_create(
             name=identity.name,
-            defaults={"last_seen_at": now, "stopped_at": now if stopping else None},
-            create_defaults={
-                "role": identity.role,
-                "hostname": identity.hostname[:255],
-                "pid": identity.pid,
-                "started_at": datetime.fromtimestamp(identity.started_at, tz=UTC),
-                "last_seen_at": now,
-                "stopped_at": now if stopping else None,
-            },
+            defaults=defaults,
+            create_defaults={**_first_report(identity), **defaults},
         )
         sample = WebSocketSample.objects.create(
             worker=worker,

@@ -201,3 +201,26 @@ def test_clients_errors_do_not_move_the_service_error_rate(settings: Any) -> Non
     assert (stats["totalServiceErrors"], stats["totalClientErrors"]) == (1, 50)
     assert stats["connectionErrors"] == 51
     assert websocket_health()["status"] == "healthy"  # 50 bad frames degrade nothing
+
+
+@pytest.mark.django_db(transaction=True)  # the flusher closes connections, as in its thread
+def test_celery_processes_report_heartbeats_without_sample_rows() -> None:
+    from monitoring.alerting.metrics import REGISTRY, Window
+    from monitoring.flusher import SampleFlusher
+    from monitoring.models import WorkerRole
+
+    for role in (WorkerRole.CELERY, WorkerRole.BEAT):
+        identity = WorkerIdentity(role=role, name=f"{role}-1")
+        flusher = SampleFlusher(WebSocketMonitor(), identity, interval=10)
+        for _ in range(3):
+            assert flusher.flush()
+        worker = Worker.objects.get(name=f"{role}-1")
+        assert (worker.role, worker.stopped_at, worker.last_sample) == (role, None, None)
+        assert worker.memory_rss_bytes > 0
+        flusher.stop()
+        assert Worker.objects.get(name=f"{role}-1").stopped_at is not None
+    assert WebSocketSample.objects.count() == 0
+    # Their memory still counts for the memory rules.
+    Worker.objects.filter(name="celery-1").update(stopped_at=None, memory_percent=93.5)
+    memory = REGISTRY["process.memory_percent"].compute(Window(timezone.now(), 60))
+    assert memory == {"": 93.5}

@@ -214,10 +214,17 @@ def _gauge(attribute: str) -> Callable[[Window], Values]:
 
 
 def _memory_percent(window: Window) -> Values:
+    """The peak over web samples, and Celery processes' last heartbeat (they write no samples)."""
     peak = WebSocketSample.objects.filter(
         recorded_at__gt=window.start, recorded_at__lte=window.end
     ).aggregate(peak=Max("memory_percent"))["peak"]
-    return {} if peak is None else {"": float(peak)}
+    celery = (
+        Worker.objects.exclude(role=WorkerRole.WEB)
+        .filter(last_seen_at__gt=window.start, last_seen_at__lte=window.end)
+        .aggregate(peak=Max("memory_percent"))["peak"]
+    )
+    values = [float(v) for v in (peak, celery) if v is not None]
+    return {"": max(values)} if values else {}
 
 
 def _memory_history(start: datetime, end: datetime, seconds: int) -> list[Point]:

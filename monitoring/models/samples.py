@@ -22,6 +22,10 @@ class Worker(models.Model):
     last_sample = models.ForeignKey(
         "WebSocketSample", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The process's memory at its last report, for every role (Celery processes serve no
+    # WebSocket and write no samples; their heartbeat updates only this row).
+    memory_rss_bytes = models.PositiveBigIntegerField(default=0)
+    memory_percent = models.FloatField(default=0)
 
     class Meta:
         ordering = ["-last_seen_at"]
