@@ -12,7 +12,7 @@ from orders.models import Order, OrderEvent, OrderItem, Venue, VenueAccessToken
 
 @admin.register(Venue)
 class VenueAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "timezone", "currency", "is_active", "created_at"]
+    list_display = ["name", "id", "slug", "timezone", "currency", "is_active", "created_at"]
     list_filter = ["is_active", "currency"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 from typing import Any
 
@@ -24,13 +25,33 @@ def admin_client_logged_in(client: Client) -> Client:
 
 def test_the_command_prints_a_token_once_and_stores_only_its_hash(venue: Venue) -> None:
     out = StringIO()
-    call_command("create_venue_token", venue.slug, "--name", "Bar tablet", stdout=out)
+    call_command(
+        "create_venue_token", venue.slug, "--name", "Bar tablet", "--token-only", stdout=out
+    )
     raw = out.getvalue().strip()
     token = VenueAccessToken.objects.get(venue=venue)
     assert raw.startswith("iwv_")
     assert token.token_hash == hash_token(raw)
     assert raw not in token.token_hash
     assert VenueAccessToken.authenticate(raw) == token
+
+
+def test_the_command_prints_the_rooms_websocket_url(venue: Venue, settings: Any) -> None:
+    settings.PUBLIC_URL = "https://ops.inkwave.example"
+    out = StringIO()
+    call_command("create_venue_token", str(venue.pk), "--name", "Pass", stdout=out)
+    (url,) = [line.strip() for line in out.getvalue().splitlines() if "/ws/venues/" in line]
+    raw = url.split("?token=")[1]
+    assert url == f"wss://ops.inkwave.example/ws/venues/{venue.pk}/?token={raw}"
+    assert VenueAccessToken.authenticate(raw) is not None
+    assert f"venue {venue.pk}" in out.getvalue()
+
+
+def test_the_venue_list_shows_each_venues_id(admin_client_logged_in: Client, venue: Venue) -> None:
+    page = admin_client_logged_in.get("/admin/orders/venue/").content.decode()
+    cells = re.findall(r'<td class="field-id">([^<]*)</td>', page)
+    assert "column-id" in page
+    assert cells == [str(venue.pk)], page[page.find("result_list") :][:1500]
 
 
 def test_the_command_explains_an_unknown_venue(db: Any) -> None:
