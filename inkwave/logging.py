@@ -46,6 +46,10 @@ def build_logging_config(*, level: str, json_format: bool) -> dict[str, Any]:
         },
         "root": {"handlers": ["default"], "level": level},
         "loggers": {
+            # Django configures its DEFAULT_LOGGING before ours, which gives "django" a
+            # console handler under DEBUG; naming the logger here replaces that handler,
+            # so each record is printed once, by the root handler.
+            "django": {"handlers": [], "level": level, "propagate": True},
             "django.db.backends": {"level": "INFO"},
             "daphne": {"level": "WARNING" if level == "INFO" else level},
             "asyncio": {"level": "WARNING"},

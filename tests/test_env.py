@@ -126,3 +126,13 @@ def test_database_and_redis_urls_switch_to_the_production_stack(tmp_path: Path) 
         "inkwave.channel_layer.BlockingPoolRedisChannelLayer",
         "redis://cache:6379/1",
     ]
+
+
+@pytest.mark.parametrize("debug", ["true", "false"])
+def test_each_log_record_is_printed_once(tmp_path: Path, debug: str) -> None:
+    result = _django_setup(
+        {"DEBUG": debug, "LOG_LEVEL": "info", "INKWAVE_VAR_DIR": str(tmp_path)},
+        "import logging; logging.getLogger('django.request').warning('Not Found: /nowhere')",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("Not Found: /nowhere") == 1, result.stderr
