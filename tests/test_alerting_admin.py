@@ -189,3 +189,9 @@ def inline_management() -> dict[str, str]:
         f"{prefix}-MIN_NUM_FORMS": "0",
         f"{prefix}-MAX_NUM_FORMS": "0",
     }
+
+
+def test_the_admin_index_names_models_as_the_readme_does(admin_client: Client) -> None:
+    page = admin_client.get("/admin/").content.decode()
+    for name in ("On-call shifts", "WebSocket samples", "Alert rules", "Incidents"):
+        assert f">{name}</a>" in page, name

@@ -347,6 +347,7 @@ class OnCallShift(models.Model):
 
     class Meta:
         ordering = ["starts_at"]
+        verbose_name = "on-call shift"
 
     def __str__(self) -> str:
         return f"{self.person} {self.starts_at:%Y-%m-%d %H:%M} → {self.ends_at:%Y-%m-%d %H:%M}"

@@ -75,6 +75,7 @@ class WebSocketSample(models.Model):
 
     class Meta:
         ordering = ["-recorded_at"]
+        verbose_name = "WebSocket sample"
         indexes = [
             models.Index(fields=["recorded_at"], name="wssample_recorded_idx"),
             models.Index(fields=["worker", "-recorded_at"], name="wssample_worker_recent_idx"),
