@@ -8,9 +8,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import timezone
 
 from monitoring.alerting import engine
-from monitoring.alerting.metrics import metric_choices
+from monitoring.alerting.metrics import format_value, metric_choices
 from monitoring.alerting.preview import preview
 from monitoring.models import (
     AlertRule,
@@ -23,6 +24,7 @@ from monitoring.models import (
     WebSocketSample,
     Worker,
 )
+from notifications.formatting import duration
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -47,27 +49,49 @@ class WorkerAdmin(ReadOnlyAdmin):
 class WebSocketSampleAdmin(ReadOnlyAdmin):
     list_display = [
         "recorded_at",
-        "worker",
-        "active_connections",
-        "active_rooms",
-        "connections",
-        "disconnections",
-        "messages_received",
-        "messages_sent",
-        "errors",
+        "worker_name",
+        "active",
+        "opened_closed",
+        "frames",
+        "errors_display",
         "average_latency",
-        "memory_percent",
+        "memory",
     ]
     list_filter = ["worker__role", "worker__hostname"]
     list_select_related = ["worker"]
     raw_id_fields = ["worker"]
     date_hierarchy = "recorded_at"
 
-    @admin.display(description="Avg delivery (ms)")
+    @admin.display(description="Worker", ordering="worker__name")
+    def worker_name(self, obj: WebSocketSample) -> str:
+        # "web:host:pid:abc123" -> "host:pid": the role has its own filter.
+        return obj.worker.name.split(":", 1)[-1].rsplit(":", 1)[0]
+
+    @admin.display(description="Connections (rooms)")
+    def active(self, obj: WebSocketSample) -> str:
+        return f"{obj.active_connections:,} ({obj.active_rooms:,})"
+
+    @admin.display(description="Opened / closed")
+    def opened_closed(self, obj: WebSocketSample) -> str:
+        return f"+{obj.connections:,} / -{obj.disconnections:,}"
+
+    @admin.display(description="Frames in / out")
+    def frames(self, obj: WebSocketSample) -> str:
+        return f"{obj.messages_received:,} / {obj.messages_sent:,}"
+
+    @admin.display(description="Errors (service / clients)")
+    def errors_display(self, obj: WebSocketSample) -> str:
+        return f"{obj.errors:,} / {obj.client_errors:,}"
+
+    @admin.display(description="Avg delivery")
     def average_latency(self, obj: WebSocketSample) -> str:
         if not obj.delivery_count:
             return "-"
-        return f"{obj.delivery_sum_ms / obj.delivery_count:.1f}"
+        return f"{obj.delivery_sum_ms / obj.delivery_count:,.1f} ms"
+
+    @admin.display(description="Memory", ordering="memory_percent")
+    def memory(self, obj: WebSocketSample) -> str:
+        return f"{obj.memory_rss_bytes / 2**20:,.0f} MiB ({obj.memory_percent:.1f}%)"
 
 
 @admin.register(MetricTotals)
@@ -217,17 +241,8 @@ class IncidentEventInline(admin.TabularInline):
 @admin.register(Incident)
 class IncidentAdmin(admin.ModelAdmin):
     change_form_template = "admin/monitoring/incident/change_form.html"
-    list_display = [
-        "title",
-        "severity",
-        "status",
-        "acknowledged",
-        "flapping",
-        "opened_at",
-        "resolved_at",
-        "occurrences",
-        "peak_value",
-    ]
+    # Fits a 1,400 px screen: one column per question an operator asks of the list.
+    list_display = ["title", "severity", "state", "opened_at", "lasted", "peak"]
     list_filter = [
         "status",
         "severity",
@@ -242,6 +257,7 @@ class IncidentAdmin(admin.ModelAdmin):
     readonly_fields = [
         "title",
         "rule",
+        "condition",
         "scope",
         "severity",
         "status",
@@ -250,9 +266,9 @@ class IncidentAdmin(admin.ModelAdmin):
         "last_seen_at",
         "resolved_at",
         "occurrences",
-        "first_value",
-        "peak_value",
-        "last_value",
+        "first",
+        "peak",
+        "last",
         "acknowledged_at",
         "acknowledged_by",
         "resolved_by",
@@ -263,9 +279,38 @@ class IncidentAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.display(boolean=True, description="Acked")
-    def acknowledged(self, obj: Incident) -> bool:
-        return obj.acknowledged_at is not None
+    @admin.display(description="State", ordering="status")
+    def state(self, obj: Incident) -> str:
+        if obj.status == IncidentStatus.RESOLVED:
+            return "resolved"
+        parts = ["firing"]
+        if obj.acknowledged_at:
+            parts.append(f"acked by {obj.acknowledged_by or 'someone'}")
+        if obj.flapping:
+            parts.append("flapping")
+        return ", ".join(parts)
+
+    @admin.display(description="Lasted")
+    def lasted(self, obj: Incident) -> str:
+        end = obj.resolved_at or timezone.now()
+        text = duration((end - obj.opened_at).total_seconds())
+        return text if obj.resolved_at else f"{text} so far"
+
+    @admin.display(description="Condition")
+    def condition(self, obj: Incident) -> str:
+        return obj.rule.condition_text()
+
+    @admin.display(description="First value")
+    def first(self, obj: Incident) -> str:
+        return format_value(obj.rule.metric, obj.first_value)
+
+    @admin.display(description="Peak", ordering="peak_value")
+    def peak(self, obj: Incident) -> str:
+        return format_value(obj.rule.metric, obj.peak_value)
+
+    @admin.display(description="Last value")
+    def last(self, obj: Incident) -> str:
+        return format_value(obj.rule.metric, obj.last_value)
 
     @admin.action(description="Acknowledge selected incidents", permissions=["change"])
     def acknowledge_selected(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:

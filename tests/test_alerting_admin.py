@@ -70,7 +70,7 @@ def test_an_operator_creates_a_rule(admin_client: Client) -> None:
     response = admin_client.post("/admin/monitoring/alertrule/add/", RULE_FORM)
     assert response.status_code == 302
     rule = AlertRule.objects.get(name="Spike")
-    assert rule.condition_text() == "ws.new_connections_per_minute ≥ 50 per minute"
+    assert rule.condition_text() == "New WebSocket connections ≥ 50 per minute"
 
 
 @pytest.mark.parametrize(

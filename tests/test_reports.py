@@ -109,7 +109,7 @@ def report_worker(errors: int = 0) -> None:
     for _ in range(100):
         monitor.track_message_received()
     for _ in range(errors):
-        monitor.track_error("invalid_json")
+        monitor.track_error("internal_error")
     SampleRecorder(WorkerIdentity(name="w"), MonitorSnapshot.empty(monitor.started_at)).flush(
         monitor.snapshot()
     )

@@ -13,7 +13,7 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "threshold": 50,
         "window_seconds": 60,
         "severity": "warning",
-        "description": "50+ new WebSocket connections in 1 minute.",
+        "description": "{threshold} new WebSocket connections or more over {window}.",
     },
     {
         "name": "Disconnection spike",
@@ -22,7 +22,7 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "threshold": 50,
         "window_seconds": 60,
         "severity": "warning",
-        "description": "50+ WebSocket disconnections in 1 minute.",
+        "description": "{threshold} WebSocket disconnections or more over {window}.",
     },
     {
         "name": "High error rate",
@@ -31,7 +31,8 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "threshold": 5,
         "window_seconds": 300,
         "severity": "critical",
-        "description": "More than 5% of WebSocket operations fail.",
+        "description": "More than {threshold} of WebSocket operations failed on the server's side "
+        "over {window}.",
     },
     {
         "name": "Elevated error rate",
@@ -40,7 +41,8 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "threshold": 1,
         "window_seconds": 300,
         "severity": "warning",
-        "description": "More than 1% of WebSocket operations fail.",
+        "description": "More than {threshold} of WebSocket operations failed on the server's side "
+        "over {window}.",
     },
     {
         # Anyone can send refusals and bad frames; they are an attack signal, not a failure.
@@ -50,8 +52,8 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "threshold": 120,
         "window_seconds": 300,
         "severity": "warning",
-        "description": "120+ refused WebSocket connections or malformed frames per minute "
-        "for 5 minutes: a misbehaving client or an attack.",
+        "description": "{threshold} or more refused WebSocket connections and malformed frames "
+        "over {window}: a misbehaving client or an attack.",
     },
     {
         "name": "Memory critical",
@@ -60,7 +62,7 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "threshold": 90,
         "window_seconds": 60,
         "severity": "critical",
-        "description": "A process uses more than 90% of its memory limit.",
+        "description": "A process uses more than {threshold} of its memory limit.",
     },
     {
         "name": "Memory high",
@@ -69,7 +71,7 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "threshold": 80,
         "window_seconds": 60,
         "severity": "warning",
-        "description": "A process uses more than 80% of its memory limit.",
+        "description": "A process uses more than {threshold} of its memory limit.",
     },
     {
         "name": "WebSocket latency",
@@ -78,7 +80,7 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "threshold": 1000,
         "window_seconds": 300,
         "severity": "warning",
-        "description": "Average delivery latency above 1000 ms.",
+        "description": "Average delivery latency above {threshold} over {window}.",
     },
     {
         "name": "Database connection lost",
@@ -121,6 +123,19 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "and was not replaced.",
     },
 ]
+
+
+# What the defaults said before descriptions followed the threshold (migration 0009 updates
+# rules still carrying one of these).
+OLD_DESCRIPTIONS = {
+    "Connection spike": "50+ new WebSocket connections in 1 minute.",
+    "Disconnection spike": "50+ WebSocket disconnections in 1 minute.",
+    "High error rate": "More than 5% of WebSocket operations fail.",
+    "Elevated error rate": "More than 1% of WebSocket operations fail.",
+    "Memory critical": "A process uses more than 90% of its memory limit.",
+    "Memory high": "A process uses more than 80% of its memory limit.",
+    "WebSocket latency": "Average delivery latency above 1000 ms.",
+}
 
 
 def create_default_rules(rule_model: Any) -> None:

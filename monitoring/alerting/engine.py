@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from monitoring.alerting import direct, notify
-from monitoring.alerting.metrics import REGISTRY, Values, Window
+from monitoring.alerting.metrics import REGISTRY, Values, Window, format_value
 from monitoring.alerting.transitions import Decision, Tracker, decide
 from monitoring.health import redis_reachable
 from monitoring.models import (
@@ -189,7 +189,7 @@ def _open(rule: AlertRule, scope: str, value: float, now: datetime) -> Incident:
         incident=incident,
         at=now,
         kind=IncidentEventKind.OPENED,
-        message=f"{rule.condition_text()}: value {value:.4g}",
+        message=f"{rule.condition_text()}: value {format_value(rule.metric, value)}",
     )
     notify.opened(incident, now)
     logger.warning("incident_opened", incident=incident.pk, rule=rule.name, value=value)

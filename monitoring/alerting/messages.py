@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from django.utils import timezone
 
-from monitoring.alerting.metrics import REGISTRY
+from monitoring.alerting.metrics import format_value
 from monitoring.models import Incident, IncidentStatus, OnCallShift, Severity
 from notifications.formatting import (
     Composed,
@@ -23,9 +23,7 @@ ICONS: dict[str, str] = {Severity.CRITICAL: "🔴", Severity.WARNING: "🟠", Se
 
 
 def value_text(incident: Incident, value: float) -> str:
-    metric = REGISTRY.get(incident.rule.metric)
-    suffix = metric.unit_suffix if metric else ""
-    return f"{value:.4g}{suffix}"
+    return format_value(incident.rule.metric, value)
 
 
 def _line(incident: Incident) -> str:
@@ -78,8 +76,9 @@ def _single(incident: Incident) -> Composed:
     text = "\n".join([title, *(f"{label}: {value}" for label, value in pairs)])
     blocks = [header_block(title), fields_block(pairs)]
     if rule.description:
-        blocks.append(context_block(rule.description))
-        text += f"\n{rule.description}"
+        description = rule.description_text()
+        blocks.append(context_block(description))
+        text += f"\n{description}"
     return fit(text, blocks)
 
 

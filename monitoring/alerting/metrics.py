@@ -14,19 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Count, Max, QuerySet, Sum
-from django.db.models.functions import TruncMinute
 
+from monitoring.alerting.replay import EpochBucket, Grid, sliding_max, sliding_sums
 from monitoring.health import redis_reachable
 from monitoring.histogram import add_buckets, quantile
 from monitoring.models import WebSocketSample, Worker, WorkerRole
 
 Values = dict[str, float]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,9 +40,8 @@ class Window:
 
 
 Point = tuple[datetime, float | None]
-# One value per evaluation step over [start, end], for a window of `seconds`.
+# One value per evaluation step over [start, end], for a window of `seconds` (see replay.py).
 History = Callable[[datetime, datetime, int], list[Point]]
-HISTORY_STEP_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -65,6 +62,34 @@ class Metric:
         if self.unit == "%":
             return "%"
         return f" {self.unit}" if self.unit else ""
+
+    def format(self, value: float | None) -> str:
+        """The value as people read it: rounded for its unit, with the unit."""
+        if value is None:
+            return "no data"
+        return f"{format_number(value, _DECIMALS.get(self.unit, 2))}{self.unit_suffix}"
+
+
+# Decimals worth showing per unit: whole things are whole, rates and percentages one place.
+_DECIMALS = {"connections": 0, "rooms": 0, "workers": 0, "ms": 0, "%": 1, "per minute": 1}
+
+
+def format_number(value: float, decimals: int) -> str:
+    """1234.5 -> "1,234.5", 66.666 -> "66.7", 50.0 -> "50"; small values keep two figures."""
+    if value != 0 and abs(value) < 10 ** (-decimals):
+        return f"{value:.2g}"  # 0.004% is not "0%"
+    text = f"{value:,.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def format_value(metric_key: str, value: float | None) -> str:
+    """A metric's value with its unit; a metric no longer registered shows a plain number."""
+    metric = REGISTRY.get(metric_key)
+    if metric is not None:
+        return metric.format(value)
+    return "no data" if value is None else format_number(value, 2)
 
 
 REGISTRY: dict[str, Metric] = {}
@@ -112,40 +137,14 @@ def _sums(window: Window) -> Sums:
     return window.memo[key]  # type: ignore[return-value]
 
 
-def _history_points(start: datetime, end: datetime) -> list[datetime]:
-    first = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    count = int((end - first).total_seconds() // HISTORY_STEP_SECONDS) + 1
-    return [first + timedelta(seconds=HISTORY_STEP_SECONDS * i) for i in range(max(0, count))]
-
-
-def _minute_sums(start: datetime, end: datetime) -> dict[datetime, Sums]:
+def _bucket_sums(start: datetime, end: datetime, resolution: int) -> dict[int, Sums]:
     rows = (
         _web_samples(start, end)
-        .annotate(minute=TruncMinute("recorded_at"))
-        .values("minute")
+        .annotate(bucket=EpochBucket("recorded_at", resolution))
+        .values("bucket")
         .annotate(**SUMS)
     )
-    return {row["minute"]: row for row in rows}
-
-
-def _replay(
-    per_minute: dict[datetime, T],
-    start: datetime,
-    end: datetime,
-    seconds: int,
-    combine: Callable[[list[T]], float | None],
-) -> list[Point]:
-    """One value per history step: `combine` over the minutes of the window before it."""
-    span = max(1, seconds // 60)
-    points: list[Point] = []
-    for moment in _history_points(start, end):
-        found = [
-            value
-            for step in range(1, span + 1)
-            if (value := per_minute.get(moment - timedelta(minutes=step))) is not None
-        ]
-        points.append((moment, combine(found) if found else None))
-    return points
+    return {row["bucket"]: row for row in rows}
 
 
 def from_sums(formula: Formula) -> tuple[Callable[[Window], Values], History]:
@@ -159,13 +158,11 @@ def from_sums(formula: Formula) -> tuple[Callable[[Window], Values], History]:
         return {} if value is None else {"": value}
 
     def history(start: datetime, end: datetime, seconds: int) -> list[Point]:
-        minutes = _minute_sums(start - timedelta(seconds=seconds), end)
-
-        def combine(rows: list[Sums]) -> float | None:
-            summed = {name: sum(row[name] for row in rows) for name in SUMS}
-            return formula(summed, seconds)
-
-        return _replay(minutes, start, end, seconds, combine)
+        grid = Grid.for_window(seconds)
+        buckets = _bucket_sums(start - timedelta(seconds=seconds), end, grid.resolution)
+        return sliding_sums(
+            buckets, list(SUMS), start, end, seconds, grid, lambda sums: formula(sums, seconds)
+        )
 
     return compute, history
 
@@ -228,16 +225,17 @@ def _memory_percent(window: Window) -> Values:
 
 
 def _memory_history(start: datetime, end: datetime, seconds: int) -> list[Point]:
+    grid = Grid.for_window(seconds)
     rows = (
         WebSocketSample.objects.filter(
             recorded_at__gt=start - timedelta(seconds=seconds), recorded_at__lte=end
         )
-        .annotate(minute=TruncMinute("recorded_at"))
-        .values("minute")
+        .annotate(bucket=EpochBucket("recorded_at", grid.resolution))
+        .values("bucket")
         .annotate(peak=Max("memory_percent"))
     )
-    peaks = {row["minute"]: row["peak"] for row in rows}
-    return _replay(peaks, start, end, seconds, max)
+    peaks = {row["bucket"]: float(row["peak"]) for row in rows}
+    return sliding_max(peaks, start, end, seconds, grid)
 
 
 def _missing_workers(window: Window) -> Values:

@@ -1,8 +1,9 @@
 """'What would this rule have done?': replay a rule, as edited, over stored samples.
 
-The metric's history gives one value per minute over the period; the engine's own state
-machine (transitions.decide) runs over it. Reminders are counted at the repeat interval
-(history has no acknowledgements, so this is the most a rule could have sent).
+The metric's history gives one value per evaluation step over the period, at the rule's own
+resolution (replay.py); the engine's own state machine (transitions.decide) runs over it.
+Reminders are counted at the repeat interval (history has no acknowledgements, so this is
+the most a rule could have sent).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from monitoring.alerting.metrics import REGISTRY
+from monitoring.alerting.replay import Grid
 from monitoring.alerting.transitions import Decision, Tracker, decide
 from monitoring.models import AlertRule
 
@@ -24,6 +26,7 @@ class ReplayedIncident:
     opened_at: datetime
     resolved_at: datetime | None
     peak: float
+    peak_text: str = ""
 
 
 @dataclass
@@ -34,7 +37,9 @@ class Preview:
     points_with_data: int = 0
     incidents: list[ReplayedIncident] = field(default_factory=list)
     notifications: int = 0
-    breaching_minutes: int = 0
+    breaching_evaluations: int = 0
+    step_seconds: int = 0
+    resolution_seconds: int = 0
     note: str = ""
 
     @property
@@ -52,8 +57,16 @@ def preview(rule: AlertRule, now: datetime | None = None, days: int = PREVIEW_DA
             note="This metric is a live check (a probe or a process's liveness) with no "
             "stored history to replay.",
         )
+    grid = Grid.for_window(rule.window_seconds)
     series = metric.history(now - timedelta(days=days), now, rule.window_seconds)
-    result = Preview(True, days, points=len(series))
+    result = Preview(
+        True, days, points=len(series), step_seconds=grid.step, resolution_seconds=grid.resolution
+    )
+    if not grid.exact:
+        result.note = (
+            f"Samples are replayed in {grid.resolution}-second buckets, coarser than the "
+            f"{grid.step}-second evaluation step: a spike shorter than that is averaged."
+        )
     tracker = Tracker()
     current: ReplayedIncident | None = None
     last_notified: datetime | None = None
@@ -61,7 +74,7 @@ def preview(rule: AlertRule, now: datetime | None = None, days: int = PREVIEW_DA
         if value is not None:
             result.points_with_data += 1
             if rule.breaches(value):
-                result.breaching_minutes += 1
+                result.breaching_evaluations += 1
         decision = decide(rule, tracker, value, moment, open_incident=current is not None)
         if decision == Decision.OPEN:
             assert value is not None
@@ -86,4 +99,6 @@ def preview(rule: AlertRule, now: datetime | None = None, days: int = PREVIEW_DA
             current.resolved_at = moment
             result.notifications += 1  # the resolved reply
             current = None
+    for incident in result.incidents:
+        incident.peak_text = metric.format(incident.peak)
     return result

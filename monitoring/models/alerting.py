@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+import re
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
@@ -30,6 +31,10 @@ COMPARATORS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
+# {threshold} and {window} in a rule's description stand for the rule's current values.
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
 class Severity(models.TextChoices):
     CRITICAL = "critical", "Critical"
     WARNING = "warning", "Warning"
@@ -38,7 +43,11 @@ class Severity(models.TextChoices):
 
 class AlertRule(models.Model):
     name = models.CharField(max_length=200, unique=True)
-    description = models.TextField(blank=True)
+    description = models.TextField(
+        blank=True,
+        help_text="Shown with the alert. Write {threshold} and {window} rather than numbers: "
+        "they follow the rule when its threshold or window changes.",
+    )
     metric = models.CharField(max_length=64, help_text="What is measured (see the metric list).")
     comparison = models.CharField(max_length=3, choices=Comparison.choices, default=Comparison.GT)
     threshold = models.FloatField()
@@ -90,8 +99,21 @@ class AlertRule(models.Model):
         from monitoring.alerting.metrics import REGISTRY
 
         metric = REGISTRY.get(self.metric)
-        unit = metric.unit_suffix if metric else ""
-        return f"{self.metric} {self.get_comparison_display()} {self.threshold:g}{unit}"
+        label = metric.label if metric else self.metric
+        return f"{label} {self.get_comparison_display()} {self.threshold_text()}"
+
+    def threshold_text(self) -> str:
+        from monitoring.alerting.metrics import format_value
+
+        return format_value(self.metric, self.threshold)
+
+    def description_text(self) -> str:
+        """The description with {threshold} and {window} filled in from the rule as it is now,
+        so it never states a threshold the rule no longer has."""
+        from notifications.formatting import duration
+
+        values = {"threshold": self.threshold_text(), "window": duration(self.window_seconds)}
+        return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), self.description)
 
     def breaches(self, value: float) -> bool:
         return COMPARATORS[self.comparison](value, self.threshold)
@@ -119,6 +141,14 @@ class AlertRule(models.Model):
             errors["window_seconds"] = (
                 f"The window must be at least the evaluation interval ({interval} s), "
                 "or some samples would never be looked at."
+            )
+        unknown = sorted(
+            {m.group(0) for m in _PLACEHOLDER.finditer(self.description or "")}
+            - {"{threshold}", "{window}"}
+        )
+        if unknown:
+            errors["description"] = (
+                f"Unknown placeholder {', '.join(unknown)}: use {{threshold}} or {{window}}."
             )
         if self.severity != Severity.CRITICAL and self.escalation_destination_id:
             errors["escalation_destination"] = "Only critical alerts escalate."
