@@ -7,7 +7,7 @@ it once. Figures are computed in the database, per venue, over the venue's local
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -83,6 +83,8 @@ class VenueFigures:
     orders: int
     revenue: Decimal
     failed: int
+    # Incidents opened in the period that concern this venue (its own, or deployment-wide).
+    incidents: int | None = None
 
     @property
     def average(self) -> Decimal:
@@ -108,7 +110,7 @@ def local_day_bounds(day: date, zone: str) -> tuple[datetime, datetime]:
 
 
 def _summary_message(
-    title: str, rows: list[VenueFigures], incidents: int, incidents_period: str
+    title: str, rows: list[VenueFigures], incidents: int | None, incidents_period: str = ""
 ) -> Composed:
     lines, blocks = [], [header_block(title)]
     by_currency: dict[str, list[VenueFigures]] = defaultdict(list)
@@ -120,6 +122,8 @@ def _summary_message(
             f"avg order {money(row.average, row.venue.currency)}, "
             f"failed orders {row.failed}"
         )
+        if row.incidents is not None:
+            text += f", incidents {row.incidents}"
         lines.append(text.replace("*", ""))
         blocks.append(section_block(text))
     for currency, group in sorted(by_currency.items()):
@@ -132,16 +136,21 @@ def _summary_message(
         )
         lines.append(text.replace("*", ""))
         blocks.append(section_block(text))
-    text = f"*Incidents opened {incidents_period}*: {incidents}"
-    lines.append(text.replace("*", ""))
-    blocks.append(section_block(text))
+    if incidents is not None:
+        text = f"*Incidents opened {incidents_period}*: {incidents}"
+        lines.append(text.replace("*", ""))
+        blocks.append(section_block(text))
     return fit("\n".join([title, *lines]), blocks)
 
 
-def incidents_opened(start: datetime, end: datetime) -> int:
+def incidents_opened(start: datetime, end: datetime, venue: Venue | None = None) -> int:
+    """Incidents opened in [start, end); for a venue, its own and the deployment-wide ones."""
     from monitoring.models import Incident
 
-    return Incident.objects.filter(opened_at__gte=start, opened_at__lt=end).count()
+    opened = Incident.objects.filter(opened_at__gte=start, opened_at__lt=end)
+    if venue is not None:
+        opened = opened.filter(scope__in=["", str(venue.pk)])
+    return opened.count()
 
 
 @transaction.atomic  # the claim commits only with the message it claims
@@ -155,12 +164,12 @@ def daily_summaries(now: datetime) -> list[Notification]:
         if not claim(f"daily:{venue.pk}:{day.isoformat()}"):
             continue
         start, end = local_day_bounds(day, venue.timezone)
-        rows.append(figures(venue, start, end, day.isoformat()))
+        row = figures(venue, start, end, day.isoformat())
+        # The venue's own local day, as its orders are counted.
+        rows.append(replace(row, incidents=incidents_opened(start, end, venue)))
     if not rows:
         return []
-    # Incidents are deployment-wide: those of the 24 hours before this summary.
-    incidents = incidents_opened(now - timedelta(days=1), now)
-    message = _summary_message("📊 Daily Summary", rows, incidents, "in the last 24 hours")
+    message = _summary_message("📊 Daily Summary", rows, None)
     return enqueue(NotificationKind.DAILY_SUMMARY, message)
 
 

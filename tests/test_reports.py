@@ -266,3 +266,37 @@ def test_destinations_are_filled_from_the_environment_without_overwriting(settin
     assert ops.slack_channel_id == "C0ENVOPS"
     assert ops.webhook_url.endswith("/T/B/X")
     assert orders.slack_channel_id == "C0ADMIN"
+
+
+def test_daily_summaries_count_the_incidents_of_each_venues_own_local_day() -> None:
+    from monitoring.models import AlertRule, Incident
+
+    with time_machine.travel(datetime(2026, 3, 1, 9, 0, tzinfo=UTC), tick=False):
+        london = Venue.objects.create(name="London", slug="ldn", timezone="Europe/London")
+        tokyo = Venue.objects.create(name="Tokyo", slug="tyo", timezone="Asia/Tokyo")
+    rule = AlertRule.objects.create(name="r", metric="ws.error_rate", threshold=1)
+
+    def incident(at: datetime, scope: str) -> None:
+        Incident.objects.create(
+            rule=rule, scope=scope, title="t", severity="warning", status="resolved",
+            opened_at=at, last_seen_at=at, first_value=1, peak_value=1, last_value=1,
+        )  # fmt: skip
+
+    # Tokyo's 2 March is 1 March 15:00 UTC to 2 March 15:00 UTC; London's is 2 March UTC.
+    incident(datetime(2026, 3, 1, 16, 0, tzinfo=UTC), "")  # both see it: Tokyo's 2 March
+    incident(datetime(2026, 3, 2, 1, 0, tzinfo=UTC), str(tokyo.pk))  # Tokyo's own
+    incident(datetime(2026, 3, 2, 16, 0, tzinfo=UTC), str(tokyo.pk))  # Tokyo's 3 March
+    incident(datetime(2026, 3, 2, 17, 0, tzinfo=UTC), "")  # London's 2 March only
+    incident(datetime(2026, 3, 2, 18, 0, tzinfo=UTC), str(london.pk))  # London's own
+
+    at = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)
+    with time_machine.travel(at, tick=False):
+        tokyo_text = reports.daily_summaries(at)[0].text
+    assert "Tokyo (2026-03-02): 0 orders" in tokyo_text
+    assert "failed orders 0, incidents 2" in tokyo_text
+    at = datetime(2026, 3, 3, 0, 30, tzinfo=UTC)
+    with time_machine.travel(at, tick=False):
+        london_text = reports.daily_summaries(at)[0].text
+    assert "London (2026-03-02): 0 orders" in london_text
+    assert "failed orders 0, incidents 2" in london_text
+    assert "in the last 24 hours" not in london_text
