@@ -19,3 +19,5 @@ urlpatterns = [
 
 admin.site.site_header = "Inkwave Ops"
 admin.site.site_title = "Inkwave Ops"
+# The lists are wide tables of figures: they get the width, and the breadcrumbs lead home.
+admin.site.enable_nav_sidebar = False

@@ -28,7 +28,10 @@ from notifications.formatting import duration
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Recorded measurements are facts: operators read them, nobody edits them."""
+    """Recorded measurements are facts: operators read them, nobody edits them (retention
+    prunes them)."""
+
+    actions = None
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -48,7 +51,7 @@ class WorkerAdmin(ReadOnlyAdmin):
 @admin.register(WebSocketSample)
 class WebSocketSampleAdmin(ReadOnlyAdmin):
     list_display = [
-        "recorded_at",
+        "recorded",
         "worker_name",
         "active",
         "opened_closed",
@@ -62,12 +65,18 @@ class WebSocketSampleAdmin(ReadOnlyAdmin):
     raw_id_fields = ["worker"]
     date_hierarchy = "recorded_at"
 
+    @admin.display(description="Recorded", ordering="recorded_at")
+    def recorded(self, obj: WebSocketSample) -> str:
+        # Samples are seconds apart: the seconds matter, the year does not.
+        local = timezone.localtime(obj.recorded_at)
+        return f"{local:%b %d, %H:%M:%S}"
+
     @admin.display(description="Worker", ordering="worker__name")
     def worker_name(self, obj: WebSocketSample) -> str:
-        # "web:host:pid:abc123" -> "host:pid": the role has its own filter.
-        return obj.worker.name.split(":", 1)[-1].rsplit(":", 1)[0]
+        # The host's first label and the pid: enough to tell processes apart on a screen.
+        return f"{obj.worker.hostname.split('.')[0]}:{obj.worker.pid}"
 
-    @admin.display(description="Connections (rooms)")
+    @admin.display(description="Live (rooms)")
     def active(self, obj: WebSocketSample) -> str:
         return f"{obj.active_connections:,} ({obj.active_rooms:,})"
 
@@ -79,7 +88,7 @@ class WebSocketSampleAdmin(ReadOnlyAdmin):
     def frames(self, obj: WebSocketSample) -> str:
         return f"{obj.messages_received:,} / {obj.messages_sent:,}"
 
-    @admin.display(description="Errors (service / clients)")
+    @admin.display(description="Errors: ours / clients")
     def errors_display(self, obj: WebSocketSample) -> str:
         return f"{obj.errors:,} / {obj.client_errors:,}"
 
@@ -254,15 +263,28 @@ class IncidentAdmin(admin.ModelAdmin):
     date_hierarchy = "opened_at"
     actions = ["acknowledge_selected", "resolve_selected"]
     inlines = [IncidentEventInline]
+    fieldsets = [
+        (None, {"fields": ["title", ("rule", "where"), "condition", ("severity", "status")]}),
+        (
+            "When",
+            {"fields": [("opened_at", "lasted"), ("last_seen_at", "occurrences"), "resolved_at"]},
+        ),
+        ("Values", {"fields": [("first", "peak", "last")]}),
+        (
+            "Who",
+            {"fields": [("acknowledged_at", "acknowledged_by"), "escalated_at", "resolved_by"]},
+        ),
+        ("Post-mortem", {"fields": ["postmortem"]}),
+    ]
     readonly_fields = [
         "title",
         "rule",
+        "where",
         "condition",
-        "scope",
         "severity",
         "status",
-        "flapping",
         "opened_at",
+        "lasted",
         "last_seen_at",
         "resolved_at",
         "occurrences",
@@ -274,10 +296,16 @@ class IncidentAdmin(admin.ModelAdmin):
         "resolved_by",
         "escalated_at",
     ]
-    fields = [*readonly_fields, "postmortem"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # the record of what happened is kept (retention is the database's job)
+
+    @admin.display(description="Scope")
+    def where(self, obj: Incident) -> str:
+        return f"venue {obj.scope}" if obj.scope else "whole deployment"
 
     @admin.display(description="State", ordering="status")
     def state(self, obj: Incident) -> str:

@@ -5,6 +5,7 @@ from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html
 
 from notifications.models import (
     DeliveryAttempt,
@@ -69,16 +70,8 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
-    list_display = [
-        "id",
-        "kind",
-        "destination",
-        "status",
-        "attempts",
-        "created_at",
-        "sent_at",
-        "short_error",
-    ]
+    # One line per notification: what it says, where it went, how it stands, what went wrong.
+    list_display = ["created", "kind", "destination", "message", "state", "error"]
     list_filter = ["status", "kind", "destination"]
     list_select_related = ["destination"]
     search_fields = ["text", "last_error"]
@@ -108,9 +101,33 @@ class NotificationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.display(description="Last error")
-    def short_error(self, obj: Notification) -> str:
-        return obj.last_error[:80]
+    @admin.display(description="Created", ordering="created_at")
+    def created(self, obj: Notification) -> str:
+        return f"{timezone.localtime(obj.created_at):%b %d, %H:%M:%S}"
+
+    @admin.display(description="Message")
+    def message(self, obj: Notification) -> str:
+        first = obj.text.split("\n", 1)[0]
+        return format_html('<span class="cut" title="{}">{}</span>', obj.text, first)
+
+    @admin.display(description="State", ordering="status")
+    def state(self, obj: Notification) -> str:
+        tries = f"{obj.attempts} attempt{'' if obj.attempts == 1 else 's'}"
+        if obj.status == NotificationStatus.SENT and obj.sent_at:
+            return f"sent {timezone.localtime(obj.sent_at):%H:%M:%S}"
+        if obj.status == NotificationStatus.FAILED:
+            return f"failed after {tries}"
+        if obj.status == NotificationStatus.SKIPPED:
+            return "skipped"
+        if obj.status == NotificationStatus.PENDING and obj.attempts:
+            return f"retrying {timezone.localtime(obj.next_attempt_at):%H:%M:%S} ({tries})"
+        return obj.get_status_display().lower()
+
+    @admin.display(description="Error")
+    def error(self, obj: Notification) -> str:
+        if not obj.last_error:
+            return ""
+        return format_html('<span class="cut" title="{}">{}</span>', obj.last_error, obj.last_error)
 
     @admin.action(description="Send again (failed or skipped ones)", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:

@@ -146,7 +146,7 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} → {self.destination_id} ({self.status})"
+        return f"{self.get_kind_display()} → {self.destination.name} ({self.status})"
 
 
 class AttemptOutcome(models.TextChoices):

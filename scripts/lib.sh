@@ -78,3 +78,23 @@ ensure_redis() {
         --dir /tmp/inkwave-redis --logfile /tmp/inkwave-redis/redis.log
     wait_for "Redis" redis-cli -h 127.0.0.1 -p 6379 ping
 }
+
+# Debian's Chromium (and a colour emoji font, as operators' browsers have) for the page tests,
+# which drive it with Playwright; Playwright never downloads a browser of its own.
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi "emoji"; then
+        return 0
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing Chromium for the page tests"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji \
+            >/dev/null 2>&1 || {
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                chromium fonts-noto-color-emoji >/dev/null
+        }
+    fi
+    if [ ! -x /usr/bin/chromium ]; then
+        echo "error: /usr/bin/chromium is missing (apt-get install chromium) for the page tests" >&2
+        return 1
+    fi
+}

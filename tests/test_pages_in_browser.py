@@ -1,0 +1,215 @@
+"""The operator's pages as a person sees them: headless Chromium on a live server.
+
+Each page is opened at 1,400 x 900 (a laptop) and checked for what a reader would notice:
+nothing pushed off the screen sideways, one line per status cell, values with units. With
+SCREENSHOT_DIR set, each page is also saved as a PNG to look at (`scripts/screenshots`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.staticfiles.handlers import StaticFilesHandler as _StaticFilesHandler
+from django.db import connection
+from django.test.testcases import LiveServerThread
+from django.utils import timezone
+
+from monitoring.alerting.defaults import create_default_rules
+from monitoring.alerting.engine import acknowledge, run_cycle
+from monitoring.models import AlertRule, Incident, WebSocketSample, Worker
+from notifications.defaults import create_default_routes
+from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
+from notifications.models import Route as NotificationRoute
+from orders.models import Venue
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
+
+WIDTH, HEIGHT = 1400, 900
+
+
+@pytest.fixture
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    # Playwright's sync API keeps an event loop on this thread; the test's own ORM calls are
+    # still plain synchronous calls between page actions, which is what this flag allows.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(transactional_db: None) -> Iterator[str]:
+    """A live server for this test only: stopped, and its database connections closed, when
+    the test ends (pytest-django's own lives until the end of the run and keeps a connection
+    that stops the test database from being dropped)."""
+    thread = LiveServerThread("localhost", _StaticFilesHandler)
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    yield f"http://localhost:{thread.port}"
+    thread.terminate()
+    # Its thread returned its connection to the shared PostgreSQL pool: close the pool.
+    if getattr(connection, "pool", None) is not None:
+        connection.close_pool()
+
+
+@pytest.fixture
+def operator(server: str, browser: Any) -> Any:
+    get_user_model().objects.create_superuser("op", "op@example.com", "pw-op-12345")
+    page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
+    page.goto(f"{server}/admin/login/")
+    page.fill("#id_username", "op")
+    page.fill("#id_password", "pw-op-12345")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{server}/admin/")
+    page.base = server
+    return page
+
+
+def seed() -> Incident:
+    """An evening's worth of what operators see: samples, a firing incident, the outbox."""
+    create_default_routes(Destination, NotificationRoute)
+    create_default_rules(AlertRule)
+    AlertRule.objects.exclude(name="Elevated error rate").update(enabled=False)
+    Venue.objects.create(name="Main Branch", slug="main-branch")
+    now = timezone.now()
+    worker = Worker.objects.create(
+        name="web:ip-10-0-3-117.eu-west-1.compute.internal:4711:3fa9c2",
+        hostname="ip-10-0-3-117.eu-west-1.compute.internal",
+        pid=4711,
+        started_at=now - timedelta(hours=2),
+        last_seen_at=now,
+    )
+    for i in range(30):
+        WebSocketSample.objects.create(
+            worker=worker,
+            recorded_at=now - timedelta(seconds=10 * i),
+            interval_seconds=10,
+            connections=3,
+            disconnections=2,
+            messages_received=3,
+            messages_sent=12_000,
+            errors=2 if i == 12 else 0,
+            client_errors=1,
+            active_connections=12_345,
+            active_rooms=50,
+            delivery_count=10,
+            delivery_sum_ms=123.456,
+            memory_rss_bytes=130 * 2**20,
+            memory_percent=1.6789,
+        )
+    (incident,) = run_cycle().opened
+    acknowledge(incident, get_user_model().objects.get(username="op"))
+    operations = Destination.objects.get(name="operations")
+    Notification.objects.create(
+        kind=NotificationKind.ORDER_FAILED,
+        destination=operations,
+        status=NotificationStatus.FAILED,
+        text="❌ Order failed at Main Branch\nTable 5: payment provider refused the card",
+        last_error="channel_not_found: the channel C0123456789 does not exist or the bot "
+        "is not a member of it; invite the bot or fix the channel id in the destination",
+        attempts=3,
+    )
+    return incident
+
+
+def no_sideways_scroll(page: Any) -> None:
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{page.url} is {overflow}px wider than a {WIDTH}px screen"
+    # The admin scrolls a wide result table inside its own box: columns cut off there too.
+    hidden = page.evaluate(
+        "Math.max(0, ...[...document.querySelectorAll('.results')]"
+        ".map(e => e.scrollWidth - e.clientWidth))"
+    )
+    assert hidden <= 0, f"{page.url}: {hidden}px of the list is scrolled out of sight"
+
+
+def single_line_cells(page: Any, selector: str) -> None:
+    heights = page.eval_on_selector_all(
+        selector,
+        "cells => cells.map(c => [c.innerText, c.getBoundingClientRect().height, "
+        "parseFloat(getComputedStyle(c).lineHeight) + "
+        "parseFloat(getComputedStyle(c).paddingTop) + "
+        "parseFloat(getComputedStyle(c).paddingBottom)])",
+    )
+    assert heights, selector
+    for text, height, one_line in heights:
+        assert height <= one_line * 1.3, f"{selector} cell {text!r} wraps ({height:.0f}px)"
+
+
+def shoot(page: Any, name: str) -> None:
+    directory = os.environ.get("SCREENSHOT_DIR")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)
+
+
+def test_the_incident_list_and_page_read_well(operator: Any) -> None:
+    incident = seed()
+    operator.goto(f"{operator.base}/admin/monitoring/incident/")
+    shoot(operator, "incident-list")
+    no_sideways_scroll(operator)
+    single_line_cells(operator, "#result_list td.field-state")
+    assert "acked by op" in operator.inner_text("#result_list")
+    operator.goto(f"{operator.base}/admin/monitoring/incident/{incident.pk}/change/")
+    shoot(operator, "incident-page")
+    no_sideways_scroll(operator)
+    # 2 errors in 180 operations over the 5-minute window: 1.111…%
+    assert operator.inner_text(".field-peak .readonly") == "1.1%"
+    assert "1.111" not in operator.inner_text("#content")
+
+
+def test_the_samples_list_fits_a_laptop_screen(operator: Any) -> None:
+    seed()
+    operator.goto(f"{operator.base}/admin/monitoring/websocketsample/")
+    shoot(operator, "sample-list")
+    no_sideways_scroll(operator)
+    single_line_cells(operator, "#result_list td")
+
+
+def test_the_notification_list_shows_message_status_and_error_on_one_line(operator: Any) -> None:
+    seed()
+    operator.goto(f"{operator.base}/admin/notifications/notification/")
+    shoot(operator, "notification-list")
+    no_sideways_scroll(operator)
+    single_line_cells(operator, "#result_list td.field-state")
+    listing = operator.inner_text("#result_list")
+    assert "Order failed at Main Branch" in listing
+    assert "channel_not_found" in listing
+    assert "operations" in operator.inner_text("#result_list td.field-destination")
+
+
+def test_the_rule_preview_shows_rounded_peaks_with_units(operator: Any) -> None:
+    seed()
+    rule = AlertRule.objects.get(name="Elevated error rate")
+    operator.goto(f"{operator.base}/admin/monitoring/alertrule/{rule.pk}/change/")
+    with operator.expect_popup() as popup:
+        operator.click("input[name=_preview]")
+    preview = popup.value
+    preview.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+    preview.wait_for_load_state()
+    shoot(preview, "rule-preview")
+    no_sideways_scroll(preview)
+    assert "Replayed" in preview.inner_text("#content")
+    assert preview.inner_text("#preview-incidents") == "1"
+    # Evaluated at minute boundaries, where the window holds part of the samples.
+    assert re.fullmatch(r"\d+(\.\d)?%", preview.inner_text("td.preview-peak"))
