@@ -68,8 +68,9 @@ def server(transactional_db: None) -> Iterator[str]:
     yield f"http://localhost:{thread.port}"
     thread.terminate()
     # Its thread returned its connection to the shared PostgreSQL pool: close the pool.
-    if getattr(connection, "pool", None) is not None:
-        connection.close_pool()
+    close_pool = getattr(connection, "close_pool", None)  # PostgreSQL's wrapper only
+    if close_pool is not None and getattr(connection, "pool", None) is not None:
+        close_pool()
 
 
 @pytest.fixture
