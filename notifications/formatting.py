@@ -1,7 +1,9 @@
 """Slack messages in the specification's formats: Block Kit with a plain-text fallback.
 
 Builders return a `Composed` (text + blocks) already cut to Slack's limits, so nothing is
-rejected for its size: over-long texts are truncated with a visible marker.
+rejected for its size: over-long texts are truncated with a visible marker. Every builder
+escapes the plain `str` it is given (see `notifications.slack_text`); markup the code means
+is passed as `Mrkdwn`.
 """
 
 from __future__ import annotations
@@ -14,19 +16,20 @@ from zoneinfo import ZoneInfo
 
 from babel.numbers import format_currency
 
+from notifications.slack_text import MARKER, Mrkdwn, cap, escape_plain, escape_text
+
+__all__ = ["MARKER", "Mrkdwn"]  # re-exported: composers and tests import them from here
+
 MAX_TEXT = 4000
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
 MAX_HEADER_TEXT = 150
 MAX_FIELD_TEXT = 2000
 MAX_FIELDS = 10
-MARKER = "… (truncated)"
 
 
 def truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[: max(0, limit - len(MARKER))] + MARKER
+    return cap(text, limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +39,15 @@ class Composed:
 
 
 def fit(text: str, blocks: list[dict[str, Any]]) -> Composed:
-    """Cut text and blocks to what Slack accepts."""
+    """Cut text and blocks to what Slack accepts; `text` is escaped unless it is `Mrkdwn`."""
+    text = escape_text(text, MAX_TEXT, multiline=True)
     fitted = [_fit_block(block) for block in blocks]
     if len(fitted) > MAX_BLOCKS:
         fitted = [
             *fitted[: MAX_BLOCKS - 1],
             context_block(f"{len(blocks) - MAX_BLOCKS + 1} more block(s) {MARKER}"),
         ]
-    return Composed(truncate(text, MAX_TEXT), fitted)
+    return Composed(Mrkdwn(truncate(text, MAX_TEXT)), fitted)
 
 
 def _fit_block(block: dict[str, Any]) -> dict[str, Any]:
@@ -67,26 +71,51 @@ def _fit_block(block: dict[str, Any]) -> dict[str, Any]:
 
 
 def header_block(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": text, "emoji": True}}
+    """`text` is plain: a header shows no markup, but Slack still decodes `&amp;` there."""
+    plain = text if isinstance(text, Mrkdwn) else escape_plain(text, MAX_HEADER_TEXT)
+    return {"type": "header", "text": {"type": "plain_text", "text": plain, "emoji": True}}
+
+
+def _mrkdwn_object(text: Mrkdwn) -> dict[str, Any]:
+    # verbatim: Slack links nothing by itself (URLs, channel names) in what users wrote.
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 def fields_block(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """One field per (label, value); values are single-line, escaped and capped."""
     return {
         "type": "section",
-        "fields": [{"type": "mrkdwn", "text": f"*{label}:*\n{value}"} for label, value in pairs],
+        "fields": [
+            _mrkdwn_object(Mrkdwn(f"*{escape_text(label)}:*\n{escape_text(value)}"))
+            for label, value in pairs
+        ],
     }
 
 
 def section_block(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    return {
+        "type": "section",
+        "text": _mrkdwn_object(escape_text(text, MAX_SECTION_TEXT, multiline=True)),
+    }
 
 
 def context_block(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+    return {
+        "type": "context",
+        "elements": [_mrkdwn_object(escape_text(text, MAX_SECTION_TEXT, multiline=True))],
+    }
 
 
-def lines(title: str, pairs: list[tuple[str, str]]) -> str:
-    return "\n".join([title, *(f"{label}: {value}" for label, value in pairs)])
+def lines(title: str, pairs: list[tuple[str, str]]) -> Mrkdwn:
+    """The fallback text: the title, then one "Label: value" line per field, escaped."""
+    return Mrkdwn(
+        "\n".join(
+            [
+                escape_text(title, MAX_HEADER_TEXT),
+                *(f"{escape_text(label)}: {escape_text(value)}" for label, value in pairs),
+            ]
+        )
+    )
 
 
 def compose(title: str, pairs: list[tuple[str, str]], *, note: str = "") -> Composed:
@@ -97,7 +126,7 @@ def compose(title: str, pairs: list[tuple[str, str]], *, note: str = "") -> Comp
     text = lines(title, pairs)
     if note:
         blocks.append(section_block(note))
-        text = f"{text}\n{note}"
+        text = Mrkdwn(f"{text}\n{escape_text(note, MAX_SECTION_TEXT, multiline=True)}")
     return fit(text, blocks)
 
 

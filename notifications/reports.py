@@ -29,6 +29,7 @@ from notifications.formatting import (
 from notifications.models import Notification, NotificationKind, ReportRun
 from notifications.outbox import enqueue
 from notifications.service import send_health_update
+from notifications.slack_text import Mrkdwn, escape_text, mrkdwn
 from orders.models import NON_REVENUE_STATUSES, Order, OrderEvent, OrderEventKind, Venue
 
 logger = structlog.get_logger(__name__)
@@ -112,35 +113,37 @@ def local_day_bounds(day: date, zone: str) -> tuple[datetime, datetime]:
 def _summary_message(
     title: str, rows: list[VenueFigures], incidents: int | None, incidents_period: str = ""
 ) -> Composed:
-    lines, blocks = [], [header_block(title)]
+    lines: list[str] = []
+    blocks = [header_block(title)]
+
+    def add(name: str, rest: str) -> None:
+        # The name in bold in the block, plain in the fallback; both escaped.
+        lines.append(mrkdwn("{}{}", name, rest))
+        blocks.append(section_block(mrkdwn("*{}*{}", name, rest)))
+
     by_currency: dict[str, list[VenueFigures]] = defaultdict(list)
     for row in rows:
         by_currency[row.venue.currency].append(row)
-        text = (
-            f"*{row.venue.name}* ({row.period}): {plural(row.orders, 'order')}, "
+        add(
+            row.venue.name,
+            f" ({row.period}): {plural(row.orders, 'order')}, "
             f"revenue {money(row.revenue, row.venue.currency)}, "
             f"avg order {money(row.average, row.venue.currency)}, "
             f"failed orders {row.failed}"
+            + ("" if row.incidents is None else f", incidents {row.incidents}"),
         )
-        if row.incidents is not None:
-            text += f", incidents {row.incidents}"
-        lines.append(text.replace("*", ""))
-        blocks.append(section_block(text))
     for currency, group in sorted(by_currency.items()):
         orders = sum(r.orders for r in group)
         revenue = sum((r.revenue for r in group), Decimal(0))
         average = (revenue / orders).quantize(Decimal("0.01")) if orders else Decimal(0)
-        text = (
-            f"*Total ({currency})*: {plural(orders, 'order')}, revenue {money(revenue, currency)}, "
-            f"avg order {money(average, currency)}, failed orders {sum(r.failed for r in group)}"
+        add(
+            f"Total ({currency})",
+            f": {plural(orders, 'order')}, revenue {money(revenue, currency)}, "
+            f"avg order {money(average, currency)}, failed orders {sum(r.failed for r in group)}",
         )
-        lines.append(text.replace("*", ""))
-        blocks.append(section_block(text))
     if incidents is not None:
-        text = f"*Incidents opened {incidents_period}*: {incidents}"
-        lines.append(text.replace("*", ""))
-        blocks.append(section_block(text))
-    return fit("\n".join([title, *lines]), blocks)
+        add(f"Incidents opened {incidents_period}", f": {incidents}")
+    return fit(Mrkdwn("\n".join([escape_text(title), *lines])), blocks)
 
 
 def incidents_opened(start: datetime, end: datetime, venue: Venue | None = None) -> int:

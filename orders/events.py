@@ -105,7 +105,8 @@ def payment_issue(order: Order, previous: str) -> None:
 def order_creation_failed(
     venue: Venue | None, *, reason: str, errors: FieldErrors | None = None, table: str = ""
 ) -> None:
-    """A validation failure or an exception: always recorded; notified at most once per
+    """A validation failure or an exception: always recorded; notified only when it names a
+    venue (the API refuses callers who may not use it) and at most once per
     ORDER_FAILURE_NOTIFY_SECONDS per venue, so a device looping on a bad order cannot bury
     the alerts queued behind it. The next notification says how many were held back.
     """
@@ -115,6 +116,10 @@ def order_creation_failed(
         payload={"reason": reason, "errors": errors or {}, "table": table[:50]},
     )
     logger.warning("order_creation_failed", venue=venue.pk if venue else None, reason=reason)
+    if venue is None:
+        # No venue the caller may use: anyone signed in, or holding any token, can get
+        # here, so it is recorded for the audit and never announced.
+        return
     now = timezone.now()
     venue_key = venue.pk if venue else None
     notices = Notification.objects.filter(

@@ -99,7 +99,7 @@ def test_a_description_follows_the_threshold_after_it_changes(web: Worker) -> No
     assert "More than 2% of operations failed over 5 minutes." in message.text
     assert "1%" not in message.text
     assert "Value: 66.7%" in message.text
-    assert "Condition: WebSocket error rate > 2%" in message.text
+    assert "Condition: WebSocket error rate &gt; 2%" in message.text  # Slack shows ">"
 
 
 def test_the_admin_refuses_an_unknown_placeholder(admin_client: Client) -> None:

@@ -343,7 +343,7 @@ def test_opening_notifies_and_resolving_threads_a_reply_and_updates_in_place(clo
     (opening,) = notes_to("operations")
     assert opening.text.startswith("🟠 Connection spike test")
     assert "Value: 75 per minute" in opening.text
-    assert "Runbook: https://runbooks.example/spike" in opening.text
+    assert "Runbook: <https://runbooks.example/spike>" in opening.text
     Notification.objects.filter(pk=opening.pk).update(status="sent", slack_ts="1.1", attempts=1)
     clock.shift(61)
     run_cycle()

@@ -60,7 +60,9 @@ def test_the_error_alert_reads_as_the_specification_writes_it() -> None:
         "type": "header",
         "text": {"type": "plain_text", "text": "⚠️ WebSocket Error", "emoji": True},
     }
-    assert {"type": "mrkdwn", "text": "*Affected Clients:*\n5"} in message.blocks[1]["fields"]
+    assert {"type": "mrkdwn", "text": "*Affected Clients:*\n5", "verbatim": True} in message.blocks[
+        1
+    ]["fields"]
 
 
 def test_the_health_update_reads_as_the_specification_writes_it() -> None:

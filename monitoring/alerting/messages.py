@@ -15,9 +15,11 @@ from notifications.formatting import (
     fields_block,
     fit,
     header_block,
+    lines,
     section_block,
     utc_time,
 )
+from notifications.slack_text import TEXT_LIMIT, Mrkdwn, escape_text, mrkdwn, safe_link
 
 ICONS: dict[str, str] = {Severity.CRITICAL: "🔴", Severity.WARNING: "🟠", Severity.INFO: "🔵"}
 
@@ -72,13 +74,13 @@ def _single(incident: Incident) -> Composed:
             ("Duration", duration((incident.resolved_at - incident.opened_at).total_seconds()))
         )
     if rule.runbook_url:
-        pairs.append(("Runbook", rule.runbook_url))
-    text = "\n".join([title, *(f"{label}: {value}" for label, value in pairs)])
+        pairs.append(("Runbook", safe_link(rule.runbook_url)))
+    text = lines(title, pairs)
     blocks = [header_block(title), fields_block(pairs)]
     if rule.description:
-        description = rule.description_text()
+        description = escape_text(rule.description_text(), TEXT_LIMIT, multiline=True)
         blocks.append(context_block(description))
-        text += f"\n{description}"
+        text = Mrkdwn(f"{text}\n{description}")
     return fit(text, blocks)
 
 
@@ -99,14 +101,18 @@ def reminder(incident: Incident) -> Composed:
 
 
 def escalation(incident: Incident, shift: OnCallShift | None) -> Composed:
+    # The only mention the system ever writes: the on-call rota's, never user text.
     who = shift.mention if shift else "nobody is on call (add shifts in the admin)"
     open_for = duration((timezone.now() - incident.opened_at).total_seconds())
-    text = (
-        f"🚨 Escalation: {incident.rule.name} has been firing for {open_for} unacknowledged. "
-        f"On call: {who}"
+    text = mrkdwn(
+        "🚨 Escalation: {} has been firing for {} unacknowledged. On call: {}",
+        incident.rule.name,
+        open_for,
+        who,
     )
     detail = _single(incident)
-    return fit(f"{text}\n{detail.text}", [section_block(text), *detail.blocks[1:]])
+    # detail.text was escaped by fit() above.
+    return fit(Mrkdwn(f"{text}\n{detail.text}"), [section_block(text), *detail.blocks[1:]])
 
 
 def flapping(incident: Incident, changes: int, window_seconds: int) -> Composed:

@@ -10,10 +10,18 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from notifications.slack_text import Mrkdwn, escape_text, validate_http_url
 from orders.models import validate_timezone
+
+# A Slack member id: the only thing an escalation ever puts in a mention.
+SLACK_USER_ID_PATTERN = r"^[UW][A-Z0-9]{2,31}$"
+SLACK_USER_ID = RegexValidator(
+    SLACK_USER_ID_PATTERN, "A Slack member id such as U012AB3CD (profile → Copy member ID)."
+)
 
 
 class Comparison(models.TextChoices):
@@ -84,7 +92,11 @@ class AlertRule(models.Model):
     flap_threshold = models.PositiveIntegerField(
         default=4, help_text="More opens and resolves than this within the flap window is flapping."
     )
-    runbook_url = models.URLField(blank=True)
+    runbook_url = models.URLField(
+        blank=True,
+        validators=[validate_http_url],
+        help_text="An http(s) link, shown in the alert.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -371,7 +383,9 @@ class OnCallShift(models.Model):
     """Who is on call when: escalations mention the person on shift."""
 
     person = models.CharField(max_length=100)
-    slack_user_id = models.CharField(max_length=32, blank=True, help_text="U… to @-mention them.")
+    slack_user_id = models.CharField(
+        max_length=32, blank=True, validators=[SLACK_USER_ID], help_text="U… to @-mention them."
+    )
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
 
@@ -387,8 +401,11 @@ class OnCallShift(models.Model):
             raise ValidationError({"ends_at": "The shift must end after it starts."})
 
     @property
-    def mention(self) -> str:
-        return f"<@{self.slack_user_id}>" if self.slack_user_id else self.person
+    def mention(self) -> Mrkdwn:
+        """`<@U…>` for a valid member id (checked again: rows may predate the validator)."""
+        if re.fullmatch(SLACK_USER_ID_PATTERN, self.slack_user_id):
+            return Mrkdwn(f"<@{self.slack_user_id}>")
+        return escape_text(self.person)
 
     @classmethod
     def on_call(cls, moment: dt.datetime) -> OnCallShift | None:
