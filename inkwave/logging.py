@@ -7,7 +7,9 @@ one JSON object (LOG_FORMAT=json) and a developer's console stays readable.
 
 from __future__ import annotations
 
+import logging
 import logging.config
+import re
 from typing import Any
 
 import structlog
@@ -19,6 +21,31 @@ _SHARED_PROCESSORS: list[Any] = [
     structlog.processors.TimeStamper(fmt="iso", utc=True),
     structlog.processors.StackInfoRenderer(),
 ]
+
+
+# Secrets that must never reach a log line, whoever logs them (our code, a library, a
+# traceback): a Slack webhook's path (/services/T…/B…/secret) and Slack tokens (xoxb-…).
+_SECRETS = (
+    (re.compile(r"(/(?:services|triggers|workflows)/)T\w*/[^\s'\"<>]+"), r"\1[redacted]"),
+    (re.compile(r"\b(xox[a-z]|xapp)-[A-Za-z0-9-]+"), r"\1-[redacted]"),
+)
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFormatter(structlog.stdlib.ProcessorFormatter):
+    """Renders as ProcessorFormatter does, then blanks out secrets in the finished line.
+
+    Working on the finished line covers every way a secret gets in: an event's fields, a
+    library's formatted message, an exception's text and traceback.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def build_logging_config(*, level: str, json_format: bool) -> dict[str, Any]:
@@ -36,7 +63,7 @@ def build_logging_config(*, level: str, json_format: bool) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {
             "structured": {
-                "()": structlog.stdlib.ProcessorFormatter,
+                "()": RedactingFormatter,
                 "processors": final,
                 "foreign_pre_chain": _SHARED_PROCESSORS,
             }
@@ -53,6 +80,9 @@ def build_logging_config(*, level: str, json_format: bool) -> dict[str, Any]:
             "django.db.backends": {"level": "INFO"},
             "daphne": {"level": "WARNING" if level == "INFO" else level},
             "asyncio": {"level": "WARNING"},
+            # At DEBUG these log every request: URLs (a webhook's is its secret) and bodies.
+            "slack_sdk": {"level": "INFO" if level == "DEBUG" else level},
+            "urllib3": {"level": "INFO" if level == "DEBUG" else level},
         },
     }
 

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin, messages
-from django.db import models, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -16,6 +19,7 @@ from notifications.models import (
     Route,
 )
 from notifications.outbox import start_delivery
+from notifications.slack import mask_webhook_url
 from notifications.testing import send_test_messages
 
 
@@ -24,15 +28,82 @@ class RouteInline(admin.TabularInline):
     extra = 1
 
 
+class DestinationForm(forms.ModelForm):
+    """The webhook URL is a secret: the form never sends it back to the browser.
+
+    It shows a masked hint; left blank, the stored URL is kept; a new URL replaces it; the
+    checkbox removes it.
+    """
+
+    webhook_url = forms.CharField(
+        required=False,
+        max_length=500,
+        strip=True,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "size": 60}),
+    )
+    remove_webhook_url = forms.BooleanField(required=False, label="Remove the webhook")
+
+    class Meta:
+        model = Destination
+        fields = ["name", "slack_channel_id", "webhook_url", "enabled"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["webhook_url"] = ""
+        current = self.instance.webhook_url
+        field = self.fields["webhook_url"]
+        field.help_text = str(Destination._meta.get_field("webhook_url").help_text)
+        if current:
+            masked = mask_webhook_url(current)
+            field.widget.attrs["placeholder"] = masked
+            field.help_text = (
+                f"Set ({masked}). Leave blank to keep it; paste a new URL to replace it."
+            )
+
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
+        typed = cleaned.get("webhook_url", "")
+        if cleaned.get("remove_webhook_url"):
+            if typed:
+                self.add_error("remove_webhook_url", "Remove the webhook or give a new one.")
+            cleaned["webhook_url"] = ""
+        elif typed:
+            # As the admin's URL fields do: a URL pasted without its scheme means https.
+            cleaned["webhook_url"] = typed if "://" in typed else f"https://{typed}"
+        else:
+            cleaned["webhook_url"] = self.instance.webhook_url
+        return cleaned
+
+
 @admin.register(Destination)
 class DestinationAdmin(admin.ModelAdmin):
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    form = DestinationForm
     list_display = ["name", "slack_channel_id", "has_webhook", "enabled", "status", "last_error"]
     list_filter = ["enabled", "status"]
     search_fields = ["name", "slack_channel_id"]
     readonly_fields = ["status", "last_error", "last_error_at", "created_at"]
     inlines = [RouteInline]
     actions = ["send_test", "clear_error"]
+
+    def get_fields(self, request: HttpRequest, obj: Destination | None = None) -> Any:
+        editable = obj is None or self.has_change_permission(request, obj)
+        if editable:
+            webhook = ["webhook_url", "remove_webhook_url"] if obj and obj.webhook_url else []
+            webhook = webhook or ["webhook_url"]
+        else:
+            webhook = ["webhook"]  # a view-only user reads the mask, never the URL
+        return [
+            "name",
+            "slack_channel_id",
+            *webhook,
+            "enabled",
+            *self.readonly_fields,
+        ]
+
+    @admin.display(description="Webhook URL")
+    def webhook(self, obj: Destination) -> str:
+        return mask_webhook_url(obj.webhook_url) or "-"
 
     @admin.display(boolean=True, description="Webhook")
     def has_webhook(self, obj: Destination) -> bool:

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import hashlib
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
+
+from notifications.slack import webhook_url_problem
 
 
 class NotificationKind(models.TextChoices):
@@ -24,6 +28,12 @@ class NotificationKind(models.TextChoices):
     TEST = "test", "Test message"
 
 
+def validate_webhook_url(value: str) -> None:
+    problem = webhook_url_problem(value, api_url=settings.SLACK_API_URL)
+    if problem:
+        raise ValidationError(f"{problem[0].upper()}{problem[1:]}.", code="webhook_url")
+
+
 class DestinationStatus(models.TextChoices):
     OK = "ok", "OK"
     ERROR = "error", "Permanent error: needs attention"
@@ -37,7 +47,11 @@ class Destination(models.Model):
         max_length=32, blank=True, help_text="Channel id (C…) for the bot token."
     )
     webhook_url = models.URLField(
-        max_length=500, blank=True, help_text="Incoming webhook; used when no bot token is set."
+        max_length=500,
+        blank=True,
+        validators=[validate_webhook_url],
+        help_text="Incoming webhook (https://hooks.slack.com/services/…); used when no bot "
+        "token is set.",
     )
     enabled = models.BooleanField(default=True)
     status = models.CharField(

@@ -7,9 +7,11 @@ the rest (429, 5xx, timeouts, connection failures) are retried by the outbox.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.client import WebClient
@@ -39,6 +41,12 @@ PERMANENT_API_ERRORS = frozenset(
     }
 )
 PERMANENT_WEBHOOK_STATUSES = frozenset({400, 403, 404, 410})
+
+# Incoming webhooks live here, over HTTPS; anything else could be an internal address.
+SLACK_WEBHOOK_HOST = "hooks.slack.com"
+# What Slack answers with on failure: a short error code. Anything else (an HTML page from
+# a proxy, whatever an unexpected server says) is not repeated to operators or logs.
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class TransportError(Exception):
@@ -89,6 +97,49 @@ def webhook_payload(message: SlackMessage) -> dict[str, Any]:
     if message.blocks:
         body["blocks"] = message.blocks
     return body
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.scheme, parts.hostname or "", parts.port or default
+
+
+def webhook_url_problem(url: str, *, api_url: str) -> str:
+    """Why nothing may be posted to this URL, or "" when it is a Slack webhook.
+
+    Accepted: https://hooks.slack.com/..., or an URL on SLACK_API_URL's origin (the proxy
+    an operator configured, or the tests' local Slack server). Everything else is refused,
+    so that a destination cannot make the server post to (and read) internal addresses.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        origin = _origin(parts)
+    except ValueError:
+        return "not a valid URL"
+    if parts.username is not None or parts.password is not None:
+        return "a webhook URL carries no user name or password"
+    if origin == ("https", SLACK_WEBHOOK_HOST, 443):
+        return ""
+    try:
+        if origin == _origin(urlsplit(api_url)):
+            return ""
+    except ValueError:
+        pass
+    return f"only Slack webhooks (https://{SLACK_WEBHOOK_HOST}/services/...) are accepted"
+
+
+def mask_webhook_url(url: str) -> str:
+    """Enough of a webhook URL to recognise it (host and last 4 characters), not to use it."""
+    if not url:
+        return ""
+    parts = urlsplit(url.strip())
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}/…{url.strip()[-4:]}"
+
+
+def _error_code(text: str) -> str:
+    text = text.strip()
+    return text if _ERROR_CODE.fullmatch(text) else ""
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -151,13 +202,20 @@ class SlackTransport:
         except SlackApiError as exc:
             data = exc.response.data if isinstance(exc.response.data, dict) else {}
             raise _classify(
-                exc.response.status_code, str(data.get("error", "")), exc.response.headers
+                exc.response.status_code,
+                _error_code(str(data.get("error", ""))),
+                exc.response.headers,
             ) from exc
         except (SlackRequestError, OSError, TimeoutError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
         return Delivered(ts=str(response.get("ts", "")), channel=str(response.get("channel", "")))
 
     def _post_webhook(self, message: SlackMessage, url: str) -> Delivered:
+        # Checked here too, at send time: a URL stored before the admin checked it, or
+        # SLACK_WEBHOOK_URL from the environment, is refused all the same.
+        problem = webhook_url_problem(url, api_url=self.api_url)
+        if problem:
+            raise TransportError(f"webhook URL refused: {problem}", permanent=True)
         client = WebhookClient(url, timeout=self.timeout, retry_handlers=[])
         try:
             response = client.send_dict(webhook_payload(message))
@@ -168,15 +226,12 @@ class SlackTransport:
             return Delivered(ts="", channel="")
         if response.status_code == 429:
             raise _classify(429, "", response.headers)
-        error = (response.body or "").strip()[:200]
-        if response.status_code in PERMANENT_WEBHOOK_STATUSES:
-            raise TransportError(
-                f"webhook {response.status_code}: {error}",
-                permanent=True,
-                http_status=response.status_code,
-            )
+        code = _error_code(response.body or "")
+        error = f"webhook {response.status_code}" + (f": {code}" if code else "")
         raise TransportError(
-            f"webhook {response.status_code}: {error}", http_status=response.status_code
+            error,
+            permanent=response.status_code in PERMANENT_WEBHOOK_STATUSES,
+            http_status=response.status_code,
         )
 
 

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 
 from orders.models import Order, OrderEvent, OrderItem, Venue, VenueAccessToken
+
+# A token created by save_model, until response_add shows it: only ever in this request.
+_issued: WeakKeyDictionary[VenueAccessToken, str] = WeakKeyDictionary()
 
 
 @admin.register(Venue)
@@ -46,16 +53,45 @@ class VenueAccessTokenAdmin(admin.ModelAdmin):
     def save_model(
         self, request: HttpRequest, obj: VenueAccessToken, form: Any, change: bool
     ) -> None:
+        raw = ""
         if not change:
             raw = VenueAccessToken.generate()
             obj.set_token(raw)
             obj.created_by = request.user if request.user.is_authenticated else None
-            messages.warning(
-                request,
-                f"Token for {obj.venue}: {raw} — copy it now; it is stored hashed and "
-                "cannot be shown again.",
-            )
         super().save_model(request, obj, form, change)
+        if raw:
+            _issued[obj] = raw
+
+    def response_add(
+        self, request: HttpRequest, obj: VenueAccessToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        """Show the new token on the page that answers the form, once.
+
+        Not as a message: those travel in the signed but readable `messages` cookie, and a
+        redirect would need it kept somewhere until the next request.
+        """
+        raw = _issued.pop(obj, "")
+        if not raw:
+            return super().response_add(request, obj, post_url_continue)
+        opts = self.opts
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": opts,
+            "title": f"Token for {obj.venue}",
+            "token": obj,
+            "raw": raw,
+            "websocket_path": f"/ws/venues/{obj.venue_id}/?token={raw}",
+            "change_url": reverse(
+                f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]
+            ),
+            "add_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_add"),
+            "list_url": reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"),
+        }
+        response = TemplateResponse(
+            request, "admin/orders/venueaccesstoken/token_created.html", context
+        )
+        add_never_cache_headers(response)  # no copy in a browser or proxy cache either
+        return response
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[VenueAccessToken]) -> None:

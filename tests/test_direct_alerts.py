@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,38 @@ def test_without_slack_the_alert_is_spooled_for_the_outbox(
     assert alerter.alert("database", "down") is False
     (entry,) = spooled()
     assert entry["sent"] is False
+
+
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """The loosest umask a process might inherit: file modes are then exactly what we ask."""
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_the_spool_is_readable_by_this_user_only(alerter: direct.DirectAlerter) -> None:
+    alerter.alert("database", "OperationalError: password authentication failed")
+    assert stat.S_IMODE(direct.spool_path().stat().st_mode) == 0o600
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_a_spool_left_world_readable_is_narrowed_and_a_symlink_refused(
+    alerter: direct.DirectAlerter, tmp_path: Path
+) -> None:
+    path = direct.spool_path()
+    path.write_text("")
+    path.chmod(0o644)
+    alerter.alert("redis", "down")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("")
+    path.symlink_to(elsewhere)
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        direct.take_spool("redis")
+    assert elsewhere.read_text() == ""
 
 
 @pytest.mark.django_db

@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.messages.storage.cookie import CookieStorage
 from django.core.management import CommandError, call_command
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.test import Client
 
 from orders.models import Venue, VenueAccessToken, hash_token
@@ -59,22 +62,37 @@ def test_the_command_explains_an_unknown_venue(db: Any) -> None:
         call_command("create_venue_token", "nowhere", "--name", "x", stdout=StringIO())
 
 
-def test_adding_a_token_in_the_admin_shows_it_once(
+def test_adding_a_token_in_the_admin_shows_it_once_and_never_in_a_cookie(
     admin_client_logged_in: Client, venue: Venue
 ) -> None:
     response = admin_client_logged_in.post(
-        "/admin/orders/venueaccesstoken/add/",
-        {"venue": venue.pk, "name": "Kitchen screen"},
-        follow=True,
+        "/admin/orders/venueaccesstoken/add/", {"venue": venue.pk, "name": "Kitchen screen"}
     )
     assert response.status_code == 200
-    shown = [str(m) for m in response.context["messages"]]
+    assert "no-store" in response["Cache-Control"]
     token = VenueAccessToken.objects.get(venue=venue)
-    raw = next(word for text in shown for word in text.split() if word.startswith("iwv_"))
+    page = response.content.decode()
+    raw = page.split('<code id="venue-token">')[1].split("</code>")[0]
     assert token.token_hash == hash_token(raw)
+    assert f"/ws/venues/{venue.pk}/?token={raw}" in page
     assert token.created_by is not None
-    page = admin_client_logged_in.get(f"/admin/orders/venueaccesstoken/{token.pk}/change/")
-    assert raw not in page.content.decode()
+    # The messages cookie is signed, not encrypted (and may be compressed): decode it too.
+    for morsel in response.cookies.values():
+        assert raw not in morsel.value
+    assert raw not in str(messages_in_cookie(response))
+    assert raw not in str(dict(admin_client_logged_in.session))
+    later = admin_client_logged_in.get(f"/admin/orders/venueaccesstoken/{token.pk}/change/")
+    assert raw not in later.content.decode()
+
+
+def messages_in_cookie(response: HttpResponseBase) -> list[Any]:
+    """What a browser holding the response's cookies would read back as messages."""
+    morsel = response.cookies.get(CookieStorage.cookie_name)
+    if morsel is None or not morsel.value:
+        return []
+    request = HttpRequest()
+    request.COOKIES[CookieStorage.cookie_name] = morsel.value
+    return list(CookieStorage(request))
 
 
 def test_revoking_tokens_from_the_admin_list(admin_client_logged_in: Client, venue: Venue) -> None:

@@ -37,10 +37,23 @@ def spool_path() -> Path:
     return Path(settings.VAR_DIR) / "direct-alerts.jsonl"
 
 
+def _open_spool(path: Path) -> Any:
+    """Open (creating) the spool for reading and appending, readable by this user only.
+
+    It holds error text and message contents, like the secret key beside it. O_NOFOLLOW
+    refuses a symlink planted in its place; a spool left 0644 by an older version is
+    narrowed on first use.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "a+")
+
+
 @contextmanager
 def _locked_spool() -> Iterator[Any]:
     path = spool_path()
-    with path.open("a+") as handle:
+    with _open_spool(path) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield handle
