@@ -230,6 +230,8 @@ MONITORING_TOKEN = env_secret("MONITORING_TOKEN")
 HEALTH_CHECK_TIMEOUT_SECONDS = env_float(
     "HEALTH_CHECK_TIMEOUT_SECONDS", 1.5, minimum=0.05, maximum=30
 )
+# /health is public: concurrent probes share one run of its checks, and reuse its result this long.
+HEALTH_CACHE_SECONDS = env_float("HEALTH_CACHE_SECONDS", 1.0, minimum=0, maximum=60)
 # Thresholds past which the WebSocket health endpoints say "degraded" (the spec's alert levels).
 WS_DEGRADED_ERROR_RATE = env_float("WS_DEGRADED_ERROR_RATE", 0.05, minimum=0, maximum=1)
 WS_DEGRADED_LATENCY_MS = env_float("WS_DEGRADED_LATENCY_MS", 1000.0, minimum=1)

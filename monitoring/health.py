@@ -3,12 +3,20 @@
 A hung dependency yields "unhealthy" after HEALTH_CHECK_TIMEOUT_SECONDS, never a hung
 request. A check whose previous run is still stuck in its thread is not started again;
 it reports a timeout at once, so a dead database cannot exhaust the thread pool.
+
+The public /health goes through SharedChecks: however many probes arrive at once, one
+run of the checks is in flight per process, and its result is reused for
+HEALTH_CACHE_SECONDS, so anonymous traffic cannot turn into load on the dependencies
+(or make a healthy instance look dead by queueing checks behind each other).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar
@@ -107,22 +115,36 @@ class DatabaseCheck(ThreadedCheck):
 
 
 class RedisCheck(HealthCheck):
+    """A PING on REDIS_URL, over one client per event loop that every run reuses."""
+
     name = "redis"
+
+    # A redis.asyncio client belongs to the loop it first connected on.
+    _clients: ClassVar[
+        weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, float, aioredis.Redis]]
+    ] = weakref.WeakKeyDictionary()
 
     def enabled(self) -> bool:
         return bool(settings.REDIS_URL)
 
-    async def check(self) -> Status:
-        timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
+    @classmethod
+    def client(cls) -> aioredis.Redis:
+        loop = asyncio.get_running_loop()
+        url, timeout = settings.REDIS_URL, settings.HEALTH_CHECK_TIMEOUT_SECONDS
+        cached = cls._clients.get(loop)
+        if cached is not None and cached[:2] == (url, timeout):
+            return cached[2]
         client = aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout
+            url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
+        cls._clients[loop] = (url, timeout, client)
+        return client
+
+    async def check(self) -> Status:
         try:
-            await client.ping()
+            await self.client().ping()
         except Exception as exc:
             raise CheckFailed(f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            await client.aclose()
         return Status.HEALTHY
 
 
@@ -143,23 +165,40 @@ def redis_reachable() -> bool:
 
 
 class ChannelLayerCheck(HealthCheck):
-    """A message round trip through the layer that carries venue broadcasts."""
+    """A message round trip through the layer that carries venue broadcasts.
+
+    The round trip uses a normal channel (no "!"), never a process-local one:
+    channels-redis serves every process-local channel of a process through one receive
+    lock, and a connected consumer holds it for as long as it waits for its next message,
+    so a process-local round trip waits behind the consumers and times out whenever
+    clients are connected. A normal channel is read with its own BZPOPMIN, through the
+    same pool, serializer and keys as the consumers' traffic. (channels-redis picks the
+    host of a normal channel round robin; the settings configure one Redis host.)
+
+    The channel's name is fixed per process so that a run cut off by the timeout leaves at
+    most one key behind (expiring after the layer's expiry); the next run skips the ping
+    that was left there by matching its own nonce.
+    """
 
     name = "channel_layer"
+    channel = f"inkwave.health.{uuid.uuid4().hex}"
+    # Pings left by runs that timed out before reading theirs; more means something else.
+    MAX_STALE = 20
 
     async def check(self) -> Status:
         layer = get_channel_layer()
         if layer is None:
             raise CheckFailed("no channel layer configured")
+        nonce = uuid.uuid4().hex
         try:
-            channel = await layer.new_channel("health.")
-            await layer.send(channel, {"type": "health.ping"})
-            message = await layer.receive(channel)
+            await layer.send(self.channel, {"type": "health.ping", "nonce": nonce})
+            for _ in range(self.MAX_STALE + 1):
+                message = await layer.receive(self.channel)
+                if message.get("nonce") == nonce:
+                    return Status.HEALTHY
         except Exception as exc:
             raise CheckFailed(f"{type(exc).__name__}: {exc}") from exc
-        if message.get("type") != "health.ping":
-            raise CheckFailed("the channel layer returned another message")
-        return Status.HEALTHY
+        raise CheckFailed("the channel layer returned other messages than its ping")
 
 
 class WebSocketCheck(ThreadedCheck):
@@ -225,3 +264,51 @@ def overall_status(results: list[CheckResult]) -> Status:
 
 def default_checks() -> list[HealthCheck]:
     return [DatabaseCheck(), WebSocketCheck(), RedisCheck(), ChannelLayerCheck()]
+
+
+class SharedChecks:
+    """One run of the checks in flight per event loop, its result reused while fresh.
+
+    Probes that arrive while a run is in flight wait for that run instead of starting
+    their own; a result younger than HEALTH_CACHE_SECONDS (counted from when its run
+    finished) is answered at once. A failure therefore shows within HEALTH_CACHE_SECONDS
+    plus HEALTH_CHECK_TIMEOUT_SECONDS, and no probe waits longer than one timeout.
+    """
+
+    def __init__(
+        self,
+        checks: Callable[[], list[HealthCheck]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.checks = checks
+        self.clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        self._result: tuple[float, list[CheckResult]] | None = None
+        self._inflight: tuple[asyncio.AbstractEventLoop, asyncio.Task[list[CheckResult]]] | None
+        self._inflight = None
+
+    async def results(self) -> list[CheckResult]:
+        if self._result is not None:
+            finished, results = self._result
+            if self.clock() - finished < settings.HEALTH_CACHE_SECONDS:
+                return results
+        loop = asyncio.get_running_loop()
+        if self._inflight is None or self._inflight[0] is not loop:
+            self._inflight = (loop, loop.create_task(self._run()))
+        # Shielded: a probe whose client went away must not cancel the others' run.
+        return await asyncio.shield(self._inflight[1])
+
+    async def _run(self) -> list[CheckResult]:
+        try:
+            results = await run_checks(self.checks())
+            self._result = (self.clock(), results)
+            return results
+        finally:
+            if self._inflight is not None and self._inflight[1] is asyncio.current_task():
+                self._inflight = None
+
+
+# What GET /health answers; tests reset it between cases (tests/conftest.py).
+public_checks = SharedChecks(default_checks)

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET
 
 from monitoring.access import monitoring_access_required
 from monitoring.database import database_health
-from monitoring.health import Status, default_checks, overall_status, run_checks
+from monitoring.health import Status, overall_status, public_checks
 from monitoring.stats import websocket_health, websocket_stats
 
 
@@ -23,7 +23,7 @@ def _status_code(status: str) -> int:
 @require_GET
 async def health(request: HttpRequest) -> JsonResponse:
     """The public health check: statuses only, no hostnames, versions or exception text."""
-    results = await run_checks(default_checks())
+    results = await public_checks.results()
     status = overall_status(results)
     body = {
         "status": status.value,

@@ -16,12 +16,14 @@ from orders.models import Venue, VenueAccessToken
 @pytest.fixture(autouse=True)
 def fresh_monitor() -> Iterator[WebSocketMonitor]:
     """Each test counts from zero in this process, with no cached health."""
-    from monitoring.health import WebSocketCheck
+    from monitoring.health import WebSocketCheck, public_checks
 
     WebSocketCheck._cached = None
+    public_checks.reset()
     yield reset_monitor()
     reset_monitor()
     WebSocketCheck._cached = None
+    public_checks.reset()
 
 
 @pytest.fixture
