@@ -175,9 +175,9 @@ class ChannelLayerCheck(HealthCheck):
     same pool, serializer and keys as the consumers' traffic. (channels-redis picks the
     host of a normal channel round robin; the settings configure one Redis host.)
 
-    The channel's name is fixed per process so that a run cut off by the timeout leaves at
-    most one key behind (expiring after the layer's expiry); the next run skips the ping
-    that was left there by matching its own nonce.
+    The channel's name is fixed per process, so a run cut off by the timeout leaves at most
+    its ping behind in that one channel (channels-redis puts a ping cut off mid-receive
+    back first); the next run reads it and skips it, as it is not its own nonce.
     """
 
     name = "channel_layer"
@@ -275,6 +275,9 @@ class SharedChecks:
     plus HEALTH_CHECK_TIMEOUT_SECONDS, and no probe waits longer than one timeout.
     """
 
+    _result: tuple[float, list[CheckResult]] | None  # (finished, results)
+    _inflight: tuple[asyncio.AbstractEventLoop, asyncio.Task[list[CheckResult]]] | None
+
     def __init__(
         self,
         checks: Callable[[], list[HealthCheck]],
@@ -285,8 +288,7 @@ class SharedChecks:
         self.reset()
 
     def reset(self) -> None:
-        self._result: tuple[float, list[CheckResult]] | None = None
-        self._inflight: tuple[asyncio.AbstractEventLoop, asyncio.Task[list[CheckResult]]] | None
+        self._result = None
         self._inflight = None
 
     async def results(self) -> list[CheckResult]:

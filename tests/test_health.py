@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings as django_settings
 from django.test import AsyncClient
 
-from monitoring.health import Status, ThreadedCheck, run_checks
+from monitoring.health import (
+    ChannelLayerCheck,
+    CheckResult,
+    HealthCheck,
+    RedisCheck,
+    SharedChecks,
+    Status,
+    ThreadedCheck,
+    default_checks,
+    public_checks,
+    run_checks,
+)
 from monitoring.monitor import MonitorSnapshot, WebSocketMonitor
 from monitoring.recording import SampleRecorder, WorkerIdentity
 from tests.fakes import closed_port, hung_server
@@ -153,3 +167,122 @@ async def test_two_probes_at_once_both_run_and_both_pass() -> None:
     results = await run_checks([check, check])
     assert [r.status for r in results] == [Status.HEALTHY, Status.HEALTHY]
     assert check.runs == 2
+
+
+class GatedCheck(HealthCheck):
+    """Counts its runs and finishes when the test opens the gate."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.runs = 0
+
+    async def check(self) -> Status:
+        self.runs += 1
+        await self.gate.wait()
+        return Status.HEALTHY
+
+
+async def test_concurrent_probes_share_one_run_of_the_checks(settings: Any) -> None:
+    settings.HEALTH_CACHE_SECONDS = 0
+    check = GatedCheck()
+    shared = SharedChecks(lambda: [check])
+    probes = [asyncio.ensure_future(shared.results()) for _ in range(100)]
+    await asyncio.sleep(0)  # every probe is now waiting on the run in flight
+    check.gate.set()
+    answers = await asyncio.gather(*probes)
+    assert check.runs == 1
+    assert all(answer is answers[0] for answer in answers)
+    assert [r.status for r in answers[0]] == [Status.HEALTHY]
+    # With nothing in flight and no result reused, the next probe runs the checks again.
+    await shared.results()
+    assert check.runs == 2
+
+
+async def test_a_result_is_reused_while_younger_than_the_cache_time(settings: Any) -> None:
+    settings.HEALTH_CACHE_SECONDS = 1.0
+    now = [100.0]
+    check = GatedCheck()
+    check.gate.set()
+    shared = SharedChecks(lambda: [check], clock=lambda: now[0])
+    first = await shared.results()
+    now[0] += 0.99
+    assert await shared.results() is first
+    assert check.runs == 1
+    now[0] += 0.01
+    assert await shared.results() is not first
+    assert check.runs == 2
+
+
+async def test_a_probe_that_goes_away_does_not_cancel_the_run_others_wait_for(
+    settings: Any,
+) -> None:
+    check = GatedCheck()
+    shared = SharedChecks(lambda: [check])
+    leaving = asyncio.ensure_future(shared.results())
+    staying = asyncio.ensure_future(shared.results())
+    await asyncio.sleep(0)
+    leaving.cancel()
+    await asyncio.sleep(0)
+    check.gate.set()
+    results = await staying
+    assert [r.status for r in results] == [Status.HEALTHY]
+    assert leaving.cancelled()
+    assert check.runs == 1
+
+
+async def test_a_hundred_probes_of_the_endpoint_run_the_checks_once(
+    settings: Any, monkeypatch: pytest.MonkeyPatch, redis_client: Any
+) -> None:
+    settings.HEALTH_CACHE_SECONDS = 60
+    runs: list[list[HealthCheck]] = []
+
+    def counted_checks() -> list[HealthCheck]:
+        runs.append(default_checks())
+        return runs[-1]
+
+    monkeypatch.setattr(public_checks, "checks", counted_checks)
+    client = AsyncClient()
+    answers = await asyncio.gather(*(client.get("/health") for _ in range(100)))
+    assert len(runs) == 1
+    assert {a.status_code for a in answers} == {200}
+    assert {a.json()["checks"]["channel_layer"] for a in answers} == {"healthy"}
+
+
+async def test_the_channel_layer_check_passes_while_a_consumer_waits_on_the_layer(
+    redis_client: Any,
+) -> None:
+    # A consumer's receive on its process-local channel holds channels-redis' receive lock.
+    layer = get_channel_layer()
+    assert layer is not None
+    consumer = asyncio.ensure_future(layer.receive(await layer.new_channel()))
+    try:
+        await asyncio.sleep(0.1)
+        assert not consumer.done()
+        [result] = await run_checks([ChannelLayerCheck()])
+    finally:
+        consumer.cancel()
+    assert (result.status, result.reason) == (Status.HEALTHY, "")
+
+
+async def test_a_ping_left_by_a_run_that_timed_out_is_skipped(redis_client: Any) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.send(ChannelLayerCheck.channel, {"type": "health.ping", "nonce": "earlier"})
+    results: list[CheckResult] = []
+    for _ in range(2):
+        results += await run_checks([ChannelLayerCheck()])
+    assert [r.status for r in results] == [Status.HEALTHY, Status.HEALTHY]
+    # Both pings were read, the stale one and each run's own: nothing is left queued.
+    key = f"{django_settings.CHANNEL_LAYER_PREFIX}{ChannelLayerCheck.channel}"
+    assert redis_client.exists(key) == 0
+
+
+async def test_the_redis_check_reuses_one_connection() -> None:
+    client_ids = set()
+    for _ in range(5):
+        [result] = await run_checks([RedisCheck()])
+        assert result.status == Status.HEALTHY
+        client_ids.add(await RedisCheck.client().client_id())
+    assert len(client_ids) == 1

@@ -1,26 +1,78 @@
-"""/health of a real server process whose database is stopped or hangs."""
+"""/health of real server processes: with clients connected, and with a database stopped or hung."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
+from websockets.asyncio.client import ClientConnection, connect
 
+from orders.models import Venue
 from tests.fakes import closed_port, hung_server
-from tests.servers import MONITORING_TOKEN, ServerGroup
+from tests.servers import MONITORING_TOKEN, DaphneServer, ServerGroup
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
+CLIENTS_PER_SERVER = 30
+CONCURRENT_PROBES = 20
+REQUIRED_CHECKS = ("database", "redis", "channel_layer")
+
 
 @pytest.fixture
-def servers(transactional_db: None, tmp_path: Path) -> Iterator[ServerGroup]:
+def servers(
+    transactional_db: None, redis_client: redis.Redis, tmp_path: Path
+) -> Iterator[ServerGroup]:
+    # Stopped before the tables are flushed and before redis_client deletes the layer's keys.
     with ServerGroup(tmp_path / "servers") as group:
         yield group
 
 
-def timed_health(group: ServerGroup, database_url: str) -> tuple[int, dict[str, object], float]:
+async def join(server: DaphneServer, venue_id: int, token: str) -> ClientConnection:
+    url = server.ws_url(f"/ws/venues/{venue_id}/?token={token}")
+    ws = await connect(url, open_timeout=5, ping_interval=None)
+    welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    assert welcome["type"] == "welcome"
+    return ws
+
+
+def probe_at_once(server: DaphneServer, count: int) -> list[tuple[int, Any]]:
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(server.get_json, "/health", timeout=10) for _ in range(count)]
+        return [future.result() for future in futures]
+
+
+async def test_health_is_200_with_clients_connected_to_two_servers_on_the_redis_layer(
+    servers: ServerGroup, venue: Venue, venue_token: str
+) -> None:
+    a, b = servers.start(), servers.start()
+    members = [await join(server, venue.pk, venue_token) for server in (a, b)]
+    members += [
+        await join(server, venue.pk, venue_token)
+        for server in (a, b)
+        for _ in range(CLIENTS_PER_SERVER - 1)
+    ]
+    try:
+        for server in (a, b):
+            # Each consumer now waits on the layer for its next message, as in production.
+            status, body = await asyncio.to_thread(server.get_json, "/health", timeout=10)
+            assert status == 200, body
+            required = {name: body["checks"][name] for name in REQUIRED_CHECKS}
+            assert required == dict.fromkeys(REQUIRED_CHECKS, "healthy")
+            answers = await asyncio.to_thread(probe_at_once, server, CONCURRENT_PROBES)
+            assert [status for status, _ in answers] == [200] * CONCURRENT_PROBES, answers
+    finally:
+        for ws in members:
+            await ws.close()
+
+
+def timed_health(group: ServerGroup, database_url: str) -> tuple[int, dict[str, Any], float]:
     server = group.start(DATABASE_URL=database_url, HEALTH_CHECK_TIMEOUT_SECONDS="1.5")
     started = time.monotonic()
     status, body = server.get_json("/health", timeout=10)
