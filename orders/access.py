@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from importlib import import_module
 from typing import Any
 
@@ -72,8 +73,17 @@ def _session_data(keys: Collection[str], now: datetime) -> dict[str, dict[str, A
     if model_class is None:  # cache or cookie sessions: one lookup each
         return {key: data for key in keys if (data := store_class(key).load())}
     rows = model_class().objects.filter(session_key__in=keys, expire_date__gt=now)
-    decode = store_class().decode
-    return {key: decode(data) for key, data in rows.values_list("session_key", "session_data")}
+    return {key: _decode(data) for key, data in rows.values_list("session_key", "session_data")}
+
+
+@lru_cache(maxsize=10_000)
+def _decode(session_data: str) -> dict[str, Any]:
+    """Verifying a session's signature is most of a re-check's time, and the same data comes
+    back every sweep: decode each distinct value once. Callers only read the result."""
+    decoded: dict[str, Any] = (
+        import_module(settings.SESSION_ENGINE).SessionStore().decode(session_data)
+    )
+    return decoded
 
 
 def _session_hashes(user: Any) -> list[str]:
@@ -83,7 +93,9 @@ def _session_hashes(user: Any) -> list[str]:
     return hashes
 
 
-def _session_holds(grant: Grant, user: Any, sessions: dict[str, dict[str, Any]]) -> bool:
+def _session_holds(
+    grant: Grant, user: Any, sessions: dict[str, dict[str, Any]], hashes: list[str]
+) -> bool:
     if grant.session_key is None:
         return True
     data = sessions.get(grant.session_key)
@@ -91,7 +103,7 @@ def _session_holds(grant: Grant, user: Any, sessions: dict[str, dict[str, Any]])
         return False  # logged out, deleted, expired, or another user's now
     stored = str(data.get(HASH_SESSION_KEY, ""))
     # A password change ends the user's other sessions, as it does for HTTP requests.
-    return any(constant_time_compare(stored, h) for h in _session_hashes(user))
+    return any(constant_time_compare(stored, h) for h in hashes)
 
 
 def _lapsed_grants(grants: Collection[Grant]) -> dict[Grant, CloseCode]:
@@ -124,6 +136,7 @@ def _lapsed_grants(grants: Collection[Grant]) -> dict[Grant, CloseCode]:
         else {}
     )
     sessions = _session_data({g.session_key for g in user_grants if g.session_key}, now)
+    hashes = {pk: _session_hashes(u) for pk, u in users.items()}  # once per user, not per tab
     non_staff = [pk for pk, u in users.items() if not getattr(u, "is_staff", False)]
     memberships = set(
         Venue.members.through.objects.filter(
@@ -140,7 +153,7 @@ def _lapsed_grants(grants: Collection[Grant]) -> dict[Grant, CloseCode]:
             if token_venues.get(grant.token_id) != grant.venue_id:
                 lapsed[grant] = CloseCode.UNAUTHENTICATED
         elif grant.user_id is None or not _user_holds(
-            grant, users.get(grant.user_id), sessions, memberships
+            grant, users.get(grant.user_id), sessions, hashes.get(grant.user_id, []), memberships
         ):
             lapsed[grant] = CloseCode.UNAUTHENTICATED
     return lapsed
@@ -150,12 +163,14 @@ def _user_holds(
     grant: Grant,
     user: Any,
     sessions: dict[str, dict[str, Any]],
+    hashes: list[str],
     memberships: set[tuple[int, int]],
 ) -> bool:
-    if user is None or not _session_holds(grant, user, sessions):
+    if user is None or not _session_holds(grant, user, sessions, hashes):
         return False
     # As Venue.is_accessible_by: staff see every venue, others the ones they are members of.
     return bool(getattr(user, "is_staff", False)) or (grant.venue_id, user.pk) in memberships
 
 
-lapsed_grants = database_sync_to_async(_lapsed_grants)
+# Not on the thread that admits connections: a sweep of thousands must not hold up connects.
+lapsed_grants = database_sync_to_async(_lapsed_grants, thread_sensitive=False)
