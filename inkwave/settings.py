@@ -296,6 +296,10 @@ REPORTS_CHECK_SECONDS = env_int("REPORTS_CHECK_SECONDS", 900, minimum=10)
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=128)
 WS_RATE_LIMIT_PER_SECOND = env_float("WS_RATE_LIMIT_PER_SECOND", 20.0, minimum=0.1)
 WS_RATE_LIMIT_BURST = env_int("WS_RATE_LIMIT_BURST", 40, minimum=1)
+# Each process re-checks every open room connection's grant this often, in a few queries
+# whatever the number of connections: the bound on how long an expired (or silently
+# deleted) session, or a change made without signals, keeps a connection open.
+WS_ACCESS_RECHECK_SECONDS = env_float("WS_ACCESS_RECHECK_SECONDS", 30.0, minimum=0.1)
 
 
 # --- Celery beat ------------------------------------------------------------------------

@@ -8,20 +8,27 @@ class OrdersConfig(AppConfig):
     verbose_name = "Venues and orders"
 
     def ready(self) -> None:
-        from django.db.models.signals import m2m_changed, post_save
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.signals import user_logged_out
+        from django.db.models.signals import m2m_changed, post_delete, post_save
 
         from orders import revocation
         from orders.models import Venue, VenueAccessToken
 
         post_save.connect(_announce_new_venue, sender=Venue, dispatch_uid="orders.new_venue")
-        post_save.connect(
-            revocation.token_saved, sender=VenueAccessToken, dispatch_uid="orders.token_revoked"
-        )
-        m2m_changed.connect(
-            revocation.members_changed,
-            sender=Venue.members.through,
-            dispatch_uid="orders.members_changed",
-        )
+        # Every way a room grant ends closes the connections it let in (orders/revocation.py).
+        user = get_user_model()
+        for signal, receiver, sender in (
+            (post_save, revocation.token_saved, VenueAccessToken),
+            (post_delete, revocation.token_deleted, VenueAccessToken),
+            (post_save, revocation.venue_saved, Venue),
+            (post_delete, revocation.venue_deleted, Venue),
+            (m2m_changed, revocation.members_changed, Venue.members.through),
+            (post_save, revocation.user_saved, user),
+            (post_delete, revocation.user_deleted, user),
+            (user_logged_out, revocation.user_logged_out, None),
+        ):
+            signal.connect(receiver, sender=sender, dispatch_uid=f"orders.{receiver.__name__}")
 
 
 def _announce_new_venue(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.serializers.json import DjangoJSONEncoder
 
-from orders.groups import venue_group_name
+from orders.groups import room_user_group_name, venue_group_name
 
 
 def venue_event_message(event: str, data: Any) -> dict[str, Any]:
@@ -20,6 +20,7 @@ def venue_event_message(event: str, data: Any) -> dict[str, Any]:
         {"type": "event", "event": event, "data": data, "sentAt": sent_at},
         cls=DjangoJSONEncoder,
         separators=(",", ":"),
+        allow_nan=False,  # NaN and Infinity are not JSON: a bug here must raise, not reach clients
     )
     return {"type": "venue.event", "frame": frame, "sent_at": sent_at}
 
@@ -35,12 +36,35 @@ def broadcast_to_venue(venue_id: int, event: str, data: Any) -> None:
     async_to_sync(abroadcast_to_venue)(venue_id, event, data)
 
 
-def revoke_in_venue(
-    venue_id: int, *, token_id: int | None = None, user_id: int | None = None
-) -> None:
-    """Close the room connections of a revoked token or of a person who lost access."""
+class AccessFilter(TypedDict, total=False):
+    """Which members of a group a re-check is for; none given means all of them."""
+
+    token: int
+    user: int
+
+
+def _send_to_group(group: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": "venue.revoke", "token": token_id, "user": user_id}
-    async_to_sync(layer.group_send)(venue_group_name(venue_id), message)
+    async_to_sync(layer.group_send)(group, message)
+
+
+def recheck_venue_access(venue_id: int, **only: Unpack[AccessFilter]) -> None:
+    """Make a venue room's connections (those of one token or user) re-check their grant.
+
+    Every web process gets it through the channel layer; each connection that matches asks
+    its process's watch (orders/watch.py) to re-check it, and closes if its grant lapsed.
+    """
+    _send_to_group(venue_group_name(venue_id), {"type": "access.recheck", **only})
+
+
+def recheck_user_access(user_id: int) -> None:
+    """Make one signed-in user's room connections, in every venue, re-check their grant."""
+    _send_to_group(room_user_group_name(user_id), {"type": "access.recheck"})
+
+
+def end_session_access(user_id: int, session_key: str) -> None:
+    """Close the room connections that this session (logged out now) authenticated."""
+    message = {"type": "access.session_ended", "session": session_key}
+    _send_to_group(room_user_group_name(user_id), message)

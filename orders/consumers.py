@@ -17,20 +17,43 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from monitoring.monitor import get_monitor
-from orders.access import admit
-from orders.groups import venue_group_name
+from orders.access import Grant, admit
+from orders.groups import room_user_group_name, venue_group_name
 from orders.protocol import REFUSAL_REASONS, CloseCode, ErrorCode
 from orders.ratelimit import TokenBucket
+from orders.watch import get_watch
 
 logger = structlog.get_logger(__name__)
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+# NaN and Infinity are not JSON: a frame that holds one raises here instead of reaching clients.
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+class NonFiniteNumberError(ValueError):
+    """NaN, Infinity, or a number too large for a double (1e400): not a value of the protocol."""
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise NonFiniteNumberError(text)
+    return number
+
+
+def _non_finite(text: str) -> float:
+    raise NonFiniteNumberError(text)
+
+
+_loads = json.JSONDecoder(parse_float=_finite_float, parse_constant=_non_finite).decode
 # A client-reported round trip above this is noise (a laptop waking from sleep), not latency.
 MAX_REPORTED_RTT_MS = 60_000.0
 
 
 class VenueRoomConsumer(AsyncWebsocketConsumer):
     group: str | None = None
+    # The signed-in user's group (room_user_group_name), which their grant's end is sent to.
+    user_group: str | None = None
+    grant: Grant | None = None
     closing = False
 
     async def connect(self) -> None:
@@ -44,21 +67,28 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             await self.accept()
             await self.close(code=int(CloseCode.SERVER_ERROR))
             return
-        if admission.refusal is not None:
-            await self.refuse(admission.refusal)
+        if admission.grant is None:
+            await self.refuse(admission.refusal or CloseCode.FORBIDDEN)
             return
+        grant = admission.grant
         group = venue_group_name(venue_id)
+        user_group = None if grant.user_id is None else room_user_group_name(grant.user_id)
         try:
             # Join before accepting, so nothing broadcast after the client sees "open" is lost.
             await self.channel_layer.group_add(group, self.channel_name)
+            if user_group is not None:
+                self.user_group = user_group
+                await self.channel_layer.group_add(user_group, self.channel_name)
         except Exception:
             logger.exception("venue_room_join_failed", venue=venue_id)
             self.monitor.track_rejection("channel_layer_unavailable")
+            await self.leave_groups(group)
             await self.close(code=int(CloseCode.SERVER_ERROR))
             return
         self.group = group
         self.venue_id = venue_id
-        self.token_id, self.user_id = admission.token_id, admission.user_id
+        self.grant = grant
+        get_watch().add(self, grant)
         self.bucket = TokenBucket(settings.WS_RATE_LIMIT_PER_SECOND, settings.WS_RATE_LIMIT_BURST)
         self.max_bytes = settings.WS_MAX_MESSAGE_BYTES
         await self.accept()
@@ -98,13 +128,21 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         if group is None:
             return
         self.group = None
+        get_watch().discard(self)
         self.monitor.track_disconnection(group)
-        try:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        except Exception:
-            # The layer's group expiry removes the member later; count it so it is seen.
-            logger.exception("venue_room_leave_failed", group=group)
-            self.monitor.track_error("group_discard_failed")
+        await self.leave_groups(group)
+
+    async def leave_groups(self, group: str) -> None:
+        user_group, self.user_group = self.user_group, None
+        for name in (group, user_group):
+            if name is None:
+                continue
+            try:
+                await self.channel_layer.group_discard(name, self.channel_name)
+            except Exception:
+                # The layer's group expiry removes the member later; count it so it is seen.
+                logger.exception("venue_room_leave_failed", group=name)
+                self.monitor.track_error("group_discard_failed")
 
     # --- frames from the client -----------------------------------------------------------
 
@@ -131,7 +169,12 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             )
             return
         try:
-            message = json.loads(text_data)
+            message = _loads(text_data)
+        except NonFiniteNumberError:
+            await self.reject_frame(
+                ErrorCode.INVALID_MESSAGE, "Numbers must be finite (no NaN, Infinity or 1e400)."
+            )
+            return
         except (ValueError, RecursionError):
             await self.reject_frame(ErrorCode.INVALID_JSON, "The frame is not valid JSON.")
             return
@@ -182,24 +225,35 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
     # --- events from the channel layer ----------------------------------------------------
 
     async def venue_event(self, event: dict[str, Any]) -> None:
-        if self.group is None:
+        if self.group is None or self.closing:
             return
         await self.send(text_data=event["frame"])
         monitor = self.monitor
         monitor.track_message_sent()
         monitor.track_delivery_latency((time.time() - event["sent_at"]) * 1000.0)
 
-    async def venue_revoke(self, event: dict[str, Any]) -> None:
-        """A token was revoked or a person lost access: their open connections close now."""
+    async def access_recheck(self, event: dict[str, Any]) -> None:
+        """A grant may have ended (orders/revocation.py): re-check ours if it is one named."""
+        grant = self.grant
+        if self.group is None or self.closing or grant is None:
+            return
+        token, user = event.get("token"), event.get("user")
+        if (token is None or token == grant.token_id) and (user is None or user == grant.user_id):
+            get_watch().recheck(self)
+
+    async def access_session_ended(self, event: dict[str, Any]) -> None:
+        """The session that let us in was logged out: nothing to check, it is gone."""
+        if self.grant is not None and event.get("session") == self.grant.session_key:
+            get_watch().discard(self)
+            await self.access_ended(CloseCode.UNAUTHENTICATED)
+
+    async def access_ended(self, code: CloseCode) -> None:
+        """Close because what let this connection in no longer does (called by the watch)."""
         if self.group is None or self.closing:
             return
-        revoked = (event.get("token") is not None and event["token"] == self.token_id) or (
-            event.get("user") is not None and event["user"] == self.user_id
-        )
-        if revoked:
-            self.closing = True
-            self.monitor.track_error("access_revoked")
-            await self.close(code=int(CloseCode.UNAUTHENTICATED))
+        self.closing = True
+        self.monitor.track_error("access_revoked")
+        await self.close(code=int(code))
 
     # --- the consumer must survive its own bugs ------------------------------------------
 

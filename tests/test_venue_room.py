@@ -115,12 +115,17 @@ async def test_refusals_use_documented_close_codes_and_never_join_the_group(
     assert fresh_monitor.errors_by_type == {"unauthenticated": 2, "not_found": 2, "forbidden": 1}
 
 
-async def test_a_revoked_token_or_inactive_venue_is_refused(venue: Venue, venue_token: str) -> None:
+async def test_a_revoked_token_or_inactive_venue_is_refused(
+    venue: Venue, other_venue: Venue, venue_token: str
+) -> None:
     await VenueAccessToken.objects.filter(venue=venue).aupdate(revoked_at=timezone.now())
     assert await refused_with(f"/ws/venues/{venue.pk}/?token={venue_token}") == 4401
     _, fresh = await database_sync_to_async(VenueAccessToken.issue)(venue, "Tablet")
     await Venue.objects.filter(pk=venue.pk).aupdate(is_active=False)
-    assert await refused_with(f"/ws/venues/{venue.pk}/?token={fresh}") == 4401
+    # As documented: the token is valid, its venue is not there (any more).
+    assert await refused_with(f"/ws/venues/{venue.pk}/?token={fresh}") == 4404
+    # It still opens no other venue's room.
+    assert await refused_with(f"/ws/venues/{other_venue.pk}/?token={fresh}") == 4403
 
 
 async def test_a_token_records_when_it_was_last_used(venue: Venue, venue_token: str) -> None:
