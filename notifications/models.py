@@ -177,6 +177,12 @@ class Notification(models.Model):
                 name="notification_coalesce_idx",
                 condition=~models.Q(coalesce_key=""),
             ),
+            # The pending summary of a key, found without reading the key's sent history.
+            models.Index(
+                fields=["coalesce_key", "destination"],
+                name="notification_summary_idx",
+                condition=models.Q(status="pending") & ~models.Q(coalesce_key=""),
+            ),
             models.Index(fields=["status", "next_attempt_at"], name="notification_due_idx"),
         ]
 

@@ -26,8 +26,6 @@ from orders.serializers import FieldErrors, order_json
 logger = structlog.get_logger(__name__)
 
 
-PAYMENT_ACTION = "Action Required: check the payment provider and contact the table."
-
 # How a summary of one venue's order chatter names what it counts, per kind.
 SUMMARY_TITLES: dict[str, tuple[str, str]] = {
     NotificationKind.ORDER_PLACED: ("🛒", "new order"),
@@ -70,9 +68,13 @@ def chatter_summary(kind: NotificationKind, venue: Venue, tally: Tally) -> Compo
             ("To", local_time(last, venue.timezone)),
         ],
         note=(
-            f"More than {plural(settings.ORDER_NOTIFY_LIMIT, 'notification')} of this kind "
-            f"in {window} s from this venue: the rest are counted here, each recorded."
-            + (f"\n{PAYMENT_ACTION}" if kind == NotificationKind.PAYMENT_ISSUE else "")
+            f"Past {plural(settings.ORDER_NOTIFY_LIMIT, 'message')} in {window} s from this "
+            f"venue, its further {noun}s are counted here; each one is recorded with its order."
+            + (
+                "\nAction Required: check the payment provider."
+                if kind == NotificationKind.PAYMENT_ISSUE
+                else ""
+            )
         ),
     )
 
@@ -149,7 +151,7 @@ def payment_issue(order: Order, previous: str) -> None:
                 ("Total", money(order.total, order.currency)),
                 ("Time", local_time(timezone.now(), order.venue.timezone)),
             ],
-            note=PAYMENT_ACTION,
+            note="Action Required: check the payment provider and contact the table.",
         ),
     )
 

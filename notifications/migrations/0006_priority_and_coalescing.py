@@ -57,5 +57,15 @@ class Migration(migrations.Migration):
                 name="notification_coalesce_idx",
             ),
         ),
+        migrations.AddIndex(
+            model_name="notification",
+            index=models.Index(
+                condition=models.Q(
+                    ("status", "pending"), models.Q(("coalesce_key", ""), _negated=True)
+                ),
+                fields=["coalesce_key", "destination"],
+                name="notification_summary_idx",
+            ),
+        ),
         migrations.RunPython(mark_open_urgent_rows, migrations.RunPython.noop),
     ]
