@@ -287,6 +287,10 @@ NOTIFICATION_LEASE_SECONDS = env_int("NOTIFICATION_LEASE_SECONDS", 120, minimum=
 NOTIFICATION_SWEEP_SECONDS = env_int("NOTIFICATION_SWEEP_SECONDS", 30, minimum=1)
 # At most one "failed order creation" notification per venue this often (all are recorded).
 ORDER_FAILURE_NOTIFY_SECONDS = env_int("ORDER_FAILURE_NOTIFY_SECONDS", 300, minimum=0)
+# Past this many notifications of one kind (new order, status change, payment issue) from one
+# venue within the window, its further events are counted into one summary message; 0: off.
+ORDER_NOTIFY_LIMIT = env_int("ORDER_NOTIFY_LIMIT", 10, minimum=0)
+ORDER_NOTIFY_WINDOW_SECONDS = env_int("ORDER_NOTIFY_WINDOW_SECONDS", 60, minimum=1, maximum=3600)
 HEALTH_UPDATE_SECONDS = env_int("HEALTH_UPDATE_SECONDS", 6 * 3600, minimum=60)
 REPORTS_CHECK_SECONDS = env_int("REPORTS_CHECK_SECONDS", 900, minimum=10)
 

@@ -1,7 +1,10 @@
 """Delivering the outbox to Slack: claims, ordering, rate limits, retries, sweeping.
 
-- Per destination, notifications go out oldest first; a notification waiting for a retry
-  holds back the ones behind it, so an outage ends with everything sent in order.
+- Per destination, urgent notifications (alerts, incidents, deployments, health) go out
+  before the rest, so order chatter never queues an alert; each class goes out oldest first.
+  A notification waiting for a retry holds back the ones behind it, so an outage ends with
+  everything sent in order. A row deferred on purpose (an alert group or an order summary
+  still collecting) holds back nothing, and a reply or an update waits for its original.
 - A row is claimed by a conditional UPDATE (pending -> sending) checked by row count, so
   two workers never post the same row.
 - One message per SLACK_MIN_INTERVAL_SECONDS per Slack channel, reserved in a shared row.
@@ -19,7 +22,7 @@ from datetime import datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Exists, F, Min, OuterRef
 from django.utils import timezone
 
 from notifications.models import (
@@ -98,13 +101,31 @@ def hold_slot(key: str, until: datetime) -> None:
         RateLimitSlot.objects.get_or_create(key=key, defaults={"next_free_at": until})
 
 
-def _head(destination_id: int) -> Notification | None:
+def _head(destination_id: int, now: datetime) -> Notification | None:
+    """The next row to send: the lowest priority class first, each class oldest first.
+
+    Left out: rows deferred on purpose and never tried (they are not due, and a group still
+    collecting must not hold back what came after it), and rows whose thread parent or
+    update target on this destination is not sent yet (they go after it, whatever their
+    class). A row waiting for a retry is kept: it holds back its destination.
+    """
+    open_here = Notification.objects.filter(destination_id=destination_id, status__in=OPEN_STATUSES)
     # Parents and update targets are rare: loaded on access rather than joined every time.
     return (
-        Notification.objects.filter(destination_id=destination_id, status__in=OPEN_STATUSES)
-        .order_by("pk")
+        open_here.exclude(status=NotificationStatus.PENDING, attempts=0, next_attempt_at__gt=now)
+        .exclude(Exists(open_here.filter(pk=OuterRef("thread_parent_id"))))
+        .exclude(Exists(open_here.filter(pk=OuterRef("update_target_id"))))
+        .order_by("priority", "pk")
         .first()
     )
+
+
+def _next_due(destination_id: int, now: datetime) -> float | None:
+    """Seconds until a waiting row of this destination (a retry, a deferred group) is due."""
+    due = Notification.objects.filter(
+        destination_id=destination_id, status=NotificationStatus.PENDING, next_attempt_at__gt=now
+    ).aggregate(at=Min("next_attempt_at"))["at"]
+    return None if due is None else (due - now).total_seconds()
 
 
 def claim(notification: Notification, now: datetime) -> bool:
@@ -122,18 +143,19 @@ def claim(notification: Notification, now: datetime) -> bool:
 def drain(
     destination_id: int, *, transport: SlackTransport | None = None, max_messages: int = 50
 ) -> DrainResult:
-    """Send what is due for one destination, oldest first, until it must wait."""
+    """Send what is due for one destination, urgent first, oldest first, until it must wait."""
     transport = transport or transport_from_settings()
     destination = Destination.objects.get(pk=destination_id)
     sent = 0
     for _ in range(max_messages):
-        head = _head(destination_id)
-        if head is None or head.status == NotificationStatus.SENDING:
-            # Nothing left, or another worker is sending the head (the sweep recovers a dead one).
-            return DrainResult(sent, None)
         now = timezone.now()
-        if head.next_attempt_at > now:
-            return DrainResult(sent, (head.next_attempt_at - now).total_seconds())
+        head = _head(destination_id, now)
+        if head is not None and head.status == NotificationStatus.SENDING:
+            # Another worker is sending the head; it drains on (the sweep recovers a dead one).
+            return DrainResult(sent, None)
+        if head is None or head.next_attempt_at > now:
+            # Nothing due: wake up when the first waiting row is, or never if there is none.
+            return DrainResult(sent, _next_due(destination_id, now))
         reason = skip_reason(destination)
         if reason:
             Notification.objects.filter(pk=head.pk, status=NotificationStatus.PENDING).update(

@@ -34,6 +34,30 @@ def validate_webhook_url(value: str) -> None:
         raise ValidationError(f"{problem[0].upper()}{problem[1:]}.", code="webhook_url")
 
 
+class NotificationPriority(models.IntegerChoices):
+    """Per destination, urgent rows go out before the rest; each class oldest first."""
+
+    URGENT = 0, "Urgent (alerts, incidents, deployments, health)"
+    NORMAL = 1, "Normal (orders, reports, sign-ups)"
+
+
+# What an operator must see within seconds, however much order chatter is queued.
+URGENT_KINDS = frozenset(
+    {
+        NotificationKind.WEBSOCKET_ALERT,
+        NotificationKind.SYSTEM_ALERT,
+        NotificationKind.DEPLOYMENT,
+        NotificationKind.HEALTH_UPDATE,
+        NotificationKind.MESSAGE,
+        NotificationKind.TEST,
+    }
+)
+
+
+def priority_for(kind: str) -> NotificationPriority:
+    return NotificationPriority.URGENT if kind in URGENT_KINDS else NotificationPriority.NORMAL
+
+
 class DestinationStatus(models.TextChoices):
     OK = "ok", "OK"
     ERROR = "error", "Permanent error: needs attention"
@@ -112,6 +136,12 @@ class Notification(models.Model):
     destination = models.ForeignKey(
         Destination, on_delete=models.PROTECT, related_name="notifications"
     )
+    priority = models.PositiveSmallIntegerField(
+        choices=NotificationPriority.choices, default=NotificationPriority.NORMAL
+    )
+    # Rows counted together against a rate (e.g. one venue's payment issues); past it, events
+    # are counted into one pending summary row instead of a row each.
+    coalesce_key = models.CharField(max_length=100, blank=True, editable=False)
     status = models.CharField(
         max_length=8, choices=NotificationStatus.choices, default=NotificationStatus.PENDING
     )
@@ -152,9 +182,20 @@ class Notification(models.Model):
         ordering = ["-pk"]
         indexes = [
             models.Index(
-                fields=["destination", "id"],
+                fields=["destination", "priority", "id"],
                 name="notification_open_idx",
                 condition=models.Q(status__in=["pending", "sending"]),
+            ),
+            models.Index(
+                fields=["coalesce_key", "destination", "created_at"],
+                name="notification_coalesce_idx",
+                condition=~models.Q(coalesce_key=""),
+            ),
+            # The pending summary of a key, found without reading the key's sent history.
+            models.Index(
+                fields=["coalesce_key", "destination"],
+                name="notification_summary_idx",
+                condition=models.Q(status="pending") & ~models.Q(coalesce_key=""),
             ),
             models.Index(fields=["status", "next_attempt_at"], name="notification_due_idx"),
         ]

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypedDict
 
 import structlog
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from notifications.formatting import Composed
-from notifications.models import Destination, Notification, NotificationKind
+from notifications.models import (
+    Destination,
+    Notification,
+    NotificationKind,
+    NotificationStatus,
+    priority_for,
+)
 
 logger = structlog.get_logger(__name__)
 
@@ -28,6 +37,7 @@ def enqueue(
     thread_parent: Notification | None = None,
     update_target: Notification | None = None,
     not_before: datetime | None = None,
+    coalesce_key: str = "",
 ) -> list[Notification]:
     """One row per destination (the kind's routes unless given), committed with the caller.
 
@@ -38,6 +48,8 @@ def enqueue(
     rows = [
         Notification.objects.create(
             kind=kind,
+            priority=priority_for(kind),
+            coalesce_key=coalesce_key,
             destination=destination,
             text=message.text,
             blocks=message.blocks,
@@ -53,6 +65,143 @@ def enqueue(
     destination_ids = sorted({row.destination_id for row in rows})
     transaction.on_commit(lambda: start_delivery(destination_ids))
     return rows
+
+
+class Tally(TypedDict):
+    """What a summary row has counted, kept in its context and handed to `summarize`."""
+
+    count: int
+    first_at: str  # ISO 8601: the first event counted
+    last_at: str
+    latest: list[str]  # labels of the last few events counted, oldest first
+
+
+LATEST_LABELS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Coalescing:
+    """How one kind of chatter from one source is held to a rate."""
+
+    key: str  # what is counted together, e.g. "payment_issue:venue:12"
+    limit: int  # rows per destination within the window before events are summarised; 0: off
+    window_seconds: int
+    summarize: Callable[[Tally], Composed]
+    label: str = ""  # this event in a summary's list of the latest ones, e.g. "#12"
+    context: dict[str, Any] = field(default_factory=dict)  # a summary row's context
+
+
+def enqueue_coalesced(
+    kind: NotificationKind | str,
+    message: Composed,
+    coalescing: Coalescing,
+    *,
+    context: dict[str, Any] | None = None,
+) -> list[Notification]:
+    """Like `enqueue`, held to a rate: per destination, while fewer than `limit` rows with the
+    key were queued in the last `window_seconds`, the event gets its own row; past that, it
+    is counted into one pending summary row, due a window after the first event it counts and
+    rewritten (its revision bumped) with each event it takes, until a worker claims it.
+
+    While a summary is pending, every event with its key joins it, so no single message
+    overtakes events the summary already counts. Whatever caused the event records it
+    itself: a summary only says how many there were.
+    """
+    if coalescing.limit <= 0:
+        return enqueue(kind, message, context=context)
+    now = timezone.now()
+    rows = []
+    with transaction.atomic():  # the locks below last until the caller commits
+        _serialize(coalescing.key)
+        for destination in routed_destinations(kind):
+            row = _join_summary(kind, destination, coalescing, now)
+            if row is None:
+                since = now - timedelta(seconds=coalescing.window_seconds)
+                recent = Notification.objects.filter(
+                    coalesce_key=coalescing.key, destination=destination, created_at__gte=since
+                ).count()
+                if recent < coalescing.limit:
+                    (row,) = enqueue(
+                        kind,
+                        message,
+                        destinations=[destination],
+                        context=context,
+                        coalesce_key=coalescing.key,
+                    )
+                else:
+                    row = _start_summary(kind, destination, coalescing, now)
+            rows.append(row)
+    if not rows:
+        logger.warning("notification_has_no_route", kind=str(kind))
+    return rows
+
+
+def _serialize(key: str) -> None:
+    """Events with one key take turns until their transaction ends, so the count of recent
+    rows is exact and one summary at a time is started. SQLite, the single-machine default,
+    needs no lock: its transactions begin IMMEDIATE, one writer at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+
+
+def _counted(tally: Tally, now: datetime, label: str) -> Tally:
+    latest = [*tally["latest"], label][-LATEST_LABELS:] if label else tally["latest"]
+    return Tally(
+        count=tally["count"] + 1,
+        first_at=tally["first_at"],
+        last_at=now.isoformat(),
+        latest=latest,
+    )
+
+
+def _join_summary(
+    kind: NotificationKind | str, destination: Destination, coalescing: Coalescing, now: datetime
+) -> Notification | None:
+    # Locked until the caller commits: two events never rewrite it from the same count, and a
+    # drain's claim (conditional on the revision) waits and then sees the new text.
+    summary = (
+        Notification.objects.select_for_update()
+        .filter(
+            destination=destination,
+            kind=kind,
+            coalesce_key=coalescing.key,
+            status=NotificationStatus.PENDING,
+            attempts=0,
+            context__summary=True,
+        )
+        .order_by("-pk")
+        .first()
+    )
+    if summary is None:
+        return None
+    tally = _counted(summary.context["tally"], now, coalescing.label)
+    message = coalescing.summarize(tally)
+    Notification.objects.filter(pk=summary.pk).update(
+        text=message.text,
+        blocks=message.blocks,
+        context={**summary.context, "tally": tally},
+        revision=F("revision") + 1,
+    )
+    return summary
+
+
+def _start_summary(
+    kind: NotificationKind | str, destination: Destination, coalescing: Coalescing, now: datetime
+) -> Notification:
+    tally = _counted(
+        Tally(count=0, first_at=now.isoformat(), last_at="", latest=[]), now, coalescing.label
+    )
+    (row,) = enqueue(
+        kind,
+        coalescing.summarize(tally),
+        destinations=[destination],
+        context={**coalescing.context, "summary": True, "tally": tally},
+        coalesce_key=coalescing.key,
+        not_before=now + timedelta(seconds=coalescing.window_seconds),
+    )
+    logger.info("notifications_coalesced", key=coalescing.key, destination=destination.name)
+    return row
 
 
 def start_delivery(destination_ids: Iterable[int]) -> None:

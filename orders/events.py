@@ -6,7 +6,8 @@ commit with the change itself; the room broadcast goes out after the commit.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -14,15 +15,68 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from notifications.formatting import compose, local_time, money, utc_time
+from notifications.formatting import Composed, compose, local_time, money, plural, utc_time
 from notifications.models import Notification, NotificationKind
-from notifications.outbox import enqueue
-from notifications.service import send_order_notification
+from notifications.outbox import Coalescing, Tally, enqueue, enqueue_coalesced
+from notifications.service import order_message
 from orders.broadcast import broadcast_to_venue
 from orders.models import Order, OrderEvent, OrderEventKind, Venue
 from orders.serializers import FieldErrors, order_json
 
 logger = structlog.get_logger(__name__)
+
+
+# How a summary of one venue's order chatter names what it counts, per kind.
+SUMMARY_TITLES: dict[str, tuple[str, str]] = {
+    NotificationKind.ORDER_PLACED: ("🛒", "new order"),
+    NotificationKind.ORDER_STATUS_CHANGED: ("🔄", "order status change"),
+    NotificationKind.PAYMENT_ISSUE: ("💳", "payment issue"),
+}
+
+
+def _notify(kind: NotificationKind, order: Order, message: Composed) -> None:
+    """Order chatter, held to ORDER_NOTIFY_LIMIT per venue and kind per window: past it, one
+    message counts the venue's events, so one noisy venue cannot flood a channel. Every event
+    is still recorded (OrderEvent) by the caller."""
+    venue = order.venue
+    enqueue_coalesced(
+        kind,
+        message,
+        Coalescing(
+            key=f"{kind}:venue:{venue.pk}",
+            limit=settings.ORDER_NOTIFY_LIMIT,
+            window_seconds=settings.ORDER_NOTIFY_WINDOW_SECONDS,
+            summarize=partial(chatter_summary, kind, venue),
+            label=f"#{order.number}",
+            context={"venue": venue.pk},
+        ),
+        context={"order": order.pk, "venue": venue.pk},
+    )
+
+
+def chatter_summary(kind: NotificationKind, venue: Venue, tally: Tally) -> Composed:
+    emoji, noun = SUMMARY_TITLES[kind]
+    first, last = (datetime.fromisoformat(tally[key]) for key in ("first_at", "last_at"))
+    window = settings.ORDER_NOTIFY_WINDOW_SECONDS
+    return compose(
+        f"{emoji} {plural(tally['count'], noun)} at {venue.name}",
+        [
+            ("Venue", venue.name),
+            ("Events", str(tally["count"])),
+            ("Latest Orders", ", ".join(tally["latest"]) or "none"),
+            ("From", local_time(first, venue.timezone)),
+            ("To", local_time(last, venue.timezone)),
+        ],
+        note=(
+            f"Past {plural(settings.ORDER_NOTIFY_LIMIT, 'message')} in {window} s from this "
+            f"venue, its further {noun}s are counted here; each one is recorded with its order."
+            + (
+                "\nAction Required: check the payment provider."
+                if kind == NotificationKind.PAYMENT_ISSUE
+                else ""
+            )
+        ),
+    )
 
 
 def _broadcast_after_commit(venue_id: int, event: str, data: Any) -> None:
@@ -41,7 +95,7 @@ def order_placed(order: Order) -> None:
         payload={"total": str(order.total)},
     )
     _broadcast_after_commit(order.venue_id, "order.placed", order_json(order))
-    send_order_notification(order)
+    _notify(NotificationKind.ORDER_PLACED, order, order_message(order))
     logger.info(
         "order_created",
         order=order.pk,
@@ -61,8 +115,9 @@ def order_changed(order: Order, changes: dict[str, tuple[str, str]]) -> None:
     when = local_time(timezone.now(), order.venue.timezone)
     if "status" in changes:
         old, new = changes["status"]
-        enqueue(
+        _notify(
             NotificationKind.ORDER_STATUS_CHANGED,
+            order,
             compose(
                 f"🔄 Order #{order.number} {new}",
                 [
@@ -72,7 +127,6 @@ def order_changed(order: Order, changes: dict[str, tuple[str, str]]) -> None:
                     ("Time", when),
                 ],
             ),
-            context={"order": order.pk, "venue": order.venue_id},
         )
     if "payment_status" in changes and changes["payment_status"][1] == "failed":
         payment_issue(order, changes["payment_status"][0])
@@ -85,8 +139,9 @@ def payment_issue(order: Order, previous: str) -> None:
         order=order,
         payload={"from": previous, "to": order.payment_status},
     )
-    enqueue(
+    _notify(
         NotificationKind.PAYMENT_ISSUE,
+        order,
         compose(
             f"💳 Payment Issue: Order #{order.number}",
             [
@@ -98,7 +153,6 @@ def payment_issue(order: Order, previous: str) -> None:
             ],
             note="Action Required: check the payment provider and contact the table.",
         ),
-        context={"order": order.pk, "venue": order.venue_id},
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -425,8 +425,8 @@ def test_a_row_rewritten_after_a_drain_read_it_is_sent_with_its_new_text(
     (row,) = alert("one alert")
     real_head = delivery._head
 
-    def head_then_rewrite(destination_id: int) -> Notification | None:
-        head = real_head(destination_id)
+    def head_then_rewrite(destination_id: int, now: datetime) -> Notification | None:
+        head = real_head(destination_id, now)
         if head is not None and head.text == "one alert":
             # An alert joins the group between the drain's read and its claim.
             Notification.objects.filter(pk=head.pk).update(
