@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
@@ -10,6 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from notifications.delivery import skip_reason
 from notifications.models import (
     DeliveryAttempt,
     Destination,
@@ -79,10 +81,10 @@ class DestinationForm(forms.ModelForm):
 @admin.register(Destination)
 class DestinationAdmin(admin.ModelAdmin):
     form = DestinationForm
-    list_display = ["name", "slack_channel_id", "has_webhook", "enabled", "status", "last_error"]
+    list_display = ["name", "slack_channel_id", "has_webhook", "enabled", "delivery", "last_error"]
     list_filter = ["enabled", "status"]
     search_fields = ["name", "slack_channel_id"]
-    readonly_fields = ["status", "last_error", "last_error_at", "created_at"]
+    readonly_fields = ["delivery", "last_error", "last_error_at", "created_at"]
     inlines = [RouteInline]
     actions = ["send_test", "clear_error"]
 
@@ -100,6 +102,17 @@ class DestinationAdmin(admin.ModelAdmin):
             "enabled",
             *self.readonly_fields,
         ]
+
+    @admin.display(description="Delivery", ordering="status")
+    def delivery(self, obj: Destination) -> str:
+        """What happens to a message sent here now, not only whether Slack refused one."""
+        if obj.status == DestinationStatus.ERROR:
+            return "Slack refused it for good: fix it, then mark it as fixed"
+        reason = skip_reason(obj)
+        if reason:
+            return f"Messages are recorded, not sent: {reason}"
+        via = "bot token" if settings.SLACK_BOT_TOKEN and obj.slack_channel_id else "webhook"
+        return f"OK: sent by {via}"
 
     @admin.display(description="Webhook URL")
     def webhook(self, obj: Destination) -> str:

@@ -156,3 +156,20 @@ def test_the_test_message_never_shows_the_remote_body(
     assert "upstream" not in shown
     slack.fail_next(Reply.error("no_service"))  # Slack's own error codes are kept
     assert send_test(admin_client, hooked) == ["kitchen: failed: webhook 404: no_service"]
+
+
+def test_the_list_says_when_slack_is_not_configured_instead_of_ok(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.SLACK_BOT_TOKEN = ""
+    Destination.objects.filter(name__in=["operations", "orders"]).update(
+        webhook_url="", slack_channel_id="C0OPS"
+    )
+    Destination.objects.create(name="night-shift", enabled=False)
+    page = admin_client.get("/admin/notifications/destination/").content.decode()
+    assert page.count("Messages are recorded, not sent: Slack is not configured") == 2
+    assert "Messages are recorded, not sent: the destination is disabled" in page
+    assert "OK: sent" not in page
+    settings.SLACK_BOT_TOKEN = "xoxb-test"
+    page = admin_client.get("/admin/notifications/destination/").content.decode()
+    assert page.count("OK: sent by bot token") == 2
