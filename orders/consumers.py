@@ -55,6 +55,8 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
     user_group: str | None = None
     grant: Grant | None = None
     closing = False
+    # Counted by the monitor as a connection (it was accepted): only then is its end counted.
+    counted = False
 
     async def connect(self) -> None:
         self.monitor = get_monitor()
@@ -73,25 +75,29 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         grant = admission.grant
         group = venue_group_name(venue_id)
         user_group = None if grant.user_id is None else room_user_group_name(grant.user_id)
+        # Set before the joins are awaited: daphne cancels a consumer whose handshake it gave
+        # up on, possibly after Redis added it to the group but before group_add returned,
+        # and only a group that is set is left on the way out (leaving twice is harmless).
+        self.group, self.user_group = group, user_group
         try:
             # Join before accepting, so nothing broadcast after the client sees "open" is lost.
             await self.channel_layer.group_add(group, self.channel_name)
             if user_group is not None:
-                self.user_group = user_group
                 await self.channel_layer.group_add(user_group, self.channel_name)
         except Exception:
             logger.exception("venue_room_join_failed", venue=venue_id)
             self.monitor.track_rejection("channel_layer_unavailable")
+            self.group = None
             await self.leave_groups(group)
             await self.close(code=int(CloseCode.SERVER_ERROR))
             return
-        self.group = group
         self.venue_id = venue_id
         self.grant = grant
         get_watch().add(self, grant)
         self.bucket = TokenBucket(settings.WS_RATE_LIMIT_PER_SECOND, settings.WS_RATE_LIMIT_BURST)
         self.max_bytes = settings.WS_MAX_MESSAGE_BYTES
         await self.accept()
+        self.counted = True
         self.monitor.track_connection(group)
         await self.send_frame({"type": "welcome", "venue": venue_id, "serverTime": time.time()})
 
@@ -129,7 +135,8 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             return
         self.group = None
         get_watch().discard(self)
-        self.monitor.track_disconnection(group)
+        if self.counted:
+            self.monitor.track_disconnection(group)
         await self.leave_groups(group)
 
     async def leave_groups(self, group: str) -> None:

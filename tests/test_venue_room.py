@@ -260,3 +260,36 @@ async def test_a_person_removed_from_a_venue_is_disconnected(venue: Venue, plain
     await database_sync_to_async(venue.members.remove)(plain_user)
     assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4401}
     await comm.disconnect()
+
+
+async def test_a_consumer_cancelled_while_joining_leaves_no_member_in_the_group(
+    venue: Venue, venue_token: str, fresh_monitor: WebSocketMonitor, monkeypatch: Any
+) -> None:
+    """Daphne cancels a consumer whose handshake it gave up on (a burst of reconnects): if
+    Redis had already added it to the room, it must still leave, or every broadcast is queued
+    for a ghost until the group expires."""
+    import asyncio
+
+    from channels_redis.core import RedisChannelLayer
+
+    joined = asyncio.Event()
+    real_group_add = RedisChannelLayer.group_add
+
+    async def add_then_stall(self: Any, group: str, channel: str) -> None:
+        await real_group_add(self, group, channel)
+        joined.set()
+        await asyncio.sleep(30)  # the reply from Redis "never comes back" before the cancel
+
+    monkeypatch.setattr(RedisChannelLayer, "group_add", add_then_stall)
+    comm = communicator(f"/ws/venues/{venue.pk}/?token={venue_token}")
+    await comm.send_input({"type": "websocket.connect"})
+    await asyncio.wait_for(joined.wait(), 10)
+    assert await group_members(venue.pk) == 1
+    comm.future.cancel()  # what daphne's application checker does
+    with pytest.raises(asyncio.CancelledError):
+        await comm.future
+    monkeypatch.undo()
+    assert await group_members(venue.pk) == 0
+    # It was never accepted, so it was never counted: nothing to count as its end either.
+    assert (fresh_monitor.connections, fresh_monitor.disconnections) == (0, 0)
+    assert fresh_monitor.active_connections == 0
