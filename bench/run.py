@@ -940,7 +940,9 @@ NOISY_OTHER_CORES = 0.25
 
 def render_context(plan: Plan, sessions: list[dict[str, Any]]) -> str:
     """Who used the cores during each measured window (median over repetitions)."""
-    windows = [(f"echo{n}", "memory", (f"echo{n}",)) for n in plan.echo_connections]
+    windows: list[tuple[str, str, tuple[str, ...]]] = [
+        (f"echo{n}", "memory", (f"echo{n}",)) for n in plan.echo_connections
+    ]
     windows.append(("open", "memory", ("open",)))
     windows += [(f"burst {x}", x, ("broadcast", "burst")) for x in plan.layers]
     lines = [

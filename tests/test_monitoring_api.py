@@ -29,7 +29,7 @@ def monitoring_token(settings: Any) -> None:
     settings.MONITORING_TOKEN = TOKEN
 
 
-def bearer(token: str = TOKEN) -> dict[str, str]:
+def bearer(token: str = TOKEN) -> dict[str, Any]:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 
 
