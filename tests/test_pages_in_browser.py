@@ -11,15 +11,13 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.staticfiles.handlers import StaticFilesHandler as _StaticFilesHandler
-from django.db import connection
-from django.test.testcases import LiveServerThread
 from django.utils import timezone
 
 from monitoring.alerting.defaults import create_default_rules
@@ -29,6 +27,8 @@ from notifications.defaults import create_default_routes
 from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
 from notifications.models import Route as NotificationRoute
 from orders.models import Venue
+from tests.conftest import session_cookie_for
+from tests.servers import ServerGroup
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api")
@@ -40,11 +40,30 @@ pytestmark = [
 WIDTH, HEIGHT = 1400, 900
 
 
+@dataclass(frozen=True)
+class World:
+    """What the pages show, written before the browser starts: Playwright's sync API runs an
+    event loop on this thread, and the ORM must not be used inside it (Django refuses, and
+    a connection opened there would outlive the test)."""
+
+    incident_id: int
+    rule_id: int
+    session: tuple[str, str]
+
+
 @pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    # Playwright's sync API keeps an event loop on this thread; the test's own ORM calls are
-    # still plain synchronous calls between page actions, which is what this flag allows.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+def world(transactional_db: None) -> World:
+    incident = seed()
+    user = get_user_model().objects.get(username="op")
+    # Signed in as the server sees it: a session row and its cookie (the test settings' fast
+    # password hasher is not one the server process knows).
+    name, value = session_cookie_for(user).decode().split("=", 1)
+    rule = AlertRule.objects.get(name="Elevated error rate")
+    return World(incident.pk, rule.pk, (name, value))
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -55,33 +74,21 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 @pytest.fixture
-def server(transactional_db: None) -> Iterator[str]:
-    """A live server for this test only: stopped, and its database connections closed, when
-    the test ends (pytest-django's own lives until the end of the run and keeps a connection
-    that stops the test database from being dropped)."""
-    thread = LiveServerThread("localhost", _StaticFilesHandler)
-    thread.daemon = True
-    thread.start()
-    thread.is_ready.wait()
-    if thread.error:
-        raise thread.error
-    yield f"http://localhost:{thread.port}"
-    thread.terminate()
-    # Its thread returned its connection to the shared PostgreSQL pool: close the pool.
-    close_pool = getattr(connection, "close_pool", None)  # PostgreSQL's wrapper only
-    if close_pool is not None and getattr(connection, "pool", None) is not None:
-        close_pool()
+def server(transactional_db: None, tmp_path: Path) -> Iterator[str]:
+    """The real server process, as operators reach it (a thread in this process would hold
+    database sessions past the test and keep the test database from being dropped)."""
+    with ServerGroup(tmp_path / "servers") as group:
+        yield group.start().base_url
 
 
 @pytest.fixture
-def operator(server: str, browser: Any) -> Any:
-    get_user_model().objects.create_superuser("op", "op@example.com", "pw-op-12345")
-    page = browser.new_page(viewport={"width": WIDTH, "height": HEIGHT})
-    page.goto(f"{server}/admin/login/")
-    page.fill("#id_username", "op")
-    page.fill("#id_password", "pw-op-12345")
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{server}/admin/")
+def operator(world: World, server: str, browser: Any) -> Any:
+    name, value = world.session
+    context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
+    context.add_cookies([{"name": name, "value": value, "url": server}])
+    page = context.new_page()
+    page.goto(f"{server}/admin/")
+    assert "Site administration" in page.inner_text("#content"), page.url
     page.base = server
     return page
 
@@ -92,6 +99,7 @@ def seed() -> Incident:
     create_default_rules(AlertRule)
     AlertRule.objects.exclude(name="Elevated error rate").update(enabled=False)
     Venue.objects.create(name="Main Branch", slug="main-branch")
+    get_user_model().objects.create_superuser("op", "op@example.com", "pw-op-12345")
     now = timezone.now()
     worker = Worker.objects.create(
         name="web:ip-10-0-3-117.eu-west-1.compute.internal:4711:3fa9c2",
@@ -164,14 +172,13 @@ def shoot(page: Any, name: str) -> None:
         page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)
 
 
-def test_the_incident_list_and_page_read_well(operator: Any) -> None:
-    incident = seed()
+def test_the_incident_list_and_page_read_well(operator: Any, world: World) -> None:
     operator.goto(f"{operator.base}/admin/monitoring/incident/")
     shoot(operator, "incident-list")
     no_sideways_scroll(operator)
     single_line_cells(operator, "#result_list td.field-state")
     assert "acked by op" in operator.inner_text("#result_list")
-    operator.goto(f"{operator.base}/admin/monitoring/incident/{incident.pk}/change/")
+    operator.goto(f"{operator.base}/admin/monitoring/incident/{world.incident_id}/change/")
     shoot(operator, "incident-page")
     no_sideways_scroll(operator)
     # 2 errors in 180 operations over the 5-minute window: 1.111…%
@@ -180,7 +187,6 @@ def test_the_incident_list_and_page_read_well(operator: Any) -> None:
 
 
 def test_the_samples_list_fits_a_laptop_screen(operator: Any) -> None:
-    seed()
     operator.goto(f"{operator.base}/admin/monitoring/websocketsample/")
     shoot(operator, "sample-list")
     no_sideways_scroll(operator)
@@ -188,7 +194,6 @@ def test_the_samples_list_fits_a_laptop_screen(operator: Any) -> None:
 
 
 def test_the_notification_list_shows_message_status_and_error_on_one_line(operator: Any) -> None:
-    seed()
     operator.goto(f"{operator.base}/admin/notifications/notification/")
     shoot(operator, "notification-list")
     no_sideways_scroll(operator)
@@ -199,10 +204,8 @@ def test_the_notification_list_shows_message_status_and_error_on_one_line(operat
     assert "operations" in operator.inner_text("#result_list td.field-destination")
 
 
-def test_the_rule_preview_shows_rounded_peaks_with_units(operator: Any) -> None:
-    seed()
-    rule = AlertRule.objects.get(name="Elevated error rate")
-    operator.goto(f"{operator.base}/admin/monitoring/alertrule/{rule.pk}/change/")
+def test_the_rule_preview_shows_rounded_peaks_with_units(operator: Any, world: World) -> None:
+    operator.goto(f"{operator.base}/admin/monitoring/alertrule/{world.rule_id}/change/")
     with operator.expect_popup() as popup:
         operator.click("input[name=_preview]")
     preview = popup.value
