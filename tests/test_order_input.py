@@ -222,3 +222,43 @@ def test_bad_changes_are_a_400_naming_the_field_and_change_nothing(
 
 def test_an_order_id_past_the_column_is_not_found(device: Client) -> None:
     assert device.get(f"/api/v1/orders/{2**70}").status_code == 404
+
+
+def test_an_unknown_api_path_is_a_json_404_and_the_admins_stays_html(
+    device: Client, staff_user: Any
+) -> None:
+    for url in ("/api/v1/orders/-1", "/api/v1/orders/abc", "/api/v2/nothing"):
+        response = device.get(url)
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "not_found"
+    staff = Client()
+    staff.force_login(staff_user)
+    assert staff.get("/admin/no-such-page/").status_code == 404
+    assert not Client().get("/no-such-page").headers["Content-Type"].startswith("application/json")
+
+
+def test_a_crash_under_api_is_a_json_500(device: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(request: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("orders.api._authenticate", broken)
+    device.raise_request_exception = False
+    response = device.get("/api/v1/orders/1")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"code": "server_error", "message": "The server failed; the error is logged."}
+    }
+
+
+def test_a_crash_whose_audit_also_fails_still_answers_the_apis_500(
+    device: Client, venue: Venue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr("orders.api.OrderItem.objects.bulk_create", broken)
+    monkeypatch.setattr("orders.api.events.order_creation_failed", broken)
+    response = post(device, {"venue": venue.pk, "table": "T", "items": [ITEM]})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "server_error"
+    assert not Order.objects.exists()
