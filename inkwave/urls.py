@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from inkwave import openapi
 from monitoring import views as monitoring_views
 from orders import api as orders_api
 
@@ -11,11 +12,15 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("health", monitoring_views.health, name="health"),
     path("health/live", monitoring_views.liveness, name="health-live"),
+    path("api/v1/openapi.json", openapi.openapi_json, name="openapi"),
     path("api/v1/monitoring/", include("monitoring.urls")),
     path("api/v1/orders", orders_api.orders_collection, name="orders"),
     path("api/v1/orders/<int:order_id>", orders_api.order_detail, name="order-detail"),
     path("admin/", admin.site.urls),
 ]
+
+handler404 = "inkwave.errors.not_found"
+handler500 = "inkwave.errors.server_error"
 
 admin.site.site_header = "Inkwave Ops"
 admin.site.site_title = "Inkwave Ops"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import TypedDict
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
+from typing_extensions import TypedDict  # pydantic describes it for the OpenAPI document
 
 from monitoring.health import DatabaseCheck, Status, ThreadedCheck, run_checks
 

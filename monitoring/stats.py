@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import TypedDict
 
 from django.conf import settings
 from django.db.models import Q, Sum
 from django.utils import timezone
+from typing_extensions import TypedDict  # pydantic describes it for the OpenAPI document
 
 from monitoring.histogram import add_buckets, quantile
 from monitoring.models import MetricTotals, WebSocketSample, Worker, WorkerRole

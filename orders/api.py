@@ -16,12 +16,31 @@ from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from monitoring.access import json_error
+from inkwave.openapi import SESSION, Answer, SecurityScheme, operation
+from monitoring.access import ErrorJSON, json_error
 from orders import events
 from orders.models import Order, OrderItem, Venue, VenueAccessToken
-from orders.serializers import NewOrder, order_json, validate_change, validate_new_order
+from orders.serializers import (
+    NewOrder,
+    NewOrderIn,
+    OrderChangeIn,
+    OrderJSON,
+    order_json,
+    validate_change,
+    validate_new_order,
+)
 
 logger = structlog.get_logger(__name__)
+
+VENUE_TOKEN = SecurityScheme(
+    "venueToken",
+    {"type": "http", "scheme": "bearer", "description": "A venue access token (iwv_...)."},
+)
+ORDERS_AUTH = (VENUE_TOKEN, SESSION)
+ORDER = Answer("The order", OrderJSON)
+INVALID = Answer("Invalid input: `fields` names each bad field; nothing changed", ErrorJSON)
+UNAUTHENTICATED = Answer("No or wrong credentials", ErrorJSON)
+NOT_JSON = Answer("The body is not application/json", ErrorJSON)
 
 
 class Caller:
@@ -64,19 +83,36 @@ def _body(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
 
 
 def _invalid(errors: dict[str, list[str]]) -> JsonResponse:
-    return JsonResponse(
-        {"error": {"code": "invalid", "message": "Some fields are not valid.", "fields": errors}},
-        status=400,
-    )
+    body: ErrorJSON = {
+        "error": {"code": "invalid", "message": "Some fields are not valid.", "fields": errors}
+    }
+    return JsonResponse(body, status=400)
 
 
 def _resolve_venue(data: Any) -> Venue | None:
     raw = data.get("venue") if isinstance(data, dict) else None
+    if isinstance(raw, float) and raw.is_integer():
+        raw = int(raw)  # 12.0 is the integer 12 in JSON, as in the published schema
     if isinstance(raw, bool) or not isinstance(raw, int):
         return None
     return Venue.objects.filter(pk=raw, is_active=True).first()
 
 
+@operation(
+    "post",
+    summary="Place an order",
+    body=NewOrderIn,
+    responses={
+        201: ORDER,
+        400: INVALID,
+        401: UNAUTHENTICATED,
+        403: Answer("Not for this venue, or a session without its CSRF token", ErrorJSON),
+        415: NOT_JSON,
+        500: Answer("The order could not be created; the failure is recorded", ErrorJSON),
+    },
+    auth=ORDERS_AUTH,
+    tags=["orders"],
+)
 @csrf_exempt
 def orders_collection(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
@@ -105,10 +141,14 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
             events.order_placed(order)
     except Exception as exc:
         logger.exception("order_creation_crashed", venue=venue.pk if venue else None)
-        with transaction.atomic():
-            events.order_creation_failed(
-                venue, reason=f"server error: {type(exc).__name__}", table=str(table)
-            )
+        try:
+            with transaction.atomic():
+                events.order_creation_failed(
+                    venue, reason=f"server error: {type(exc).__name__}", table=str(table)
+                )
+        except Exception:
+            # The database may be what failed: the caller still gets the API's JSON error.
+            logger.exception("order_failure_not_recorded", venue=venue.pk if venue else None)
         return json_error(500, "server_error", "The order could not be created; it was reported.")
     return JsonResponse(order_json(order), status=201)
 
@@ -129,6 +169,28 @@ def _create(new: NewOrder) -> Order:
     return Order.objects.select_related("venue").prefetch_related("items").get(pk=order.pk)
 
 
+@operation(
+    "get",
+    summary="An order",
+    responses={200: ORDER, 401: UNAUTHENTICATED, 404: Answer("No such order", ErrorJSON)},
+    auth=ORDERS_AUTH,
+    tags=["orders"],
+)
+@operation(
+    "patch",
+    summary="Change an order's status or payment status",
+    body=OrderChangeIn,
+    responses={
+        200: ORDER,
+        400: INVALID,
+        401: UNAUTHENTICATED,
+        403: Answer("A session without its CSRF token", ErrorJSON),
+        404: Answer("No such order (or not this caller's)", ErrorJSON),
+        415: NOT_JSON,
+    },
+    auth=ORDERS_AUTH,
+    tags=["orders"],
+)
 @csrf_exempt
 def order_detail(request: HttpRequest, order_id: int) -> JsonResponse:
     if request.method not in ("PATCH", "GET"):

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from inkwave.text import storable, storable_json
 from notifications.formatting import Composed, compose, local_time, money, plural, utc_time
 from notifications.models import Notification, NotificationKind
 from notifications.outbox import Coalescing, Tally, enqueue, enqueue_coalesced
@@ -164,10 +165,14 @@ def order_creation_failed(
     ORDER_FAILURE_NOTIFY_SECONDS per venue, so a device looping on a bad order cannot bury
     the alerts queued behind it. The next notification says how many were held back.
     """
+    # What the caller sent may hold NUL or unpaired surrogates, which PostgreSQL refuses even
+    # inside JSON: clean it, so that the failure itself is always recorded.
+    table = storable(table, 50)
+    errors = _storable_errors(errors or {})
     event = OrderEvent.objects.create(
         kind=OrderEventKind.CREATION_FAILED,
         venue=venue,
-        payload={"reason": reason, "errors": errors or {}, "table": table[:50]},
+        payload={"reason": reason, "errors": errors, "table": table},
     )
     logger.warning("order_creation_failed", venue=venue.pk if venue else None, reason=reason)
     if venue is None:
@@ -209,6 +214,18 @@ def order_creation_failed(
         ),
         context={"venue": venue_key, "reason": reason, "event": event.pk},
     )
+
+
+# Enough to see what went wrong; a body with thousands of bad fields is not kept whole.
+MAX_RECORDED_FIELDS = 20
+
+
+def _storable_errors(errors: FieldErrors) -> FieldErrors:
+    kept = dict(list(errors.items())[:MAX_RECORDED_FIELDS])
+    if len(errors) > len(kept):
+        kept["…"] = [f"{len(errors) - len(kept)} more fields"]
+    cleaned: FieldErrors = storable_json(kept)
+    return cleaned
 
 
 def venue_signed_up(venue: Venue) -> None:

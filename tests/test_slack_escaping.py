@@ -223,7 +223,8 @@ def test_the_issues_text_as_a_table_reaches_slack_inert(slack: SlackServer) -> N
     assert {p.body["channel"] for p in posts_but_signups(slack)} == {"C0OPS", "C0ORD"}
     for sent in posts_but_signups(slack):
         assert sent.body["text"].startswith("❌ Failed Order Creation")
-        assert_inert(sent.body, ISSUE_TEXT)
+        # The table is recorded and shown up to its column's 50 characters.
+        assert_inert(sent.body, ISSUE_TEXT[:50])
 
 
 @pytest.mark.parametrize("raw", INJECTIONS)
@@ -492,7 +493,7 @@ def test_a_venue_token_cannot_post_about_an_unnamed_or_other_venue(
     deliver_all()
     assert len(posts_but_signups(slack)) == 2
     for sent in posts_but_signups(slack):
-        assert_inert(sent.body, ISSUE_TEXT)
+        assert_inert(sent.body, ISSUE_TEXT[:50])  # the table's column holds 50 characters
 
 
 def test_the_escape_is_structural_a_bare_string_cannot_inject(db: Any) -> None:
