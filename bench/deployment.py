@@ -1,0 +1,290 @@
+"""The production topology on one machine, for trying the system as its users do.
+
+    .venv/bin/python bench/deployment.py --dir /tmp/inkwave-deploy --minutes 50
+
+starts, as docker-compose.yml does but as plain processes: a local Slack server
+(tests/slack_server.py, bot token and two channels), `manage.py migrate` on a PostgreSQL
+database of its own (created if missing), two web processes (`python -m inkwave.serve`,
+each with its own INKWAVE_VAR_DIR), one Celery worker and one Celery beat, all with the same
+SECRET_KEY, MONITORING_TOKEN and Redis key prefix. Then it writes, in --dir:
+
+- `env.sh`: the shared environment (`set -a; . DIR/env.sh; set +a` before `manage.py ...`);
+- `state.json`: ports, pids, the venue and its device token, the Slack server's URL;
+- `slack-posts.jsonl`: every message the Slack server accepted, one JSON object a line
+  (`path`, `body`, `at`: epoch seconds of arrival);
+- `web-1.log`, `web-2.log`, `worker.log`, `beat.log`.
+
+It runs until --minutes have passed, or SIGINT / SIGTERM, then stops every process it started
+(SIGTERM, then SIGKILL) and, with --drop-database, drops the database. `--web2-redis-url` puts the
+second web process on another Redis (one you may stop or hang to see /health answer 503
+without touching the shared one). Bounded: nothing runs past --minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.slack_server import TOKEN, SlackServer  # noqa: E402
+
+PYTHON = sys.executable
+POSTGRES_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+OPERATIONS_CHANNEL = "C0OPERATIONS"
+ORDERS_CHANNEL = "C0ORDERS"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, required=True, help="where logs and state go")
+    parser.add_argument("--database", default="inkwave_deploy", help="PostgreSQL database name")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5")
+    parser.add_argument("--web2-redis-url", default=None, help="another Redis for web-2")
+    parser.add_argument("--prefix", default=None, help="channel layer prefix (default: random)")
+    parser.add_argument("--ports", default="8101,8102", help="the two web processes' ports")
+    parser.add_argument("--minutes", type=float, default=30.0, help="stop after this long")
+    parser.add_argument("--flush-seconds", default="2", help="METRICS_FLUSH_SECONDS")
+    parser.add_argument("--drop-database", action="store_true", help="drop it when stopping")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="extra environment"
+    )
+    return parser.parse_args(argv)
+
+
+def ensure_database(name: str, drop_first: bool = False) -> str:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        if drop_first:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return f"postgres://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def delete_redis_keys(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
+class Topology:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.dir: Path = args.dir.resolve()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: list[IO[bytes]] = []
+        self.stopping = threading.Event()
+
+    def env(self, slack: SlackServer, database_url: str, prefix: str) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SLACK_", "DATABASE_", "REDIS_", "CELERY_", "CHANNEL_LAYER_"))
+        }
+        env.update(
+            DJANGO_SETTINGS_MODULE="inkwave.settings",
+            DEBUG="false",
+            SECRET_KEY=secrets.token_urlsafe(50),
+            MONITORING_TOKEN=secrets.token_urlsafe(24),
+            DATABASE_URL=database_url,
+            REDIS_URL=self.args.redis_url,
+            CHANNEL_LAYER_PREFIX=prefix,
+            METRICS_FLUSH_SECONDS=self.args.flush_seconds,
+            SLACK_API_URL=slack.api_url,
+            SLACK_BOT_TOKEN=TOKEN,
+            SLACK_OPERATIONS_CHANNEL_ID=OPERATIONS_CHANNEL,
+            SLACK_ORDERS_CHANNEL_ID=ORDERS_CHANNEL,
+            PUBLIC_URL=f"http://127.0.0.1:{self.args.ports.split(',')[0]}",
+            LOG_LEVEL="info",
+            PYTHONDONTWRITEBYTECODE="1",
+            INKWAVE_VAR_DIR=str(self.dir / "var-shell"),
+        )
+        for item in self.args.set:
+            name, _, value = item.partition("=")
+            env[name] = value
+        return env
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        log = (self.dir / f"{name}.log").open("ab")
+        self.logs.append(log)
+        self.processes[name] = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        for log in self.logs:
+            log.close()
+
+    def record_posts(self, slack: SlackServer) -> None:
+        seen = 0
+        with (self.dir / "slack-posts.jsonl").open("a") as out:
+            while not self.stopping.is_set():
+                posts = slack.posts
+                for post in posts[seen:]:
+                    out.write(
+                        json.dumps({"path": post.path, "body": post.body, "at": post.at}) + "\n"
+                    )
+                out.flush()
+                seen = len(posts)
+                self.stopping.wait(0.2)
+
+    def run(self) -> int:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        prefix = self.args.prefix or f"verify-{secrets.token_hex(3)}"
+        database_url = ensure_database(self.args.database)
+        ports = [int(p) for p in self.args.ports.split(",")]
+        with SlackServer() as slack:
+            recorder = threading.Thread(target=self.record_posts, args=(slack,), daemon=True)
+            recorder.start()
+            env = self.env(slack, database_url, prefix)
+            (self.dir / "env.sh").write_text(
+                "".join(f"{k}={json.dumps(v)}\n" for k, v in env.items() if k.isidentifier())
+            )
+            subprocess.run(
+                [PYTHON, "manage.py", "migrate", "--noinput"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                timeout=300,
+            )
+            created = subprocess.run(
+                [PYTHON, "-m", "bench.setup_db"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                timeout=60,
+                capture_output=True,
+                text=True,
+            )
+            venue = json.loads(created.stdout.strip().splitlines()[-1])
+            for index, port in enumerate(ports, start=1):
+                web_env = dict(env, INKWAVE_VAR_DIR=str(self.dir / f"var-web-{index}"))
+                if index == 2 and self.args.web2_redis_url:
+                    web_env["REDIS_URL"] = self.args.web2_redis_url
+                self.start(
+                    f"web-{index}",
+                    [
+                        PYTHON,
+                        "-m",
+                        "inkwave.serve",
+                        "-b",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        "inkwave.asgi:application",
+                    ],
+                    web_env,
+                )
+            self.start(
+                "worker",
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "inkwave",
+                    "worker",
+                    "--loglevel=INFO",
+                    "--concurrency=2",
+                ],
+                dict(env, INKWAVE_VAR_DIR=str(self.dir / "var-worker")),
+            )
+            self.start(
+                "beat",
+                [PYTHON, "-m", "celery", "-A", "inkwave", "beat", "--loglevel=INFO"],
+                dict(env, INKWAVE_VAR_DIR=str(self.dir / "var-beat")),
+            )
+            state: dict[str, Any] = {
+                "ports": ports,
+                "pid": os.getpid(),
+                "pids": {name: p.pid for name, p in self.processes.items()},
+                "venue": venue["venue"],
+                "token": venue["token"],
+                "slack_api_url": slack.api_url,
+                "slack_webhook_url": slack.webhook_url(),
+                "prefix": prefix,
+                "database": self.args.database,
+            }
+            (self.dir / "state.json").write_text(json.dumps(state, indent=2))
+            print(json.dumps(state), flush=True)
+
+            def stop(signum: int, frame: object) -> None:
+                self.stopping.set()
+
+            signal.signal(signal.SIGTERM, stop)
+            signal.signal(signal.SIGINT, stop)
+            deadline = time.monotonic() + self.args.minutes * 60
+            try:
+                while not self.stopping.is_set() and time.monotonic() < deadline:
+                    for name, process in self.processes.items():
+                        if process.poll() is not None:
+                            print(f"{name} exited with {process.returncode}", flush=True)
+                            self.stopping.set()
+                    self.stopping.wait(1)
+            finally:
+                self.stopping.set()
+                self.stop_all()
+                recorder.join(5)
+                delete_redis_keys(self.args.redis_url, prefix)
+                if self.args.web2_redis_url:
+                    delete_redis_keys(self.args.web2_redis_url, prefix)
+                if self.args.drop_database:
+                    drop_database(self.args.database)
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return Topology(parse_args(argv)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
