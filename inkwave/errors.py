@@ -7,6 +7,8 @@ Django's own pages stay.
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
@@ -15,6 +17,17 @@ API_PREFIX = "/api/"
 
 def _error(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """What Django refuses before a view runs: a body over DATA_UPLOAD_MAX_MEMORY_SIZE, too
+    many fields, a bad Host header."""
+    if not request.path.startswith(API_PREFIX):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return _error(413, "too_large", f"The body is larger than {limit} bytes.")
+    return _error(400, "bad_request", "The request cannot be read.")
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

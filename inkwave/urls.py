@@ -19,6 +19,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "inkwave.errors.bad_request"
 handler404 = "inkwave.errors.not_found"
 handler500 = "inkwave.errors.server_error"
 

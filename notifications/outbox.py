@@ -146,7 +146,9 @@ def _serialize(key: str) -> None:
 
 
 def _counted(tally: Tally, now: datetime, label: str) -> Tally:
-    latest = [*tally["latest"], label][-LATEST_LABELS:] if label else tally["latest"]
+    # The latest distinct labels: five toggles of one order list it once ("#6"), not five times.
+    previous = [seen for seen in tally["latest"] if seen != label]
+    latest = [*previous, label][-LATEST_LABELS:] if label else tally["latest"]
     return Tally(
         count=tally["count"] + 1,
         first_at=tally["first_at"],

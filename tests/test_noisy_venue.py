@@ -404,3 +404,17 @@ def test_a_flood_from_one_venue_neither_delays_an_alert_nor_floods_the_channels(
 
 def destinations_pks(destinations: dict[str, Destination]) -> list[int]:
     return [destination.pk for destination in destinations.values()]
+
+
+def test_a_summary_lists_each_order_once_however_often_it_changed(
+    venue: Venue, destinations: dict[str, Destination], settings: Any
+) -> None:
+    settings.ORDER_NOTIFY_LIMIT = 1
+    settings.ORDER_NOTIFY_WINDOW_SECONDS = 60
+    first, second = make_order(venue, 6), make_order(venue, 7)
+    with time_machine.travel(timezone.now(), tick=False):
+        for order in (first, first, first, second, first):
+            fail_payment(order)
+    summary = [r for r in payment_rows("orders") if r.context["venue"] == venue.pk][-1]
+    assert summary.context["tally"]["count"] == 4
+    assert summary.context["tally"]["latest"] == ["#7", "#6"]

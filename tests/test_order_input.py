@@ -237,6 +237,15 @@ def test_an_unknown_api_path_is_a_json_404_and_the_admins_stays_html(
     assert not Client().get("/no-such-page").headers["Content-Type"].startswith("application/json")
 
 
+def test_a_body_over_the_upload_limit_is_a_json_413(device: Client, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = device.post(
+        "/api/v1/orders", '{"table": "' + "x" * 2000 + '"}', content_type="application/json"
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
+
+
 def test_a_crash_under_api_is_a_json_500(device: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(request: Any) -> Any:
         raise RuntimeError("boom")

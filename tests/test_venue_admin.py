@@ -57,6 +57,14 @@ def test_the_venue_list_shows_each_venues_id(admin_client_logged_in: Client, ven
     assert cells == [str(venue.pk)], page[page.find("result_list") :][:1500]
 
 
+def test_the_command_warns_that_an_inactive_venues_room_refuses_connections(venue: Venue) -> None:
+    Venue.objects.filter(pk=venue.pk).update(is_active=False)
+    out, err = StringIO(), StringIO()
+    call_command("create_venue_token", venue.slug, "--name", "Spare", stdout=out, stderr=err)
+    assert "is not active" in err.getvalue()
+    assert "/ws/venues/" in out.getvalue()
+
+
 def test_the_command_explains_an_unknown_venue(db: Any) -> None:
     with pytest.raises(CommandError, match="No venue"):
         call_command("create_venue_token", "nowhere", "--name", "x", stdout=StringIO())

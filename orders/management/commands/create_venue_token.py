@@ -32,6 +32,11 @@ class Command(BaseCommand):
             raise CommandError(f"No venue with id or slug {venue!r}.")
         if not name.strip():
             raise CommandError("--name must not be empty.")
+        if not found.is_active:
+            self.stderr.write(
+                f"Warning: {found.name} is not active; its room refuses every connection "
+                "(4404) until it is activated again."
+            )
         _, raw = VenueAccessToken.issue(found, name.strip())
         if options["token_only"]:
             self.stdout.write(raw)
