@@ -52,7 +52,11 @@ def build_logging_config(*, level: str, json_format: bool) -> dict[str, Any]:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_format
-        else structlog.dev.ConsoleRenderer(colors=False)
+        # Plain tracebacks: the same output whether or not `rich` happens to be installed
+        # (a test tool brings it in), and one copy of each line for the redaction to clean.
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if json_format:
