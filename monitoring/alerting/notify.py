@@ -68,7 +68,15 @@ def suppression(incident: Incident, now: datetime) -> str:
             status=IncidentStatus.FIRING, rule__metric=f"dependency.{dependency}_down"
         ).exists():
             return f"inhibited: {dependency} is unreachable"
-    if rule.metric == SLACK_FAILING and not destinations_for(rule):
+    if rule.metric == SLACK_FAILING:
+        return _slack_failing_suppression(rule)
+    return ""
+
+
+def _slack_failing_suppression(rule: AlertRule) -> str:
+    if not Destination.objects.filter(enabled=True, failing_since__isnull=False).exists():
+        return "Slack takes messages again: each channel that failed gets a summary"
+    if not destinations_for(rule):
         return "Slack is failing for every destination of this alert: recorded here"
     return ""
 
