@@ -282,6 +282,12 @@ SLACK_MIN_INTERVAL_SECONDS = env_float("SLACK_MIN_INTERVAL_SECONDS", 1.0, minimu
 # A notification that still has not reached Slack after this long is given up as failed.
 NOTIFICATION_MAX_AGE_SECONDS = env_int("NOTIFICATION_MAX_AGE_SECONDS", 24 * 3600, minimum=60)
 NOTIFICATION_RETRY_MAX_SECONDS = env_int("NOTIFICATION_RETRY_MAX_SECONDS", 300, minimum=1)
+# While Slack fails a destination, its oldest message (the head of its queue, so the probe)
+# is retried at least this often: once one goes through, the backlog follows at once.
+NOTIFICATION_PROBE_SECONDS = env_int("NOTIFICATION_PROBE_SECONDS", 10, minimum=1, maximum=300)
+# Slack failing a destination for this long is an outage: /health says "degraded", and the
+# channel gets a summary of what was delayed once its backlog is delivered.
+SLACK_OUTAGE_SECONDS = env_int("SLACK_OUTAGE_SECONDS", 30, minimum=1)
 # A notification claimed for longer than this was left by a dead worker and is sent again.
 NOTIFICATION_LEASE_SECONDS = env_int("NOTIFICATION_LEASE_SECONDS", 120, minimum=5)
 NOTIFICATION_SWEEP_SECONDS = env_int("NOTIFICATION_SWEEP_SECONDS", 30, minimum=1)

@@ -18,6 +18,7 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from typing import ClassVar
 
@@ -26,7 +27,8 @@ import structlog
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import DatabaseError, close_old_connections, connections
+from django.utils import timezone
 
 logger = structlog.get_logger(__name__)
 
@@ -40,6 +42,10 @@ class Status(StrEnum):
 
 class CheckFailed(Exception):
     """Raised by a check with a reason meant for logs and authenticated views only."""
+
+
+class CheckDegraded(Exception):
+    """Raised by a check that works but not fully ("degraded"), with the reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,39 @@ class ChannelLayerCheck(HealthCheck):
         raise CheckFailed("the channel layer returned other messages than its ping")
 
 
+class SlackDeliveryCheck(ThreadedCheck):
+    """Slack refusing a destination for SLACK_OUTAGE_SECONDS or more degrades /health, never
+    fails it: messages are kept and sent once it is back (notifications.delivery)."""
+
+    name = "slack"
+    required = False
+
+    def run_blocking(self) -> Status:
+        from notifications.models import Destination
+
+        close_old_connections()
+        try:
+            now = timezone.now()
+            cutoff = now - timedelta(seconds=settings.SLACK_OUTAGE_SECONDS)
+            failing = list(
+                Destination.objects.filter(enabled=True, failing_since__lte=cutoff)
+                .order_by("failing_since")
+                .values_list("name", "failing_since")
+            )
+        except DatabaseError as exc:
+            raise CheckFailed(f"cannot read the destinations: {type(exc).__name__}") from exc
+        finally:
+            close_old_connections()
+        if failing:
+            where = ", ".join(
+                f"#{name} for {(now - since).total_seconds():.0f}s"
+                for name, since in failing
+                if since is not None
+            )
+            raise CheckDegraded(f"Slack delivery failing: {where}")
+        return Status.HEALTHY
+
+
 class WebSocketCheck(ThreadedCheck):
     """The WebSocket service as the monitor sees it; degrades /health, never fails it."""
 
@@ -239,6 +278,9 @@ async def _run_one(check: HealthCheck, limit: float) -> CheckResult:
         return result(await asyncio.wait_for(check.check(), limit))
     except TimeoutError:
         reason = f"timed out after {limit}s"
+    except CheckDegraded as exc:
+        logger.warning("health_check_degraded", check=check.name, reason=str(exc))
+        return result(Status.DEGRADED, str(exc))
     except CheckFailed as exc:
         reason = str(exc)
     except Exception as exc:
@@ -263,7 +305,13 @@ def overall_status(results: list[CheckResult]) -> Status:
 
 
 def default_checks() -> list[HealthCheck]:
-    return [DatabaseCheck(), WebSocketCheck(), RedisCheck(), ChannelLayerCheck()]
+    return [
+        DatabaseCheck(),
+        WebSocketCheck(),
+        RedisCheck(),
+        ChannelLayerCheck(),
+        SlackDeliveryCheck(),
+    ]
 
 
 class SharedChecks:

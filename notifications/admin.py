@@ -111,6 +111,9 @@ class DestinationAdmin(admin.ModelAdmin):
         reason = skip_reason(obj)
         if reason:
             return f"Messages are recorded, not sent: {reason}"
+        if obj.failing_since is not None:
+            since = obj.failing_since.strftime("%Y-%m-%d %H:%M:%S UTC")
+            return f"Slack failing since {since}: messages are kept and sent once it answers"
         via = "bot token" if settings.SLACK_BOT_TOKEN and obj.slack_channel_id else "webhook"
         return f"OK: sent by {via}"
 

@@ -10,6 +10,10 @@
 - One message per SLACK_MIN_INTERVAL_SECONDS per Slack channel, reserved in a shared row.
 - Nothing sleeps: whoever must wait returns how long, and the task layer schedules a wake-up.
 - A row left "sending" by a dead worker is reset by the sweep after its lease and sent again.
+- While Slack fails a destination, its head row is the probe: retried with backoff capped at
+  NOTIFICATION_PROBE_SECONDS (or after Slack's Retry-After), so once Slack answers the backlog
+  follows at once, at the channel's rate. A failure of SLACK_OUTAGE_SECONDS or more is
+  summarised in the channel once the backlog from it has gone out, exactly once.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from datetime import datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, Min, OuterRef
+from django.db.models import Case, Exists, F, Min, OuterRef, Value, When
 from django.utils import timezone
 
+from notifications.formatting import Composed, compose, duration, plural, utc_time
 from notifications.models import (
     OPEN_STATUSES,
     AttemptOutcome,
@@ -32,9 +37,11 @@ from notifications.models import (
     Destination,
     DestinationStatus,
     Notification,
+    NotificationKind,
     NotificationStatus,
     RateLimitSlot,
 )
+from notifications.outbox import enqueue
 from notifications.slack import (
     SlackMessage,
     SlackTransport,
@@ -54,8 +61,14 @@ class DrainResult:
 
 
 def backoff(attempts: int) -> float:
-    """Exponential with full jitter in [half, whole], capped at NOTIFICATION_RETRY_MAX_SECONDS."""
-    ceiling = min(settings.NOTIFICATION_RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempts - 1))
+    """Exponential with full jitter in [half, whole], capped at NOTIFICATION_RETRY_MAX_SECONDS
+    and at NOTIFICATION_PROBE_SECONDS: the failing row is its destination's head, so its retry
+    is the probe that finds Slack back, and the rows behind it wait for nothing longer."""
+    ceiling = min(
+        settings.NOTIFICATION_RETRY_MAX_SECONDS,
+        settings.NOTIFICATION_PROBE_SECONDS,
+        RETRY_BASE_SECONDS * 2 ** (attempts - 1),
+    )
     return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 -- jitter, not security
 
 
@@ -150,6 +163,8 @@ def drain(
     for _ in range(max_messages):
         now = timezone.now()
         head = _head(destination_id, now)
+        if destination.outage_summary_due and _summarize_outage(destination, head):
+            continue  # the summary is queued, urgent: it goes next
         if head is not None and head.status == NotificationStatus.SENDING:
             # Another worker is sending the head; it drains on (the sweep recovers a dead one).
             return DrainResult(sent, None)
@@ -173,6 +188,32 @@ def drain(
         if deliver_claimed(head, destination, transport) == AttemptOutcome.SENT:
             sent += 1
     return DrainResult(sent, 0.0)
+
+
+def send_now(notification_ids: list[int], *, transport: SlackTransport | None = None) -> int:
+    """Send these rows from this process at once, past the queue and the drain tasks.
+
+    For an alert about the outbox itself, which cannot wait for the workers it is about.
+    The claim makes each row go out once whatever the drains do; a row that is not due,
+    whose channel's send slot is taken (then the outbox is moving anyway), or that fails,
+    is left to the outbox as any other.
+    """
+    transport = transport or transport_from_settings()
+    sent = 0
+    rows = Notification.objects.filter(pk__in=notification_ids, status=NotificationStatus.PENDING)
+    for row in rows.select_related("destination").order_by("pk"):
+        destination = row.destination
+        now = timezone.now()
+        if skip_reason(destination) or reserve_slot(destination.rate_key, now) > 0:
+            continue
+        if not claim(row, now):
+            continue
+        row.attempts += 1
+        row.status = NotificationStatus.SENDING
+        if deliver_claimed(row, destination, transport) == AttemptOutcome.SENT:
+            sent += 1
+    logger.info("notifications_sent_now", count=sent, of=len(notification_ids))
+    return sent
 
 
 def _message_for(notification: Notification, destination: Destination) -> SlackMessage:
@@ -234,6 +275,7 @@ def deliver_claimed(
     if destination.status == DestinationStatus.ERROR:
         Destination.objects.filter(pk=destination.pk).update(status=DestinationStatus.OK)
         destination.status = DestinationStatus.OK
+    _record_recovery(destination, finished)
     return AttemptOutcome.SENT
 
 
@@ -258,6 +300,11 @@ def _record_failure(
             error=reason,
         )
         return AttemptOutcome.FAILED
+    # Of two workers failing at once, the first sets it: the failure began then.
+    Destination.objects.filter(pk=destination.pk, failing_since__isnull=True).update(
+        failing_since=now
+    )
+    destination.failing_since = destination.failing_since or now
     delay = error.retry_after if error.retry_after is not None else backoff(notification.attempts)
     retry_at = now + timedelta(seconds=delay)
     if error.retry_after is not None:
@@ -273,6 +320,122 @@ def _record_failure(
         retry_in=round(delay, 3),
     )
     return AttemptOutcome.RETRY
+
+
+# --- Slack failing and coming back -------------------------------------------------------
+
+_OUTAGE_FIELDS = ["failing_since", "failed_from", "failed_until", "outage_summary_due"]
+
+
+def _record_recovery(destination: Destination, at: datetime) -> None:
+    """A message went through: end the destination's failure, if it had one.
+
+    One conditional UPDATE, so of two workers succeeding at once one ends it. While the
+    summary of an earlier failure is still due (its backlog not delivered yet), the two are
+    merged: the summary covers both.
+    """
+    outage = timedelta(seconds=settings.SLACK_OUTAGE_SECONDS)
+    ended = Destination.objects.filter(pk=destination.pk, failing_since__isnull=False).update(
+        failing_since=None,
+        failed_from=Case(
+            When(outage_summary_due=True, then=F("failed_from")), default=F("failing_since")
+        ),
+        failed_until=Value(at),
+        outage_summary_due=Case(
+            When(failing_since__lte=at - outage, then=Value(True)),
+            default=F("outage_summary_due"),
+        ),
+    )
+    if ended:
+        destination.refresh_from_db(fields=_OUTAGE_FIELDS)
+        logger.info(
+            "slack_delivery_recovered",
+            destination=destination.name,
+            failed_from=destination.failed_from,
+            failed_until=destination.failed_until,
+        )
+
+
+def _outage_rows(destination: Destination) -> tuple[int, int]:
+    """(delivered, given up): the destination's messages the failure held back.
+
+    Those created before it ended and sent after it began, or given up after an attempt
+    made since it began.
+    """
+    assert destination.failed_from is not None
+    assert destination.failed_until is not None
+    since = destination.failed_from
+    rows = Notification.objects.filter(
+        destination=destination, created_at__lte=destination.failed_until
+    )
+    delivered = rows.filter(status=NotificationStatus.SENT, sent_at__gte=since).count()
+    tried_since = DeliveryAttempt.objects.filter(notification=OuterRef("pk"), started_at__gte=since)
+    failed = rows.filter(Exists(tried_since), status=NotificationStatus.FAILED).count()
+    return delivered, failed
+
+
+def _outage_backlog_left(destination: Destination, head: Notification | None) -> bool:
+    """Messages from before the failure ended are still to go (deferred ones excepted)."""
+    until = destination.failed_until
+    assert until is not None
+    if head is not None and head.created_at <= until:
+        return True
+    return (
+        Notification.objects.filter(
+            destination=destination, status__in=OPEN_STATUSES, created_at__lte=until
+        )
+        .exclude(status=NotificationStatus.PENDING, attempts=0, next_attempt_at__gt=until)
+        .exists()
+    )
+
+
+def outage_summary(destination: Destination, delivered: int, failed: int) -> Composed:
+    assert destination.failed_from is not None
+    assert destination.failed_until is not None
+    seconds = (destination.failed_until - destination.failed_from).total_seconds()
+    outcome = "all delivered" if not failed else f"{delivered} delivered, {failed} given up"
+    title = (
+        f"✅ Delivery to #{destination.name} failed for {duration(seconds)}; "
+        f"{plural(delivered + failed, 'message')} delayed, {outcome}"
+    )
+    return compose(
+        title,
+        [
+            ("Failing from", utc_time(destination.failed_from)),
+            ("Back at", utc_time(destination.failed_until)),
+        ],
+        note="Slack did not take messages for this channel (server errors, timeouts, rate "
+        "limits or no answer); they were kept and sent in order once it answered again.",
+    )
+
+
+def _summarize_outage(destination: Destination, head: Notification | None) -> bool:
+    """Once the backlog of a long failure is out, queue its summary (once); True if queued."""
+    if destination.failing_since is not None or _outage_backlog_left(destination, head):
+        return False
+    with transaction.atomic():
+        claimed = Destination.objects.filter(
+            pk=destination.pk, outage_summary_due=True, failed_until=destination.failed_until
+        ).update(outage_summary_due=False)
+        if claimed:
+            delivered, failed = _outage_rows(destination)
+            _enqueue_summary(destination, outage_summary(destination, delivered, failed))
+    if not claimed:
+        # Another worker sent it, or the destination failed again: read what is true now.
+        destination.refresh_from_db(fields=_OUTAGE_FIELDS)
+        return False
+    destination.outage_summary_due = False
+    logger.info("slack_outage_summarized", destination=destination.name)
+    return True
+
+
+def _enqueue_summary(destination: Destination, message: Composed) -> None:
+    enqueue(
+        NotificationKind.SYSTEM_ALERT,
+        message,
+        destinations=[destination],
+        context={"outage_summary": True},
+    )
 
 
 @dataclass(frozen=True, slots=True)

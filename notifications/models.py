@@ -87,6 +87,16 @@ class Destination(models.Model):
     wake_at = models.DateTimeField(null=True, blank=True, editable=False)
     # A drain task has been queued and has not started yet: new rows need no other task.
     drain_requested = models.BooleanField(default=False, editable=False)
+    # Slack has not taken a message here since (a 5xx, timeout, 429 or no answer): set by the
+    # first transient failure after a success, cleared by the next message that goes through.
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # The last period Slack failed here (merged with the one before while that one's summary
+    # is still due): read by the alert rule and by the summary sent once it is over.
+    failed_from = models.DateTimeField(null=True, blank=True, editable=False)
+    failed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # It failed for SLACK_OUTAGE_SECONDS or more: once the backlog from then is delivered, a
+    # summary goes to the channel; claimed by a conditional UPDATE, so it is sent once.
+    outage_summary_due = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -173,3 +173,18 @@ def test_the_list_says_when_slack_is_not_configured_instead_of_ok(
     settings.SLACK_BOT_TOKEN = "xoxb-test"
     page = admin_client.get("/admin/notifications/destination/").content.decode()
     assert page.count("OK: sent by bot token") == 2
+
+
+def test_the_list_says_since_when_slack_is_failing_a_destination(
+    admin_client: Client, settings: Any
+) -> None:
+    from datetime import UTC, datetime
+
+    settings.SLACK_BOT_TOKEN = "xoxb-test"
+    Destination.objects.filter(name__in=["operations", "orders"]).update(slack_channel_id="C0OPS")
+    Destination.objects.filter(name="orders").update(
+        failing_since=datetime(2026, 6, 5, 12, 0, 7, tzinfo=UTC)
+    )
+    page = admin_client.get("/admin/notifications/destination/").content.decode()
+    assert "Slack failing since 2026-06-05 12:00:07 UTC: messages are kept" in page
+    assert page.count("OK: sent by bot token") == 1

@@ -136,6 +136,7 @@ def test_the_whole_system_runs_on_embedded_defaults(
         "websocket": "healthy",
         "redis": "disabled",
         "channel_layer": "healthy",
+        "slack": "healthy",
     }
 
     token = manage(

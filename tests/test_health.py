@@ -62,6 +62,7 @@ async def test_healthy_when_every_dependency_answers(redis_client: Any) -> None:
         "websocket": "healthy",
         "redis": "healthy",
         "channel_layer": "healthy",
+        "slack": "healthy",
     }
     assert body["timestamp"].endswith("+00:00")
 

@@ -122,6 +122,34 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "description": "A web, worker or beat process went silent without shutting down "
         "and was not replaced.",
     },
+    {
+        # Slack cannot carry news of its own failure: the incident is recorded, announced
+        # only in channels Slack still takes, and each channel gets a summary once it is back.
+        "name": "Slack delivery failing",
+        "metric": "notifications.slack_failing_seconds",
+        "comparison": "gte",
+        "threshold": 30,
+        "window_seconds": 60,
+        "severity": "warning",
+        "description": "Slack has refused or not answered messages for one channel for "
+        "{threshold} or more (within {window}); they are kept and sent in order once it is "
+        "back. Announced only in channels Slack still takes; each channel gets a summary of "
+        "what was delayed once its backlog is delivered.",
+    },
+    {
+        # An alert about the outbox cannot wait in it: the process that evaluates the rules
+        # sends it at once, past the queue (monitoring.alerting.notify).
+        "name": "Notifications waiting",
+        "metric": "notifications.outbox_age_seconds",
+        "comparison": "gte",
+        "threshold": 300,
+        "window_seconds": 60,
+        "severity": "critical",
+        "description": "A notification has been due for {threshold} or more and is not sent "
+        "(Slack answers): no worker takes delivery tasks, or more arrives than Slack's rate "
+        "lets out. This alert is sent by the process that evaluates the rules, not through "
+        "the queue it is about; its resolution goes through that queue.",
+    },
 ]
 
 

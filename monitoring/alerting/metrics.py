@@ -17,12 +17,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Count, Max, QuerySet, Sum
+from django.db.models import Count, Max, Min, QuerySet, Sum
+from django.db.models.functions import Coalesce, Greatest
 
 from monitoring.alerting.replay import EpochBucket, Grid, sliding_max, sliding_sums
 from monitoring.health import redis_reachable
 from monitoring.histogram import add_buckets, quantile
 from monitoring.models import WebSocketSample, Worker, WorkerRole
+from notifications.models import OPEN_STATUSES, Destination, Notification
 
 Values = dict[str, float]
 
@@ -71,7 +73,15 @@ class Metric:
 
 
 # Decimals worth showing per unit: whole things are whole, rates and percentages one place.
-_DECIMALS = {"connections": 0, "rooms": 0, "workers": 0, "ms": 0, "%": 1, "per minute": 1}
+_DECIMALS = {
+    "connections": 0,
+    "rooms": 0,
+    "workers": 0,
+    "ms": 0,
+    "seconds": 0,
+    "%": 1,
+    "per minute": 1,
+}
 
 
 def format_number(value: float, decimals: int) -> str:
@@ -285,6 +295,55 @@ def _live_web_workers(window: Window) -> Values:
     return {"": float(len(_live(WorkerRole.WEB, window.end)))}
 
 
+# --- Slack delivery (read from the notifications app's outbox and destinations) ----------
+
+SLACK_FAILING = "notifications.slack_failing_seconds"
+OUTBOX_AGE = "notifications.outbox_age_seconds"
+
+
+def _slack_failing_seconds(window: Window) -> Values:
+    """The longest time Slack refused an enabled destination, failing now or within the window.
+
+    A failure that ended between two evaluations still counts while it is in the window, so
+    an outage longer than the threshold is recorded whatever the evaluation's phase.
+    """
+    longest = 0.0
+    for since, start, end in Destination.objects.filter(enabled=True).values_list(
+        "failing_since", "failed_from", "failed_until"
+    ):
+        if since is not None:
+            longest = max(longest, (window.end - since).total_seconds())
+        if start is not None and end is not None and end > window.start:
+            longest = max(longest, (end - start).total_seconds())
+    return {"": longest}
+
+
+def _outbox_age_seconds(window: Window) -> Values:
+    """How long the oldest due notification has waited to be sent, in seconds.
+
+    Waiting counts from when it was due, or from when Slack last came back for its
+    destination; destinations Slack is failing now are left out (their rule says that), so
+    what remains is the outbox not being worked: no worker takes delivery tasks, or more
+    arrives than the channels' rate lets out.
+    """
+    waiting_since = (
+        Notification.objects.filter(
+            status__in=OPEN_STATUSES,
+            next_attempt_at__lte=window.end,
+            destination__failing_since__isnull=True,
+        )
+        .annotate(
+            due=Greatest(
+                "next_attempt_at", Coalesce("destination__failed_until", "next_attempt_at")
+            )
+        )
+        .aggregate(oldest=Min("due"))["oldest"]
+    )
+    if waiting_since is None:
+        return {"": 0.0}
+    return {"": max(0.0, (window.end - waiting_since).total_seconds())}
+
+
 _connections = from_sums(_per_minute("connections"))
 _disconnections = from_sums(_per_minute("disconnections"))
 _errors = from_sums(_error_rate)
@@ -317,5 +376,9 @@ for _metric in (
            depends_on=("database",)),
     Metric("dependency.database_down", "Database unreachable", "", _database_down, maximum=1),
     Metric("dependency.redis_down", "Redis unreachable", "", _redis_down, maximum=1),
+    Metric(SLACK_FAILING, "Slack delivery failing (longest, per destination)", "seconds",
+           _slack_failing_seconds, depends_on=("database",)),
+    Metric(OUTBOX_AGE, "Oldest due notification waiting", "seconds", _outbox_age_seconds,
+           depends_on=("database", "redis")),
 ):  # fmt: skip
     register(_metric)

@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from monitoring.alerting import messages
-from monitoring.alerting.metrics import REGISTRY
+from monitoring.alerting.metrics import OUTBOX_AGE, REGISTRY, SLACK_FAILING
 from monitoring.models import (
     AlertRule,
     Incident,
@@ -26,6 +27,7 @@ from monitoring.models import (
     Severity,
     Silence,
 )
+from notifications import delivery
 from notifications.formatting import Composed
 from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
 from notifications.outbox import enqueue, routed_destinations
@@ -40,7 +42,12 @@ def kind_for(rule: AlertRule) -> NotificationKind:
 
 
 def destinations_for(rule: AlertRule) -> list[Destination]:
-    return list(rule.destinations.all()) or routed_destinations(kind_for(rule))
+    targets = list(rule.destinations.all()) or routed_destinations(kind_for(rule))
+    if rule.metric == SLACK_FAILING:
+        # News of Slack failing goes only where Slack still takes messages; the failing
+        # channels get a summary once they are back (notifications.delivery).
+        targets = [d for d in targets if d.failing_since is None]
+    return targets
 
 
 def _event(
@@ -61,6 +68,16 @@ def suppression(incident: Incident, now: datetime) -> str:
             status=IncidentStatus.FIRING, rule__metric=f"dependency.{dependency}_down"
         ).exists():
             return f"inhibited: {dependency} is unreachable"
+    if rule.metric == SLACK_FAILING:
+        return _slack_failing_suppression(rule)
+    return ""
+
+
+def _slack_failing_suppression(rule: AlertRule) -> str:
+    if not Destination.objects.filter(enabled=True, failing_since__isnull=False).exists():
+        return "Slack takes messages again: each channel that failed gets a summary"
+    if not destinations_for(rule):
+        return "Slack is failing for every destination of this alert: recorded here"
     return ""
 
 
@@ -118,8 +135,13 @@ def opened(incident: Incident, now: datetime) -> None:
 def _announce(incident: Incident, now: datetime) -> None:
     """The opening message, to every destination (joining a group where one is forming)."""
     first: Notification | None = None
+    past_the_queue = incident.rule.metric == OUTBOX_AGE
     for destination in destinations_for(incident.rule):
-        row = _add_to_group(incident, destination, now)
+        row = (
+            _send_past_the_queue(incident, destination)
+            if past_the_queue
+            else _add_to_group(incident, destination, now)
+        )
         _event(
             incident, now, IncidentEventKind.NOTIFIED, f"to {destination.name}", notification=row
         )
@@ -172,6 +194,28 @@ def _add_to_group(incident: Incident, destination: Destination, now: datetime) -
         not_before=now + timedelta(seconds=wait),
     )
     return row
+
+
+def _send_past_the_queue(incident: Incident, destination: Destination) -> Notification:
+    """A row of its own, sent by this process once the transaction commits.
+
+    For an alert about the outbox: the drain tasks it is about may be the ones not running.
+    The row is claimed like any other, so it goes out once; if it cannot go now (Slack
+    fails, the channel's slot is taken), the outbox sends it like any other.
+    """
+    (row,) = enqueue(
+        kind_for(incident.rule), messages.incident_message([incident]), destinations=[destination]
+    )
+    transaction.on_commit(lambda: _send_now(row.pk))
+    return row
+
+
+def _send_now(notification_id: int) -> None:
+    try:
+        delivery.send_now([notification_id])
+    except Exception:
+        # The row is in the outbox: it still goes out with the rest, only later.
+        logger.exception("alert_send_now_failed", notification=notification_id)
 
 
 def _announcements(incident: Incident) -> list[Notification]:
