@@ -11,12 +11,12 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from monitoring.alerting import direct
+from monitoring.alerting import direct, recovery
 from monitoring.alerting.defaults import create_default_rules
 from monitoring.alerting.engine import run_cycle
 from monitoring.models import AlertRule, Incident, IncidentStatus, Worker, WorkerRole
 from notifications.defaults import create_default_routes
-from notifications.models import Destination, Route
+from notifications.models import Destination, Notification, Route
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +99,50 @@ def test_a_process_dead_before_the_outage_is_still_missing(clock: Any) -> None:
     run_cycle()
     (incident,) = missing_incidents()
     assert incident.last_value == 1  # web-1, silent 50 s with the database up; not web-2
+
+
+def spooled_on(host: str, pid: int, at: datetime) -> dict[str, Any]:
+    """What one process's spool holds after its direct alert (Slack is not configured)."""
+    entry = direct._send("database", "OperationalError: connection refused", at)
+    return {**entry, "host": host, "pid": pid}
+
+
+def test_one_outage_seen_by_four_processes_is_one_incident_with_one_recovery_reply(
+    clock: Any,
+) -> None:
+    reports = [
+        spooled_on(host, pid, START + timedelta(seconds=offset))
+        for host, pid, offset in (("web-1", 11, 2), ("web-2", 22, 4), ("worker", 33, 7))
+    ]
+    clock.shift(31)  # the database answers: each process records its spool when it can
+    first = recovery.record("database", [reports[0]], timezone.now())
+    clock.shift(3)
+    second = recovery.record("database", [reports[1]], timezone.now())
+    clock.shift(5)
+    third = recovery.record("database", [reports[2], spooled_on("beat", 44, START)], timezone.now())
+    assert first is not None
+    assert first == second == third
+    incident = Incident.objects.get(rule__metric="dependency.database_down")
+    assert incident.opened_at == START  # beat saw it first
+    assert incident.resolved_at == START + timedelta(seconds=31)
+    assert incident.occurrences == 4
+    timeline = " | ".join(incident.events.values_list("message", flat=True))
+    for process in ("web-1 (pid 11)", "web-2 (pid 22)", "worker (pid 33)", "beat (pid 44)"):
+        assert process in timeline
+    # Four direct messages are recorded (each host sent its own), and one recovery reply.
+    assert Notification.objects.filter(context__direct=True).count() == 4
+    (reply,) = Notification.objects.filter(context__recovery=incident.pk)
+    assert reply.thread_parent == incident.notification
+    assert reply.text.startswith("✅ Resolved: Database connection lost; down for about 31")
+    assert "seen by 4 processes" in reply.text
+    assert "beat (pid 44)" in reply.text
+    assert reply.next_attempt_at == START + timedelta(seconds=31 + 10)
+
+
+def test_a_later_outage_is_an_incident_of_its_own(clock: Any) -> None:
+    recovery.record("database", [spooled_on("web-1", 11, START)], START + timedelta(seconds=30))
+    clock.shift(600)
+    later = spooled_on("web-2", 22, timezone.now())
+    recovery.record("database", [later], timezone.now() + timedelta(seconds=20))
+    assert Incident.objects.filter(rule__metric="dependency.database_down").count() == 2
+    assert Notification.objects.filter(context__has_key="recovery").count() == 2
