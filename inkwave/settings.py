@@ -319,6 +319,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "monitoring.prune_samples",
         "schedule": float(METRICS_PRUNE_SECONDS),
     },
+    # Processes silent past their liveness are found dead: their open connections are
+    # counted as disconnected.
+    "release-dead-workers": {
+        "task": "monitoring.release_dead_workers",
+        "schedule": float(WORKER_LIVENESS_SECONDS),
+    },
     "sweep-notifications": {
         "task": "notifications.sweep",
         "schedule": float(NOTIFICATION_SWEEP_SECONDS),

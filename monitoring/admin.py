@@ -42,7 +42,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Worker)
 class WorkerAdmin(ReadOnlyAdmin):
-    list_display = ["name", "role", "hostname", "pid", "started_at", "last_seen_at", "stopped_at"]
+    list_display = [
+        "name",
+        "role",
+        "hostname",
+        "pid",
+        "started_at",
+        "last_seen_at",
+        "stopped_at",
+        "declared_dead_at",
+        "connections_lost",
+    ]
     list_filter = ["role", "hostname"]
     search_fields = ["name", "hostname"]
     raw_id_fields = ["last_sample"]

@@ -7,9 +7,11 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -17,6 +19,8 @@ from django.utils import timezone
 from monitoring.models import MetricTotals, WebSocketSample, Worker, WorkerRole
 from monitoring.monitor import MonitorSnapshot
 from monitoring.system import MemoryUsage, cpu_seconds, memory_usage
+
+logger = structlog.get_logger(__name__)
 
 _COUNTERS = (
     "connections",
@@ -80,11 +84,13 @@ def record_heartbeat(identity: WorkerIdentity, *, stopping: bool = False) -> Wor
     """A process with no WebSocket to count (Celery worker, beat) says it is alive: no sample."""
     now = timezone.now()
     defaults = _worker_defaults(now, stopping)
-    worker, _ = Worker.objects.update_or_create(
-        name=identity.name,
-        defaults=defaults,
-        create_defaults={**_first_report(identity), **defaults},
-    )
+    with transaction.atomic():
+        worker, _ = Worker.objects.update_or_create(
+            name=identity.name,
+            defaults=defaults,
+            create_defaults={**_first_report(identity), **defaults},
+        )
+        _revive_if_declared_dead(worker, now)
     return worker
 
 
@@ -111,6 +117,7 @@ def record_sample(
             defaults=defaults,
             create_defaults={**_first_report(identity), **defaults},
         )
+        _revive_if_declared_dead(worker, now)
         sample = WebSocketSample.objects.create(
             worker=worker,
             recorded_at=recorded_at,
@@ -135,6 +142,59 @@ def record_sample(
         if any(counts.values()):
             _add_to_totals(counts, now)
     return sample
+
+
+def release_dead_workers(now: datetime | None = None) -> int:
+    """Count the open connections of processes found dead as disconnected; returns how many.
+
+    A process killed outright (SIGKILL, OOM, a lost host) never reports its clients leaving,
+    so without this its last open connections stay in the totals forever. Dead means silent
+    for longer than WORKER_LIVENESS_SECONDS and never stopped. Each process is claimed with
+    a conditional UPDATE, so two beats or a retried task count its connections once.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.WORKER_LIVENESS_SECONDS)
+    silent = Worker.objects.filter(
+        last_seen_at__lt=cutoff, stopped_at__isnull=True, declared_dead_at__isnull=True
+    ).select_related("last_sample")
+    released = 0
+    for worker in silent:
+        lost = worker.last_sample.active_connections if worker.last_sample else 0
+        with transaction.atomic():
+            # Unchanged since it was read: a report that arrived meanwhile keeps it alive.
+            claimed = Worker.objects.filter(
+                pk=worker.pk,
+                last_seen_at=worker.last_seen_at,
+                stopped_at__isnull=True,
+                declared_dead_at__isnull=True,
+            ).update(declared_dead_at=now, connections_lost=lost)
+            if not claimed:
+                continue
+            if lost:
+                _add_to_totals({"disconnections": lost}, now)
+        logger.warning(
+            "worker_declared_dead",
+            worker=worker.name,
+            last_seen=worker.last_seen_at.isoformat(),
+            connections_lost=lost,
+        )
+        released += lost
+    return released
+
+
+def _revive_if_declared_dead(worker: Worker, now: datetime) -> None:
+    """A process found dead that reports again (it only could not reach the database) is
+    alive after all: its connections are open again, so their release is taken back."""
+    if worker.declared_dead_at is None:
+        return
+    revived = Worker.objects.filter(pk=worker.pk, declared_dead_at__isnull=False).update(
+        declared_dead_at=None, connections_lost=0
+    )
+    if revived and worker.connections_lost:
+        _add_to_totals({"disconnections": -worker.connections_lost}, now)
+    if revived:
+        logger.info("worker_reports_again", worker=worker.name, connections=worker.connections_lost)
+    worker.declared_dead_at, worker.connections_lost = None, 0
 
 
 def _add_to_totals(counts: dict[str, int], now: datetime) -> None:

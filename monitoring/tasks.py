@@ -3,7 +3,7 @@ from __future__ import annotations
 import structlog
 from celery import shared_task
 
-from monitoring import pruning
+from monitoring import pruning, recording
 
 logger = structlog.get_logger(__name__)
 
@@ -13,6 +13,11 @@ def prune_samples() -> int:
     deleted = pruning.prune_samples()
     logger.info("metric_samples_pruned", deleted=deleted)
     return deleted
+
+
+@shared_task(name="monitoring.release_dead_workers", ignore_result=True)
+def release_dead_workers() -> int:
+    return recording.release_dead_workers()
 
 
 @shared_task(name="monitoring.check_alerts", ignore_result=True)

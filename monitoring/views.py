@@ -1,9 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
 
-from asgiref.sync import sync_to_async
-from django.db import close_old_connections
+import structlog
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -11,9 +14,15 @@ from django.views.decorators.http import require_GET
 from typing_extensions import TypedDict  # pydantic describes it for the OpenAPI document
 
 from inkwave.openapi import Answer, operation
-from monitoring.access import MONITORING_AUTH, REFUSALS, monitoring_access_required
+from monitoring.access import (
+    MONITORING_AUTH,
+    REFUSALS,
+    ErrorJSON,
+    json_error,
+    monitoring_access_required,
+)
 from monitoring.database import DatabaseHealth, database_health
-from monitoring.health import Status, overall_status, public_checks
+from monitoring.health import READ_THREADS, Status, overall_status, public_checks, run_in_thread
 from monitoring.stats import WebSocketHealth, WebSocketStats, websocket_health, websocket_stats
 
 
@@ -26,6 +35,13 @@ class HealthJSON(TypedDict):
 class LivenessJSON(TypedDict):
     status: str
     timestamp: str
+
+
+logger = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+# When a client should ask again after a 503 of the monitoring API.
+RETRY_AFTER_SECONDS = 5
 
 
 def _status_code(status: str) -> int:
@@ -69,21 +85,52 @@ async def liveness(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body)
 
 
-def _in_thread(func: Any) -> Any:
-    def run() -> Any:
+class Unavailable(Exception):
+    """The figures cannot be read now (the database fails or does not answer in time)."""
+
+
+async def _read(func: Callable[[], T]) -> T:
+    """Read figures from the database within HEALTH_CHECK_TIMEOUT_SECONDS, or raise.
+
+    With the database refusing connections, each read waits the pool's timeout and then
+    fails; the caller gets its answer within the limit and the thread ends on its own.
+    """
+
+    def run() -> T:
         close_old_connections()
         try:
             return func()
         finally:
             close_old_connections()
 
-    return sync_to_async(run, thread_sensitive=False)
+    try:
+        return await asyncio.wait_for(
+            run_in_thread(run, READ_THREADS), settings.HEALTH_CHECK_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        logger.warning("monitoring_read_timed_out", read=func.__name__)
+        raise Unavailable from None
+    except DatabaseError as exc:
+        logger.warning("monitoring_read_failed", read=func.__name__, error=str(exc))
+        raise Unavailable from exc
+
+
+def _unavailable() -> JsonResponse:
+    response = json_error(
+        503, "unavailable", "The figures cannot be read now: the database does not answer."
+    )
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 @operation(
     "get",
     summary="Deployment-wide WebSocket statistics",
-    responses={200: Answer("Deployment-wide WebSocket statistics", WebSocketStats), **REFUSALS},
+    responses={
+        200: Answer("Deployment-wide WebSocket statistics", WebSocketStats),
+        503: Answer("The figures cannot be read now (database down); see Retry-After", ErrorJSON),
+        **REFUSALS,
+    },
     auth=MONITORING_AUTH,
     tags=["monitoring"],
 )
@@ -91,7 +138,10 @@ def _in_thread(func: Any) -> Any:
 @require_GET
 @monitoring_access_required
 async def websocket_stats_view(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(await _in_thread(websocket_stats)())
+    try:
+        return JsonResponse(await _read(websocket_stats))
+    except Unavailable:
+        return _unavailable()
 
 
 @operation(
@@ -109,7 +159,10 @@ async def websocket_stats_view(request: HttpRequest) -> JsonResponse:
 @require_GET
 @monitoring_access_required
 async def websocket_health_view(request: HttpRequest) -> JsonResponse:
-    body = await _in_thread(websocket_health)()
+    try:
+        body = await _read(websocket_health)
+    except Unavailable:
+        return _unavailable()
     return JsonResponse(body, status=_status_code(body["status"]))
 
 

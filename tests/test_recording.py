@@ -13,7 +13,7 @@ from django.utils import timezone
 from monitoring.models import MetricTotals, WebSocketSample, Worker
 from monitoring.monitor import MonitorSnapshot, WebSocketMonitor
 from monitoring.pruning import prune_samples
-from monitoring.recording import SampleRecorder, WorkerIdentity
+from monitoring.recording import SampleRecorder, WorkerIdentity, release_dead_workers
 from monitoring.stats import websocket_health, websocket_stats
 
 pytestmark = pytest.mark.django_db
@@ -227,3 +227,67 @@ def test_celery_processes_report_heartbeats_without_sample_rows() -> None:
     Worker.objects.filter(name="celery-1").update(stopped_at=None, memory_percent=93.5)
     memory = REGISTRY["process.memory_percent"].compute(Window(timezone.now(), 60))
     assert memory == {"": 93.5}
+
+
+def open_minus_closed(stats: Any) -> int:
+    return int(stats["totalConnections"] - stats["totalDisconnections"])
+
+
+def test_a_dead_workers_open_connections_are_counted_as_disconnected_once(settings: Any) -> None:
+    settings.WORKER_LIVENESS_SECONDS = 30
+    killed, alive = busy_monitor(connections=5, received=0), busy_monitor(connections=3, received=0)
+    killed.track_disconnection("venue.1")  # 4 still open when it dies
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        recorder_for(killed, "killed", "host-a").flush(killed.snapshot())
+        rec_alive = recorder_for(alive, "alive", "host-b")
+        rec_alive.flush(alive.snapshot())
+    later = start + timedelta(seconds=40)
+    with time_machine.travel(later, tick=False):
+        rec_alive.flush(alive.snapshot())
+        assert release_dead_workers() == 4
+        assert release_dead_workers() == 0  # a second beat, or the task retried
+        stats = websocket_stats()
+    assert stats["activeConnections"] == 3
+    assert open_minus_closed(stats) == 3
+    assert stats["totalDisconnections"] == 1 + 4
+    dead = Worker.objects.get(name="killed")
+    assert (dead.declared_dead_at, dead.connections_lost) == (later, 4)
+    assert Worker.objects.get(name="alive").declared_dead_at is None
+
+
+def test_a_stopped_or_still_reporting_worker_is_never_declared_dead(settings: Any) -> None:
+    settings.WORKER_LIVENESS_SECONDS = 30
+    stopped = busy_monitor(connections=2, received=0)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        recorder_for(stopped, "stopped").flush(stopped.snapshot(), stopping=True)
+        fresh = busy_monitor(connections=1, received=0)
+        recorder_for(fresh, "fresh").flush(fresh.snapshot())
+    with time_machine.travel(start + timedelta(seconds=20), tick=False):
+        assert release_dead_workers() == 0
+    with time_machine.travel(start + timedelta(seconds=60), tick=False):
+        assert release_dead_workers() == 1  # "fresh" went silent; "stopped" said goodbye
+    assert Worker.objects.get(name="stopped").declared_dead_at is None
+
+
+def test_a_worker_found_dead_that_reports_again_takes_its_connections_back(
+    settings: Any,
+) -> None:
+    """It only could not reach the database for a while: its clients never left."""
+    settings.WORKER_LIVENESS_SECONDS = 30
+    monitor = busy_monitor(connections=6, received=0)
+    recorder = recorder_for(monitor, "cut-off")
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        recorder.flush(monitor.snapshot())
+    with time_machine.travel(start + timedelta(seconds=45), tick=False):
+        assert release_dead_workers() == 6
+        assert open_minus_closed(websocket_stats()) == 0
+    monitor.track_disconnection("venue.1")
+    with time_machine.travel(start + timedelta(seconds=50), tick=False):
+        recorder.flush(monitor.snapshot())
+        stats = websocket_stats()
+    assert stats["activeConnections"] == 5
+    assert open_minus_closed(stats) == 5
+    assert Worker.objects.get(name="cut-off").declared_dead_at is None

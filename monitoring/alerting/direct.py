@@ -119,6 +119,7 @@ def _send(dependency: str, error: str, at: datetime) -> dict[str, Any]:
         "ts": "",
         "channel": "",
         "host": socket.gethostname(),
+        "pid": os.getpid(),
     }
     try:
         delivered = transport_from_settings().notify(

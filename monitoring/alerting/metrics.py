@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Count, Max, Min, QuerySet, Sum
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Greatest
 
 from monitoring.alerting.replay import EpochBucket, Grid, sliding_max, sliding_sums
 from monitoring.health import redis_reachable
 from monitoring.histogram import add_buckets, quantile
-from monitoring.models import WebSocketSample, Worker, WorkerRole
+from monitoring.models import Incident, WebSocketSample, Worker, WorkerRole
 from notifications.models import OPEN_STATUSES, Destination, Notification
 
 Values = dict[str, float]
@@ -248,19 +248,67 @@ def _memory_history(start: datetime, end: datetime, seconds: int) -> list[Point]
     return sliding_max(peaks, start, end, seconds, grid)
 
 
+Interval = tuple[datetime, datetime]
+
+
+def database_outages(start: datetime, end: datetime) -> list[Interval]:
+    """When the database was down between `start` and `end`, merged, from its incidents.
+
+    An outage's incident opens at the first failure someone noticed (a flush or a cycle, up
+    to a flush interval after it began) and is still firing, or resolved when the database
+    answered again.
+    """
+    lead = timedelta(seconds=settings.METRICS_FLUSH_SECONDS)
+    rows = (
+        Incident.objects.filter(rule__metric="dependency.database_down", opened_at__lte=end)
+        .filter(Q(resolved_at__isnull=True) | Q(resolved_at__gte=start))
+        .order_by("opened_at")
+        .values_list("opened_at", "resolved_at")
+    )
+    merged: list[Interval] = []
+    for opened, resolved in rows:
+        begin, finish = opened - lead, min(resolved or end, end)
+        if merged and begin <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], finish))
+        else:
+            merged.append((begin, finish))
+    return merged
+
+
+def _silent_while_database_up(last_seen: datetime, now: datetime, outages: list[Interval]) -> float:
+    """Seconds since `last_seen` during which the process could have reported."""
+    silent = (now - last_seen).total_seconds()
+    for begin, finish in outages:
+        overlap = (min(finish, now) - max(begin, last_seen)).total_seconds()
+        silent -= max(0.0, overlap)
+    return silent
+
+
 def _missing_workers(window: Window) -> Values:
     """Processes that went silent during the window without stopping, and were not replaced.
 
     A replacement is a live process of the same role on the same host that started after
     the silent one was last seen (a supervisor's restart); without one, the process stays
     missing for the whole window, not just until its last sample leaves a short window.
+
+    Silence counts only while the database was up: a process cannot report to a database
+    that is down, and after it answers again each process needs a flush to report. So an
+    outage holds this back (inhibition) until every process has had its liveness period
+    with the database up.
     """
-    cutoff = window.end - timedelta(seconds=settings.WORKER_LIVENESS_SECONDS)
-    silent = list(
+    liveness = settings.WORKER_LIVENESS_SECONDS
+    cutoff = window.end - timedelta(seconds=liveness)
+    candidates = list(
         Worker.objects.filter(
             last_seen_at__lt=cutoff, last_seen_at__gte=window.start, stopped_at__isnull=True
         ).values_list("role", "hostname", "last_seen_at")
     )
+    outages = database_outages(window.start, window.end) if candidates else []
+    silent = [
+        (role, host, seen)
+        for role, host, seen in candidates
+        if _silent_while_database_up(seen, window.end, outages) > liveness
+    ]
     if not silent:
         return {"": 0.0}
     live = list(

@@ -1,11 +1,21 @@
-"""Taking spooled direct alerts into the database once it answers again."""
+"""Taking spooled direct alerts into the database once it answers again.
+
+One outage is one incident, whichever processes saw it: every host spools its own alerts
+and records them when it can, so the second host to recover finds the first one's incident
+for the same outage (their windows overlap) and adds itself to it. The direct Slack
+messages themselves cannot be merged: each host sent its own, without a shared store
+(the dependency that would hold it is the one that was down). The recovery reply is one:
+it waits a flush interval, so that the other processes' reports join it before it goes.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Q
 
 from monitoring.models import (
     AlertRule,
@@ -15,86 +25,189 @@ from monitoring.models import (
     IncidentStatus,
     Severity,
 )
-from notifications.formatting import duration, fit, section_block
+from notifications.formatting import Composed, duration, fit, section_block
 from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
 from notifications.outbox import enqueue
 
 OPERATIONS = "operations"
 
 
+def process_of(entry: dict[str, Any]) -> str:
+    """Who saw it: the host, and the process where the entry says (older spools do not)."""
+    pid = entry.get("pid")
+    return f"{entry['host']} (pid {pid})" if pid else str(entry["host"])
+
+
 def record(dependency: str, entries: list[dict[str, Any]], now: datetime) -> Incident | None:
     entries = sorted(entries, key=lambda e: e["at"])
-    first_at = datetime.fromisoformat(entries[0]["at"])
-    last_at = datetime.fromisoformat(entries[-1]["at"])
     rule = AlertRule.objects.filter(metric=f"dependency.{dependency}_down").order_by("pk").first()
     destination = Destination.objects.filter(name=OPERATIONS).first()
     with transaction.atomic():
-        rows = []
-        if destination is not None:
-            for entry in entries:
-                rows.append(
-                    Notification.objects.create(
-                        kind=NotificationKind.SYSTEM_ALERT,
-                        destination=destination,
-                        text=entry["text"],
-                        blocks=entry["blocks"],
-                        context={"direct": True, "dependency": dependency, "host": entry["host"]},
-                        # Sent directly: recorded as sent. Not sent: the outbox sends it now.
-                        status=NotificationStatus.SENT
-                        if entry["sent"]
-                        else NotificationStatus.PENDING,
-                        slack_ts=entry["ts"],
-                        slack_channel=entry["channel"],
-                        sent_at=datetime.fromisoformat(entry["at"]) if entry["sent"] else None,
-                        attempts=1 if entry["sent"] else 0,
-                    )
-                )
+        rows = (
+            [_recorded(entry, destination, dependency) for entry in entries] if destination else []
+        )
         if rule is None:
             return None
-        incident = Incident.objects.create(
-            rule=rule,
-            title=rule.name,
-            severity=Severity.CRITICAL,
-            status=IncidentStatus.RESOLVED,
-            opened_at=first_at,
-            last_seen_at=last_at,
-            resolved_at=now,
-            occurrences=len(entries),
-            first_value=1,
-            peak_value=1,
-            last_value=0,
-            notification=rows[0] if rows else None,
-            last_notified_at=last_at,
-        )
+        # Hosts recovering at the same moment take turns, so they find each other's incident.
+        AlertRule.objects.select_for_update().filter(pk=rule.pk).first()
+        incident = _same_outage(rule, datetime.fromisoformat(entries[0]["at"]), now)
+        if incident is None:
+            return _new_incident(rule, dependency, entries, rows, now)
+        _join(incident, dependency, entries, rows, now)
+        return incident
+
+
+def _recorded(entry: dict[str, Any], destination: Destination, dependency: str) -> Notification:
+    return Notification.objects.create(
+        kind=NotificationKind.SYSTEM_ALERT,
+        destination=destination,
+        text=entry["text"],
+        blocks=entry["blocks"],
+        context={"direct": True, "dependency": dependency, "host": entry["host"]},
+        # Sent directly: recorded as sent. Not sent: the outbox sends it now.
+        status=NotificationStatus.SENT if entry["sent"] else NotificationStatus.PENDING,
+        slack_ts=entry["ts"],
+        slack_channel=entry["channel"],
+        sent_at=datetime.fromisoformat(entry["at"]) if entry["sent"] else None,
+        attempts=1 if entry["sent"] else 0,
+    )
+
+
+def _same_outage(rule: AlertRule, first_at: datetime, now: datetime) -> Incident | None:
+    """An incident of this dependency whose outage this host's alerts overlap.
+
+    This host first failed at `first_at`; the outage another host recorded ended when its
+    dependency answered it (`resolved_at`). A flush interval of slack covers hosts' clocks.
+    """
+    slack = timedelta(seconds=settings.METRICS_FLUSH_SECONDS)
+    return (
+        Incident.objects.filter(rule=rule, opened_at__lte=now)
+        .filter(Q(status=IncidentStatus.FIRING) | Q(resolved_at__gte=first_at - slack))
+        .order_by("-opened_at")
+        .first()
+    )
+
+
+def _notified_events(
+    incident: Incident, entries: list[dict[str, Any]], rows: list[Notification]
+) -> None:
+    for row, entry in zip(rows, entries, strict=False):
+        how = "sent directly" if entry["sent"] else "could not be sent directly; queued now"
         IncidentEvent.objects.create(
             incident=incident,
-            at=first_at,
-            kind=IncidentEventKind.OPENED,
-            message=f"detected by {entries[0]['host']} while {dependency} was down: "
-            f"{entries[0]['error']}",
+            at=datetime.fromisoformat(entry["at"]),
+            kind=IncidentEventKind.NOTIFIED,
+            message=f"{how} by {process_of(entry)}",
+            notification=row,
         )
-        for row, entry in zip(rows, entries, strict=False):
-            how = "sent directly" if entry["sent"] else "could not be sent directly; queued now"
-            IncidentEvent.objects.create(
-                incident=incident,
-                at=datetime.fromisoformat(entry["at"]),
-                kind=IncidentEventKind.NOTIFIED,
-                message=f"{how} by {entry['host']}",
-                notification=row,
-            )
-        IncidentEvent.objects.create(
-            incident=incident,
-            at=now,
-            kind=IncidentEventKind.RESOLVED,
-            message=f"{dependency} answers again",
+
+
+def _new_incident(
+    rule: AlertRule,
+    dependency: str,
+    entries: list[dict[str, Any]],
+    rows: list[Notification],
+    now: datetime,
+) -> Incident:
+    first_at = datetime.fromisoformat(entries[0]["at"])
+    incident = Incident.objects.create(
+        rule=rule,
+        title=rule.name,
+        severity=Severity.CRITICAL,
+        status=IncidentStatus.RESOLVED,
+        opened_at=first_at,
+        last_seen_at=datetime.fromisoformat(entries[-1]["at"]),
+        resolved_at=now,
+        occurrences=len(entries),
+        first_value=1,
+        peak_value=1,
+        last_value=0,
+        notification=rows[0] if rows else None,
+        last_notified_at=datetime.fromisoformat(entries[-1]["at"]),
+    )
+    IncidentEvent.objects.create(
+        incident=incident,
+        at=first_at,
+        kind=IncidentEventKind.OPENED,
+        message=f"detected by {process_of(entries[0])} while {dependency} was down: "
+        f"{entries[0]['error']}",
+    )
+    _notified_events(incident, entries, rows)
+    IncidentEvent.objects.create(
+        incident=incident,
+        at=now,
+        kind=IncidentEventKind.RESOLVED,
+        message=f"{dependency} answers again",
+    )
+    if rows:
+        processes = _processes(entries)
+        enqueue(
+            NotificationKind.SYSTEM_ALERT,
+            _reply(rule, incident, processes, now),
+            destinations=[rows[0].destination],
+            thread_parent=rows[0],
+            context={"recovery": incident.pk, "processes": processes},
+            # The other processes that saw this outage report within a flush: one reply.
+            not_before=now + timedelta(seconds=settings.METRICS_FLUSH_SECONDS),
         )
-        if rows:
-            down_for = duration((now - first_at).total_seconds())
-            text = f"✅ Resolved: {rule.name}; down for about {down_for}"
-            enqueue(
-                NotificationKind.SYSTEM_ALERT,
-                fit(text, [section_block(text)]),
-                destinations=[rows[0].destination],
-                thread_parent=rows[0],
-            )
     return incident
+
+
+def _join(
+    incident: Incident,
+    dependency: str,
+    entries: list[dict[str, Any]],
+    rows: list[Notification],
+    now: datetime,
+) -> None:
+    """Another process saw the same outage: its alerts become part of the one incident."""
+    first_at = datetime.fromisoformat(entries[0]["at"])
+    last_at = datetime.fromisoformat(entries[-1]["at"])
+    Incident.objects.filter(pk=incident.pk).update(
+        opened_at=min(incident.opened_at, first_at),
+        last_seen_at=max(incident.last_seen_at, last_at),
+        occurrences=F("occurrences") + len(entries),
+    )
+    IncidentEvent.objects.create(
+        incident=incident,
+        at=first_at,
+        kind=IncidentEventKind.NOTE,
+        message=f"also seen by {process_of(entries[0])} while {dependency} was down: "
+        f"{entries[0]['error']}",
+    )
+    _notified_events(incident, entries, rows)
+    incident.refresh_from_db()
+    _update_reply(incident, entries, now)
+
+
+def _processes(entries: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(process_of(entry) for entry in entries))
+
+
+def _reply(rule: AlertRule, incident: Incident, processes: list[str], now: datetime) -> Composed:
+    down_for = duration((now - incident.opened_at).total_seconds())
+    seen_by = processes[0] if len(processes) == 1 else f"{len(processes)} processes"
+    text = f"✅ Resolved: {rule.name}; down for about {down_for}; seen by {seen_by}"
+    if len(processes) > 1:
+        text += f" ({', '.join(processes)})"
+    return fit(text, [section_block(text)])
+
+
+def _update_reply(incident: Incident, entries: list[dict[str, Any]], now: datetime) -> None:
+    """Name the joining processes in the recovery reply, unless it has already gone."""
+    reply = (
+        Notification.objects.select_for_update()
+        .filter(context__recovery=incident.pk, status=NotificationStatus.PENDING, attempts=0)
+        .first()
+    )
+    if reply is None:
+        return
+    processes = list(dict.fromkeys([*reply.context.get("processes", []), *_processes(entries)]))
+    end = incident.resolved_at or now
+    message = _reply(incident.rule, incident, processes, end)
+    Notification.objects.filter(pk=reply.pk, status=NotificationStatus.PENDING, attempts=0).update(
+        text=message.text,
+        blocks=message.blocks,
+        context={**reply.context, "processes": processes},
+        revision=F("revision") + 1,
+    )

@@ -26,6 +26,12 @@ class Worker(models.Model):
     # WebSocket and write no samples; their heartbeat updates only this row).
     memory_rss_bytes = models.PositiveBigIntegerField(default=0)
     memory_percent = models.FloatField(default=0)
+    # A process that dies without stopping never reports its clients leaving: when it is
+    # found dead, its last sample's open connections are counted as disconnected (once).
+    declared_dead_at = models.DateTimeField(null=True, blank=True)
+    connections_lost = models.PositiveIntegerField(
+        default=0, help_text="Open connections counted as disconnected when it was found dead."
+    )
 
     class Meta:
         ordering = ["-last_seen_at"]
