@@ -72,6 +72,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: every error answer under /api/ leaves as JSON, whoever produced it.
+    "inkwave.api_errors.ApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -304,9 +306,8 @@ ORDER_FAILURE_NOTIFY_SECONDS = env_int("ORDER_FAILURE_NOTIFY_SECONDS", 300, mini
 # venue within the window, its further events are counted into one summary message; 0: off.
 ORDER_NOTIFY_LIMIT = env_int("ORDER_NOTIFY_LIMIT", 10, minimum=0)
 ORDER_NOTIFY_WINDOW_SECONDS = env_int("ORDER_NOTIFY_WINDOW_SECONDS", 60, minimum=1, maximum=3600)
-# Order requests met by a database outage answer 503 with this Retry-After; meanwhile the
-# process re-tries the database in the background this often, not on the requests' time.
-ORDER_RETRY_AFTER_SECONDS = env_int("ORDER_RETRY_AFTER_SECONDS", 5, minimum=1, maximum=300)
+# API requests met by a database outage answer 503 with this Retry-After (seconds).
+API_RETRY_AFTER_SECONDS = env_int("API_RETRY_AFTER_SECONDS", 5, minimum=1, maximum=300)
 HEALTH_UPDATE_SECONDS = env_int("HEALTH_UPDATE_SECONDS", 6 * 3600, minimum=60)
 REPORTS_CHECK_SECONDS = env_int("REPORTS_CHECK_SECONDS", 900, minimum=10)
 

@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from monitoring.access import json_error
 from orders import events
 from orders.models import Order, OrderItem, Venue, VenueAccessToken
+from orders.outage import rides_through_database_outages
 from orders.serializers import NewOrder, order_json, validate_change, validate_new_order
 
 logger = structlog.get_logger(__name__)
@@ -78,6 +79,7 @@ def _resolve_venue(data: Any) -> Venue | None:
 
 
 @csrf_exempt
+@rides_through_database_outages
 def orders_collection(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
         return json_error(405, "method_not_allowed", "POST an order here.")
@@ -130,6 +132,7 @@ def _create(new: NewOrder) -> Order:
 
 
 @csrf_exempt
+@rides_through_database_outages
 def order_detail(request: HttpRequest, order_id: int) -> JsonResponse:
     if request.method not in ("PATCH", "GET"):
         return json_error(405, "method_not_allowed", "GET or PATCH an order.")
