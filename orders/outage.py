@@ -211,7 +211,7 @@ class DatabaseGate:
                 self._probing = False
             return
         finally:
-            close_old_connections()
+            db_connection.close()  # this thread ends: its connection must not outlive it
         with self._lock:
             self.down = False
             self._probing = False
@@ -233,7 +233,7 @@ class DatabaseGate:
             with self._lock:
                 self._unspooled += unspooled
         finally:
-            close_old_connections()
+            db_connection.close()
             with self._lock:
                 self._draining = False
 
