@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -75,6 +76,16 @@ async def close_code(ws: ClientConnection, within: float) -> int | None:
         return closed.rcvd.code if closed.rcvd else None
     except TimeoutError:
         return None
+
+
+def event_kinds(order_id: int) -> list[str]:
+    """In a worker thread, whose connection is closed after: the test database is dropped
+    at the end, and refuses to while a session is open."""
+    try:
+        history = OrderEvent.objects.filter(order_id=order_id).order_by("pk")
+        return list(history.values_list("kind", flat=True))
+    finally:
+        connection.close()
 
 
 def service_errors(server: DaphneServer) -> dict[str, Any]:
@@ -162,8 +173,7 @@ async def test_an_order_placed_while_redis_hangs_is_answered_at_once_and_its_eve
         await asyncio.to_thread(own_redis.resume)
 
     # What the room missed is in the order's history, for a replay after reconnecting.
-    history = OrderEvent.objects.filter(order_id=body["id"]).order_by("pk")
-    kinds = await asyncio.to_thread(lambda: list(history.values_list("kind", flat=True)))
+    kinds = await asyncio.to_thread(event_kinds, body["id"])
     assert kinds == [OrderEventKind.PLACED, OrderEventKind.STATUS_CHANGED]
     counted = await poll_until(
         lambda: asyncio.to_thread(service_errors, server),
