@@ -187,7 +187,7 @@ class DatabaseGate:
         if self._spool_pending is False or self._draining:
             return
         if self._spool_pending is None:
-            self._spool_pending = spool_path().exists() or self._unspooled > 0
+            self._spool_pending = _spool_size() > 0 or self._unspooled > 0
             if not self._spool_pending:
                 return
         self._start_drain()
@@ -272,8 +272,15 @@ def _refused(request: HttpRequest, order_id: int | None) -> JsonResponse:
 # --- recording what was refused, once the database answers --------------------------------
 
 
+def _spool_size() -> int:
+    try:
+        return spool_path().stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def take_spool() -> list[RefusedRequest]:
-    if not spool_path().exists():
+    if not _spool_size():
         return []
     with _locked_spool() as spool:
         entries = _read(spool)
