@@ -7,6 +7,7 @@ the room's group for a day. A blocking pool makes the burst wait its turn instea
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -18,3 +19,20 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
         host = dict(self.hosts[index])
         address = host.pop("address")
         return aioredis.BlockingConnectionPool.from_url(address, **host)
+
+    async def ping(self, within: float) -> None:
+        """Raise unless every Redis host of the layer answers PING within `within` seconds.
+
+        Each ping has a connection of its own, outside the pools: a burst that holds every
+        pooled connection is not an outage, and a hung server must not keep a pooled one.
+        """
+        for host in self.hosts:
+            client = aioredis.Redis.from_url(
+                host["address"],
+                socket_connect_timeout=within,
+                socket_timeout=within,
+            )
+            try:
+                await asyncio.wait_for(client.ping(), within)
+            finally:
+                await client.aclose()

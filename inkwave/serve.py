@@ -5,6 +5,11 @@ HTTP connection upgraded to a WebSocket has none: a KeyError, nothing is cancell
 consumers never leave their rooms' groups (the members would stay for the layer's group
 expiry, a day, and be sent every broadcast). This cancels every running consumer, whose
 cleanup then runs. Use it wherever `daphne` would be run; it takes the same arguments.
+
+It also lets an application close a WebSocket with 1011 ("the server cannot serve this
+now", the venue rooms' close code for a channel layer outage). autobahn's sendClose only
+accepts the codes an application may pick (1000, 3000-4999) and raises on 1011, although
+RFC 6455 gives it to servers and daphne itself sends it when an application crashes.
 """
 
 from __future__ import annotations
@@ -14,10 +19,32 @@ from typing import Any
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import defer
+
+# Codes RFC 6455 reserves for the server's own conditions, sent as they are.
+SERVER_CLOSE_CODES = frozenset({1011, 1012, 1013})
+
+
+class InkwaveWebSocketProtocol(WebSocketProtocol):
+    def serverClose(self, code: int | None = None) -> None:
+        if code in SERVER_CLOSE_CODES:
+            self.sendCloseFrame(code=code, isReply=False)
+        else:
+            super().serverClose(code)
 
 
 class InkwaveServer(Server):
+    # daphne's run() makes the factory; the protocol it builds is swapped as it is set.
+    @property
+    def ws_factory(self) -> WebSocketFactory:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: WebSocketFactory) -> None:
+        factory.protocol = InkwaveWebSocketProtocol
+        self._ws_factory = factory
+
     def kill_all_applications(self) -> Any:
         running = [
             instance

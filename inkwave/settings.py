@@ -72,6 +72,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: every error answer under /api/ leaves as JSON, whoever produced it.
+    "inkwave.api_errors.ApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -216,6 +218,19 @@ else:
         }
     }
 
+# Riding through a channel layer outage (Redis down or hung). An order request waits this long
+# at most for its room broadcast (the event is recorded either way); a room connection waits
+# this long at most to join or leave its groups (a join that cannot is closed with 1011); a
+# process whose channel layer has not answered for CHANNEL_LAYER_LOST_SECONDS closes its room
+# connections with 1011, so their clients reconnect instead of staying open and deaf.
+ORDER_BROADCAST_TIMEOUT_SECONDS = env_float(
+    "ORDER_BROADCAST_TIMEOUT_SECONDS", 0.5, minimum=0.05, maximum=30
+)
+CHANNEL_LAYER_TIMEOUT_SECONDS = env_float(
+    "CHANNEL_LAYER_TIMEOUT_SECONDS", 3.0, minimum=0.1, maximum=60
+)
+CHANNEL_LAYER_LOST_SECONDS = env_float("CHANNEL_LAYER_LOST_SECONDS", 5.0, minimum=0.3, maximum=300)
+
 CELERY_BROKER_URL = env_str(
     "CELERY_BROKER_URL", REDIS_URL or f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
 )
@@ -297,6 +312,8 @@ ORDER_FAILURE_NOTIFY_SECONDS = env_int("ORDER_FAILURE_NOTIFY_SECONDS", 300, mini
 # venue within the window, its further events are counted into one summary message; 0: off.
 ORDER_NOTIFY_LIMIT = env_int("ORDER_NOTIFY_LIMIT", 10, minimum=0)
 ORDER_NOTIFY_WINDOW_SECONDS = env_int("ORDER_NOTIFY_WINDOW_SECONDS", 60, minimum=1, maximum=3600)
+# API requests met by a database outage answer 503 with this Retry-After (seconds).
+API_RETRY_AFTER_SECONDS = env_int("API_RETRY_AFTER_SECONDS", 5, minimum=1, maximum=300)
 HEALTH_UPDATE_SECONDS = env_int("HEALTH_UPDATE_SECONDS", 6 * 3600, minimum=60)
 REPORTS_CHECK_SECONDS = env_int("REPORTS_CHECK_SECONDS", 900, minimum=10)
 

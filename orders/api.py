@@ -20,6 +20,7 @@ from inkwave.openapi import SESSION, Answer, SecurityScheme, operation
 from monitoring.access import ErrorJSON, json_error
 from orders import events
 from orders.models import Order, OrderItem, Venue, VenueAccessToken
+from orders.outage import rides_through_database_outages
 from orders.serializers import (
     NewOrder,
     NewOrderIn,
@@ -41,6 +42,7 @@ ORDER = Answer("The order", OrderJSON)
 INVALID = Answer("Invalid input: `fields` names each bad field; nothing changed", ErrorJSON)
 UNAUTHENTICATED = Answer("No or wrong credentials", ErrorJSON)
 NOT_JSON = Answer("The body is not application/json", ErrorJSON)
+UNAVAILABLE = Answer("The database does not answer: try again after Retry-After seconds", ErrorJSON)
 
 
 class Caller:
@@ -109,11 +111,13 @@ def _resolve_venue(data: Any) -> Venue | None:
         403: Answer("Not for this venue, or a session without its CSRF token", ErrorJSON),
         415: NOT_JSON,
         500: Answer("The order could not be created; the failure is recorded", ErrorJSON),
+        503: UNAVAILABLE,
     },
     auth=ORDERS_AUTH,
     tags=["orders"],
 )
 @csrf_exempt
+@rides_through_database_outages
 def orders_collection(request: HttpRequest) -> JsonResponse:
     if request.method != "POST":
         return json_error(405, "method_not_allowed", "POST an order here.")
@@ -172,7 +176,12 @@ def _create(new: NewOrder) -> Order:
 @operation(
     "get",
     summary="An order",
-    responses={200: ORDER, 401: UNAUTHENTICATED, 404: Answer("No such order", ErrorJSON)},
+    responses={
+        200: ORDER,
+        401: UNAUTHENTICATED,
+        404: Answer("No such order", ErrorJSON),
+        503: UNAVAILABLE,
+    },
     auth=ORDERS_AUTH,
     tags=["orders"],
 )
@@ -187,11 +196,13 @@ def _create(new: NewOrder) -> Order:
         403: Answer("A session without its CSRF token", ErrorJSON),
         404: Answer("No such order (or not this caller's)", ErrorJSON),
         415: NOT_JSON,
+        503: UNAVAILABLE,
     },
     auth=ORDERS_AUTH,
     tags=["orders"],
 )
 @csrf_exempt
+@rides_through_database_outages
 def order_detail(request: HttpRequest, order_id: int) -> JsonResponse:
     if request.method not in ("PATCH", "GET"):
         return json_error(405, "method_not_allowed", "GET or PATCH an order.")

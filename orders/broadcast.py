@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any, TypedDict, Unpack
 
+import structlog
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
+from monitoring.monitor import get_monitor
 from orders.groups import room_user_group_name, venue_group_name
+
+logger = structlog.get_logger(__name__)
 
 
 def venue_event_message(event: str, data: Any) -> dict[str, Any]:
@@ -32,8 +38,32 @@ async def abroadcast_to_venue(venue_id: int, event: str, data: Any) -> None:
     await layer.group_send(venue_group_name(venue_id), venue_event_message(event, data))
 
 
-def broadcast_to_venue(venue_id: int, event: str, data: Any) -> None:
-    async_to_sync(abroadcast_to_venue)(venue_id, event, data)
+async def _bounded_broadcast(venue_id: int, event: str, data: Any) -> bool:
+    try:
+        async with asyncio.timeout(settings.ORDER_BROADCAST_TIMEOUT_SECONDS):
+            await abroadcast_to_venue(venue_id, event, data)
+    except Exception as exc:
+        # Runs on the server's event loop, the monitor's only writer.
+        get_monitor().track_error("broadcast_failed")
+        logger.warning(
+            "venue_broadcast_failed",
+            venue=venue_id,
+            event=event,
+            error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+        )
+        return False
+    return True
+
+
+def broadcast_to_venue(venue_id: int, event: str, data: Any) -> bool:
+    """Send to the venue's room, waiting ORDER_BROADCAST_TIMEOUT_SECONDS at most.
+
+    Called on a request's path (after the commit): a hung Redis must not hold the answer
+    for its socket timeout. A broadcast that fails or times out is logged and counted
+    (`broadcast_failed`) and lost to the room; the event itself is recorded (OrderEvent)
+    by the caller, so nothing of the order is. Returns whether the layer took it.
+    """
+    return async_to_sync(_bounded_broadcast)(venue_id, event, data)
 
 
 class AccessFilter(TypedDict, total=False):

@@ -6,6 +6,8 @@ by the process's monitor, in memory; nothing here does I/O for monitoring.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import math
 import time
@@ -19,6 +21,7 @@ from django.conf import settings
 from monitoring.monitor import get_monitor
 from orders.access import Grant, admit
 from orders.groups import room_user_group_name, venue_group_name
+from orders.layerwatch import get_layer_watch
 from orders.protocol import REFUSAL_REASONS, CloseCode, ErrorCode
 from orders.ratelimit import TokenBucket
 from orders.watch import get_watch
@@ -57,6 +60,8 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
     closing = False
     # Counted by the monitor as a connection (it was accepted): only then is its end counted.
     counted = False
+    # The handshake was accepted: a close is then a close code, not an HTTP 403.
+    accepted = False
 
     async def connect(self) -> None:
         self.monitor = get_monitor()
@@ -66,6 +71,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.exception("venue_room_admission_failed", venue=venue_id)
             self.monitor.track_rejection("admission_failed")
+            self.closing = True
             await self.accept()
             await self.close(code=int(CloseCode.SERVER_ERROR))
             return
@@ -81,19 +87,30 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         self.group, self.user_group = group, user_group
         try:
             # Join before accepting, so nothing broadcast after the client sees "open" is lost.
-            await self.channel_layer.group_add(group, self.channel_name)
-            if user_group is not None:
-                await self.channel_layer.group_add(user_group, self.channel_name)
+            # Bounded: a hung Redis would otherwise outlast daphne's handshake timeout, and
+            # the client would see a dropped handshake instead of 1011.
+            async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
+                await self.channel_layer.group_add(group, self.channel_name)
+                if user_group is not None:
+                    await self.channel_layer.group_add(user_group, self.channel_name)
         except Exception:
-            logger.exception("venue_room_join_failed", venue=venue_id)
+            logger.warning("venue_room_join_failed", venue=venue_id, exc_info=True)
             self.monitor.track_rejection("channel_layer_unavailable")
             self.group = None
-            await self.leave_groups(group)
+            self.closing = True
+            # Accepted first: closing a handshake before accepting it is an HTTP 403, which
+            # a client cannot tell from "not allowed"; 1011 says "try again later". Told
+            # before leaving the groups, which may take as long again on a hung Redis.
+            await self.accept()
             await self.close(code=int(CloseCode.SERVER_ERROR))
+            await self.leave_groups(group)
             return
         self.venue_id = venue_id
         self.grant = grant
         get_watch().add(self, grant)
+        layer_watch = get_layer_watch()
+        if layer_watch is not None:
+            layer_watch.add(self)
         self.bucket = TokenBucket(settings.WS_RATE_LIMIT_PER_SECOND, settings.WS_RATE_LIMIT_BURST)
         self.max_bytes = settings.WS_MAX_MESSAGE_BYTES
         await self.accept()
@@ -104,6 +121,12 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except Exception:
+            # What ends the dispatch loop with an error is the channel layer's receive
+            # (Redis down, or hung past its socket timeout): every handler here survives
+            # its own failures. The client is told, and reconnects.
+            logger.warning("venue_room_receive_failed", group=self.group, exc_info=True)
+            await self.layer_lost()
         finally:
             # Cancelled (server shutdown, application_close_timeout) or crashed: disconnect()
             # never ran, so leave the room here; it is a no-op once it has run.
@@ -123,11 +146,30 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        self.accepted = True
+
     async def refuse(self, code: CloseCode) -> None:
         """Accept, then close with a documented code: browsers only see codes after accept."""
         self.monitor.track_rejection(REFUSAL_REASONS.get(code, "refused"))
+        self.closing = True
         await self.accept()
         await self.close(code=int(code))
+
+    async def layer_lost(self) -> None:
+        """The room can no longer reach this connection: close with 1011 so the client
+        reconnects (and learns whether the server can take it back) instead of staying
+        open and hearing nothing. Called by the layer watch (orders/layerwatch.py) too."""
+        if self.closing:
+            return
+        self.closing = True
+        get_monitor().track_error("channel_layer_unavailable")
+        # The client may be gone already; there is nothing more to tell it then.
+        with contextlib.suppress(Exception):
+            if not self.accepted:
+                await self.accept()
+            await self.close(code=int(CloseCode.SERVER_ERROR))
 
     async def disconnect(self, code: int) -> None:
         group = self.group
@@ -135,6 +177,9 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             return
         self.group = None
         get_watch().discard(self)
+        layer_watch = get_layer_watch()
+        if layer_watch is not None:
+            layer_watch.discard(self)
         if self.counted:
             self.monitor.track_disconnection(group)
         await self.leave_groups(group)
@@ -145,7 +190,8 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             if name is None:
                 continue
             try:
-                await self.channel_layer.group_discard(name, self.channel_name)
+                async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
+                    await self.channel_layer.group_discard(name, self.channel_name)
             except Exception:
                 # The layer's group expiry removes the member later; count it so it is seen.
                 logger.exception("venue_room_leave_failed", group=name)

@@ -211,6 +211,7 @@ class OrderEventKind(models.TextChoices):
     PLACED = "order.placed", "Order placed"
     STATUS_CHANGED = "order.status_changed", "Status changed"
     CREATION_FAILED = "order.creation_failed", "Creation failed"
+    UPDATE_FAILED = "order.update_failed", "Update failed"
     PAYMENT_ISSUE = "order.payment_issue", "Payment issue"
 
 
