@@ -5,6 +5,9 @@ HTTP connection upgraded to a WebSocket has none: a KeyError, nothing is cancell
 consumers never leave their rooms' groups (the members would stay for the layer's group
 expiry, a day, and be sent every broadcast). This cancels every running consumer, whose
 cleanup then runs. Use it wherever `daphne` would be run; it takes the same arguments.
+
+It also tells a stop that was asked for (SIGTERM, SIGINT) from an exit on an error, so the
+last metrics flush marks the process stopped only in the first case (inkwave.shutdown).
 """
 
 from __future__ import annotations
@@ -16,8 +19,17 @@ from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from twisted.internet import defer
 
+from inkwave import shutdown
+
 
 class InkwaveServer(Server):
+    def run(self) -> None:
+        from twisted.internet import reactor
+
+        # The reactor installs its signal handlers as it starts; chain onto them once it runs.
+        reactor.callWhenRunning(shutdown.watch_signals)  # type: ignore[attr-defined]
+        super().run()
+
     def kill_all_applications(self) -> Any:
         running = [
             instance

@@ -9,6 +9,7 @@ not recorded as stopped, while one asked to stop is recorded as stopped.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from notifications.formatting import Composed
 from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
 from notifications.outbox import enqueue
 from notifications.tasks import drain_destination
-from tests.servers import LOG_TAIL_CHARS, ROOT, RedisServer, server_env
+from tests.servers import LOG_TAIL_CHARS, ROOT, SERVER_COMMAND, RedisServer, server_env
 from tests.slack_server import TOKEN, Reply, SlackServer
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
@@ -228,3 +229,50 @@ def test_worker_and_beat_ride_through_a_redis_restart_with_work_in_flight(
     assert worker_row(worker).stopped_at is not None
     assert worker_row(beat).stopped_at is not None
     assert missing_after_liveness() == 0
+
+
+def test_a_worker_that_dies_of_an_error_is_missed_not_stopped(
+    own_redis: RedisServer, tmp_path: Path
+) -> None:
+    crash_file = tmp_path / "crash-now"
+    env = server_env(
+        tmp_path / "var",
+        {"REDIS_URL": own_redis.url, "INKWAVE_TEST_CRASH_FILE": str(crash_file), **QUIET_SCHEDULE},
+    )
+    command = compose_command("worker")
+    command[command.index("inkwave")] = "tests.faulty_celery"
+    with Processes(tmp_path) as processes:
+        worker = processes.start(command, env)
+        wait_for(lambda: reporting(worker, WorkerRole.CELERY), 60, "the worker to report", [worker])
+
+        crash_file.touch()
+        assert worker.wait(30) != 0
+    row = worker_row(worker)
+    assert row.stopped_at is None
+    assert missing_after_liveness() == 1
+
+
+def test_a_web_process_that_dies_of_an_error_is_missed_not_stopped(tmp_path: Path) -> None:
+    # Its port is taken: the server starts, reports, then exits on the listen failure.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        log_path = tmp_path / "daphne.log"
+        with log_path.open("wb") as log:
+            server = subprocess.Popen(
+                [*SERVER_COMMAND, "-b", "127.0.0.1", "-p", port, "inkwave.asgi:application"],
+                cwd=ROOT,
+                env=server_env(tmp_path / "var"),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            try:
+                server.wait(60)
+            finally:
+                Processes.stop(server)
+    assert "Listen failure" in log_path.read_text(), log_path.read_text()[-LOG_TAIL_CHARS:]
+    row = Worker.objects.get(pid=server.pid)
+    assert (row.role, row.stopped_at) == (WorkerRole.WEB, None)
+    assert missing_after_liveness() == 1
