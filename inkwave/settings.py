@@ -227,8 +227,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A worker rides through a broker outage however long it lasts: Celery's default gives up
 # after 100 attempts (about 50 minutes at its 30 s ceiling) and exits.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
-# ...and tries again every few seconds, not every 30 (inkwave/broker.py).
-CELERY_WORKER_CONSUMER = "inkwave.broker:Consumer"
+# ...and tries again every few seconds, not every 30.
+CELERY_WORKER_CONSUMER = "inkwave.worker_consumer:Consumer"
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # A reconnect to a host that is gone fails in seconds, not after the kernel's SYN

@@ -128,5 +128,6 @@ def stop_flusher() -> None:
         return
     intended = shutdown.requested()
     if not intended:
-        logger.error("process_exiting_on_error", worker=flusher.recorder.identity.name)
+        # An error, or an exit nobody asked for: this process will be missed, not "stopped".
+        logger.warning("process_exit_not_requested", worker=flusher.recorder.identity.name)
     flusher.stop(intended=intended)
