@@ -5,7 +5,11 @@ from typing import Any
 
 from celery import Celery, signals
 
+from inkwave import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inkwave.settings")
+# Before any broker connection: redis:// URLs get the transport that survives a lost Redis.
+broker.install()
 
 app = Celery("inkwave")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -10,6 +10,9 @@ It also lets an application close a WebSocket with 1011 ("the server cannot serv
 now", the venue rooms' close code for a channel layer outage). autobahn's sendClose only
 accepts the codes an application may pick (1000, 3000-4999) and raises on 1011, although
 RFC 6455 gives it to servers and daphne itself sends it when an application crashes.
+
+It also tells a stop that was asked for (SIGTERM, SIGINT) from an exit on an error, so the
+last metrics flush marks the process stopped only in the first case (inkwave.shutdown).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import defer
+
+from inkwave import shutdown
 
 # Codes RFC 6455 reserves for the server's own conditions, sent as they are.
 SERVER_CLOSE_CODES = frozenset({1011, 1012, 1013})
@@ -44,6 +49,13 @@ class InkwaveServer(Server):
     def ws_factory(self, factory: WebSocketFactory) -> None:
         factory.protocol = InkwaveWebSocketProtocol
         self._ws_factory = factory
+
+    def run(self) -> None:
+        from twisted.internet import reactor
+
+        # The reactor installs its signal handlers as it starts; chain onto them once it runs.
+        reactor.callWhenRunning(shutdown.watch_signals)  # type: ignore[attr-defined]
+        super().run()
 
     def kill_all_applications(self) -> Any:
         running = [

@@ -239,6 +239,21 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker rides through a broker outage however long it lasts: Celery's default gives up
+# after 100 attempts (about 50 minutes at its 30 s ceiling) and exits.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# ...and tries again every few seconds, not every 30.
+CELERY_WORKER_CONSUMER = "inkwave.worker_consumer:Consumer"
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # A reconnect to a host that is gone fails in seconds, not after the kernel's SYN
+        # retries (about two minutes), so the retry loop keeps its cadence.
+        "socket_connect_timeout": 5,
+        # A hung Redis holds a publish (beat, a task scheduling its wake) this long at most,
+        # well above the 1 s of the consumer's BRPOP; keepalive finds a peer that vanished.
+        "socket_timeout": 30,
+        "socket_keepalive": True,
+    }
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -9,6 +9,7 @@ import structlog
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
+from inkwave import shutdown
 from monitoring.alerting import direct
 from monitoring.health import redis_reachable
 from monitoring.models import WorkerRole
@@ -88,10 +89,11 @@ class SampleFlusher(threading.Thread):
         except Exception:
             logger.warning("direct_alert_recovery_failed", exc_info=True)
 
-    def stop(self) -> None:
-        """Final flush at shutdown, marking this worker stopped so it stops counting at once."""
+    def stop(self, *, intended: bool = True) -> None:
+        """Final flush at exit; an intended stop marks the worker stopped so it stops counting
+        at once, while a process dying of an error stays un-stopped, so that it is missed."""
         self._stop_event.set()
-        self.flush(stopping=True)
+        self.flush(stopping=intended)
 
 
 def _alert_safely(dependency: str, error: str) -> None:
@@ -118,8 +120,14 @@ def start_flusher(role: str = "web") -> SampleFlusher | None:
 
 
 def stop_flusher() -> None:
-    """Final flush, marking this process stopped; safe to call twice (signal, then atexit)."""
+    """Final flush, marking this process stopped if it was asked to stop (inkwave.shutdown);
+    safe to call twice (signal, then atexit)."""
     global _flusher
     flusher, _flusher = _flusher, None
-    if flusher is not None:
-        flusher.stop()
+    if flusher is None:
+        return
+    intended = shutdown.requested()
+    if not intended:
+        # An error, or an exit nobody asked for: this process will be missed, not "stopped".
+        logger.warning("process_exit_not_requested", worker=flusher.recorder.identity.name)
+    flusher.stop(intended=intended)

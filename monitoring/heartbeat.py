@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import signals
+from celery.platforms import EX_OK
 
+from inkwave import shutdown
 from monitoring.flusher import start_flusher, stop_flusher
 from monitoring.models import WorkerRole
 
@@ -22,9 +24,21 @@ def _worker_ready(**kwargs: Any) -> None:
 
 @signals.beat_init.connect
 def _beat_init(**kwargs: Any) -> None:
+    # Beat's SIGTERM/SIGINT handlers are installed by now; a stop without one is a crash.
+    shutdown.watch_signals()
     start_flusher(role=WorkerRole.BEAT)
 
 
+@signals.worker_shutting_down.connect
+def _worker_shutting_down(**kwargs: Any) -> None:
+    """A shutdown signal (SIGTERM, SIGINT, SIGQUIT), warm or cold: an intended stop."""
+    shutdown.request()
+
+
 @signals.worker_shutdown.connect
-def _worker_shutdown(**kwargs: Any) -> None:
+def _worker_shutdown(sender: Any = None, **kwargs: Any) -> None:
+    # `celery control shutdown` (or a stop() in process) ends with EX_OK; an "Unrecoverable error"
+    # stops it with EX_FAILURE, which must not read as a stop.
+    if getattr(sender, "exitcode", None) in (None, EX_OK):
+        shutdown.request()
     stop_flusher()

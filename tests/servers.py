@@ -280,3 +280,61 @@ class ServerGroup:
                     f"----- daphne pid {server.pid} port {server.port} "
                     f"(exit {server.exit_code}) stderr -----\n{server.log_tail()}\n"
                 )
+
+
+class RedisServer:
+    """A redis-server of a test's own on a free port, to stop, hang and restart at will.
+
+    Never the shared Redis: stopping that would break every other test run on the machine.
+    """
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with (self.work_dir / f"redis-{self.port}.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.work_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise ServerStartError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.05)
+
+    def _answers(self) -> bool:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock,
+        ):
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+        return False
+
+    def stop(self) -> None:
+        """As when Redis goes down: every connection is closed, nothing is kept."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # in case it was hung
+            self.process.terminate()
+            self.process.wait(10.0)
+        self.process = None
+
+    def hang(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)

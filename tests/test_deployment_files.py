@@ -58,3 +58,20 @@ def test_every_app_process_gets_the_slack_configuration() -> None:
 def test_the_env_file_with_real_secrets_is_never_committed() -> None:
     ignored = (ROOT / ".gitignore").read_text().split()
     assert ".env" in ignored
+
+
+def test_every_long_running_service_is_restarted_when_it_exits() -> None:
+    services = compose()["services"]
+    long_running = set(services) - {"migrate"}
+    assert long_running == {"postgres", "redis", "web-1", "web-2", "worker", "beat", "balancer"}
+    for name in long_running:
+        # Whatever the exit code: a worker that dies on an error exits with 1.
+        assert services[name].get("restart") in ("always", "unless-stopped"), name
+    # The one-shot migration must not loop.
+    assert services["migrate"].get("restart", "no") == "no"
+
+
+def test_the_worker_runs_without_the_broadcasts_nothing_reads() -> None:
+    command = compose()["services"]["worker"]["command"]
+    for flag in ("--without-gossip", "--without-mingle", "--without-heartbeat"):
+        assert flag in command
