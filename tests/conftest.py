@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 import redis
+from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -69,3 +70,36 @@ def session_cookie_for(user: Any) -> bytes:
     client.force_login(user)
     name = settings.SESSION_COOKIE_NAME
     return f"{name}={client.cookies[name].value}".encode()
+
+
+# How long a test waits for the application to answer before calling it a failure. channels'
+# 1 s default is a latency assertion in disguise: a loaded CI machine misses it now and then
+# (admission runs database queries in a thread). Waiting longer costs nothing when it works.
+ANSWER_TIMEOUT = 10.0
+
+
+class PatientCommunicator(WebsocketCommunicator):
+    """channels' WebsocketCommunicator whose waits fail only when nothing comes (its methods
+    keep channels' signatures, `timeout` parameters included)."""
+
+    async def connect(self, timeout: float = ANSWER_TIMEOUT) -> Any:  # noqa: ASYNC109
+        return await super().connect(timeout)
+
+    async def receive_output(self, timeout: float = ANSWER_TIMEOUT) -> Any:  # noqa: ASYNC109
+        return await super().receive_output(timeout)
+
+    async def receive_from(self, timeout: float = ANSWER_TIMEOUT) -> Any:  # noqa: ASYNC109
+        return await super().receive_from(timeout)
+
+    async def receive_json_from(self, timeout: float = ANSWER_TIMEOUT) -> Any:  # noqa: ASYNC109
+        return await super().receive_json_from(timeout)
+
+    async def wait(self, timeout: float = ANSWER_TIMEOUT) -> None:  # noqa: ASYNC109
+        await super().wait(timeout)
+
+    async def disconnect(
+        self,
+        code: int = 1000,
+        timeout: float = ANSWER_TIMEOUT,  # noqa: ASYNC109
+    ) -> None:
+        await super().disconnect(code, timeout)

@@ -7,13 +7,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from inkwave.routing import build_websocket_application
 from notifications.defaults import create_default_routes
 from notifications.models import Destination, Notification, NotificationKind, Route
 from orders.models import Order, OrderEvent, OrderEventKind, Venue, VenueAccessToken
+from tests.conftest import PatientCommunicator
 
 pytestmark = pytest.mark.django_db
 
@@ -213,7 +213,7 @@ def test_a_new_venue_is_announced_as_a_sign_up(db: Any) -> None:
 async def test_the_venue_room_sees_orders_live(venue: Venue, venue_token: str) -> None:
     from asgiref.sync import sync_to_async
 
-    room = WebsocketCommunicator(
+    room = PatientCommunicator(
         build_websocket_application(), f"/ws/venues/{venue.pk}/?token={venue_token}"
     )
     assert (await room.connect())[0]

@@ -18,7 +18,7 @@ from monitoring.monitor import WebSocketMonitor
 from orders.broadcast import abroadcast_to_venue
 from orders.groups import venue_group_name
 from orders.models import Venue, VenueAccessToken
-from tests.conftest import session_cookie_for
+from tests.conftest import PatientCommunicator, session_cookie_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("redis_client")]
 
@@ -31,7 +31,7 @@ def communicator(
         headers.append((b"origin", origin))
     if cookie is not None:
         headers.append((b"cookie", cookie))
-    return WebsocketCommunicator(build_websocket_application(), path, headers=headers)
+    return PatientCommunicator(build_websocket_application(), path, headers=headers)
 
 
 async def join(path: str, **kwargs: Any) -> WebsocketCommunicator:
