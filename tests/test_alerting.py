@@ -591,3 +591,29 @@ def test_a_missing_process_stays_missing_until_it_is_replaced(clock: Any) -> Non
     Worker.objects.filter(pk=replacement.pk).update(last_seen_at=timezone.now())
     run_cycle()
     assert firing() == []
+
+
+def test_a_process_that_died_is_an_incident_even_when_a_restart_replaced_it(clock: Any) -> None:
+    only_default_rules("Process died", "Process stopped reporting")
+    dead = worker("web-a")
+    worker("web-old")
+    Worker.objects.filter(name="web-old").update(stopped_at=timezone.now())  # asked to stop
+    clock.shift(31)
+    # The supervisor restarted it on the same host at once.
+    Worker.objects.create(
+        name="web-b",
+        role=WorkerRole.WEB,
+        hostname="h",
+        pid=2,
+        started_at=dead.last_seen_at,
+        last_seen_at=timezone.now(),
+    )
+    run_cycle()
+    (incident,) = firing()
+    assert (incident.rule.name, incident.last_value) == ("Process died", 1)
+    # It resolves once the death has left the rule's 15-minute window, after its clear period.
+    for _ in range(4):
+        clock.shift(400)
+        Worker.objects.filter(name="web-b").update(last_seen_at=timezone.now())
+        run_cycle()
+    assert firing() == []

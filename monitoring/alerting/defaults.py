@@ -113,6 +113,17 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "description": "No web process is reporting.",
     },
     {
+        # Replaced or not: a restart keeps the service up, but each death dropped clients.
+        "name": "Process died",
+        "metric": "workers.crashed",
+        "comparison": "gte",
+        "threshold": 1,
+        "window_seconds": 900,
+        "severity": "warning",
+        "description": "A web, worker or beat process went silent without being asked to stop "
+        "(killed, crashed or out of memory) in the last {window}, even if a restart replaced it.",
+    },
+    {
         "name": "Process stopped reporting",
         "metric": "workers.missing",
         "comparison": "gte",

@@ -284,6 +284,33 @@ def _silent_while_database_up(last_seen: datetime, now: datetime, outages: list[
     return silent
 
 
+def _silent_workers(window: Window) -> list[tuple[str, str, datetime]]:
+    """(role, host, last seen) of processes that went silent in the window without being
+    asked to stop, counting silence only while the database was up."""
+    liveness = settings.WORKER_LIVENESS_SECONDS
+    cutoff = window.end - timedelta(seconds=liveness)
+    candidates = list(
+        Worker.objects.filter(
+            last_seen_at__lt=cutoff, last_seen_at__gte=window.start, stopped_at__isnull=True
+        ).values_list("role", "hostname", "last_seen_at")
+    )
+    outages = database_outages(window.start, window.end) if candidates else []
+    return [
+        (role, host, seen)
+        for role, host, seen in candidates
+        if _silent_while_database_up(seen, window.end, outages) > liveness
+    ]
+
+
+def _crashed_workers(window: Window) -> Values:
+    """Processes that died in the window (killed, crashed, out of memory), replaced or not.
+
+    A supervisor's restart keeps the service up, so "Process stopped reporting" stays quiet;
+    the crash itself is still worth an operator's look (a process that keeps dying is a
+    defect, and each death drops its clients)."""
+    return {"": float(len(_silent_workers(window)))}
+
+
 def _missing_workers(window: Window) -> Values:
     """Processes that went silent during the window without stopping, and were not replaced.
 
@@ -296,21 +323,10 @@ def _missing_workers(window: Window) -> Values:
     outage holds this back (inhibition) until every process has had its liveness period
     with the database up.
     """
-    liveness = settings.WORKER_LIVENESS_SECONDS
-    cutoff = window.end - timedelta(seconds=liveness)
-    candidates = list(
-        Worker.objects.filter(
-            last_seen_at__lt=cutoff, last_seen_at__gte=window.start, stopped_at__isnull=True
-        ).values_list("role", "hostname", "last_seen_at")
-    )
-    outages = database_outages(window.start, window.end) if candidates else []
-    silent = [
-        (role, host, seen)
-        for role, host, seen in candidates
-        if _silent_while_database_up(seen, window.end, outages) > liveness
-    ]
+    silent = _silent_workers(window)
     if not silent:
         return {"": 0.0}
+    cutoff = window.end - timedelta(seconds=settings.WORKER_LIVENESS_SECONDS)
     live = list(
         Worker.objects.filter(last_seen_at__gte=cutoff, stopped_at__isnull=True).values_list(
             "role", "hostname", "started_at"
@@ -420,6 +436,8 @@ for _metric in (
            maximum=100, depends_on=("database",), history=_memory_history),
     Metric("workers.missing", "Processes that stopped reporting", "workers", _missing_workers,
            depends_on=("database",)),
+    Metric("workers.crashed", "Processes that died (killed or crashed)", "workers",
+           _crashed_workers, depends_on=("database",)),
     Metric("workers.web_live", "Live web processes", "workers", _live_web_workers,
            depends_on=("database",)),
     Metric("dependency.database_down", "Database unreachable", "", _database_down, maximum=1),
