@@ -62,12 +62,16 @@ def refusals() -> dict[str, Any]:
     """Run in a worker thread, whose connection is closed after (the test database is
     dropped at the end, and refuses to while a session is open)."""
     try:
-        events = OrderEvent.objects.filter(payload__reason="database unavailable")
+        # The announcement first: it commits with the events, so once it is seen the events
+        # are too (read the other way round, a commit between the two reads showed an
+        # announcement without its events).
         notices = Notification.objects.filter(kind=NotificationKind.ORDER_FAILED)
+        announced = sorted(set(notices.values_list("text", flat=True)))
+        events = OrderEvent.objects.filter(payload__reason="database unavailable")
         return {
             "events": [(e.kind, e.venue_id, e.order_id) for e in events.order_by("pk")],
             # One row per destination (#orders and #operations), one text.
-            "announced": sorted(set(notices.values_list("text", flat=True))),
+            "announced": announced,
         }
     finally:
         connection.close()
