@@ -656,7 +656,7 @@ def judge(
             for k, v in run.recovered.items()
         ),
         f"  orders: {len(mine)} sent, {dict(status)}; 201 answered in p50 {p50:.2f} s, "
-        f"slowest answer {slowest:.2f} s; "
+        f"slowest answer {slowest:.2f} s ({sum(w > 2 for w in waits)} 201s over 2 s); "
         f"{sum(o.retried_elsewhere for o in mine)} refused and sent to the other web process",
         f"  lost/doubled: 201 not stored once {len(not_stored_once)}, 201 not on Slack once "
         f"{len(not_posted_once)} (twice or more: {len(doubled_posts)}), stored without a 201 "
