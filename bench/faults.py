@@ -1,6 +1,6 @@
 """Faults against the production topology: what each one cost, how soon it was seen and left.
 
-    .venv/bin/python bench/faults.py            # the issue's sequence, about 12 minutes
+    .venv/bin/python bench/faults.py            # the issue's sequence, about 8 minutes
     .venv/bin/python bench/faults.py --quick    # shorter faults, about 5 minutes
 
 Starts bench/deployment.py's topology (two web processes, a Celery worker, beat, a PostgreSQL
