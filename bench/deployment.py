@@ -17,7 +17,10 @@ SECRET_KEY, MONITORING_TOKEN and Redis key prefix. Then it writes, in --dir:
 It runs until --minutes have passed, or SIGINT / SIGTERM, then stops every process it started
 (SIGTERM, then SIGKILL) and, with --drop-database, drops the database. `--web2-redis-url` puts the
 second web process on another Redis (one you may stop or hang to see /health answer 503
-without touching the shared one). Bounded: nothing runs past --minutes.
+without touching the shared one). `--own-redis` starts a Redis of its own on a spare port for
+every process, and `--database-proxy` puts a TCP proxy in front of PostgreSQL, so that a fault
+run (bench/faults.py, which drives `Topology` directly) can stop, hang or refuse them; the
+shared Redis and PostgreSQL are never touched. Bounded: nothing runs past --minutes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.faultkit import OwnRedis, TcpProxy  # noqa: E402
 from tests.slack_server import TOKEN, SlackServer  # noqa: E402
 
 PYTHON = sys.executable
@@ -56,6 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=30.0, help="stop after this long")
     parser.add_argument("--flush-seconds", default="2", help="METRICS_FLUSH_SECONDS")
     parser.add_argument("--drop-database", action="store_true", help="drop it when stopping")
+    parser.add_argument("--venues", type=int, default=1, help="venues to create (a token each)")
+    parser.add_argument(
+        "--own-redis", action="store_true", help="a Redis of its own on a spare port"
+    )
+    parser.add_argument(
+        "--database-proxy", action="store_true", help="processes reach PostgreSQL via a proxy"
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="extra environment"
     )
@@ -102,12 +113,20 @@ def delete_redis_keys(url: str, prefix: str) -> None:
 
 
 class Topology:
+    """The processes of one deployment; `start()` then `close()`, or `run()` for the CLI."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.dir: Path = args.dir.resolve()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, tuple[list[str], dict[str, str]]] = {}
         self.logs: list[IO[bytes]] = []
         self.stopping = threading.Event()
+        self.redis: OwnRedis | None = None
+        self.proxy: TcpProxy | None = None
+        self.redis_url: str = args.redis_url
+        self.prefix = ""
+        self.recorder: threading.Thread | None = None
 
     def env(self, slack: SlackServer, database_url: str, prefix: str) -> dict[str, str]:
         env = {
@@ -121,7 +140,7 @@ class Topology:
             SECRET_KEY=secrets.token_urlsafe(50),
             MONITORING_TOKEN=secrets.token_urlsafe(24),
             DATABASE_URL=database_url,
-            REDIS_URL=self.args.redis_url,
+            REDIS_URL=self.redis_url,
             CHANNEL_LAYER_PREFIX=prefix,
             METRICS_FLUSH_SECONDS=self.args.flush_seconds,
             SLACK_API_URL=slack.api_url,
@@ -138,7 +157,9 @@ class Topology:
             env[name] = value
         return env
 
-    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+    def start_process(self, name: str) -> None:
+        """Start (or start again, with the same command and environment) one process."""
+        command, env = self.commands[name]
         log = (self.dir / f"{name}.log").open("ab")
         self.logs.append(log)
         self.processes[name] = subprocess.Popen(
@@ -149,6 +170,17 @@ class Topology:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+    def add(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self.commands[name] = (command, env)
+        self.start_process(name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL, as the kernel's OOM killer or a lost host would."""
+        process = self.processes[name]
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
 
     def stop_all(self) -> None:
         for process in self.processes.values():
@@ -177,93 +209,119 @@ class Topology:
                 seen = len(posts)
                 self.stopping.wait(0.2)
 
-    def run(self) -> int:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        prefix = self.args.prefix or f"verify-{secrets.token_hex(3)}"
-        database_url = ensure_database(self.args.database)
-        ports = [int(p) for p in self.args.ports.split(",")]
-        with SlackServer() as slack:
-            recorder = threading.Thread(target=self.record_posts, args=(slack,), daemon=True)
-            recorder.start()
-            env = self.env(slack, database_url, prefix)
-            (self.dir / "env.sh").write_text(
-                "".join(f"{k}={json.dumps(v)}\n" for k, v in env.items() if k.isidentifier())
-            )
+    def database_url(self) -> str:
+        url = ensure_database(self.args.database)
+        if not self.args.database_proxy:
+            return url
+        self.proxy = TcpProxy(("127.0.0.1", 5432))
+        self.proxy.open()
+        return url.replace("127.0.0.1:5432", f"127.0.0.1:{self.proxy.port}")
+
+    def setup(self, env: dict[str, str]) -> list[dict[str, Any]]:
+        """Migrates and creates the venues; returns [{"venue": id, "token": raw}, ...]."""
+        with (self.dir / "migrate.log").open("ab") as log:
             subprocess.run(
                 [PYTHON, "manage.py", "migrate", "--noinput"],
                 cwd=ROOT,
                 env=env,
                 check=True,
                 timeout=300,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
-            created = subprocess.run(
-                [PYTHON, "-m", "bench.setup_db"],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                timeout=60,
-                capture_output=True,
-                text=True,
-            )
-            venue = json.loads(created.stdout.strip().splitlines()[-1])
-            for index, port in enumerate(ports, start=1):
-                web_env = dict(env, INKWAVE_VAR_DIR=str(self.dir / f"var-web-{index}"))
-                if index == 2 and self.args.web2_redis_url:
-                    web_env["REDIS_URL"] = self.args.web2_redis_url
-                self.start(
-                    f"web-{index}",
-                    [
-                        PYTHON,
-                        "-m",
-                        "inkwave.serve",
-                        "-b",
-                        "127.0.0.1",
-                        "-p",
-                        str(port),
-                        "inkwave.asgi:application",
-                    ],
-                    web_env,
-                )
-            self.start(
-                "worker",
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "inkwave",
-                    "worker",
-                    "--loglevel=INFO",
-                    "--concurrency=2",
-                ],
-                dict(env, INKWAVE_VAR_DIR=str(self.dir / "var-worker")),
-            )
-            self.start(
-                "beat",
-                [PYTHON, "-m", "celery", "-A", "inkwave", "beat", "--loglevel=INFO"],
-                dict(env, INKWAVE_VAR_DIR=str(self.dir / "var-beat")),
-            )
-            state: dict[str, Any] = {
-                "ports": ports,
-                "pid": os.getpid(),
-                "pids": {name: p.pid for name, p in self.processes.items()},
-                "venue": venue["venue"],
-                "token": venue["token"],
-                "slack_api_url": slack.api_url,
-                "slack_webhook_url": slack.webhook_url(),
-                "prefix": prefix,
-                "database": self.args.database,
-            }
-            (self.dir / "state.json").write_text(json.dumps(state, indent=2))
-            print(json.dumps(state), flush=True)
+        created = subprocess.run(
+            [PYTHON, "-m", "bench.setup_db", str(self.args.venues)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=120,
+            capture_output=True,
+            text=True,
+        )
+        return [
+            json.loads(line) for line in created.stdout.strip().splitlines()[-self.args.venues :]
+        ]
 
-            def stop(signum: int, frame: object) -> None:
-                self.stopping.set()
+    def start(self, slack: SlackServer) -> dict[str, Any]:
+        """Starts everything; returns the state also written to state.json."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.prefix = self.args.prefix or f"verify-{secrets.token_hex(3)}"
+        if self.args.own_redis:
+            self.redis = OwnRedis(self.dir / "redis")
+            self.redis.start()
+            self.redis_url = self.redis.url
+        database_url = self.database_url()
+        ports = [int(p) for p in self.args.ports.split(",")]
+        self.recorder = threading.Thread(target=self.record_posts, args=(slack,), daemon=True)
+        self.recorder.start()
+        env = self.env(slack, database_url, self.prefix)
+        (self.dir / "env.sh").write_text(
+            "".join(f"{k}={json.dumps(v)}\n" for k, v in env.items() if k.isidentifier())
+        )
+        venues = self.setup(env)
+        for index, port in enumerate(ports, start=1):
+            web_env = dict(env, INKWAVE_VAR_DIR=str(self.dir / f"var-web-{index}"))
+            if index == 2 and self.args.web2_redis_url:
+                web_env["REDIS_URL"] = self.args.web2_redis_url
+            serve = ["-m", "inkwave.serve", "-b", "127.0.0.1", "-p", str(port)]
+            self.add(f"web-{index}", [PYTHON, *serve, "inkwave.asgi:application"], web_env)
+        celery = [PYTHON, "-m", "celery", "-A", "inkwave"]
+        self.add(
+            "worker",
+            [*celery, "worker", "--loglevel=INFO", "--concurrency=2"],
+            dict(env, INKWAVE_VAR_DIR=str(self.dir / "var-worker")),
+        )
+        self.add(
+            "beat",
+            [*celery, "beat", "--loglevel=INFO"],
+            dict(env, INKWAVE_VAR_DIR=str(self.dir / "var-beat")),
+        )
+        state: dict[str, Any] = {
+            "ports": ports,
+            "pid": os.getpid(),
+            "pids": {name: p.pid for name, p in self.processes.items()},
+            "venue": venues[0]["venue"],
+            "token": venues[0]["token"],
+            "venues": venues,
+            "slack_api_url": slack.api_url,
+            "slack_webhook_url": slack.webhook_url(),
+            "prefix": self.prefix,
+            "database": self.args.database,
+            "redis_url": self.redis_url,
+            "monitoring_token": env["MONITORING_TOKEN"],
+        }
+        (self.dir / "state.json").write_text(json.dumps(state, indent=2))
+        return state
 
-            signal.signal(signal.SIGTERM, stop)
-            signal.signal(signal.SIGINT, stop)
-            deadline = time.monotonic() + self.args.minutes * 60
+    def close(self) -> None:
+        """Stops every process, then what it started for them; drops the database if asked."""
+        self.stopping.set()
+        self.stop_all()
+        if self.recorder is not None:
+            self.recorder.join(5)
+        if self.redis is not None:
+            self.redis.stop()
+        else:
+            delete_redis_keys(self.redis_url, self.prefix)
+        if self.args.web2_redis_url:
+            delete_redis_keys(self.args.web2_redis_url, self.prefix)
+        if self.proxy is not None:
+            self.proxy.close()
+        if self.args.drop_database:
+            drop_database(self.args.database)
+
+    def run(self) -> int:
+        with SlackServer() as slack:
             try:
+                state = self.start(slack)
+                print(json.dumps(state), flush=True)
+
+                def stop(signum: int, frame: object) -> None:
+                    self.stopping.set()
+
+                signal.signal(signal.SIGTERM, stop)
+                signal.signal(signal.SIGINT, stop)
+                deadline = time.monotonic() + self.args.minutes * 60
                 while not self.stopping.is_set() and time.monotonic() < deadline:
                     for name, process in self.processes.items():
                         if process.poll() is not None:
@@ -271,14 +329,7 @@ class Topology:
                             self.stopping.set()
                     self.stopping.wait(1)
             finally:
-                self.stopping.set()
-                self.stop_all()
-                recorder.join(5)
-                delete_redis_keys(self.args.redis_url, prefix)
-                if self.args.web2_redis_url:
-                    delete_redis_keys(self.args.web2_redis_url, prefix)
-                if self.args.drop_database:
-                    drop_database(self.args.database)
+                self.close()
         return 0
 
 
