@@ -321,6 +321,9 @@ SLACK_OUTAGE_SECONDS = env_int("SLACK_OUTAGE_SECONDS", 30, minimum=1)
 # A notification claimed for longer than this was left by a dead worker and is sent again.
 NOTIFICATION_LEASE_SECONDS = env_int("NOTIFICATION_LEASE_SECONDS", 120, minimum=5)
 NOTIFICATION_SWEEP_SECONDS = env_int("NOTIFICATION_SWEEP_SECONDS", 30, minimum=1)
+# How long a request waits for its notification's drain task to reach the broker; a hung
+# broker costs a request this much at most (the publish goes on in the background).
+NOTIFICATION_DISPATCH_WAIT_SECONDS = env_float("NOTIFICATION_DISPATCH_WAIT_SECONDS", 0.5, minimum=0)
 # At most one "failed order creation" notification per venue this often (all are recorded).
 ORDER_FAILURE_NOTIFY_SECONDS = env_int("ORDER_FAILURE_NOTIFY_SECONDS", 300, minimum=0)
 # Past this many notifications of one kind (new order, status change, payment issue) from one

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 import structlog
-from django.db import connection, transaction
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -213,18 +217,40 @@ def start_delivery(destination_ids: Iterable[int]) -> None:
     flag was cleared is seen by it, and a row committed after queues a new drain. A lost
     task leaves the flag set; the periodic sweep drains such destinations regardless.
     """
-    from notifications.tasks import drain_destination
-
     for destination_id in destination_ids:
         if not Destination.objects.filter(pk=destination_id, drain_requested=False).update(
             drain_requested=True
         ):
             continue
+        # Published by a thread of its own, waited for only briefly: a hung broker must not
+        # hold the request (or task) that committed the notification. A publish that is
+        # still going on finishes, or fails and clears the flag, in the background; the
+        # periodic sweep delivers what a lost publish would have. One publish at most is
+        # pending per destination (the flag), so the thread's queue stays small.
+        pending = _publisher().submit(_publish_drain, destination_id)
+        with contextlib.suppress(FutureTimeout):
+            pending.result(timeout=settings.NOTIFICATION_DISPATCH_WAIT_SECONDS)
+
+
+_publisher_pool: ThreadPoolExecutor | None = None
+
+
+def _publisher() -> ThreadPoolExecutor:
+    global _publisher_pool
+    if _publisher_pool is None:
+        _publisher_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inkwave-publish")
+    return _publisher_pool
+
+
+def _publish_drain(destination_id: int) -> None:
+    from notifications.tasks import drain_destination
+
+    try:
+        drain_destination.delay(destination_id)
+    except Exception:
+        # The broker is unreachable: the sweep will deliver these rows later.
+        logger.warning("notification_dispatch_failed", destination=destination_id, exc_info=True)
         try:
-            drain_destination.delay(destination_id)
-        except Exception:
-            # The broker is unreachable: the sweep will deliver these rows later.
             Destination.objects.filter(pk=destination_id).update(drain_requested=False)
-            logger.warning(
-                "notification_dispatch_failed", destination=destination_id, exc_info=True
-            )
+        finally:
+            close_old_connections()

@@ -48,7 +48,7 @@ async def _bounded_broadcast(venue_id: int, event: str, data: Any) -> bool:
         logger.warning(
             "venue_broadcast_failed",
             venue=venue_id,
-            event=event,
+            room_event=event,  # structlog's own first argument is called "event"
             error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
         )
         return False

@@ -491,6 +491,35 @@ def test_alerts_that_depend_on_redis_are_held_while_redis_is_unreachable(
     assert held.events.filter(message__startswith="inhibited: redis").exists()
 
 
+def test_dependents_stay_held_while_their_window_still_covers_the_outage(
+    clock: Any, settings: Any
+) -> None:
+    """Clients thrown out by a Redis outage reconnect and fail into the error rate's 5-minute
+    window; the outage's incident resolves first, and the error-rate alert must not then go
+    out as if it were news of its own."""
+    only_default_rules("Redis unreachable", "High error rate")
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    run_cycle()
+    settings.REDIS_URL = "redis://127.0.0.1:6379/0"
+    for _ in range(2):  # Redis answers again; its incident resolves after its clear period
+        clock.shift(61)
+        run_cycle()
+    assert [i.rule.name for i in firing()] == []
+    sample(messages_received=50, errors=50)  # the reconnect storm, counted after
+    clock.shift(10)
+    run_cycle()
+    (held,) = firing()
+    assert held.rule.name == "High error rate"
+    assert held.events.filter(message__contains="was unreachable within").exists()
+    assert not any("High error rate" in n.text for n in notes_to("operations"))
+    # Still failing once the window no longer reaches back to the outage: announced then.
+    for _ in range(6):
+        clock.shift(60)
+        sample(messages_received=50, errors=50)
+        run_cycle()
+    assert any("High error rate" in n.text for n in notes_to("operations"))
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("group_wait", [0, 30])
 def test_two_concurrent_cycles_open_and_notify_once(settings: Any, group_wait: int) -> None:

@@ -446,3 +446,35 @@ def test_a_row_rewritten_after_a_drain_read_it_is_sent_with_its_new_text(
     assert [post.body["text"] for post in slack.posts] == ["two alerts"]
     row.refresh_from_db()
     assert row.status == NotificationStatus.SENT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hung_broker_does_not_hold_the_caller(
+    operations: Destination, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """A request that commits a notification while the broker hangs answers anyway: the
+    drain task's publish goes on in the background, and a failed one clears the flag."""
+    import threading
+
+    from notifications import outbox
+    from notifications.tasks import drain_destination
+
+    settings.NOTIFICATION_DISPATCH_WAIT_SECONDS = 0.2
+    release = threading.Event()
+
+    def hung_then_refused(*args: Any, **kwargs: Any) -> None:
+        release.wait(30)
+        raise ConnectionError("the broker went away")
+
+    monkeypatch.setattr(drain_destination, "delay", hung_then_refused)
+    Destination.objects.filter(pk=operations.pk).update(drain_requested=False)
+    caller = threading.Thread(target=outbox.start_delivery, args=([operations.pk],))
+    caller.start()
+    caller.join(5)
+    assert not caller.is_alive(), "the caller waited on the hung broker"
+    operations.refresh_from_db()
+    assert operations.drain_requested  # a publish is under way: no second one is queued
+    release.set()
+    outbox._publisher().submit(lambda: None).result(10)  # the publish has failed by now
+    operations.refresh_from_db()
+    assert not operations.drain_requested  # the next notification asks again

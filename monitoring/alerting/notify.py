@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from monitoring.alerting import messages
@@ -63,11 +63,18 @@ def suppression(incident: Incident, now: datetime) -> str:
         if silence.matches(rule, incident.scope) and silence.active_at(now):
             return f"silenced: {silence.reason}"
     metric = REGISTRY.get(rule.metric)
+    # A dependent's value covers its whole window: an outage that ended inside that window
+    # still shapes it (clients thrown out by a Redis outage reconnect into it), so the
+    # dependent stays held back until the window no longer overlaps the outage.
+    overlaps = Q(status=IncidentStatus.FIRING) | Q(
+        resolved_at__gte=now - timedelta(seconds=rule.window_seconds)
+    )
     for dependency in metric.depends_on if metric else ():
-        if Incident.objects.filter(
-            status=IncidentStatus.FIRING, rule__metric=f"dependency.{dependency}_down"
-        ).exists():
-            return f"inhibited: {dependency} is unreachable"
+        outages = Incident.objects.filter(overlaps, rule__metric=f"dependency.{dependency}_down")
+        for status in outages.order_by("status").values_list("status", flat=True)[:1]:
+            if status == IncidentStatus.FIRING:
+                return f"inhibited: {dependency} is unreachable"
+            return f"inhibited: {dependency} was unreachable within this rule's window"
     if rule.metric == SLACK_FAILING:
         return _slack_failing_suppression(rule)
     return ""
