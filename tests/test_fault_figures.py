@@ -20,6 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from monitoring.recording import release_dead_workers
 from orders.models import Venue
+from tests.faults import TcpProxy
 from tests.servers import (
     MONITORING_TOKEN,
     STATS_PATH,
@@ -28,7 +29,6 @@ from tests.servers import (
     current_database_url,
     poll_until,
 )
-from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
@@ -97,7 +97,7 @@ async def test_the_connections_of_a_killed_server_are_counted_as_disconnected(
 def database_proxy() -> Iterator[tuple[TcpProxy, str]]:
     """The test database behind a proxy that can refuse connections; its DATABASE_URL."""
     url = urlsplit(current_database_url())
-    with TcpProxy(url.hostname or "127.0.0.1", url.port or 5432) as proxy:
+    with TcpProxy((url.hostname or "127.0.0.1", url.port or 5432)) as proxy:
         netloc = f"{url.username}@127.0.0.1:{proxy.port}"
         yield proxy, urlunsplit(url._replace(netloc=netloc))
 
@@ -124,7 +124,7 @@ def test_with_the_database_refusing_health_and_stats_answer_json_503_in_time(
     server = servers.start(DATABASE_URL=url, HEALTH_CHECK_TIMEOUT_SECONDS="1.0")
     status, _, body = answer(server, STATS_PATH, 10)
     assert status == 200, body
-    proxy.refuse()
+    proxy.close()
     try:
         # Operators and dashboards keep asking for the figures while /health is probed:
         # their reads (each waiting the pool's 3 s timeout) must not hold the probes up.
@@ -143,7 +143,7 @@ def test_with_the_database_refusing_health_and_stats_answer_json_503_in_time(
         status, _, body = answer(server, "/api/v1/monitoring/websocket/health", PROBE_DEADLINE)
         assert (status, body["error"]["code"]) == (503, "unavailable")
     finally:
-        proxy.restore()
+        proxy.open()
 
     async def stats_status() -> int:
         return (await asyncio.to_thread(answer, server, STATS_PATH, 10))[0]

@@ -20,8 +20,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from orders.models import OrderEvent, OrderEventKind, Venue, VenueAccessToken
-from tests.faults import RedisServer, send_json
-from tests.servers import DaphneServer, ServerGroup, poll_until
+from tests.faults import send_json
+from tests.servers import DaphneServer, RedisServer, ServerGroup, poll_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
@@ -130,7 +130,7 @@ async def test_connections_learn_of_a_hung_redis_and_reconnecting_clients_get_10
     server: DaphneServer, own_redis: RedisServer, venue: Venue, device_token: str
 ) -> None:
     members = [await join(server, venue.pk, device_token) for _ in range(3)]
-    await asyncio.to_thread(own_redis.pause)
+    await asyncio.to_thread(own_redis.hang)
     try:
         # Told within the bound, not at the end of the hang (nor never).
         codes = await asyncio.gather(*(close_code(ws, LOST_BOUND) for ws in members))
@@ -153,7 +153,7 @@ async def test_an_order_placed_while_redis_hangs_is_answered_at_once_and_its_eve
         send_json, "POST", url, {**ORDER, "venue": venue.pk}, token=device_token
     )
     assert status == 201
-    await asyncio.to_thread(own_redis.pause)
+    await asyncio.to_thread(own_redis.hang)
     try:
         # The client's timeout (5 s) is a third of Redis' socket timeout (15 s), which the
         # broadcast used to wait for on the request's path.
