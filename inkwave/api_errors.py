@@ -16,8 +16,10 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 
 API_PREFIX = "/api/"
 CODES = {
@@ -31,6 +33,12 @@ CODES = {
     429: "rate_limited",
     500: "server_error",
     503: "unavailable",
+}
+# What a client reads for the errors it most often meets; others get the status's phrase.
+MESSAGES = {
+    404: "No such endpoint or object.",
+    413: "The body is larger than the upload limit.",
+    500: "The server failed; the error is logged.",
 }
 # Set on the request when the exception that is becoming a 500 was the database's absence.
 UNAVAILABLE_FLAG = "_inkwave_database_unavailable"
@@ -62,7 +70,8 @@ def as_json(request: HttpRequest, response: HttpResponse) -> HttpResponse:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Error"
-    body = {"error": {"code": CODES.get(status, "error"), "message": f"{phrase}."}}
+    message = MESSAGES.get(status, f"{phrase}.")
+    body = {"error": {"code": CODES.get(status, "error"), "message": message}}
     replaced = JsonResponse(body, status=status)
     for header in ("Allow", "Retry-After", "WWW-Authenticate"):
         if header in response:
@@ -95,3 +104,11 @@ class ApiErrorsMiddleware:
         """Remember a database outage; Django goes on to log it and answer its 500."""
         if is_database_unreachable(exception):
             setattr(request, UNAVAILABLE_FLAG, True)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler400: a body over DATA_UPLOAD_MAX_MEMORY_SIZE is 413, not Django's generic 400
+    (under /api/ the middleware then answers it in JSON, as every other error)."""
+    if isinstance(exception, RequestDataTooBig):
+        return HttpResponse(status=413)
+    return defaults.bad_request(request, exception)

@@ -19,9 +19,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
-handler400 = "inkwave.errors.bad_request"
-handler404 = "inkwave.errors.not_found"
-handler500 = "inkwave.errors.server_error"
+# Under /api/, ApiErrorsMiddleware answers every error page (404, 500, ...) in JSON.
+handler400 = "inkwave.api_errors.bad_request"
 
 admin.site.site_header = "Inkwave Ops"
 admin.site.site_title = "Inkwave Ops"
