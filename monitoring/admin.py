@@ -11,13 +11,15 @@ from django.urls import path
 from django.utils import timezone
 
 from monitoring.alerting import engine
-from monitoring.alerting.metrics import format_value, metric_choices
+from monitoring.alerting.defaults import inhibit_dependents
+from monitoring.alerting.metrics import REGISTRY, format_value, metric_choices
 from monitoring.alerting.preview import preview
 from monitoring.models import (
     AlertRule,
     Incident,
     IncidentEvent,
     IncidentStatus,
+    Inhibition,
     MetricTotals,
     OnCallShift,
     Silence,
@@ -151,8 +153,29 @@ class AlertRuleForm(forms.ModelForm):
             "destinations",
             "escalation_delay_seconds",
             "escalation_destination",
+            "group_by",
             "flap_threshold",
+            "settle_seconds",
         ]
+
+
+class HeldBackByInline(admin.TabularInline):
+    model = Inhibition
+    fk_name = "target"
+    fields = ["source", "same_scope"]
+    autocomplete_fields = ["source"]
+    extra = 0
+    verbose_name = "cause that holds this rule back"
+    verbose_name_plural = "Held back (inhibited) while these fire"
+
+
+@admin.register(Inhibition)
+class InhibitionAdmin(admin.ModelAdmin):
+    list_display = ["source", "target", "same_scope", "created_at"]
+    list_select_related = ["source", "target"]
+    list_filter = ["same_scope"]
+    search_fields = ["source__name", "target__name"]
+    autocomplete_fields = ["source", "target"]
 
 
 @admin.register(AlertRule)
@@ -175,11 +198,21 @@ class AlertRuleAdmin(admin.ModelAdmin):
                     "destinations",
                     "escalation_delay_seconds",
                     "escalation_destination",
-                    "flap_threshold",
                 ]
             },
         ),
+        ("Noise", {"fields": ["group_by", "flap_threshold", "settle_seconds"]}),
     ]
+    inlines = [HeldBackByInline]
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if not change:
+            # A new rule is held back while what its metric needs is down, as the shipped
+            # rules are; the operator sees (and may remove) these on the rule's page.
+            metric = REGISTRY.get(form.instance.metric)
+            needs = metric.depends_on if metric else ()
+            inhibit_dependents(AlertRule, Inhibition, form.instance, needs)
 
     @admin.display(description="Condition")
     def condition(self, obj: AlertRule) -> str:
@@ -378,13 +411,111 @@ class IncidentAdmin(admin.ModelAdmin):
         return super().response_change(request, obj)
 
 
+class SilenceForm(forms.ModelForm):
+    class Meta:
+        model = Silence
+        fields = [
+            "reason",
+            "rule",
+            "severity",
+            "scope",
+            "starts_at",
+            "ends_at",
+            "weekdays",
+            "start_time",
+            "end_time",
+            "timezone",
+        ]
+
+
 @admin.register(Silence)
 class SilenceAdmin(admin.ModelAdmin):
-    list_display = ["reason", "rule", "severity", "scope", "window", "created_by", "created_at"]
+    form = SilenceForm
+    change_form_template = "admin/monitoring/silence/change_form.html"
+    list_display = [
+        "reason",
+        "rule",
+        "severity",
+        "scope",
+        "window",
+        "active",
+        "created_by",
+        "created_at",
+    ]
     list_filter = ["severity"]
     list_select_related = ["rule", "created_by"]
     autocomplete_fields = ["rule"]
-    exclude = ["created_by"]
+    actions = ["end_now"]
+
+    @admin.display(boolean=True, description="On now")
+    def active(self, obj: Silence) -> bool:
+        return obj.active_at(timezone.now())
+
+    @admin.action(description="End the selected silences now", permissions=["change"])
+    def end_now(self, request: HttpRequest, queryset: QuerySet[Silence]) -> None:
+        """Ends one-off silences that are on; the channel then hears what changed meanwhile.
+        (Deleting a silence ends it without that summary.)"""
+        now = timezone.now()
+        ended = queryset.filter(weekdays="", starts_at__lte=now, ends_at__gt=now).update(
+            ends_at=now
+        )
+        self.message_user(
+            request, f"Ended {ended} silence(s); what changed meanwhile is posted at the next "
+            "evaluation."
+        )  # fmt: skip
+
+    def get_urls(self) -> list[Any]:
+        preview_view = self.admin_site.admin_view(self.preview_view)
+        return [
+            path("add/preview/", preview_view, name="monitoring_silence_preview_add"),
+            path(
+                "<path:object_id>/change/preview/",
+                preview_view,
+                name="monitoring_silence_preview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
+        """What the form's silence would hold back now: rules and open incidents."""
+        instance = self.get_object(request, object_id) if object_id else None
+        permitted = (
+            self.has_change_permission(request, instance)
+            if instance
+            else self.has_add_permission(request)
+        )
+        if request.method != "POST" or not permitted:
+            return HttpResponseRedirect("../")
+        # The admin's own form class: its widgets (split date and time) read what was posted.
+        form = self.get_form(request, instance, change=instance is not None)(
+            request.POST, instance=instance
+        )
+        context: dict[str, Any] = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "What would this silence hold back?",
+            "form": form,
+        }
+        if form.is_valid():
+            silence = form.save(commit=False)
+            now = timezone.now()
+            rules = [r for r in AlertRule.objects.all() if silence.matches(r, "")]
+            if silence.scope:
+                rules = [r for r in AlertRule.objects.all() if silence.matches(r, silence.scope)]
+            incidents = [
+                i
+                for i in Incident.objects.filter(status=IncidentStatus.FIRING)
+                .select_related("rule")
+                .order_by("-opened_at")
+                if silence.matches(i.rule, i.scope)
+            ]
+            context.update(
+                silence=silence,
+                active_now=silence.active_at(now),
+                rules=rules,
+                incidents=incidents,
+            )
+        return TemplateResponse(request, "admin/monitoring/silence/preview.html", context)
 
     @admin.display(description="When")
     def window(self, obj: Silence) -> str:

@@ -231,7 +231,11 @@ def _message_for(notification: Notification, destination: Destination) -> SlackM
         parent.slack_ts if parent is not None and parent.destination_id == destination.pk else ""
     )
     return SlackMessage(
-        text=notification.text, blocks=notification.blocks, channel=channel, thread_ts=thread_ts
+        text=notification.text,
+        blocks=notification.blocks,
+        channel=channel,
+        thread_ts=thread_ts,
+        reply_broadcast=notification.broadcast and bool(thread_ts),
     )
 
 

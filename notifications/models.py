@@ -176,6 +176,9 @@ class Notification(models.Model):
         related_name="updates",
         help_text="Replaces that notification's Slack message in place.",
     )
+    broadcast = models.BooleanField(
+        default=False, help_text="A thread reply that is also shown in the channel."
+    )
     attempts = models.PositiveIntegerField(default=0)
     # Bumped whenever a pending row's content is rewritten (an alert joining a group), so a
     # drain that read the old content cannot claim it and send the stale text.

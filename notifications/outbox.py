@@ -42,6 +42,7 @@ def enqueue(
     update_target: Notification | None = None,
     not_before: datetime | None = None,
     coalesce_key: str = "",
+    broadcast: bool = False,
 ) -> list[Notification]:
     """One row per destination (the kind's routes unless given), committed with the caller.
 
@@ -60,6 +61,7 @@ def enqueue(
             context=context or {},
             thread_parent=thread_parent,
             update_target=update_target,
+            broadcast=broadcast,
             **({"next_attempt_at": not_before} if not_before is not None else {}),
         )
         for destination in targets
@@ -69,6 +71,43 @@ def enqueue(
     destination_ids = sorted({row.destination_id for row in rows})
     transaction.on_commit(lambda: start_delivery(destination_ids))
     return rows
+
+
+def replaceable(destination: Destination, key: str) -> Notification | None:
+    """The row queued under `key` for this destination that no worker has tried yet, locked
+    until the caller commits, or None. Callers with one key take turns until they commit, so
+    two of them never both start a row: the second finds the first's and rewrites it."""
+    _serialize(key)
+    return (
+        Notification.objects.select_for_update()
+        .filter(
+            destination=destination,
+            coalesce_key=key,
+            status=NotificationStatus.PENDING,
+            attempts=0,
+        )
+        .order_by("-pk")
+        .first()
+    )
+
+
+def rewrite_pending(
+    row: Notification, message: Composed, *, context: dict[str, Any] | None = None
+) -> bool:
+    """Change a row no worker has tried yet; False if one took it meanwhile (then it went out
+    as it was, and the caller sends what changed as a new row). A worker's claim is
+    conditional on the revision, so it never sends a text that was rewritten under it."""
+    changes: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
+    if context is not None:
+        changes["context"] = context
+    updated = Notification.objects.filter(
+        pk=row.pk, status=NotificationStatus.PENDING, attempts=0
+    ).update(revision=F("revision") + 1, **changes)
+    if updated:
+        row.text, row.blocks = message.text, message.blocks
+        if context is not None:
+            row.context = context
+    return bool(updated)
 
 
 class Tally(TypedDict):

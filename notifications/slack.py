@@ -70,6 +70,7 @@ class SlackMessage:
     blocks: list[dict[str, Any]] = field(default_factory=list)
     channel: str = ""
     thread_ts: str = ""  # reply in this message's thread
+    reply_broadcast: bool = False  # ...and show the reply in the channel too
     update_ts: str = ""  # replace this message instead of posting
 
 
@@ -88,6 +89,8 @@ def payload(message: SlackMessage) -> dict[str, Any]:
         body["ts"] = message.update_ts
     elif message.thread_ts:
         body["thread_ts"] = message.thread_ts
+        if message.reply_broadcast:
+            body["reply_broadcast"] = True
     body["unfurl_links"] = False
     return body
 

@@ -207,6 +207,8 @@ def test_the_preview_sees_a_ten_second_spike_as_the_engine_did(
                 "repeat_interval_seconds": "0",
                 "escalation_delay_seconds": "0",
                 "flap_threshold": "4",
+                "settle_seconds": "600",
+                "group_by": "",
             },
         ).content.decode()
     assert [i.peak_text for i in result.incidents] == ["66.7%"]

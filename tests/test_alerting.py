@@ -9,14 +9,16 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.core.exceptions import ValidationError
 from django.db import close_old_connections
 from django.utils import timezone
 
-from monitoring.alerting.defaults import DEFAULT_RULES, create_default_rules
+from monitoring.alerting.defaults import DEFAULT_RULES, install_defaults
 from monitoring.alerting.engine import acknowledge, run_cycle
 from monitoring.models import (
     AlertRule,
     Incident,
+    IncidentEvent,
     IncidentEventKind,
     IncidentStatus,
     OnCallShift,
@@ -44,7 +46,7 @@ def setup(db: Any, settings: Any) -> None:
 
 
 def only_default_rules(*names: str) -> None:
-    create_default_rules(AlertRule)
+    install_defaults()
     AlertRule.objects.update(enabled=False)
     AlertRule.objects.filter(name__in=names).update(enabled=True)
 
@@ -488,7 +490,7 @@ def test_alerts_that_depend_on_redis_are_held_while_redis_is_unreachable(
     assert any("Redis unreachable" in t for t in texts)
     assert not any("High error rate" in t for t in texts)
     held = Incident.objects.get(rule__name="High error rate")
-    assert held.events.filter(message__startswith="inhibited: redis").exists()
+    assert held.events.filter(message="inhibited: Redis unreachable is firing").exists()
 
 
 def test_dependents_stay_held_while_their_window_still_covers_the_outage(
@@ -510,7 +512,9 @@ def test_dependents_stay_held_while_their_window_still_covers_the_outage(
     run_cycle()
     (held,) = firing()
     assert held.rule.name == "High error rate"
-    assert held.events.filter(message__contains="was unreachable within").exists()
+    assert held.events.filter(
+        message="inhibited: Redis unreachable fired within this rule's window"
+    ).exists()
     assert not any("High error rate" in n.text for n in notes_to("operations"))
     # Still failing once the window no longer reaches back to the outage: announced then.
     for _ in range(6):
@@ -542,8 +546,11 @@ def test_two_concurrent_cycles_open_and_notify_once(settings: Any, group_wait: i
     notes = Notification.objects.filter(destination__name="operations")
     if group_wait == 0:
         assert notes.count() == 5
-    announced = sorted(i for note in notes for i in note.context["incidents"])
-    assert announced == sorted(Incident.objects.values_list("pk", flat=True))
+    announced = IncidentEvent.objects.filter(kind=IncidentEventKind.NOTIFIED)
+    assert sorted(announced.values_list("incident_id", flat=True)) == sorted(
+        Incident.objects.values_list("pk", flat=True)
+    )
+    assert {event.notification_id for event in announced} == set(notes.values_list("pk", flat=True))
 
 
 def test_a_per_venue_metric_opens_one_incident_per_venue(
@@ -587,12 +594,15 @@ def test_an_alert_silenced_when_it_opened_is_announced_when_the_silence_ends(clo
     clock.shift(120)
     sample(connections=75)
     run_cycle()
-    (announced,) = notes_to("operations")
+    # First what happened while it was on, then the alert that still fires.
+    summary, announced = notes_to("operations")
+    assert summary.text.startswith("🔕 Silence ended: maintenance")
+    assert "Test rule: fired at 2026-06-05 12:00 PM UTC and is still firing" in summary.text
     assert announced.text.startswith("🟠 Test rule")
     clock.shift(60)
     sample(connections=75)
     run_cycle()
-    assert len(notes_to("operations")) == 1  # announced once
+    assert len(notes_to("operations")) == 2  # each said once
 
 
 def test_a_missing_process_stays_missing_until_it_is_replaced(clock: Any) -> None:
@@ -646,3 +656,31 @@ def test_a_process_that_died_is_an_incident_even_when_a_restart_replaced_it(cloc
         Worker.objects.filter(name="web-b").update(last_seen_at=timezone.now())
         run_cycle()
     assert firing() == []
+
+
+@pytest.mark.parametrize(("group_by", "posts"), [("", 1), ("venue", 2), ("rule,severity", 1)])
+def test_a_rule_says_what_its_alerts_are_grouped_by(
+    clock: Any, settings: Any, monkeypatch: pytest.MonkeyPatch, group_by: str, posts: int
+) -> None:
+    from monitoring.alerting import metrics
+
+    settings.ALERT_GROUP_WAIT_SECONDS = 30
+    monkeypatch.setitem(
+        metrics.REGISTRY,
+        "venue.test_failures",
+        metrics.Metric(
+            "venue.test_failures", "Failures", "", lambda w: {"1": 5.0, "2": 6.0}, per_venue=True
+        ),
+    )
+    rule(metric="venue.test_failures", comparison="gte", threshold=3, group_by=group_by)
+    run_cycle()
+    assert len(notes_to("operations")) == posts
+    assert len(firing()) == 2
+
+
+def test_grouping_by_an_unknown_label_is_refused() -> None:
+    with pytest.raises(ValidationError) as caught:
+        rule(group_by="venue,colour").full_clean()
+    assert caught.value.message_dict["group_by"] == [
+        "Unknown label colour: use rule, venue, severity."
+    ]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from monitoring.alerting import direct
-from monitoring.alerting.defaults import create_default_rules
-from monitoring.models import AlertRule, Incident, IncidentEventKind, IncidentStatus
+from monitoring.alerting.defaults import install_defaults
+from monitoring.models import Incident, IncidentEventKind, IncidentStatus
 from notifications.defaults import create_default_routes
 from notifications.models import Destination, Notification, NotificationStatus, Route
 from tests.fakes import closed_port
@@ -115,7 +115,7 @@ def test_once_the_database_is_back_the_outage_is_recorded_and_resolved(
     slack: SlackServer, alerter: direct.DirectAlerter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     create_default_routes(Destination, Route)
-    create_default_rules(AlertRule)
+    install_defaults()
     monkeypatch.setattr(direct, "alerter", alerter)
     alerter.alert("database", "OperationalError: connection refused")
     sent_ts = slack.posts[0].ts

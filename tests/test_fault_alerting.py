@@ -12,7 +12,7 @@ import time_machine
 from django.utils import timezone
 
 from monitoring.alerting import direct, recovery
-from monitoring.alerting.defaults import create_default_rules
+from monitoring.alerting.defaults import install_defaults
 from monitoring.alerting.engine import run_cycle
 from monitoring.models import AlertRule, Incident, IncidentStatus, Worker, WorkerRole
 from notifications.defaults import create_default_routes
@@ -32,7 +32,7 @@ PROCESSES = [
 @pytest.fixture(autouse=True)
 def setup(db: Any, settings: Any, tmp_path: Path) -> None:
     create_default_routes(Destination, Route)
-    create_default_rules(AlertRule)
+    install_defaults()
     AlertRule.objects.exclude(name="Process stopped reporting").update(enabled=False)
     settings.ALERT_GROUP_WAIT_SECONDS = 0
     settings.METRICS_FLUSH_SECONDS = 10

@@ -20,7 +20,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from monitoring.alerting.defaults import create_default_rules
+from monitoring.alerting.defaults import install_defaults
 from monitoring.alerting.engine import acknowledge, run_cycle
 from monitoring.models import AlertRule, Incident, WebSocketSample, Worker
 from notifications.defaults import create_default_routes
@@ -96,7 +96,7 @@ def operator(world: World, server: str, browser: Any) -> Any:
 def seed() -> Incident:
     """An evening's worth of what operators see: samples, a firing incident, the outbox."""
     create_default_routes(Destination, NotificationRoute)
-    create_default_rules(AlertRule)
+    install_defaults()
     AlertRule.objects.exclude(name="Elevated error rate").update(enabled=False)
     Venue.objects.create(name="Main Branch", slug="main-branch")
     get_user_model().objects.create_superuser("op", "op@example.com", "pw-op-12345")

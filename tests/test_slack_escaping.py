@@ -264,7 +264,7 @@ def make_incident(rule: AlertRule, scope: str, status: str = IncidentStatus.FIRI
     return Incident.objects.create(
         rule=rule,
         scope=scope,
-        title=rule.name,
+        title=f"{rule.name} (venue {scope})" if scope else rule.name,  # as the engine names it
         severity=rule.severity,
         status=status,
         opened_at=now - timedelta(minutes=30),
@@ -290,12 +290,19 @@ def test_rule_names_descriptions_scopes_and_on_call_names_are_inert(db: Any, raw
         messages.reminder(firing),
         messages.flapping(firing, 6, 3600),
         messages.escalation(firing, bad_shift),
+        messages.joined_reply([firing, other]),
+        messages.group_resolved_reply([firing], [other]),
+        messages.settled_resolved(firing, 6),
+        messages.settled_firing(firing, 6),
+        messages.flap_notice_settled(firing, 6, "firing", NOW),
+        messages.silence_summary(raw, NOW - timedelta(hours=1), NOW, [firing, other]),
+        messages.escalation(firing, None),
     ]
     for message in composed:
         assert_inert(body_of(message), raw)
     assert f"Venue: {inert(raw)}" in composed[0].text
     assert f"Described {inert(raw)}" in composed[0].text
-    assert f"[venue {inert(raw)}]" in composed[1].text
+    assert f"(venue {inert(raw)})" in composed[1].text
     assert f"On call: {inert(raw)}" in composed[4].text
     escalated = body_of(messages.escalation(firing, good_shift))
     assert_inert(escalated, raw, allowed=("<@U0DANA>",))  # the rota's mention, nothing else
@@ -354,7 +361,15 @@ def test_runbooks_must_be_http_links_in_the_model_and_the_admin(
         "repeat_interval_seconds": "0",
         "escalation_delay_seconds": "0",
         "flap_threshold": "4",
+        "settle_seconds": "600",
+        "group_by": "",
     }
+    form.update(
+        {
+            f"inhibited_by-{field}": "0"
+            for field in ("TOTAL_FORMS", "INITIAL_FORMS", "MIN_NUM_FORMS", "MAX_NUM_FORMS")
+        }
+    )
     response = admin_client.post("/admin/monitoring/alertrule/add/", form)
     assert response.status_code == 200
     assert "runbook_url" in response.context["adminform"].form.errors

@@ -22,7 +22,7 @@ from django.db import close_old_connections
 from django.test import Client
 from django.utils import timezone
 
-from monitoring.alerting.defaults import create_default_rules
+from monitoring.alerting.defaults import install_defaults
 from monitoring.alerting.engine import run_cycle
 from monitoring.alerting.metrics import OUTBOX_AGE, REGISTRY, SLACK_FAILING, Window
 from monitoring.health import SlackDeliveryCheck, Status, run_checks
@@ -67,7 +67,7 @@ def destinations(db: Any, settings: Any) -> dict[str, Destination]:
     Destination.objects.filter(name="operations").update(slack_channel_id=OPS)
     Destination.objects.filter(name="orders").update(slack_channel_id=ORDERS)
     # Only the rules about delivery: the others would watch samples these tests do not write.
-    create_default_rules(AlertRule)
+    install_defaults()
     AlertRule.objects.exclude(metric__in=[SLACK_FAILING, OUTBOX_AGE]).update(enabled=False)
     return {d.name: d for d in Destination.objects.all()}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # name, metric, comparison, threshold, window, pending, severity, description
@@ -180,3 +181,46 @@ OLD_DESCRIPTIONS = {
 def create_default_rules(rule_model: Any) -> None:
     for spec in DEFAULT_RULES:
         rule_model.objects.get_or_create(name=spec["name"], defaults=spec)
+
+
+# A critical rule holds back the warning on the same figure for the same scope: one storm,
+# one alert (Alertmanager's classic severity inhibition).
+SEVERITY_INHIBITIONS = [
+    ("High error rate", "Elevated error rate"),
+    ("Memory critical", "Memory high"),
+]
+
+
+def create_default_inhibitions(
+    rule_model: Any, inhibition_model: Any, dependencies: Mapping[str, Iterable[str]]
+) -> None:
+    """Each rule is held back while a dependency its metric needs is down (`dependencies`:
+    metric -> the dependencies it needs), and each warning by its critical twin."""
+    for rule in rule_model.objects.all():
+        inhibit_dependents(rule_model, inhibition_model, rule, dependencies.get(rule.metric, ()))
+    for cause, effect in SEVERITY_INHIBITIONS:
+        source = rule_model.objects.filter(name=cause).first()
+        target = rule_model.objects.filter(name=effect).first()
+        if source is not None and target is not None:
+            inhibition_model.objects.get_or_create(
+                source=source, target=target, defaults={"same_scope": True}
+            )
+
+
+def inhibit_dependents(
+    rule_model: Any, inhibition_model: Any, rule: Any, needs: Iterable[str]
+) -> None:
+    for dependency in needs:
+        for source in rule_model.objects.filter(metric=f"dependency.{dependency}_down"):
+            inhibition_model.objects.get_or_create(source=source, target=rule)
+
+
+def install_defaults() -> None:
+    """The shipped rules and their inhibitions, with today's models and metric registry
+    (migrations pass their historical models and a frozen copy instead)."""
+    from monitoring.alerting.metrics import REGISTRY
+    from monitoring.models import AlertRule, Inhibition
+
+    create_default_rules(AlertRule)
+    dependencies = {name: metric.depends_on for name, metric in REGISTRY.items()}
+    create_default_inhibitions(AlertRule, Inhibition, dependencies)

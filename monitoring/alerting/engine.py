@@ -29,6 +29,7 @@ from monitoring.models import (
     IncidentEvent,
     IncidentEventKind,
     IncidentStatus,
+    Inhibition,
 )
 
 logger = structlog.get_logger(__name__)
@@ -63,15 +64,12 @@ def run_cycle(now: datetime | None = None) -> CycleResult:
     result = CycleResult()
     cache = MetricCache(now)
     _record_direct_alerts()
+    _housekeeping(now, result)
     rules = list(AlertRule.objects.filter(enabled=True).prefetch_related("destinations"))
-    # Dependencies first: an alert that a failed dependency explains is then held back
-    # in the same cycle (inhibition) rather than sent a moment before its cause.
-    rules.sort(
-        key=lambda r: (
-            bool(REGISTRY[r.metric].depends_on) if r.metric in REGISTRY else True,
-            r.name,
-        )
-    )
+    # Causes first: an alert that a firing cause explains is then held back in the same
+    # cycle (inhibition) rather than sent a moment before its cause.
+    order = _cause_order()
+    rules.sort(key=lambda r: (order.get(r.pk, 0), r.name))
     # Read every state and open incident once; only scopes that may change are locked.
     states = {(s.rule_id, s.scope): s for s in AlertState.objects.filter(rule__enabled=True)}
     firing = set(
@@ -114,6 +112,38 @@ def _is_quiet(
     if has_incident or (value is not None and rule.breaches(value)):
         return False
     return state is None or (state.breaching_since is None and state.clear_since is None)
+
+
+def _cause_order() -> dict[int, int]:
+    """Each rule's depth in the inhibition graph: causes come before what they hold back."""
+    sources: dict[int, list[int]] = {}
+    for source_id, target_id in Inhibition.objects.values_list("source_id", "target_id"):
+        sources.setdefault(target_id, []).append(source_id)
+    depth: dict[int, int] = {}
+
+    def level(rule_id: int, seen: frozenset[int]) -> int:
+        if rule_id not in depth:
+            causes = [s for s in sources.get(rule_id, []) if s not in seen]
+            depth[rule_id] = 1 + max((level(s, seen | {rule_id}) for s in causes), default=-1)
+        return depth[rule_id]
+
+    for rule_id in sources:
+        level(rule_id, frozenset())
+    return depth
+
+
+def _housekeeping(now: datetime, result: CycleResult) -> None:
+    """What the channel must hear that no single rule's value changes: a silence that
+    ended, an alert that stopped flapping."""
+    for name, step in (
+        ("silence_summaries", notify.summarize_ended_silences),
+        ("settled_runs", notify.settle_quiet_runs),
+    ):
+        try:
+            step(now)
+        except Exception as exc:
+            logger.exception("alert_housekeeping_failed", step=name)
+            result.errors.append(f"{name}: {type(exc).__name__}: {exc}")
 
 
 def _record_direct_alerts() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from django.utils import timezone
 
@@ -29,16 +30,30 @@ def value_text(incident: Incident, value: float) -> str:
 
 
 def _line(incident: Incident) -> str:
-    state = "✅ resolved" if incident.status == IncidentStatus.RESOLVED else "firing"
-    if incident.acknowledged_at and incident.is_open:
+    if not incident.is_open:
+        # An ended alert reads as ended: no severity badge left to alarm anyone.
+        lasted = duration(_lasted(incident))
+        return f"✅ {incident.title}: resolved after {lasted} (peak {_peak(incident)})"
+    state = "firing"
+    if incident.acknowledged_at:
         state = f"acknowledged by {incident.acknowledged_by or 'someone'}"
-    scope = f" [venue {incident.scope}]" if incident.scope else ""
     now = value_text(incident, incident.last_value)
-    peak = value_text(incident, incident.peak_value)
     return (
-        f"{ICONS.get(incident.severity, '')} [{incident.severity.upper()}] {incident.rule.name}"
-        f"{scope}: {incident.rule.condition_text()} (now {now}, peak {peak}) — {state}"
+        f"{ICONS.get(incident.severity, '')} [{incident.severity.upper()}] {incident.title}: "
+        f"{incident.rule.condition_text()} (now {now}, peak {_peak(incident)}) — {state}"
     )
+
+
+def _peak(incident: Incident) -> str:
+    return value_text(incident, incident.peak_value)
+
+
+def _lasted(incident: Incident) -> float:
+    return ((incident.resolved_at or timezone.now()) - incident.opened_at).total_seconds()
+
+
+def _titles(incidents: Sequence[Incident]) -> str:
+    return ", ".join(i.title for i in incidents)
 
 
 def incident_message(incidents: Sequence[Incident]) -> Composed:
@@ -46,23 +61,31 @@ def incident_message(incidents: Sequence[Incident]) -> Composed:
     if len(incidents) == 1:
         return _single(incidents[0])
     firing = sum(1 for i in incidents if i.is_open)
-    title = f"⚠️ {len(incidents)} alerts ({firing} firing)"
-    lines = [_line(i) for i in incidents]
+    if firing:
+        title = f"⚠️ {len(incidents)} alerts ({firing} firing)"
+    else:
+        title = f"✅ {len(incidents)} alerts, all resolved"
+    # Firing first (worst first), then what ended.
+    ordered = sorted(incidents, key=lambda i: (not i.is_open, _RANK.get(i.severity, 9), i.pk))
+    lines = [_line(i) for i in ordered]
     blocks = [header_block(title), *(section_block(line) for line in lines)]
     blocks.append(context_block(f"Opened {utc_time(min(i.opened_at for i in incidents))}"))
     return fit("\n".join([title, *lines]), blocks)
 
 
-def _single(incident: Incident) -> Composed:
+_RANK: dict[str, int] = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+def _single(incident: Incident, *, note: str = "") -> Composed:
     rule = incident.rule
     resolved = incident.status == IncidentStatus.RESOLVED
     icon = "✅" if resolved else ICONS.get(incident.severity, "⚠️")
-    title = f"{icon} {'Resolved: ' if resolved else ''}{rule.name}"
+    title = f"{icon} {'Resolved: ' if resolved else ''}{incident.title}"
     pairs = [
         ("Severity", incident.severity.capitalize()),
         ("Condition", rule.condition_text()),
         ("Value", value_text(incident, incident.last_value)),
-        ("Peak", value_text(incident, incident.peak_value)),
+        ("Peak", _peak(incident)),
         ("Since", utc_time(incident.opened_at)),
     ]
     if incident.scope:
@@ -70,9 +93,7 @@ def _single(incident: Incident) -> Composed:
     if incident.acknowledged_at and not resolved:
         pairs.append(("Acknowledged", f"by {incident.acknowledged_by or 'someone'}"))
     if resolved and incident.resolved_at:
-        pairs.append(
-            ("Duration", duration((incident.resolved_at - incident.opened_at).total_seconds()))
-        )
+        pairs.append(("Duration", duration(_lasted(incident))))
     if rule.runbook_url:
         pairs.append(("Runbook", safe_link(rule.runbook_url)))
     text = lines(title, pairs)
@@ -81,43 +102,130 @@ def _single(incident: Incident) -> Composed:
         description = escape_text(rule.description_text(), TEXT_LIMIT, multiline=True)
         blocks.append(context_block(description))
         text = Mrkdwn(f"{text}\n{description}")
+    if note:
+        blocks.append(context_block(note))
+        text = Mrkdwn(f"{text}\n{escape_text(note, TEXT_LIMIT, multiline=True)}")
     return fit(text, blocks)
 
 
+def settled_firing(incident: Incident, changes: int) -> Composed:
+    """The opening message of an alert that flapped and then held: it is firing now."""
+    return _single(
+        incident,
+        note=f"It flapped ({changes} changes) and has now been firing for "
+        f"{duration(incident.rule.settle_seconds)} without a break.",
+    )
+
+
 def resolved_reply(incident: Incident) -> Composed:
-    took = duration(((incident.resolved_at or timezone.now()) - incident.opened_at).total_seconds())
     who = f" by {incident.resolved_by}" if incident.resolved_by else ""
-    text = f"✅ Resolved{who} after {took}: {incident.rule.name}"
+    text = f"✅ Resolved{who} after {duration(_lasted(incident))}: {incident.title}"
+    return fit(text, [section_block(text)])
+
+
+def group_resolved_reply(ended: Sequence[Incident], firing: Sequence[Incident]) -> Composed:
+    """One reply for the members of a group that ended together, and what still fires."""
+    parts = [
+        f"✅ Resolved: {i.title} (after {duration(_lasted(i))}"
+        f"{f', by {i.resolved_by}' if i.resolved_by else ''})"
+        for i in ended
+    ]
+    if firing:
+        parts.append(f"Still firing: {_titles(firing)}")
+    else:
+        parts.append("Every alert of this group has resolved.")
+    text = "\n".join(parts)
+    return fit(text, [section_block(text)])
+
+
+def joined_reply(joined: Sequence[Incident]) -> Composed:
+    text = "\n".join(
+        f"🆕 Joined this group: {ICONS.get(i.severity, '')} [{i.severity.upper()}] {i.title}: "
+        f"{i.rule.condition_text()} (now {value_text(i, i.last_value)})"
+        for i in joined
+    )
     return fit(text, [section_block(text)])
 
 
 def reminder(incident: Incident) -> Composed:
     open_for = duration((timezone.now() - incident.opened_at).total_seconds())
     text = (
-        f"⏰ Still firing after {open_for}, unacknowledged: {incident.rule.name} "
+        f"⏰ Still firing after {open_for}, unacknowledged: {incident.title} "
         f"(now {value_text(incident, incident.last_value)})"
     )
     return fit(text, [section_block(text)])
 
 
 def escalation(incident: Incident, shift: OnCallShift | None) -> Composed:
-    # The only mention the system ever writes: the on-call rota's, never user text.
-    who = shift.mention if shift else "nobody is on call (add shifts in the admin)"
     open_for = duration((timezone.now() - incident.opened_at).total_seconds())
-    text = mrkdwn(
-        "🚨 Escalation: {} has been firing for {} unacknowledged. On call: {}",
-        incident.rule.name,
-        open_for,
-        who,
-    )
+    if shift is None:
+        # Nobody to page is itself an emergency: said first, in the header.
+        header = "🚨 Escalation: nobody is on call"
+        text = mrkdwn(
+            "🚨 Escalation: {} has been firing for {} unacknowledged, and nobody is on call "
+            "(add shifts in the admin).",
+            incident.title,
+            open_for,
+        )
+    else:
+        header = "🚨 Escalation"
+        # The only mention the system ever writes: the on-call rota's, never user text.
+        text = mrkdwn(
+            "🚨 Escalation: {} has been firing for {} unacknowledged. On call: {}",
+            incident.title,
+            open_for,
+            shift.mention,
+        )
     detail = _single(incident)
     # detail.text was escaped by fit() above.
-    return fit(Mrkdwn(f"{text}\n{detail.text}"), [section_block(text), *detail.blocks[1:]])
+    return fit(
+        Mrkdwn(f"{text}\n{detail.text}"),
+        [header_block(header), section_block(text), *detail.blocks[1:]],
+    )
 
 
-def flapping(incident: Incident, changes: int, window_seconds: int) -> Composed:
+def flapping(incident: Incident, changes: int, span_seconds: float) -> Composed:
     text = (
-        f"🔁 Flapping: {incident.rule.name} opened and resolved {changes} times in "
-        f"{duration(window_seconds)}; it stays quiet until it settles."
+        f"🔁 Flapping: {incident.title} opened and resolved {changes} times in "
+        f"{duration(span_seconds)}. Updates are held until it holds one state for "
+        f"{duration(incident.rule.settle_seconds)}; then this channel hears which."
     )
     return fit(text, [section_block(text)])
+
+
+def flap_notice_settled(incident: Incident, changes: int, state: str, at: datetime) -> Composed:
+    """The flapping notice, edited in place once the alert settled."""
+    text = (
+        f"🔁 Flapped: {incident.title} opened and resolved {changes} times; "
+        f"settled {state} at {utc_time(at)}."
+    )
+    return fit(text, [section_block(text)])
+
+
+def settled_resolved(incident: Incident, changes: int) -> Composed:
+    text = (
+        f"✅ Settled: {incident.title} has been clear for "
+        f"{duration(incident.rule.settle_seconds)} after flapping ({changes} changes). Resolved."
+    )
+    return fit(text, [section_block(text)])
+
+
+def silence_summary(
+    reason: str, start: datetime, end: datetime, changes: Sequence[Incident]
+) -> Composed:
+    """What changed while a silence was on, said once when it ends."""
+    title = f"🔕 Silence ended: {reason}"
+    rows = []
+    for i in changes:
+        if i.opened_at >= start and i.is_open:
+            rows.append(f"{i.title}: fired at {utc_time(i.opened_at)} and is still firing")
+        elif i.opened_at >= start and i.resolved_at:
+            rows.append(
+                f"{i.title}: fired at {utc_time(i.opened_at)}, resolved at "
+                f"{utc_time(i.resolved_at)}"
+            )
+        elif i.resolved_at:
+            rows.append(f"{i.title}: resolved at {utc_time(i.resolved_at)}")
+    intro = f"From {utc_time(start)} to {utc_time(end)}, while it was on:"
+    body = "\n".join([intro, *(f"• {row}" for row in rows)])
+    return fit(f"{title}\n{body}", [header_block(title), section_block(body)])

@@ -49,6 +49,10 @@ class Severity(models.TextChoices):
     INFO = "info", "Info"
 
 
+# What an alert may be grouped by in one Slack message (Alertmanager's group_by labels).
+GROUP_LABELS = ("rule", "venue", "severity")
+
+
 class AlertRule(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(
@@ -92,6 +96,19 @@ class AlertRule(models.Model):
     flap_threshold = models.PositiveIntegerField(
         default=4, help_text="More opens and resolves than this within the flap window is flapping."
     )
+    settle_seconds = models.PositiveIntegerField(
+        default=600,
+        help_text="A flapping alert that holds one state (firing or clear) this long has "
+        "settled: the channel is told which, and a settled firing alert notifies and "
+        "escalates as any other.",
+    )
+    group_by = models.CharField(
+        max_length=40,
+        blank=True,
+        help_text="Alerts that fire together share one Slack message when these are equal: a "
+        "comma-separated subset of rule, venue, severity. Empty: every alert of its kind "
+        "that fires together in a channel.",
+    )
     runbook_url = models.URLField(
         blank=True,
         validators=[validate_http_url],
@@ -130,6 +147,9 @@ class AlertRule(models.Model):
     def breaches(self, value: float) -> bool:
         return COMPARATORS[self.comparison](value, self.threshold)
 
+    def group_labels(self) -> list[str]:
+        return [label.strip() for label in self.group_by.split(",") if label.strip()]
+
     def clean(self) -> None:
         from monitoring.alerting.metrics import REGISTRY
 
@@ -164,6 +184,11 @@ class AlertRule(models.Model):
             )
         if self.severity != Severity.CRITICAL and self.escalation_destination_id:
             errors["escalation_destination"] = "Only critical alerts escalate."
+        unknown_labels = sorted(set(self.group_labels()) - set(GROUP_LABELS))
+        if unknown_labels:
+            errors["group_by"] = (
+                f"Unknown label {', '.join(unknown_labels)}: use {', '.join(GROUP_LABELS)}."
+            )
         if errors:
             raise ValidationError(errors)
 
@@ -185,6 +210,44 @@ class AlertState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule} [{self.scope or 'all'}]"
+
+
+class Inhibition(models.Model):
+    """While `source` fires (and for the target's window after, since that window still holds
+    the outage), `target` opens incidents as usual but notifies nobody: its cause is known.
+
+    Alertmanager's inhibit rules, as rows an operator can read and edit."""
+
+    source = models.ForeignKey(
+        AlertRule,
+        on_delete=models.CASCADE,
+        related_name="inhibits",
+        help_text="The cause: while it fires…",
+    )
+    target = models.ForeignKey(
+        AlertRule,
+        on_delete=models.CASCADE,
+        related_name="inhibited_by",
+        help_text="…this rule's alerts are held back.",
+    )
+    same_scope = models.BooleanField(
+        default=False,
+        help_text="Only when the cause fired for the same venue or process (the same scope).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["source__name", "target__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "target"], name="inhibition_source_target")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} holds back {self.target}"
+
+    def clean(self) -> None:
+        if self.source_id and self.source_id == self.target_id:
+            raise ValidationError({"target": "A rule cannot hold back itself."})
 
 
 class IncidentStatus(models.TextChoices):
@@ -216,6 +279,9 @@ class Incident(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     last_notified_at = models.DateTimeField(null=True, blank=True)
+    announced_at = models.DateTimeField(
+        null=True, blank=True, help_text="When Slack was first told; escalation counts from here."
+    )
     escalated_at = models.DateTimeField(null=True, blank=True)
     notification = models.ForeignKey(
         "notifications.Notification",
@@ -321,6 +387,13 @@ class Silence(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    summarized_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The end of the last window whose summary (what changed while it was on) "
+        "was sent.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -370,6 +443,30 @@ class Silence(models.Model):
         if now < self.end_time:
             return (local.weekday() - 1) % 7 in days
         return False
+
+    def windows_ended(
+        self, after: dt.datetime, until: dt.datetime
+    ) -> list[tuple[dt.datetime, dt.datetime]]:
+        """The windows (start, end) of this silence that ended in (after, until], oldest first."""
+        if not self.recurring:
+            if self.starts_at and self.ends_at and after < self.ends_at <= until:
+                return [(self.starts_at, self.ends_at)]
+            return []
+        assert self.start_time is not None
+        assert self.end_time is not None
+        zone = ZoneInfo(self.timezone)
+        found = []
+        day = (after.astimezone(zone) - dt.timedelta(days=1)).date()
+        last = until.astimezone(zone).date()
+        while day <= last:
+            if day.weekday() in self.days():
+                start = dt.datetime.combine(day, self.start_time, tzinfo=zone)
+                end_day = day if self.start_time < self.end_time else day + dt.timedelta(days=1)
+                end = dt.datetime.combine(end_day, self.end_time, tzinfo=zone)
+                if after < end <= until:
+                    found.append((start, end))
+            day += dt.timedelta(days=1)
+        return found
 
     def matches(self, rule: AlertRule, scope: str) -> bool:
         return (
