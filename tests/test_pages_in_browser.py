@@ -217,3 +217,41 @@ def test_the_rule_preview_shows_rounded_peaks_with_units(operator: Any, world: W
     assert preview.inner_text("#preview-incidents") == "1"
     # Evaluated at minute boundaries, where the window holds part of the samples.
     assert re.fullmatch(r"\d+(\.\d)?%", preview.inner_text("td.preview-peak"))
+
+
+def test_an_operator_previews_a_silence_before_saving_it(operator: Any, world: World) -> None:
+    operator.goto(f"{operator.base}/admin/monitoring/silence/add/")
+    operator.fill("#id_reason", "Printer swap at Main Branch")
+    operator.select_option("#id_severity", "warning")
+    operator.click("#id_starts_at_0 ~ .datetimeshortcuts a")  # "Today"
+    operator.click("#id_starts_at_1 ~ .datetimeshortcuts a")  # "Now"
+    operator.fill("#id_ends_at_0", "2099-01-01")
+    operator.fill("#id_ends_at_1", "00:00:00")
+    shoot(operator, "silence-form")
+    no_sideways_scroll(operator)
+    with operator.expect_popup() as popup:
+        operator.click("input[name=_preview]")
+    preview = popup.value
+    preview.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+    preview.wait_for_load_state()
+    shoot(preview, "silence-preview")
+    no_sideways_scroll(preview)
+    assert "on now" in preview.inner_text("#preview-active")
+    # The seeded warning incident is open: it is listed, linked to its page.
+    assert preview.inner_text("#preview-incident-count") == "1"
+    assert "Elevated error rate" in preview.inner_text("#preview-incidents")
+    assert "Elevated error rate (warning)" in preview.inner_text("#preview-rules")
+    assert "Nothing was saved" in preview.inner_text("#content")
+
+
+def test_a_rule_shows_what_holds_it_back(operator: Any, world: World) -> None:
+    operator.goto(f"{operator.base}/admin/monitoring/alertrule/{world.rule_id}/change/")
+    shoot(operator, "rule-page")
+    no_sideways_scroll(operator)
+    held = operator.inner_text("#inhibited_by-group")
+    for cause in ("Database connection lost", "Redis unreachable", "High error rate"):
+        assert cause in held
+    operator.goto(f"{operator.base}/admin/monitoring/inhibition/")
+    shoot(operator, "inhibition-list")
+    no_sideways_scroll(operator)
+    assert "High error rate" in operator.inner_text("#result_list")
