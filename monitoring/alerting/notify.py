@@ -276,7 +276,8 @@ def _announce(incident: Incident, now: datetime, message: Composed | None = None
                 kind_for(incident.rule),
                 message,
                 destinations=[destination],
-                context={"group": True, "group_key": _group_key(incident)},
+                context={"group": True},
+                coalesce_key=_group_key(incident),
             )
         else:
             row = _add_to_group(incident, destination, now)
@@ -295,7 +296,8 @@ def _group_key(incident: Incident) -> str:
     rule = incident.rule
     labels = {"rule": str(rule.pk), "venue": incident.scope, "severity": incident.severity}
     chosen = [f"{label}={labels[label]}" for label in rule.group_labels() if label in labels]
-    return ";".join([str(kind_for(rule)), *chosen])[:200]
+    # The outbox's indexed key column: "group:" keeps it apart from other coalescing keys.
+    return ";".join([f"group:{kind_for(rule)}", *chosen])[:100]
 
 
 def members(post: Notification, *also: Incident) -> list[Incident]:
@@ -323,7 +325,8 @@ def _add_to_group(incident: Incident, destination: Destination, now: datetime) -
             kind,
             messages.incident_message([incident]),
             destinations=[destination],
-            context={"group": True, "group_key": key},
+            context={"group": True},
+            coalesce_key=key,
         )
         return row
     pending = (
@@ -332,7 +335,7 @@ def _add_to_group(incident: Incident, destination: Destination, now: datetime) -
             destination=destination,
             kind=kind,
             status=NotificationStatus.PENDING,
-            context__group_key=key,
+            coalesce_key=key,
             # The real clock, not the cycle's: a group that is already due is not joined.
             next_attempt_at__gt=timezone.now(),
             attempts=0,
@@ -354,7 +357,8 @@ def _add_to_group(incident: Incident, destination: Destination, now: datetime) -
         kind,
         messages.incident_message([incident]),
         destinations=[destination],
-        context={"group": True, "group_key": key},
+        context={"group": True},
+        coalesce_key=key,
         not_before=now + timedelta(seconds=wait),
     )
     return row
@@ -368,7 +372,7 @@ def _open_group(destination: Destination, kind: str, key: str) -> Notification |
         .filter(
             destination=destination,
             kind=kind,
-            context__group_key=key,
+            coalesce_key=key,
             thread_parent__isnull=True,
             update_target__isnull=True,
         )
