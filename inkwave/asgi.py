@@ -7,7 +7,11 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from inkwave import vardir
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inkwave.settings")
+# A server starting: the var directory and the embedded default's key, before the settings.
+vardir.prepare()
 # Django must be set up before anything imports models (the consumers do).
 django_asgi_app = get_asgi_application()
 

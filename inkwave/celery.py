@@ -5,13 +5,28 @@ from typing import Any
 
 from celery import Celery, signals
 
-from inkwave import broker
+from inkwave import broker, vardir
+from inkwave.process import runs_celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inkwave.settings")
 # Before any broker connection: redis:// URLs get the transport that survives a lost Redis.
 broker.install()
 
 app = Celery("inkwave")
+
+
+@app.on_configure.connect
+def prepare_var_dir(**kwargs: Any) -> None:
+    """A worker or beat starting: create the var directory (and the embedded default's key).
+
+    Sent as the configuration is first read, before Django's settings are imported, so they
+    find the key. Only in Celery's own processes: any other imports this module (it comes
+    with the `inkwave` package) and has prepared the directory itself, or must not write.
+    """
+    if runs_celery():
+        vardir.prepare()
+
+
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -2,15 +2,12 @@
 
 With nothing set the system runs on one machine: SQLite, the in-memory channel layer and
 a Celery broker on a SQLite file. DATABASE_URL and REDIS_URL switch to PostgreSQL and
-Redis. Every variable is listed in the README's configuration table.
+Redis. Every variable is listed in docs/configuration.md (tests/test_docs.py checks it).
 """
 
 from __future__ import annotations
 
-import secrets
-import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import dj_database_url
@@ -26,28 +23,17 @@ from inkwave.env import (
     env_str,
 )
 from inkwave.logging import build_logging_config
+from inkwave.process import runs_celery
+from inkwave.vardir import BASE_DIR, STATIC_DIR, stored_secret_key, var_dir
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = Path(env_str("INKWAVE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
-# Only this user may enter it: it holds the secret key, the SQLite files and the alert spool.
-VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+# Created, with the secret key below, by the process that starts (inkwave.vardir.prepare),
+# never by importing this module.
+VAR_DIR = var_dir()
 
 DEBUG = env_bool("DEBUG", False)
-
-
-def _secret_key() -> str:
-    configured = env_secret("SECRET_KEY")
-    if configured:
-        return configured
-    # Embedded default: one key per machine, kept across restarts so sessions survive.
-    key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
-
-
-SECRET_KEY = _secret_key()
+# Embedded default: the key prepare() stored in VAR_DIR. Without either, the key is empty
+# and Django refuses to sign anything, rather than sign with a key no other process has.
+SECRET_KEY = env_secret("SECRET_KEY") or stored_secret_key(VAR_DIR)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Where people and devices reach this deployment (printed WebSocket URLs, links in messages).
@@ -121,8 +107,7 @@ def _database() -> dict[str, Any]:
         options.setdefault("connect_timeout", timeout)
         # Celery's Django fixup closes connections around every task, which would tear a
         # pool down each time: worker and beat processes connect without one.
-        in_celery = Path(sys.argv[0]).name == "celery"
-        pool_size = env_int("DATABASE_POOL_MAX", 0 if in_celery else 20, minimum=0)
+        pool_size = env_int("DATABASE_POOL_MAX", 0 if runs_celery() else 20, minimum=0)
         if pool_size:
             # Under ASGI every request may run on its own thread; a pool hands connections
             # out and takes them back instead of opening one per request (or per thread).
@@ -170,8 +155,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+STATIC_ROOT = VAR_DIR / STATIC_DIR
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

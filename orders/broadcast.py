@@ -15,15 +15,17 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from monitoring.monitor import get_monitor
 from orders.groups import room_user_group_name, venue_group_name
+from orders.protocol import EventFrame, RoomEvent
 
 logger = structlog.get_logger(__name__)
 
 
 def venue_event_message(event: str, data: Any) -> dict[str, Any]:
     sent_at = time.time()
+    body: EventFrame = {"type": "event", "event": str(event), "data": data, "sentAt": sent_at}
     # Serialised once here rather than once per member in each consumer.
     frame = json.dumps(
-        {"type": "event", "event": event, "data": data, "sentAt": sent_at},
+        body,
         cls=DjangoJSONEncoder,
         separators=(",", ":"),
         allow_nan=False,  # NaN and Infinity are not JSON: a bug here must raise, not reach clients
@@ -55,7 +57,7 @@ async def _bounded_broadcast(venue_id: int, event: str, data: Any) -> bool:
     return True
 
 
-def broadcast_to_venue(venue_id: int, event: str, data: Any) -> bool:
+def broadcast_to_venue(venue_id: int, event: RoomEvent, data: Any) -> bool:
     """Send to the venue's room, waiting ORDER_BROADCAST_TIMEOUT_SECONDS at most.
 
     Called on a request's path (after the commit): a hung Redis must not hold the answer

@@ -22,7 +22,7 @@ from monitoring.monitor import get_monitor
 from orders.access import Grant, admit
 from orders.groups import room_user_group_name, venue_group_name
 from orders.layerwatch import get_layer_watch
-from orders.protocol import REFUSAL_REASONS, CloseCode, ErrorCode
+from orders.protocol import REFUSAL_REASONS, CloseCode, ErrorCode, ServerFrame
 from orders.ratelimit import TokenBucket
 from orders.watch import get_watch
 
@@ -271,7 +271,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
     async def send_error(self, code: ErrorCode, message: str) -> None:
         await self.send_frame({"type": "error", "code": code.value, "message": message})
 
-    async def send_frame(self, frame: dict[str, Any]) -> None:
+    async def send_frame(self, frame: ServerFrame) -> None:
         await self.send(text_data=_dumps(frame))
         self.monitor.track_message_sent()
 

@@ -22,6 +22,7 @@ from notifications.outbox import Coalescing, Tally, enqueue, enqueue_coalesced
 from notifications.service import order_message
 from orders.broadcast import broadcast_to_venue
 from orders.models import Order, OrderEvent, OrderEventKind, Venue
+from orders.protocol import RoomEvent
 from orders.serializers import FieldErrors, order_json
 
 logger = structlog.get_logger(__name__)
@@ -80,7 +81,7 @@ def chatter_summary(kind: NotificationKind, venue: Venue, tally: Tally) -> Compo
     )
 
 
-def _broadcast_after_commit(venue_id: int, event: str, data: Any) -> None:
+def _broadcast_after_commit(venue_id: int, event: RoomEvent, data: Any) -> None:
     def send() -> None:
         broadcast_to_venue(venue_id, event, data)
 
@@ -95,7 +96,7 @@ def order_placed(order: Order) -> None:
         order=order,
         payload={"total": str(order.total)},
     )
-    _broadcast_after_commit(order.venue_id, "order.placed", order_json(order))
+    _broadcast_after_commit(order.venue_id, RoomEvent.ORDER_PLACED, order_json(order))
     _notify(NotificationKind.ORDER_PLACED, order, order_message(order))
     logger.info(
         "order_created",
@@ -112,7 +113,7 @@ def order_changed(order: Order, changes: dict[str, tuple[str, str]]) -> None:
     OrderEvent.objects.create(
         kind=OrderEventKind.STATUS_CHANGED, venue=order.venue, order=order, payload=payload
     )
-    _broadcast_after_commit(order.venue_id, "order.updated", order_json(order))
+    _broadcast_after_commit(order.venue_id, RoomEvent.ORDER_UPDATED, order_json(order))
     when = local_time(timezone.now(), order.venue.timezone)
     if "status" in changes:
         old, new = changes["status"]

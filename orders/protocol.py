@@ -1,9 +1,13 @@
-"""The venue-room WebSocket protocol: close codes and frame shapes (documented in the README)."""
+"""The venue-room WebSocket protocol: close codes, frame shapes and event names.
+
+Documented in docs/protocol.md; tests/test_docs.py checks that the document names exactly
+the frame types, error codes, close codes and events defined here.
+"""
 
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 
 class CloseCode(IntEnum):
@@ -22,6 +26,13 @@ class ErrorCode(StrEnum):
     BINARY_NOT_SUPPORTED = "binary_not_supported"
     RATE_LIMITED = "rate_limited"
     INTERNAL_ERROR = "internal_error"
+
+
+class RoomEvent(StrEnum):
+    """What the server tells a venue's room about, in an event frame's `event` field."""
+
+    ORDER_PLACED = "order.placed"
+    ORDER_UPDATED = "order.updated"
 
 
 # Reasons a connection is refused, as counted by the monitor.
@@ -54,3 +65,16 @@ class WelcomeFrame(TypedDict):
     type: Literal["welcome"]
     venue: int
     serverTime: float
+
+
+class EventFrame(TypedDict):
+    type: Literal["event"]
+    event: str
+    data: Any
+    sentAt: float
+
+
+# Every frame of the protocol, by who sends it.
+CLIENT_FRAMES = (PingFrame,)
+ServerFrame = WelcomeFrame | PongFrame | ErrorFrame | EventFrame
+SERVER_FRAMES = (WelcomeFrame, PongFrame, ErrorFrame, EventFrame)

@@ -18,7 +18,13 @@ os.environ.setdefault("INKWAVE_VAR_DIR", tempfile.mkdtemp(prefix="inkwave-test-"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("LOG_LEVEL", "warning")
 
-from inkwave.settings import *  # noqa: F403
+from inkwave import vardir
+
+# The test run is a process starting, like manage.py: its scratch directory gets the static
+# folder (whitenoise warns without one); the key is set above, so no key file is written.
+vardir.prepare()
+
+from inkwave.settings import *  # noqa: E402, F403
 
 # Tasks published by the code under test go nowhere; tests call the task functions directly,
 # and the system tests start real workers on a real broker.

@@ -156,18 +156,23 @@ def test_the_whole_system_runs_on_embedded_defaults(
         }
 
     # Beat schedules the pruning task; the worker, another process, runs it through the
-    # SQLite broker and deletes a sample older than the retention.
+    # SQLite broker and deletes a sample older than the retention. Beat prunes every second,
+    # so the rows are made and counted in one transaction: a prune that runs meanwhile cannot
+    # see them (nor delete the worker row before its sample is added), and one that runs
+    # after the commit must find and delete them.
     assert (
         manage(
             env,
             "from datetime import timedelta\n"
+            "from django.db import transaction\n"
             "from django.utils import timezone\n"
             "from monitoring.models import Worker, WebSocketSample\n"
             "old = timezone.now() - timedelta(days=60)\n"
-            "w = Worker.objects.create(name='ancient', hostname='h', pid=1, started_at=old,"
+            "with transaction.atomic():\n"
+            "    w = Worker.objects.create(name='ancient', hostname='h', pid=1, started_at=old,"
             " last_seen_at=old)\n"
-            "WebSocketSample.objects.create(worker=w, recorded_at=old, interval_seconds=10)\n"
-            "print(WebSocketSample.objects.filter(worker=w).count())",
+            "    WebSocketSample.objects.create(worker=w, recorded_at=old, interval_seconds=10)\n"
+            "    print(WebSocketSample.objects.filter(worker=w).count())",
         )
         == "1"
     )
@@ -181,8 +186,6 @@ def test_the_whole_system_runs_on_embedded_defaults(
             ).fetchone()
         return int(row[0])
 
-    # Beat runs the pruning task every second, so the row may already be gone here: only
-    # its disappearance is asserted (reading it back first raced the worker).
     wait_until(lambda: ancient_samples() == 0, 30, "beat's pruning task to run in the worker")
     assert (var_dir / "celery-broker.sqlite3").exists()
 

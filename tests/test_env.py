@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -137,22 +136,3 @@ def test_each_log_record_is_printed_once(tmp_path: Path, debug: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("Not Found: /nowhere") == 1, result.stderr
-
-
-def test_the_var_dir_it_creates_is_private_even_under_a_permissive_umask(tmp_path: Path) -> None:
-    var_dir = tmp_path / "fresh" / "var"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "REDIS"))}
-    clean.update(INKWAVE_VAR_DIR=str(var_dir), DJANGO_SETTINGS_MODULE="inkwave.settings")
-    clean.pop("SECRET_KEY", None)
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        umask=0,
-    )
-    assert result.returncode == 0, result.stderr
-    assert stat.S_IMODE(var_dir.stat().st_mode) == 0o700
-    assert stat.S_IMODE((var_dir / "secret_key").stat().st_mode) == 0o600
