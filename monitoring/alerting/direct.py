@@ -6,6 +6,10 @@ broker. It sends at most once per DIRECT_ALERT_INTERVAL_SECONDS per dependency, 
 appends every alert to a spool file. Once the dependency answers again, the spool is
 taken into the database: an incident with its timeline, the direct message recorded in
 the outbox as sent, and a resolved reply threaded under it through the normal outbox.
+
+Processes on other hosts (containers) share no spool: they agree on who sends through the
+store that is *not* down (Redis for a database outage, the database for a Redis outage),
+so one outage is one message. With both down, or no Redis configured, each host sends.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +86,19 @@ class DirectAlerter:
         with _locked_spool() as spool:
             if _sent_recently(_read(spool), dependency, at):
                 return False
-            entry = _send(dependency, error, at)
+            if claim(dependency):
+                entry = _send(dependency, error, at)
+            else:
+                # Another host told Slack: this one only says it saw the outage too.
+                entry = {**_entry(dependency, error, at), "elsewhere": True}
             spool.seek(0, os.SEEK_END)
             spool.write(json.dumps(entry) + "\n")
         logger.error(
-            "dependency_down_alerted", dependency=dependency, sent=entry["sent"], error=error
+            "dependency_down_alerted",
+            dependency=dependency,
+            sent=entry["sent"],
+            by_another_host=bool(entry.get("elsewhere")),
+            error=error,
         )
         return bool(entry["sent"])
 
@@ -96,6 +108,92 @@ class DirectAlerter:
 
 
 alerter = DirectAlerter()
+
+
+def claim_key(dependency: str) -> str:
+    database = settings.DATABASES["default"].get("NAME", "")
+    return f"inkwave:{database}:direct-alert:{dependency}"
+
+
+def claim(dependency: str) -> bool:
+    """Whether this process should send: the first to claim the outage in the other store
+    within DIRECT_ALERT_INTERVAL_SECONDS does. If that store cannot be asked either, send:
+    a duplicate is better than silence."""
+    interval = settings.DIRECT_ALERT_INTERVAL_SECONDS
+    try:
+        if dependency == "redis":
+            return _claim_in_database(claim_key(dependency), interval)
+        if dependency == "database" and settings.REDIS_URL:
+            return _claim_in_redis(claim_key(dependency), interval)
+    except Exception as exc:
+        logger.warning("direct_alert_claim_unavailable", dependency=dependency, error=str(exc))
+    return True
+
+
+def release(dependency: str) -> None:
+    """The outage is over: the next one is news again. Best effort; the claim expires."""
+    try:
+        if dependency == "redis":
+            from notifications.models import RateLimitSlot
+
+            RateLimitSlot.objects.filter(key=claim_key(dependency)).delete()
+        elif dependency == "database" and settings.REDIS_URL:
+            with _redis() as client:
+                client.delete(claim_key(dependency))
+    except Exception as exc:
+        logger.warning("direct_alert_release_failed", dependency=dependency, error=str(exc))
+
+
+def _claim_in_database(key: str, interval: int) -> bool:
+    from django.db import IntegrityError, transaction
+    from django.utils import timezone
+
+    from notifications.models import RateLimitSlot
+
+    now = timezone.now()
+    until = now + timedelta(seconds=interval)
+    if RateLimitSlot.objects.filter(key=key, next_free_at__lte=now).update(next_free_at=until):
+        return True
+    try:
+        with transaction.atomic():
+            RateLimitSlot.objects.create(key=key, next_free_at=until)
+    except IntegrityError:
+        return False  # claimed, and not yet expired
+    return True
+
+
+@contextmanager
+def _redis() -> Iterator[Any]:
+    import redis
+
+    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
+    client = redis.Redis.from_url(
+        settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _claim_in_redis(key: str, interval: int) -> bool:
+    with _redis() as client:
+        return bool(client.set(key, f"{socket.gethostname()}:{os.getpid()}", nx=True, ex=interval))
+
+
+def _entry(dependency: str, error: str, at: datetime) -> dict[str, Any]:
+    return {
+        "dependency": dependency,
+        "error": error[:500],
+        "at": at.isoformat(),
+        "text": "",
+        "blocks": [],
+        "sent": False,
+        "ts": "",
+        "channel": "",
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
 
 
 def _send(dependency: str, error: str, at: datetime) -> dict[str, Any]:
@@ -109,18 +207,7 @@ def _send(dependency: str, error: str, at: datetime) -> dict[str, Any]:
             ("Action Required", f"Check {dependency}; this was sent without it."),
         ],
     )
-    entry: dict[str, Any] = {
-        "dependency": dependency,
-        "error": error[:500],
-        "at": at.isoformat(),
-        "text": message.text,
-        "blocks": message.blocks,
-        "sent": False,
-        "ts": "",
-        "channel": "",
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-    }
+    entry = {**_entry(dependency, error, at), "text": message.text, "blocks": message.blocks}
     try:
         delivered = transport_from_settings().notify(
             SlackMessage(
@@ -195,4 +282,5 @@ def record_recovery(dependency: str, now: datetime | None = None) -> int:
                 spool.write(json.dumps(entry) + "\n")
         raise
     alerter.reset(dependency)
+    release(dependency)
     return len(entries)

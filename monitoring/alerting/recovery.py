@@ -3,9 +3,10 @@
 One outage is one incident, whichever processes saw it: every host spools its own alerts
 and records them when it can, so the second host to recover finds the first one's incident
 for the same outage (their windows overlap) and adds itself to it. The direct Slack
-messages themselves cannot be merged: each host sent its own, without a shared store
-(the dependency that would hold it is the one that was down). The recovery reply is one:
-it waits a flush interval, so that the other processes' reports join it before it goes.
+message is one where the other store could be asked (`direct.claim`): hosts that found it
+claimed spool that they saw the outage, and are named in the timeline and the reply. The
+recovery reply is one: it waits a flush interval, so that the other processes' reports
+join it before it goes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from monitoring.models import (
 )
 from notifications.formatting import Composed, duration, fit, section_block
 from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
-from notifications.outbox import enqueue
+from notifications.outbox import enqueue, rewrite_pending
 
 OPERATIONS = "operations"
 
@@ -43,9 +44,12 @@ def record(dependency: str, entries: list[dict[str, Any]], now: datetime) -> Inc
     rule = AlertRule.objects.filter(metric=f"dependency.{dependency}_down").order_by("pk").first()
     destination = Destination.objects.filter(name=OPERATIONS).first()
     with transaction.atomic():
-        rows = (
-            [_recorded(entry, destination, dependency) for entry in entries] if destination else []
-        )
+        rows = [
+            _recorded(entry, destination, dependency)
+            if destination is not None and not entry.get("elsewhere")
+            else None
+            for entry in entries
+        ]
         if rule is None:
             return None
         # Hosts recovering at the same moment take turns, so they find each other's incident.
@@ -89,9 +93,17 @@ def _same_outage(rule: AlertRule, first_at: datetime, now: datetime) -> Incident
 
 
 def _notified_events(
-    incident: Incident, entries: list[dict[str, Any]], rows: list[Notification]
+    incident: Incident, entries: list[dict[str, Any]], rows: list[Notification | None]
 ) -> None:
-    for row, entry in zip(rows, entries, strict=False):
+    for row, entry in zip(rows, entries, strict=True):
+        if row is None:
+            IncidentEvent.objects.create(
+                incident=incident,
+                at=datetime.fromisoformat(entry["at"]),
+                kind=IncidentEventKind.NOTE,
+                message=f"seen by {process_of(entry)}; another process had told Slack",
+            )
+            continue
         how = "sent directly" if entry["sent"] else "could not be sent directly; queued now"
         IncidentEvent.objects.create(
             incident=incident,
@@ -106,10 +118,11 @@ def _new_incident(
     rule: AlertRule,
     dependency: str,
     entries: list[dict[str, Any]],
-    rows: list[Notification],
+    rows: list[Notification | None],
     now: datetime,
 ) -> Incident:
     first_at = datetime.fromisoformat(entries[0]["at"])
+    posted = [row for row in rows if row is not None]
     incident = Incident.objects.create(
         rule=rule,
         title=rule.name,
@@ -122,7 +135,7 @@ def _new_incident(
         first_value=1,
         peak_value=1,
         last_value=0,
-        notification=rows[0] if rows else None,
+        notification=posted[0] if posted else None,
         last_notified_at=datetime.fromisoformat(entries[-1]["at"]),
     )
     IncidentEvent.objects.create(
@@ -139,17 +152,7 @@ def _new_incident(
         kind=IncidentEventKind.RESOLVED,
         message=f"{dependency} answers again",
     )
-    if rows:
-        processes = _processes(entries)
-        enqueue(
-            NotificationKind.SYSTEM_ALERT,
-            _reply(rule, incident, processes, now),
-            destinations=[rows[0].destination],
-            thread_parent=rows[0],
-            context={"recovery": incident.pk, "processes": processes},
-            # The other processes that saw this outage report within a flush: one reply.
-            not_before=now + timedelta(seconds=settings.METRICS_FLUSH_SECONDS),
-        )
+    _reply_once(incident, entries, now)
     return incident
 
 
@@ -157,7 +160,7 @@ def _join(
     incident: Incident,
     dependency: str,
     entries: list[dict[str, Any]],
-    rows: list[Notification],
+    rows: list[Notification | None],
     now: datetime,
 ) -> None:
     """Another process saw the same outage: its alerts become part of the one incident."""
@@ -176,8 +179,23 @@ def _join(
         f"{entries[0]['error']}",
     )
     _notified_events(incident, entries, rows)
+    posted = [row for row in rows if row is not None]
+    if incident.notification is None and posted:
+        Incident.objects.filter(pk=incident.pk).update(notification=posted[0])
     incident.refresh_from_db()
-    _update_reply(incident, entries, now)
+    _reply_once(incident, entries, now)
+
+
+def _seen_by(incident: Incident) -> list[str]:
+    """The processes the timeline names, in order: those that told Slack and those that
+    found another had."""
+    names = []
+    for kind, message in incident.events.order_by("at", "pk").values_list("kind", "message"):
+        if kind == IncidentEventKind.NOTIFIED and " by " in message:
+            names.append(message.rsplit(" by ", 1)[1])
+        elif message.startswith("seen by "):
+            names.append(message.removeprefix("seen by ").split(";")[0])
+    return names
 
 
 def _processes(entries: list[dict[str, Any]]) -> list[str]:
@@ -193,21 +211,35 @@ def _reply(rule: AlertRule, incident: Incident, processes: list[str], now: datet
     return fit(text, [section_block(text)])
 
 
-def _update_reply(incident: Incident, entries: list[dict[str, Any]], now: datetime) -> None:
-    """Name the joining processes in the recovery reply, unless it has already gone."""
+def _reply_once(incident: Incident, entries: list[dict[str, Any]], now: datetime) -> None:
+    """One recovery reply under the direct message, naming every process that saw the
+    outage: started by the first host that recovers with a message to reply to, rewritten
+    by the others until it goes."""
+    processes = _processes(entries)
+    end = incident.resolved_at or now
     reply = (
         Notification.objects.select_for_update()
-        .filter(context__recovery=incident.pk, status=NotificationStatus.PENDING, attempts=0)
+        .filter(context__recovery=incident.pk)
+        .order_by("pk")
         .first()
     )
-    if reply is None:
+    if reply is not None:
+        if reply.status != NotificationStatus.PENDING or reply.attempts:
+            return  # it went: the timeline names the latecomers
+        processes = list(dict.fromkeys([*reply.context.get("processes", []), *processes]))
+        message = _reply(incident.rule, incident, processes, end)
+        rewrite_pending(reply, message, context={**reply.context, "processes": processes})
         return
-    processes = list(dict.fromkeys([*reply.context.get("processes", []), *_processes(entries)]))
-    end = incident.resolved_at or now
-    message = _reply(incident.rule, incident, processes, end)
-    Notification.objects.filter(pk=reply.pk, status=NotificationStatus.PENDING, attempts=0).update(
-        text=message.text,
-        blocks=message.blocks,
-        context={**reply.context, "processes": processes},
-        revision=F("revision") + 1,
+    parent = incident.notification
+    if parent is None:
+        return  # nobody told Slack yet (the host that did records later, and replies then)
+    processes = list(dict.fromkeys([*_seen_by(incident), *processes]))
+    enqueue(
+        NotificationKind.SYSTEM_ALERT,
+        _reply(incident.rule, incident, processes, end),
+        destinations=[parent.destination],
+        thread_parent=parent,
+        context={"recovery": incident.pk, "processes": processes},
+        # The other processes that saw this outage report within a flush: one reply.
+        not_before=now + timedelta(seconds=settings.METRICS_FLUSH_SECONDS),
     )
