@@ -3,7 +3,7 @@
     .venv/bin/python bench/deployment.py --dir /tmp/inkwave-deploy --minutes 50
 
 starts, as docker-compose.yml does but as plain processes: a local Slack server
-(tests/slack_server.py, bot token and two channels), `manage.py migrate` on a PostgreSQL
+(notifications/local_slack.py, bot token and two channels), `manage.py migrate` on a PostgreSQL
 database of its own (created if missing), two web processes (`python -m inkwave.serve`,
 each with its own INKWAVE_VAR_DIR), one Celery worker and one Celery beat, all with the same
 SECRET_KEY, MONITORING_TOKEN and Redis key prefix. Then it writes, in --dir:
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.faultkit import OwnRedis, TcpProxy  # noqa: E402
-from tests.slack_server import TOKEN, SlackServer  # noqa: E402
+from notifications.local_slack import TOKEN, SlackServer  # noqa: E402
 
 PYTHON = sys.executable
 POSTGRES_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"

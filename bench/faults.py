@@ -46,7 +46,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 from bench.deployment import Topology, drop_database  # noqa: E402
 from bench.deployment import parse_args as deployment_args  # noqa: E402
 from bench.faultkit import spare_port  # noqa: E402
-from tests.slack_server import Reply, SlackServer  # noqa: E402
+from notifications.local_slack import Reply, SlackServer  # noqa: E402
 
 DATABASE = "inkwave_faults"
 DIRECT_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE}"

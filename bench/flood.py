@@ -87,7 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def arrival(slack: outbox.BenchSlackServer, start: int, needle: str) -> float | None:
+def arrival(slack: outbox.SlackServer, start: int, needle: str) -> float | None:
     for post in slack.posts_from(start):
         if needle in str(post.body.get("text", "")):
             return post.at

@@ -4,8 +4,8 @@
     .venv/bin/python bench/outbox.py --quick    # smoke run (about 45 seconds)
 
 Everything runs on this machine against 127.0.0.1: PostgreSQL (database inkwave_bench_outbox,
-recreated on every run), Redis, a local Slack Web API server (tests/slack_server.py, in this
-process), real Celery workers and a real daphne server started here on ports 9200-9299. Every
+recreated on every run), Redis, a local Slack Web API server (notifications/local_slack.py, in
+this process), real Celery workers and a real daphne server started here on ports 9200-9299. Every
 process started here is stopped when the run ends, fails or is interrupted. Prints a table and
 writes bench/results/outbox.json. See bench/OUTBOX.md for what each figure means.
 """
@@ -28,7 +28,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -43,15 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# The server itself is reused as is; only the port it binds is chosen here (9200-9299).
-from tests.slack_server import (  # noqa: E402
-    TOKEN,
-    Post,
-    SlackServer,
-    SlackState,
-    _Handler,
-    _Server,
-)
+from notifications.local_slack import TOKEN, Post, SlackServer  # noqa: E402
 
 HOST = "127.0.0.1"
 PORTS = range(9200, 9300)
@@ -206,29 +197,12 @@ def free_port(taken: set[int]) -> int:
     raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1} on {HOST}")
 
 
-class BenchSlackServer(SlackServer):
-    """tests.slack_server.SlackServer, bound to a port of the benchmark's range."""
-
-    def __init__(self, port: int) -> None:  # replaces the parent's bind to port 0
-        self._server = _Server((HOST, port), _Handler)
-        self._server.state = SlackState()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def posts_from(self, start: int) -> list[Post]:
-        with self.state.lock:
-            return self.state.posts[start:]
-
-    def count(self) -> int:
-        with self.state.lock:
-            return len(self.state.posts)
-
-
-def start_slack_server(taken: set[int]) -> BenchSlackServer:
+def start_slack_server(taken: set[int]) -> SlackServer:
     for port in PORTS:
         if port in taken:
             continue
         try:
-            server = BenchSlackServer(port)
+            server = SlackServer(port)
         except OSError:
             continue
         taken.add(port)
@@ -474,9 +448,7 @@ def wait_for_quiet(limit: float) -> float:
 # --- the environment of every process -----------------------------------------------------
 
 
-def make_env(
-    *, var_dir: Path, slack: BenchSlackServer, broker_db: int, prefix: str
-) -> dict[str, str]:
+def make_env(*, var_dir: Path, slack: SlackServer, broker_db: int, prefix: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(CLEARED_PREFIXES)}
     env.update(
         DJANGO_SETTINGS_MODULE="inkwave.settings",
@@ -514,7 +486,7 @@ def make_env(
 class System:
     children: Children
     env: dict[str, str]
-    slack: BenchSlackServer
+    slack: SlackServer
     broker_db: int
     taken_ports: set[int]
     tag: str

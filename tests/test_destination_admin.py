@@ -10,8 +10,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 
+from notifications.local_slack import Reply, SlackServer
 from notifications.models import Destination
-from tests.slack_server import Reply, SlackServer
 
 pytestmark = pytest.mark.django_db
 

@@ -16,10 +16,10 @@ from monitoring.alerting import direct
 from monitoring.alerting.defaults import create_default_rules
 from monitoring.models import AlertRule, Incident, IncidentEventKind, IncidentStatus
 from notifications.defaults import create_default_routes
+from notifications.local_slack import TOKEN, SlackServer
 from notifications.models import Destination, Notification, NotificationStatus, Route
 from tests.fakes import closed_port
 from tests.servers import ServerGroup, poll_until
-from tests.slack_server import TOKEN, SlackServer
 
 
 @pytest.fixture

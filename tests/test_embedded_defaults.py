@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.slack_server import TOKEN, SlackServer
+from notifications.local_slack import TOKEN, SlackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from notifications.defaults import create_default_routes
 from notifications.delivery import DrainResult, drain
 from notifications.formatting import Composed
+from notifications.local_slack import TOKEN, Post, Reply, SlackServer
 from notifications.models import (
     Destination,
     Notification,
@@ -31,7 +32,6 @@ from notifications.reports import deployment
 from notifications.service import send_error_alert
 from orders import events
 from orders.models import Order, OrderEvent, OrderEventKind, Venue
-from tests.slack_server import TOKEN, Post, Reply, SlackServer
 
 pytestmark = pytest.mark.django_db
 

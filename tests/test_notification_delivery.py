@@ -16,6 +16,7 @@ from django.utils import timezone
 from notifications.defaults import create_default_routes
 from notifications.delivery import DrainResult, drain, sweep
 from notifications.formatting import MARKER, Composed
+from notifications.local_slack import TOKEN, Reply, SlackServer
 from notifications.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -28,7 +29,6 @@ from notifications.models import (
 )
 from notifications.outbox import enqueue
 from notifications.slack import SlackMessage, SlackTransport, TransportError, payload
-from tests.slack_server import TOKEN, Reply, SlackServer
 
 pytestmark = pytest.mark.django_db
 

@@ -27,11 +27,11 @@ from inkwave.celery import app as celery_app
 from monitoring.alerting.metrics import REGISTRY, Window
 from monitoring.models import Worker, WorkerRole
 from notifications.formatting import Composed
+from notifications.local_slack import TOKEN, Reply, SlackServer
 from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
 from notifications.outbox import enqueue
 from notifications.tasks import drain_destination
 from tests.servers import LOG_TAIL_CHARS, ROOT, SERVER_COMMAND, RedisServer, server_env
-from tests.slack_server import TOKEN, Reply, SlackServer
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 

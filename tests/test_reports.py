@@ -17,6 +17,7 @@ from monitoring.recording import SampleRecorder, WorkerIdentity
 from notifications import reports
 from notifications.defaults import create_default_routes
 from notifications.formatting import duration, local_time, money, percent
+from notifications.local_slack import TOKEN, SlackServer
 from notifications.models import Destination, Notification, NotificationKind, Route
 from notifications.service import (
     UnknownDestination,
@@ -26,7 +27,6 @@ from notifications.service import (
     send_message,
 )
 from orders.models import Order, OrderEvent, OrderEventKind, Venue
-from tests.slack_server import TOKEN, SlackServer
 
 pytestmark = pytest.mark.django_db
 
@@ -221,7 +221,7 @@ def test_slack_test_sends_to_each_enabled_destination_and_reports(slack: SlackSe
 
 
 def test_slack_test_reports_failures(slack: SlackServer) -> None:
-    from tests.slack_server import Reply
+    from notifications.local_slack import Reply
 
     slack.fail_next(Reply.error("channel_not_found"))
     out = StringIO()

@@ -36,12 +36,12 @@ from notifications import reports, service
 from notifications.defaults import create_default_routes
 from notifications.delivery import drain
 from notifications.formatting import Composed
+from notifications.local_slack import TOKEN, SlackServer
 from notifications.models import Destination, Notification, NotificationKind, Route
 from notifications.slack import SlackMessage, payload
 from notifications.slack_text import MARKER, cap, escape_text, safe_link
 from notifications.testing import send_test_messages
 from orders.models import OrderEvent, OrderEventKind, Venue, VenueAccessToken
-from tests.slack_server import TOKEN, SlackServer
 
 INJECTIONS = [
     "<!channel>",

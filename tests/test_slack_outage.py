@@ -30,6 +30,7 @@ from monitoring.models import AlertRule, Incident, IncidentEventKind, IncidentSt
 from notifications.defaults import create_default_routes
 from notifications.delivery import drain
 from notifications.formatting import Composed
+from notifications.local_slack import TOKEN, Reply, SlackServer
 from notifications.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -40,7 +41,6 @@ from notifications.models import (
     Route,
 )
 from notifications.outbox import enqueue
-from tests.slack_server import TOKEN, Reply, SlackServer
 
 pytestmark = pytest.mark.django_db
 

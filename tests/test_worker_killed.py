@@ -17,6 +17,7 @@ from django.utils import timezone
 from notifications.defaults import create_default_routes
 from notifications.delivery import drain, sweep
 from notifications.formatting import Composed
+from notifications.local_slack import TOKEN, Reply, SlackServer
 from notifications.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -28,7 +29,6 @@ from notifications.models import (
 )
 from notifications.outbox import enqueue
 from tests.servers import ROOT, server_env
-from tests.slack_server import TOKEN, Reply, SlackServer
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
