@@ -33,7 +33,9 @@ from tests.servers import ROOT, server_env
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_worker_killed_mid_send_is_redelivered_once(settings: Any, tmp_path: Path) -> None:
+def test_a_worker_process_sigkilled_mid_request_is_redelivered_once(
+    settings: Any, tmp_path: Path
+) -> None:
     create_default_routes(Destination, Route)
     Destination.objects.filter(name="operations").update(slack_channel_id="C0OPS")
     with SlackServer() as slack:
