@@ -13,27 +13,16 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import ensure_database, migrate  # noqa: E402
+
 DATABASE = "inkwave_bench_alerting"
-ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-
-
-def prepare_database(env: dict[str, str]) -> None:
-    import psycopg
-
-    with psycopg.connect(
-        ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True
-    ) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
-    )
 
 
 def main() -> None:
@@ -49,14 +38,14 @@ def main() -> None:
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="inkwave.settings",
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
+        DATABASE_URL=ensure_database(DATABASE, fresh=True),
         INKWAVE_VAR_DIR=str(ROOT / "var" / "bench-alerting"),
         LOG_LEVEL="error",
         WORKER_LIVENESS_SECONDS="60",
     )
     env.pop("REDIS_URL", None)  # the dependency probe for Redis then has no data
     os.environ.update(env)
-    prepare_database(env)
+    migrate(env)
 
     import django
 
