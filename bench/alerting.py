@@ -61,8 +61,11 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            INSERT INTO monitoring_worker (name, role, hostname, pid, started_at, last_seen_at)
-            SELECT 'web-' || n, 'web', 'host-' || n, 1000 + n, now() - interval '8 days', now()
+            INSERT INTO monitoring_worker (
+                name, role, hostname, pid, started_at, last_seen_at, memory_rss_bytes,
+                memory_percent, connections_lost)
+            SELECT 'web-' || n, 'web', 'host-' || n, 1000 + n, now() - interval '8 days', now(),
+                   150000000, 7, 0
             FROM generate_series(1, %s) AS n
             """,
             [args.workers],
@@ -71,12 +74,12 @@ def main() -> None:
             """
             INSERT INTO monitoring_websocketsample (
                 worker_id, recorded_at, interval_seconds, connections, disconnections,
-                rejected_connections, messages_sent, messages_received, errors, errors_by_type,
-                delivery_count, delivery_sum_ms, delivery_buckets, round_trip_count,
+                rejected_connections, messages_sent, messages_received, errors, client_errors,
+                errors_by_type, delivery_count, delivery_sum_ms, delivery_buckets, round_trip_count,
                 round_trip_sum_ms, round_trip_buckets, cpu_seconds, active_connections,
                 active_rooms, rooms, memory_rss_bytes, memory_limit_bytes, memory_percent)
             SELECT w.id, ts, 10, (random() * 8)::int, (random() * 8)::int, 0,
-                   (random() * 500)::int, (random() * 400)::int, (random() * 3)::int, '{}',
+                   (random() * 500)::int, (random() * 400)::int, (random() * 3)::int, 0, '{}',
                    100, 100 * (1 + random() * 20), '[0,10,20,30,20,10,5,3,1,1,0,0,0,0,0]', 0, 0,
                    '[]', 0.1, (random() * 200)::int, 20, '{}', 150000000, 2000000000,
                    7 + random() * 2
