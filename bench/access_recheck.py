@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,19 +22,11 @@ if TYPE_CHECKING:
     from orders.access import Grant
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import ensure_database, migrate  # noqa: E402
+
 DATABASE = "inkwave_bench_access"
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def prepare_database(env: dict[str, str]) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
-    )
 
 
 def make_grants(connections: int) -> list[Grant]:
@@ -76,13 +67,13 @@ def main() -> None:
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="inkwave.settings",
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
+        DATABASE_URL=ensure_database(DATABASE, fresh=True),
         INKWAVE_VAR_DIR=str(ROOT / "var" / "bench-access"),
         LOG_LEVEL="error",
     )
     env.pop("REDIS_URL", None)
     os.environ.update(env)
-    prepare_database(env)
+    migrate(env)
 
     import django
 

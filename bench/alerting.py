@@ -13,27 +13,16 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import ensure_database, migrate  # noqa: E402
+
 DATABASE = "inkwave_bench_alerting"
-ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-
-
-def prepare_database(env: dict[str, str]) -> None:
-    import psycopg
-
-    with psycopg.connect(
-        ADMIN_URL.replace("postgres://", "postgresql://"), autocommit=True
-    ) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DATABASE}")
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
-    )
 
 
 def main() -> None:
@@ -49,14 +38,14 @@ def main() -> None:
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="inkwave.settings",
-        DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
+        DATABASE_URL=ensure_database(DATABASE, fresh=True),
         INKWAVE_VAR_DIR=str(ROOT / "var" / "bench-alerting"),
         LOG_LEVEL="error",
         WORKER_LIVENESS_SECONDS="60",
     )
     env.pop("REDIS_URL", None)  # the dependency probe for Redis then has no data
     os.environ.update(env)
-    prepare_database(env)
+    migrate(env)
 
     import django
 
@@ -72,8 +61,11 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            INSERT INTO monitoring_worker (name, role, hostname, pid, started_at, last_seen_at)
-            SELECT 'web-' || n, 'web', 'host-' || n, 1000 + n, now() - interval '8 days', now()
+            INSERT INTO monitoring_worker (
+                name, role, hostname, pid, started_at, last_seen_at, memory_rss_bytes,
+                memory_percent, connections_lost)
+            SELECT 'web-' || n, 'web', 'host-' || n, 1000 + n, now() - interval '8 days', now(),
+                   150000000, 7, 0
             FROM generate_series(1, %s) AS n
             """,
             [args.workers],
@@ -82,12 +74,12 @@ def main() -> None:
             """
             INSERT INTO monitoring_websocketsample (
                 worker_id, recorded_at, interval_seconds, connections, disconnections,
-                rejected_connections, messages_sent, messages_received, errors, errors_by_type,
-                delivery_count, delivery_sum_ms, delivery_buckets, round_trip_count,
+                rejected_connections, messages_sent, messages_received, errors, client_errors,
+                errors_by_type, delivery_count, delivery_sum_ms, delivery_buckets, round_trip_count,
                 round_trip_sum_ms, round_trip_buckets, cpu_seconds, active_connections,
                 active_rooms, rooms, memory_rss_bytes, memory_limit_bytes, memory_percent)
             SELECT w.id, ts, 10, (random() * 8)::int, (random() * 8)::int, 0,
-                   (random() * 500)::int, (random() * 400)::int, (random() * 3)::int, '{}',
+                   (random() * 500)::int, (random() * 400)::int, (random() * 3)::int, 0, '{}',
                    100, 100 * (1 + random() * 20), '[0,10,20,30,20,10,5,3,1,1,0,0,0,0,0]', 0, 0,
                    '[]', 0.1, (random() * 200)::int, 20, '{}', 150000000, 2000000000,
                    7 + random() * 2

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,17 +36,10 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.common import raise_nofile_limit
+
 PONG_PREFIX = '{"type":"pong"'
 CONNECT_ATTEMPTS = 3
-
-
-def raise_nofile_limit() -> None:
-    """Allows as many open sockets as the hard limit permits (1,000+ connections)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def emit(payload: dict[str, Any]) -> None:

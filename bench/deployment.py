@@ -3,7 +3,7 @@
     .venv/bin/python bench/deployment.py --dir /tmp/inkwave-deploy --minutes 50
 
 starts, as docker-compose.yml does but as plain processes: a local Slack server
-(tests/slack_server.py, bot token and two channels), `manage.py migrate` on a PostgreSQL
+(notifications/local_slack.py, bot token and two channels), `manage.py migrate` on a PostgreSQL
 database of its own (created if missing), two web processes (`python -m inkwave.serve`,
 each with its own INKWAVE_VAR_DIR), one Celery worker and one Celery beat, all with the same
 SECRET_KEY, MONITORING_TOKEN and Redis key prefix. Then it writes, in --dir:
@@ -40,11 +40,17 @@ from typing import IO, Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import (  # noqa: E402
+    PYTHON,
+    clean_environ,
+    delete_redis_keys,
+    drop_database,
+    ensure_database,
+    stop_processes,
+)
 from bench.faultkit import OwnRedis, TcpProxy  # noqa: E402
-from tests.slack_server import TOKEN, SlackServer  # noqa: E402
+from notifications.local_slack import TOKEN, SlackServer  # noqa: E402
 
-PYTHON = sys.executable
-POSTGRES_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 OPERATIONS_CHANNEL = "C0OPERATIONS"
 ORDERS_CHANNEL = "C0ORDERS"
 
@@ -73,45 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def ensure_database(name: str, drop_first: bool = False) -> str:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        if drop_first:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return f"postgres://postgres@127.0.0.1:5432/{name}"
-
-
-def drop_database(name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
-def delete_redis_keys(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    except redis.RedisError:
-        pass
-    finally:
-        client.close()
-
-
 class Topology:
     """The processes of one deployment; `start()` then `close()`, or `run()` for the CLI."""
 
@@ -129,11 +96,7 @@ class Topology:
         self.recorder: threading.Thread | None = None
 
     def env(self, slack: SlackServer, database_url: str, prefix: str) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("SLACK_", "DATABASE_", "REDIS_", "CELERY_", "CHANNEL_LAYER_"))
-        }
+        env = clean_environ(("SLACK_", "DATABASE_", "REDIS_", "CELERY_", "CHANNEL_LAYER_"))
         env.update(
             DJANGO_SETTINGS_MODULE="inkwave.settings",
             DEBUG="false",
@@ -183,16 +146,7 @@ class Topology:
         process.wait(10)
 
     def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for process in self.processes.values():
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_processes(self.processes.values(), timeout=20)
         for log in self.logs:
             log.close()
 
@@ -302,9 +256,9 @@ class Topology:
         if self.redis is not None:
             self.redis.stop()
         else:
-            delete_redis_keys(self.redis_url, self.prefix)
+            delete_redis_keys(self.prefix, self.redis_url)
         if self.args.web2_redis_url:
-            delete_redis_keys(self.args.web2_redis_url, self.prefix)
+            delete_redis_keys(self.prefix, self.args.web2_redis_url)
         if self.proxy is not None:
             self.proxy.close()
         if self.args.drop_database:

@@ -18,12 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-
-def spare_port() -> int:
-    """A port the kernel says is free now (bound and released at once)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from bench.common import spare_port, stop_process
 
 
 class OwnRedis:
@@ -83,12 +78,7 @@ class OwnRedis:
             return
         if self.paused:
             self.resume()
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        stop_process(self.process, 10)
         self.process = None
 
     def pause(self) -> None:

@@ -23,7 +23,6 @@ import argparse
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -35,7 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import outbox  # noqa: E402
+from bench.common import PYTHON, Children, ensure_database, exit_on_signals  # noqa: E402
+from bench.slack_outbox.system import (  # noqa: E402
+    DB_NAME,
+    System,
+    claim_broker_db,
+    make_env,
+    release_redis,
+    start_slack_server,
+)
+from notifications.local_slack import SlackServer  # noqa: E402
 
 ORDERS = 20
 
@@ -87,14 +95,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def arrival(slack: outbox.BenchSlackServer, start: int, needle: str) -> float | None:
+def arrival(slack: SlackServer, start: int, needle: str) -> float | None:
     for post in slack.posts_from(start):
         if needle in str(post.body.get("text", "")):
             return post.at
     return None
 
 
-def run_flood(system: outbox.System, events: int, tag: str) -> FloodResult:
+def run_flood(system: System, events: int, tag: str) -> FloodResult:
     from django.conf import settings
     from django.db import transaction
 
@@ -186,34 +194,28 @@ def report(result: FloodResult) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, outbox._raise_exit)
+    exit_on_signals()
     tag = secrets.token_hex(4)
     prefix = f"bench-flood-{tag}"
     var_dir = Path(tempfile.mkdtemp(prefix="inkwave-bench-flood-"))
-    children = outbox.Children(var_dir)
-    taken: set[int] = set()
+    children = Children(var_dir)
     broker_db: int | None = None
     print(f"Inkwave Ops order-chatter flood benchmark; logs in {var_dir}", flush=True)
     try:
-        outbox.recreate_database()
-        broker_db = outbox.claim_broker_db(tag)
-        slack = outbox.start_slack_server(taken)
+        ensure_database(DB_NAME, fresh=True)
+        broker_db = claim_broker_db(tag)
+        slack = start_slack_server()
         with slack:
-            env = outbox.make_env(var_dir=var_dir, slack=slack, broker_db=broker_db, prefix=prefix)
+            env = make_env(var_dir=var_dir, slack=slack, broker_db=broker_db, prefix=prefix)
             env.pop("ORDER_NOTIFY_LIMIT")  # coalescing as the project ships it
             env |= dict(item.split("=", 1) for item in args.set)
-            print(f"- migrating {outbox.DB_NAME} ...", flush=True)
-            children.run(
-                "migrate", [outbox.PYTHON, "manage.py", "migrate", "--noinput"], env, timeout=180
-            )
+            print(f"- migrating {DB_NAME} ...", flush=True)
+            children.run("migrate", [PYTHON, "manage.py", "migrate", "--noinput"], env, timeout=180)
             os.environ.update(env)
             import django
 
             django.setup()
-            system = outbox.System(children, env, slack, broker_db, taken, tag)
+            system = System(children, env, slack, broker_db, tag)
             print("- starting a Celery worker (limiter 1 message/s per channel) ...", flush=True)
             system.start_worker(1.0, 2)
             print(f"- {args.events} payment issues from one venue ...", flush=True)
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         children.stop_all()
-        outbox.release_redis(broker_db, tag, prefix)
+        release_redis(broker_db, tag, prefix)
         if args.keep:
             print(f"kept {var_dir}")
         else:

@@ -32,17 +32,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import ClientGroup, percentile, split
-from bench.server import (
+from bench.common import (
     HOST,
     ROOT,
+    delete_redis_keys,
+    ensure_database,
+    percentile,
+    redis_available,
+)
+from bench.rooms.clients import ClientGroup, split
+from bench.server import (
     Server,
     base_env,
-    delete_redis_keys,
-    ensure_postgres_database,
     new_redis_prefix,
     prepare_database,
-    redis_available,
     server_env,
 )
 
@@ -187,7 +190,7 @@ def start_clients(
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    database_url = ensure_postgres_database("inkwave_bench_health")
+    database_url = ensure_database("inkwave_bench_health")
     base = base_env(work, database_url)
     base.update(METRICS_FLUSH_SECONDS="1", MONITORING_TOKEN=MONITORING_TOKEN)
     if args.cache_seconds is not None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,11 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from monitoring.monitor import WebSocketMonitor, reset_monitor
+from notifications.defaults import create_default_routes
+from notifications.local_slack import TOKEN, SlackServer
+from notifications.models import Destination, Route
 from orders.models import Venue, VenueAccessToken
+from tests.servers import RedisServer, ServerGroup
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +56,12 @@ def other_venue(db: Any) -> Venue:
 def venue_token(venue: Venue) -> str:
     _, raw = VenueAccessToken.issue(venue, "Kitchen screen")
     return raw
+
+
+@pytest.fixture
+def device(venue: Venue, venue_token: str) -> Client:
+    """An HTTP client that speaks for the venue's device (its token as a bearer)."""
+    return Client(HTTP_AUTHORIZATION=f"Bearer {venue_token}")
 
 
 @pytest.fixture
@@ -103,3 +114,58 @@ class PatientCommunicator(WebsocketCommunicator):
         timeout: float = ANSWER_TIMEOUT,  # noqa: ASYNC109
     ) -> None:
         await super().disconnect(code, timeout)
+
+
+# --- notifications: routes and the local Slack server -------------------------------------
+
+
+@pytest.fixture
+def routes(db: Any) -> None:
+    """The shipped routes (the data migration's), which a transactional test's flush removed."""
+    create_default_routes(Destination, Route)
+
+
+@pytest.fixture
+def slack_server() -> Iterator[SlackServer]:
+    """The local Slack server, this process's settings untouched: for processes started with an
+    environment of their own that names it."""
+    with SlackServer() as server:
+        yield server
+
+
+@pytest.fixture
+def slack(settings: Any, slack_server: SlackServer) -> SlackServer:
+    """The local Slack server as this process's Slack Web API (bot token), with a 1 s timeout so
+    that a hung reply fails a send quickly."""
+    settings.SLACK_BOT_TOKEN = TOKEN
+    settings.SLACK_API_URL = slack_server.api_url
+    settings.SLACK_TIMEOUT_SECONDS = 1
+    return slack_server
+
+
+@pytest.fixture
+def slack_channels(slack: SlackServer, routes: None) -> SlackServer:
+    """`slack`, with the shipped destinations posting to #C0OPS (operations) and #C0ORD (orders)."""
+    Destination.objects.filter(name="operations").update(slack_channel_id="C0OPS")
+    Destination.objects.filter(name="orders").update(slack_channel_id="C0ORD")
+    return slack
+
+
+# --- real processes -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def servers(
+    transactional_db: None, redis_client: redis.Redis, tmp_path: Path
+) -> Iterator[ServerGroup]:
+    """Real daphne processes, started by the test (`servers.start(**env)`)."""
+    # Stopped before the tables are flushed and before redis_client deletes the layer's keys.
+    with ServerGroup(tmp_path / "servers") as group:
+        yield group
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to stop or hang without touching the shared one."""
+    with RedisServer(tmp_path / "redis") as server:
+        yield server

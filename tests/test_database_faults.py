@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,16 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from notifications.defaults import create_default_routes
-from notifications.models import Destination, Notification, NotificationKind, Route
-from orders.models import OrderEvent, OrderEventKind, Venue, VenueAccessToken
+from notifications.models import Notification, NotificationKind
+from orders.models import OrderEvent, OrderEventKind, Venue
 from tests.faults import TcpProxy, send_json
 from tests.servers import MONITORING_TOKEN, STATS_PATH, ServerGroup, free_port, poll_until
 
-pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("routes"),
+]
 
 ORDER = {
     "table": "Table 5",
@@ -33,19 +35,6 @@ ORDER = {
     "items": [{"name": "Margherita", "quantity": 2, "unitPrice": "12.50"}],
 }
 SETTLE_SECONDS = 20.0
-
-
-@pytest.fixture
-def servers(transactional_db: None, tmp_path: Path) -> Iterator[ServerGroup]:
-    create_default_routes(Destination, Route)
-    with ServerGroup(tmp_path / "servers") as group:
-        yield group
-
-
-@pytest.fixture
-def device_token(venue: Venue) -> str:
-    _, raw = VenueAccessToken.issue(venue, "Kitchen screen")
-    return raw
 
 
 def database_url(port: int) -> str:
@@ -85,7 +74,7 @@ def assert_unavailable(status: int, headers: dict[str, str], body: Any) -> None:
 
 
 async def test_order_requests_get_a_json_503_while_the_database_is_gone_and_are_recorded_after(
-    servers: ServerGroup, venue: Venue, device_token: str, tmp_path: Path
+    servers: ServerGroup, venue: Venue, venue_token: str, tmp_path: Path
 ) -> None:
     var_dir = tmp_path / "var"
     with TcpProxy(database_address()) as proxy:
@@ -93,7 +82,7 @@ async def test_order_requests_get_a_json_503_while_the_database_is_gone_and_are_
         orders = server.base_url + "/api/v1/orders"
 
         def call(method: str, url: str, body: Any = None) -> tuple[int, dict[str, str], Any]:
-            return send_json(method, url, body, token=device_token)
+            return send_json(method, url, body, token=venue_token)
 
         status, _, placed = await asyncio.to_thread(
             call, "POST", orders, {**ORDER, "venue": venue.pk}
@@ -148,7 +137,7 @@ async def test_order_requests_get_a_json_503_while_the_database_is_gone_and_are_
 
 
 async def test_refusals_spooled_by_a_process_are_recorded_by_the_next_one_after_a_restart(
-    servers: ServerGroup, venue: Venue, device_token: str, tmp_path: Path
+    servers: ServerGroup, venue: Venue, venue_token: str, tmp_path: Path
 ) -> None:
     var_dir = str(tmp_path / "var")
     # Nothing listens there: the database refuses every connection from the start.
@@ -156,14 +145,14 @@ async def test_refusals_spooled_by_a_process_are_recorded_by_the_next_one_after_
     body = {**ORDER, "venue": venue.pk}
     assert_unavailable(
         *await asyncio.to_thread(
-            send_json, "POST", down.base_url + "/api/v1/orders", body, token=device_token
+            send_json, "POST", down.base_url + "/api/v1/orders", body, token=venue_token
         )
     )
     assert await asyncio.to_thread(down.stop) == 0
 
     up = servers.start(INKWAVE_VAR_DIR=var_dir)
     status, _, _ = await asyncio.to_thread(
-        send_json, "POST", up.base_url + "/api/v1/orders", body, token=device_token
+        send_json, "POST", up.base_url + "/api/v1/orders", body, token=venue_token
     )
     assert status == 201
     recorded = await poll_until(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 
+from notifications.local_slack import Reply, SlackServer
 from notifications.models import Destination
-from tests.slack_server import Reply, SlackServer
 
 pytestmark = pytest.mark.django_db
 
@@ -19,16 +18,16 @@ SECRET = "T000/B000/Xq7hooksecret9Zk2"
 
 
 @pytest.fixture
-def slack(settings: Any) -> Iterator[SlackServer]:
-    with SlackServer() as server:
-        settings.SLACK_BOT_TOKEN = ""  # webhooks only
-        settings.SLACK_API_URL = server.api_url
-        yield server
+def webhook_slack(settings: Any, slack_server: SlackServer) -> SlackServer:
+    """The local Slack server, reached by webhooks only (no bot token)."""
+    settings.SLACK_BOT_TOKEN = ""
+    settings.SLACK_API_URL = slack_server.api_url
+    return slack_server
 
 
 @pytest.fixture
-def hooked(slack: SlackServer) -> Destination:
-    return Destination.objects.create(name="kitchen", webhook_url=slack.webhook_url(SECRET))
+def hooked(webhook_slack: SlackServer) -> Destination:
+    return Destination.objects.create(name="kitchen", webhook_url=webhook_slack.webhook_url(SECRET))
 
 
 def staff_with(*codenames: str) -> Client:
@@ -82,9 +81,9 @@ def test_an_editor_is_not_shown_the_url_and_blank_keeps_it(
 
 
 def test_an_editor_can_replace_or_remove_the_webhook(
-    hooked: Destination, admin_client: Client, slack: SlackServer
+    hooked: Destination, admin_client: Client, webhook_slack: SlackServer
 ) -> None:
-    new = slack.webhook_url("T000/B000/another")
+    new = webhook_slack.webhook_url("T000/B000/another")
     response = admin_client.post(url_of(hooked), change_form(hooked, webhook_url=new))
     assert response.status_code == 302
     hooked.refresh_from_db()
@@ -136,7 +135,7 @@ def send_test(client: Client, destination: Destination) -> list[str]:
 
 
 def test_the_test_message_is_not_posted_to_an_internal_url(
-    slack: SlackServer, admin_client: Client
+    webhook_slack: SlackServer, admin_client: Client
 ) -> None:
     with SlackServer() as internal:
         # Stored before the admin checked URLs (or written around it): refused at send time.
@@ -148,13 +147,13 @@ def test_the_test_message_is_not_posted_to_an_internal_url(
 
 
 def test_the_test_message_never_shows_the_remote_body(
-    hooked: Destination, admin_client: Client, slack: SlackServer
+    hooked: Destination, admin_client: Client, webhook_slack: SlackServer
 ) -> None:
-    slack.fail_next(Reply.status(500))  # answers with an HTML page
+    webhook_slack.fail_next(Reply.status(500))  # answers with an HTML page
     (shown,) = send_test(admin_client, hooked)
     assert shown == "kitchen: failed: webhook 500"
     assert "upstream" not in shown
-    slack.fail_next(Reply.error("no_service"))  # Slack's own error codes are kept
+    webhook_slack.fail_next(Reply.error("no_service"))  # Slack's own error codes are kept
     assert send_test(admin_client, hooked) == ["kitchen: failed: webhook 404: no_service"]
 
 

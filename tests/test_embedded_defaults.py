@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.slack_server import TOKEN, SlackServer
+from notifications.local_slack import TOKEN, SlackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,13 +55,9 @@ def get_json(url: str) -> tuple[int, dict[str, object]]:
 
 
 @pytest.fixture
-def slack() -> Iterator[SlackServer]:
-    with SlackServer() as server:
-        yield server
-
-
-@pytest.fixture
-def embedded(tmp_path: Path, slack: SlackServer) -> Iterator[tuple[int, dict[str, str], Path]]:
+def embedded(
+    tmp_path: Path, slack_server: SlackServer
+) -> Iterator[tuple[int, dict[str, str], Path]]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -77,7 +73,7 @@ def embedded(tmp_path: Path, slack: SlackServer) -> Iterator[tuple[int, dict[str
         LOG_LEVEL="warning",
         # Slack is the local test server; the channels fill the default destinations.
         SLACK_BOT_TOKEN=TOKEN,
-        SLACK_API_URL=slack.api_url,
+        SLACK_API_URL=slack_server.api_url,
         SLACK_OPERATIONS_CHANNEL_ID="C0OPS",
         SLACK_ORDERS_CHANNEL_ID="C0ORD",
     )
@@ -126,7 +122,7 @@ def manage(env: dict[str, str], code: str) -> str:
 
 
 def test_the_whole_system_runs_on_embedded_defaults(
-    embedded: tuple[int, dict[str, str], Path], slack: SlackServer
+    embedded: tuple[int, dict[str, str], Path], slack_server: SlackServer
 ) -> None:
     port, env, var_dir = embedded
     status, body = get_json(f"http://127.0.0.1:{port}/health")
@@ -210,7 +206,7 @@ def post_order(port: int, token: str, venue_id: str) -> int:
 
 
 def test_an_order_reaches_the_room_and_slack_through_the_real_worker(
-    embedded: tuple[int, dict[str, str], Path], slack: SlackServer
+    embedded: tuple[int, dict[str, str], Path], slack_server: SlackServer
 ) -> None:
     port, env, _ = embedded
     venue_id, raw = manage(
@@ -226,9 +222,11 @@ def test_an_order_reaches_the_room_and_slack_through_the_real_worker(
     assert frame["event"] == "order.placed"
     assert frame["data"]["number"] == number
     wait_until(
-        lambda: any(p.body.get("channel") == "C0ORD" for p in slack.posts), 30, "the Slack message"
+        lambda: any(p.body.get("channel") == "C0ORD" for p in slack_server.posts),
+        30,
+        "the Slack message",
     )
-    (order_post,) = [p for p in slack.posts if p.body.get("channel") == "C0ORD"]
+    (order_post,) = [p for p in slack_server.posts if p.body.get("channel") == "C0ORD"]
     lines = order_post.body["text"].splitlines()
     assert lines[:5] == [
         f"🛒 New Order #{number}",
@@ -241,5 +239,5 @@ def test_an_order_reaches_the_room_and_slack_through_the_real_worker(
     # The sign-up of the new venue went to #operations, through the same worker.
     assert any(
         p.body.get("channel") == "C0OPS" and p.body["text"].startswith("🎉 New Venue")
-        for p in slack.posts
+        for p in slack_server.posts
     )

@@ -13,12 +13,16 @@ from inkwave.env import env_bool, env_choice, env_float, env_int, env_list, env_
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_env_bool_accepts_only_true_or_false_words() -> None:
-    assert env_bool("X", False, environ={"X": "true"}) is True
-    assert env_bool("X", True, environ={"X": "0"}) is False
+def test_env_bool_accepts_a_fixed_set_of_words_and_rejects_the_rest() -> None:
+    for word in ("true", "1", "yes", "on", "TRUE", " On "):
+        assert env_bool("X", False, environ={"X": word}) is True, word
+    for word in ("false", "0", "no", "off", "False", " OFF "):
+        assert env_bool("X", True, environ={"X": word}) is False, word
     assert env_bool("X", True, environ={}) is True
-    with pytest.raises(ImproperlyConfigured, match="X must be true or false"):
-        env_bool("X", False, environ={"X": "maybe"})
+    assert env_bool("X", False, environ={"X": "  "}) is False  # blank: the default
+    for word in ("maybe", "2", "y", "n", "enabled", "truee"):
+        with pytest.raises(ImproperlyConfigured, match="X must be true or false"):
+            env_bool("X", False, environ={"X": word})
 
 
 def test_env_int_names_the_variable_and_enforces_bounds() -> None:

@@ -9,12 +9,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
 from django.db import connections
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -31,15 +29,6 @@ from tests.servers import (
 )
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def servers(
-    transactional_db: None, redis_client: redis.Redis, tmp_path: Path
-) -> Iterator[ServerGroup]:
-    # Stopped before the tables are flushed and before redis_client deletes the layer's keys.
-    with ServerGroup(tmp_path / "servers") as group:
-        yield group
 
 
 async def join(server: DaphneServer, venue_id: int, token: str) -> ClientConnection:

@@ -29,7 +29,7 @@ from websockets.exceptions import InvalidHandshake
 from monitoring.models import MetricTotals
 from orders.broadcast import abroadcast_to_venue
 from orders.groups import venue_group_name
-from orders.models import Venue, VenueAccessToken
+from orders.models import Venue
 from tests.servers import DaphneServer, ServerGroup, poll_until, raise_open_files_limit
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
@@ -52,12 +52,6 @@ def server_group(
 @pytest.fixture
 def server(server_group: ServerGroup) -> DaphneServer:
     return server_group.start()
-
-
-@pytest.fixture
-def device_token(venue: Venue) -> str:
-    _, raw = VenueAccessToken.issue(venue, "Kitchen screen")
-    return raw
 
 
 @pytest.fixture
@@ -161,12 +155,12 @@ async def settled_stats(server: DaphneServer) -> dict[str, Any]:
 async def test_room_group_holds_exactly_the_live_connections_when_hundreds_come_and_go_at_once(
     server: DaphneServer,
     venue: Venue,
-    device_token: str,
+    venue_token: str,
     group_key: str,
     layer_redis: aioredis.Redis,
     how: str,
 ) -> None:
-    clients = await join_all(server, venue.pk, device_token)
+    clients = await join_all(server, venue.pk, venue_token)
     first = await settled_members(layer_redis, group_key, CLIENTS)
     assert len(first) == CLIENTS
     await everyone_receives_one_broadcast(clients, venue.pk)
@@ -175,7 +169,7 @@ async def test_room_group_holds_exactly_the_live_connections_when_hundreds_come_
     stale = await settled_members(layer_redis, group_key, 0)
     assert not stale, f"{len(stale)} channels of closed connections are still in the group"
 
-    clients = await join_all(server, venue.pk, device_token)  # all at once
+    clients = await join_all(server, venue.pk, venue_token)  # all at once
     second = await settled_members(layer_redis, group_key, CLIENTS)
     assert len(second) == CLIENTS
     assert not second & first, "a channel of a closed connection is back in the group"
@@ -194,11 +188,11 @@ async def test_room_group_holds_exactly_the_live_connections_when_hundreds_come_
 async def test_a_gracefully_stopped_server_takes_its_connections_out_of_the_room_group(
     server: DaphneServer,
     venue: Venue,
-    device_token: str,
+    venue_token: str,
     group_key: str,
     layer_redis: aioredis.Redis,
 ) -> None:
-    clients = await join_all(server, venue.pk, device_token, count=5)
+    clients = await join_all(server, venue.pk, venue_token, count=5)
     assert len(await settled_members(layer_redis, group_key, 5)) == 5
 
     # SIGTERM: daphne's graceful shutdown; once stop() returns, the process has exited.

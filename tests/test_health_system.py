@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from orders.models import Venue
@@ -23,15 +20,6 @@ pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 CLIENTS_PER_SERVER = 30
 CONCURRENT_PROBES = 20
 REQUIRED_CHECKS = ("database", "redis", "channel_layer")
-
-
-@pytest.fixture
-def servers(
-    transactional_db: None, redis_client: redis.Redis, tmp_path: Path
-) -> Iterator[ServerGroup]:
-    # Stopped before the tables are flushed and before redis_client deletes the layer's keys.
-    with ServerGroup(tmp_path / "servers") as group:
-        yield group
 
 
 async def join(server: DaphneServer, venue_id: int, token: str) -> ClientConnection:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from inkwave.logging import redact
-from tests.slack_server import TOKEN, SlackServer
+from notifications.local_slack import TOKEN, SlackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK_SECRET = "T000/B000/hooksecret"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
@@ -18,6 +17,7 @@ from django.utils import timezone
 from notifications.defaults import create_default_routes
 from notifications.delivery import DrainResult, drain
 from notifications.formatting import Composed
+from notifications.local_slack import Post, Reply, SlackServer
 from notifications.models import (
     Destination,
     Notification,
@@ -31,20 +31,10 @@ from notifications.reports import deployment
 from notifications.service import send_error_alert
 from orders import events
 from orders.models import Order, OrderEvent, OrderEventKind, Venue
-from tests.slack_server import TOKEN, Post, Reply, SlackServer
 
 pytestmark = pytest.mark.django_db
 
 OPS, ORDERS = "C0OPS", "C0ORDERS"
-
-
-@pytest.fixture
-def slack(settings: Any) -> Iterator[SlackServer]:
-    with SlackServer() as server:
-        settings.SLACK_BOT_TOKEN = TOKEN
-        settings.SLACK_API_URL = server.api_url
-        settings.SLACK_TIMEOUT_SECONDS = 1
-        yield server
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +15,7 @@ from django.utils import timezone
 from notifications.defaults import create_default_routes
 from notifications.delivery import DrainResult, drain, sweep
 from notifications.formatting import MARKER, Composed
+from notifications.local_slack import TOKEN, Reply, SlackServer
 from notifications.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -27,19 +27,9 @@ from notifications.models import (
     Route,
 )
 from notifications.outbox import enqueue
-from notifications.slack import SlackMessage, SlackTransport, TransportError, payload
-from tests.slack_server import TOKEN, Reply, SlackServer
+from notifications.slack import SlackMessage, SlackTransport, payload
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def slack(settings: Any) -> Iterator[SlackServer]:
-    with SlackServer() as server:
-        settings.SLACK_BOT_TOKEN = TOKEN
-        settings.SLACK_API_URL = server.api_url
-        settings.SLACK_TIMEOUT_SECONDS = 1
-        yield server
 
 
 @pytest.fixture
@@ -255,7 +245,7 @@ class DyingTransport(SlackTransport):
         raise WorkerKilled
 
 
-def test_a_worker_killed_mid_send_is_redelivered_once(
+def test_a_send_that_never_returns_is_swept_after_its_lease_and_sent_once(
     slack: SlackServer, operations: Destination, settings: Any
 ) -> None:
     (row,) = alert()
@@ -351,13 +341,22 @@ def test_a_retrying_head_holds_back_the_rest_of_its_destination_only(
 def test_transport_errors_classify_vendor_codes() -> None:
     from notifications.slack import _classify
 
-    assert _classify(200, "invalid_auth").permanent
-    assert _classify(200, "not_in_channel").permanent
+    for code in ("invalid_auth", "channel_not_found", "not_in_channel"):
+        permanent = _classify(200, code)
+        assert permanent.permanent, code
+        assert (str(permanent), permanent.retry_after) == (code, None)
     limited = _classify(429, "ratelimited", {"Retry-After": "12"})
-    assert not limited.permanent
-    assert limited.retry_after == 12
-    assert not _classify(500, "").permanent
-    assert isinstance(_classify(503, "x"), TransportError)
+    assert (limited.permanent, limited.retry_after, limited.http_status) == (False, 12, 429)
+    # A 429 without Retry-After, or "ratelimited" in a 200's body, still waits a moment.
+    assert _classify(429, "").retry_after == 1.0
+    assert _classify(200, "ratelimited").http_status == 429
+    # 5xx: retried at the outbox's own pace, with what the server said kept for the log.
+    failing = _classify(503, "")
+    assert (failing.permanent, failing.retry_after, failing.http_status) == (False, None, 503)
+    assert str(failing) == "HTTP 503"
+    assert str(_classify(500, "internal_error")) == "internal_error"
+    # An error code Slack may add later is retried, not taken for a broken channel.
+    assert not _classify(200, "some_new_error").permanent
 
 
 @pytest.mark.django_db(transaction=True)

@@ -16,11 +16,6 @@ pytestmark = pytest.mark.django_db
 ITEM = {"name": "Soup", "quantity": 1, "unitPrice": "4.50"}
 
 
-@pytest.fixture
-def device(venue: Venue, venue_token: str) -> Client:
-    return Client(HTTP_AUTHORIZATION=f"Bearer {venue_token}")
-
-
 def post_text(client: Client, text: str) -> Any:
     return client.post("/api/v1/orders", text, content_type="application/json")
 

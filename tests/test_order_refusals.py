@@ -8,17 +8,15 @@ from typing import Any
 import pytest
 from django.test import RequestFactory
 
-from notifications.defaults import create_default_routes
-from notifications.models import Destination, Notification, NotificationKind, Route
+from notifications.models import Notification, NotificationKind
 from orders.models import Order, OrderEvent, OrderEventKind, Venue
 from orders.outage import DatabaseGate, record_refused, refused_request, spool_path
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("routes")]
 
 
 @pytest.fixture(autouse=True)
-def routes(db: Any) -> None:
-    create_default_routes(Destination, Route)
+def empty_spool() -> None:
     spool_path().unlink(missing_ok=True)
 
 

@@ -10,12 +10,11 @@ import pytest
 from django.test import Client
 
 from inkwave.routing import build_websocket_application
-from notifications.defaults import create_default_routes
-from notifications.models import Destination, Notification, NotificationKind, Route
+from notifications.models import Notification, NotificationKind
 from orders.models import Order, OrderEvent, OrderEventKind, Venue, VenueAccessToken
 from tests.conftest import PatientCommunicator
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("routes")]
 
 ORDER = {
     "table": "Table 5",
@@ -25,16 +24,6 @@ ORDER = {
         {"name": "Lemonade", "quantity": 1, "unitPrice": 17.5},
     ],
 }
-
-
-@pytest.fixture(autouse=True)
-def routes(db: Any) -> None:
-    create_default_routes(Destination, Route)
-
-
-@pytest.fixture
-def device(venue: Venue, venue_token: str) -> Client:
-    return Client(HTTP_AUTHORIZATION=f"Bearer {venue_token}")
 
 
 def post(client: Client, body: Any) -> Any:

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,11 @@ from inkwave.celery import app as celery_app
 from monitoring.alerting.metrics import REGISTRY, Window
 from monitoring.models import Worker, WorkerRole
 from notifications.formatting import Composed
+from notifications.local_slack import TOKEN, Reply, SlackServer
 from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
 from notifications.outbox import enqueue
 from notifications.tasks import drain_destination
 from tests.servers import LOG_TAIL_CHARS, ROOT, SERVER_COMMAND, RedisServer, server_env
-from tests.slack_server import TOKEN, Reply, SlackServer
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
@@ -153,22 +153,8 @@ def status_of(row: Notification) -> str:
     return row.status
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def slack() -> Iterator[SlackServer]:
-    with SlackServer() as server:
-        yield server
-
-
 def test_worker_and_beat_ride_through_a_redis_restart_with_work_in_flight(
-    own_redis: RedisServer, slack: SlackServer, tmp_path: Path
+    own_redis: RedisServer, slack_server: SlackServer, tmp_path: Path
 ) -> None:
     target = Destination.objects.create(name="outage", slack_channel_id="C0OUT")
     idle = Destination.objects.create(name="idle", slack_channel_id="C0IDLE")
@@ -177,7 +163,7 @@ def test_worker_and_beat_ride_through_a_redis_restart_with_work_in_flight(
         {
             "REDIS_URL": own_redis.url,
             "SLACK_BOT_TOKEN": TOKEN,
-            "SLACK_API_URL": slack.api_url,
+            "SLACK_API_URL": slack_server.api_url,
             **QUIET_SCHEDULE,
         },
     )
@@ -191,12 +177,12 @@ def test_worker_and_beat_ride_through_a_redis_restart_with_work_in_flight(
         # Work in flight when Redis goes: a wake-up the worker holds until its countdown
         # (an unacknowledged message), and a send that Slack holds mid-request.
         publish(own_redis.url, idle, countdown=300)
-        slack.fail_next(Reply.hang(60))
+        slack_server.fail_next(Reply.hang(60))
         before = send(own_redis.url, target, "sent across the outage")
-        wait_for(slack.state.request_started.is_set, 30, "the worker to reach Slack", both)
+        wait_for(slack_server.state.request_started.is_set, 30, "the worker to reach Slack", both)
 
         own_redis.stop()
-        slack.state.release.set()  # the send completes; its acknowledgement cannot
+        slack_server.state.release.set()  # the send completes; its acknowledgement cannot
         sent = NotificationStatus.SENT
         wait_for(lambda: status_of(before) == sent, 30, "the send to finish", both)
         own_redis.start()
@@ -220,7 +206,9 @@ def test_worker_and_beat_ride_through_a_redis_restart_with_work_in_flight(
             both,
         )
         assert (worker.poll(), beat.poll()) == (None, None)
-        texts = [post.body["text"] for post in slack.posts if post.body["channel"] == "C0OUT"]
+        texts = [
+            post.body["text"] for post in slack_server.posts if post.body["channel"] == "C0OUT"
+        ]
         assert texts == ["sent across the outage", "published after the restart"]
 
         # Asked to stop, they are stopped: no longer counted, and not missed.

@@ -19,7 +19,7 @@ from django.db import connection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from orders.models import OrderEvent, OrderEventKind, Venue, VenueAccessToken
+from orders.models import OrderEvent, OrderEventKind, Venue
 from tests.faults import send_json
 from tests.servers import DaphneServer, RedisServer, ServerGroup, poll_until
 
@@ -36,23 +36,11 @@ ORDER = {
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
-@pytest.fixture
 def server(
     transactional_db: None, own_redis: RedisServer, tmp_path: Path
 ) -> Iterator[DaphneServer]:
     with ServerGroup(tmp_path / "servers") as group:
         yield group.start(REDIS_URL=own_redis.url, CHANNEL_LAYER_LOST_SECONDS="1")
-
-
-@pytest.fixture
-def device_token(venue: Venue) -> str:
-    _, raw = VenueAccessToken.issue(venue, "Kitchen screen")
-    return raw
 
 
 async def open_client(server: DaphneServer, venue_id: int, token: str) -> ClientConnection:
@@ -94,12 +82,12 @@ def service_errors(server: DaphneServer) -> dict[str, Any]:
 
 
 async def test_a_client_joining_while_redis_is_down_is_accepted_then_closed_with_1011(
-    server: DaphneServer, own_redis: RedisServer, venue: Venue, device_token: str
+    server: DaphneServer, own_redis: RedisServer, venue: Venue, venue_token: str
 ) -> None:
     await asyncio.to_thread(own_redis.stop)
 
     # The handshake succeeds (no HTTP 403, which reads as "not allowed") ...
-    ws = await open_client(server, venue.pk, device_token)
+    ws = await open_client(server, venue.pk, venue_token)
     # ... and the close says "the server could not take you now".
     assert await close_code(ws, FRAME_TIMEOUT) == 1011
 
@@ -114,22 +102,22 @@ async def test_a_client_joining_while_redis_is_down_is_accepted_then_closed_with
 
     # Redis back: the same client gets in.
     await asyncio.to_thread(own_redis.start)
-    await (await join(server, venue.pk, device_token)).close()
+    await (await join(server, venue.pk, venue_token)).close()
 
 
 async def test_open_connections_are_closed_with_1011_when_redis_goes_down(
-    server: DaphneServer, own_redis: RedisServer, venue: Venue, device_token: str
+    server: DaphneServer, own_redis: RedisServer, venue: Venue, venue_token: str
 ) -> None:
-    members = [await join(server, venue.pk, device_token) for _ in range(3)]
+    members = [await join(server, venue.pk, venue_token) for _ in range(3)]
     await asyncio.to_thread(own_redis.stop)
     codes = await asyncio.gather(*(close_code(ws, LOST_BOUND) for ws in members))
     assert codes == [1011, 1011, 1011]
 
 
 async def test_connections_learn_of_a_hung_redis_and_reconnecting_clients_get_1011(
-    server: DaphneServer, own_redis: RedisServer, venue: Venue, device_token: str
+    server: DaphneServer, own_redis: RedisServer, venue: Venue, venue_token: str
 ) -> None:
-    members = [await join(server, venue.pk, device_token) for _ in range(3)]
+    members = [await join(server, venue.pk, venue_token) for _ in range(3)]
     await asyncio.to_thread(own_redis.hang)
     try:
         # Told within the bound, not at the end of the hang (nor never).
@@ -137,20 +125,20 @@ async def test_connections_learn_of_a_hung_redis_and_reconnecting_clients_get_10
         assert codes == [1011, 1011, 1011]
         # A client reconnecting meanwhile is accepted and told 1011, within the
         # handshake timeout (the join waits CHANNEL_LAYER_TIMEOUT_SECONDS at most).
-        ws = await open_client(server, venue.pk, device_token)
+        ws = await open_client(server, venue.pk, venue_token)
         assert await close_code(ws, FRAME_TIMEOUT) == 1011
     finally:
         await asyncio.to_thread(own_redis.resume)
-    await (await join(server, venue.pk, device_token)).close()
+    await (await join(server, venue.pk, venue_token)).close()
 
 
 async def test_an_order_placed_while_redis_hangs_is_answered_at_once_and_its_event_recorded(
-    server: DaphneServer, own_redis: RedisServer, venue: Venue, device_token: str
+    server: DaphneServer, own_redis: RedisServer, venue: Venue, venue_token: str
 ) -> None:
     url = server.base_url + "/api/v1/orders"
     # A first order warms the server's pool to Redis, as in a running deployment.
     status, _, _ = await asyncio.to_thread(
-        send_json, "POST", url, {**ORDER, "venue": venue.pk}, token=device_token
+        send_json, "POST", url, {**ORDER, "venue": venue.pk}, token=venue_token
     )
     assert status == 201
     await asyncio.to_thread(own_redis.hang)
@@ -158,7 +146,7 @@ async def test_an_order_placed_while_redis_hangs_is_answered_at_once_and_its_eve
         # The client's timeout (5 s) is a third of Redis' socket timeout (15 s), which the
         # broadcast used to wait for on the request's path.
         status, _, body = await asyncio.to_thread(
-            send_json, "POST", url, {**ORDER, "venue": venue.pk}, token=device_token
+            send_json, "POST", url, {**ORDER, "venue": venue.pk}, token=venue_token
         )
         assert status == 201, body
         status, _, changed = await asyncio.to_thread(
@@ -166,7 +154,7 @@ async def test_an_order_placed_while_redis_hangs_is_answered_at_once_and_its_eve
             "PATCH",
             f"{url}/{body['id']}",
             {"status": "accepted"},
-            token=device_token,
+            token=venue_token,
         )
         assert (status, changed["status"]) == (200, "accepted")
     finally:

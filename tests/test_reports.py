@@ -15,9 +15,9 @@ from django.test import Client
 from monitoring.monitor import MonitorSnapshot, WebSocketMonitor
 from monitoring.recording import SampleRecorder, WorkerIdentity
 from notifications import reports
-from notifications.defaults import create_default_routes
 from notifications.formatting import duration, local_time, money, percent
-from notifications.models import Destination, Notification, NotificationKind, Route
+from notifications.local_slack import SlackServer
+from notifications.models import Destination, Notification, NotificationKind
 from notifications.service import (
     UnknownDestination,
     error_message,
@@ -26,14 +26,8 @@ from notifications.service import (
     send_message,
 )
 from orders.models import Order, OrderEvent, OrderEventKind, Venue
-from tests.slack_server import TOKEN, SlackServer
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def routes(db: Any) -> None:
-    create_default_routes(Destination, Route)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("routes")]
 
 
 def test_the_error_alert_reads_as_the_specification_writes_it() -> None:
@@ -202,35 +196,27 @@ def test_notify_deploy_queues_a_deployment_notification() -> None:
         call_command("notify_deploy", "--release", " ", stdout=StringIO())
 
 
-@pytest.fixture
-def slack(settings: Any) -> Any:
-    with SlackServer() as server:
-        settings.SLACK_BOT_TOKEN = TOKEN
-        settings.SLACK_API_URL = server.api_url
-        Destination.objects.filter(name="operations").update(slack_channel_id="C0OPS")
-        Destination.objects.filter(name="orders").update(slack_channel_id="C0ORD")
-        yield server
-
-
-def test_slack_test_sends_to_each_enabled_destination_and_reports(slack: SlackServer) -> None:
+def test_slack_test_sends_to_each_enabled_destination_and_reports(
+    slack_channels: SlackServer,
+) -> None:
     out = StringIO()
     call_command("slack_test", stdout=out)
-    assert sorted(p.body["channel"] for p in slack.posts) == ["C0OPS", "C0ORD"]
+    assert sorted(p.body["channel"] for p in slack_channels.posts) == ["C0OPS", "C0ORD"]
     assert "operations: sent" in out.getvalue()
     assert "orders: sent" in out.getvalue()
 
 
-def test_slack_test_reports_failures(slack: SlackServer) -> None:
-    from tests.slack_server import Reply
+def test_slack_test_reports_failures(slack_channels: SlackServer) -> None:
+    from notifications.local_slack import Reply
 
-    slack.fail_next(Reply.error("channel_not_found"))
+    slack_channels.fail_next(Reply.error("channel_not_found"))
     out = StringIO()
     with pytest.raises(CommandError, match="1 destination"):
         call_command("slack_test", "operations", stdout=out)
     assert "operations: failed: channel_not_found" in out.getvalue()
 
 
-def test_the_admin_send_test_action(slack: SlackServer, admin_client: Client) -> None:
+def test_the_admin_send_test_action(slack_channels: SlackServer, admin_client: Client) -> None:
     ops = Destination.objects.get(name="operations")
     response = admin_client.post(
         "/admin/notifications/destination/",
@@ -238,7 +224,7 @@ def test_the_admin_send_test_action(slack: SlackServer, admin_client: Client) ->
         follow=True,
     )
     assert next(str(m) for m in response.context["messages"]).startswith("operations: sent")
-    assert len(slack.posts) == 1
+    assert len(slack_channels.posts) == 1
 
 
 def test_the_admin_shows_a_failed_notification_and_can_send_it_again(admin_client: Client) -> None:

@@ -12,12 +12,9 @@ import asyncio
 import json
 import secrets
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.sessions.models import Session
@@ -35,13 +32,9 @@ FRAME_TIMEOUT = 15.0
 
 
 @pytest.fixture
-def servers(
-    transactional_db: None, redis_client: redis.Redis, tmp_path: Path
-) -> Iterator[tuple[DaphneServer, DaphneServer]]:
-    # Stopped before the tables are flushed and before redis_client deletes the layer's keys.
-    with ServerGroup(tmp_path / "servers") as group:
-        # A short periodic re-check, so that the test sees it run in a real server.
-        yield group.start(WS_ACCESS_RECHECK_SECONDS="0.5"), group.start()
+def rechecking_servers(servers: ServerGroup) -> tuple[DaphneServer, DaphneServer]:
+    """Two servers, the first with a short periodic access re-check so the test sees it run."""
+    return servers.start(WS_ACCESS_RECHECK_SECONDS="0.5"), servers.start()
 
 
 def session_cookie(user: Any) -> str:
@@ -92,9 +85,12 @@ async def receives_event(ws: ClientConnection) -> str:
 
 
 async def test_a_grant_ending_on_one_process_closes_connections_on_the_other(
-    servers: tuple[DaphneServer, DaphneServer], venue: Venue, staff_user: Any, plain_user: Any
+    rechecking_servers: tuple[DaphneServer, DaphneServer],
+    venue: Venue,
+    staff_user: Any,
+    plain_user: Any,
 ) -> None:
-    a, b = servers
+    a, b = rechecking_servers
     _, raw = await database_sync_to_async(VenueAccessToken.issue)(venue, "Kitchen screen")
     devices = [await join(server, f"/ws/venues/{venue.pk}/?token={raw}") for server in (a, b)]
 

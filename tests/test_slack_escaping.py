@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,15 +32,14 @@ from monitoring.models import (
     Worker,
 )
 from notifications import reports, service
-from notifications.defaults import create_default_routes
 from notifications.delivery import drain
 from notifications.formatting import Composed
-from notifications.models import Destination, Notification, NotificationKind, Route
+from notifications.local_slack import SlackServer
+from notifications.models import Destination, Notification, NotificationKind
 from notifications.slack import SlackMessage, payload
 from notifications.slack_text import MARKER, cap, escape_text, safe_link
 from notifications.testing import send_test_messages
 from orders.models import OrderEvent, OrderEventKind, Venue, VenueAccessToken
-from tests.slack_server import TOKEN, SlackServer
 
 INJECTIONS = [
     "<!channel>",
@@ -107,16 +105,12 @@ def body_of(message: Composed) -> dict[str, Any]:
 
 
 @pytest.fixture
-def slack(settings: Any, db: Any) -> Iterator[SlackServer]:
-    with SlackServer() as server:
-        settings.SLACK_BOT_TOKEN = TOKEN
-        settings.SLACK_API_URL = server.api_url
-        settings.SLACK_MIN_INTERVAL_SECONDS = 0
-        settings.SLACK_OPERATIONS_CHANNEL_ID = "C0OPS"
-        create_default_routes(Destination, Route)
-        Destination.objects.filter(name="operations").update(slack_channel_id="C0OPS")
-        Destination.objects.filter(name="orders").update(slack_channel_id="C0ORD")
-        yield server
+def unlimited_slack(settings: Any, slack_channels: SlackServer) -> SlackServer:
+    """`slack_channels` with no send interval, and the operations channel also in the setting
+    (what a direct alert reads)."""
+    settings.SLACK_MIN_INTERVAL_SECONDS = 0
+    settings.SLACK_OPERATIONS_CHANNEL_ID = "C0OPS"
+    return slack_channels
 
 
 def deliver_all() -> None:
@@ -124,9 +118,9 @@ def deliver_all() -> None:
         assert drain(destination.pk).wait is None
 
 
-def posts_but_signups(slack: SlackServer) -> list[Any]:
+def posts_but_signups(unlimited_slack: SlackServer) -> list[Any]:
     """What reached Slack, without the sign-up announcement of the venues a test made."""
-    return [p for p in slack.posts if not p.body["text"].startswith("🎉 New Venue")]
+    return [p for p in unlimited_slack.posts if not p.body["text"].startswith("🎉 New Venue")]
 
 
 def post(client: Client, body: Any) -> Any:
@@ -183,7 +177,9 @@ def test_only_http_links_are_links() -> None:
 
 
 @pytest.mark.parametrize("raw", INJECTIONS)
-def test_table_item_and_venue_names_reach_slack_inert(slack: SlackServer, raw: str) -> None:
+def test_table_item_and_venue_names_reach_slack_inert(
+    unlimited_slack: SlackServer, raw: str
+) -> None:
     venue = Venue.objects.create(name=f"Venue {raw}", slug="v")
     _, token = VenueAccessToken.issue(venue, "Kitchen")
     device = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
@@ -194,7 +190,7 @@ def test_table_item_and_venue_names_reach_slack_inert(slack: SlackServer, raw: s
     assert patch(device, order_id, {"status": "accepted"}).status_code == 200
     assert patch(device, order_id, {"paymentStatus": "failed"}).status_code == 200
     deliver_all()
-    titles = sorted(p.body["text"].splitlines()[0] for p in slack.posts)
+    titles = sorted(p.body["text"].splitlines()[0] for p in unlimited_slack.posts)
     assert titles == sorted(
         [
             "💳 Payment Issue: Order #1",
@@ -204,14 +200,14 @@ def test_table_item_and_venue_names_reach_slack_inert(slack: SlackServer, raw: s
             "🛒 New Order #1",
         ]
     )
-    for sent in slack.posts:
+    for sent in unlimited_slack.posts:
         assert_inert(sent.body, raw)
         if not sent.body["text"].startswith("🎉"):
             assert f"Table: {inert(raw)}" in sent.body["text"]
             assert f"Venue: Venue {inert(raw)}" in sent.body["text"]
 
 
-def test_the_issues_text_as_a_table_reaches_slack_inert(slack: SlackServer) -> None:
+def test_the_issues_text_as_a_table_reaches_slack_inert(unlimited_slack: SlackServer) -> None:
     venue = Venue.objects.create(name="Main", slug="main")
     _, token = VenueAccessToken.issue(venue, "Kitchen")
     device = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
@@ -220,22 +216,24 @@ def test_the_issues_text_as_a_table_reaches_slack_inert(slack: SlackServer) -> N
     response = post(device, {"venue": venue.pk, "table": ISSUE_TEXT, "items": [item]})
     assert response.status_code == 400
     deliver_all()
-    assert {p.body["channel"] for p in posts_but_signups(slack)} == {"C0OPS", "C0ORD"}
-    for sent in posts_but_signups(slack):
+    assert {p.body["channel"] for p in posts_but_signups(unlimited_slack)} == {"C0OPS", "C0ORD"}
+    for sent in posts_but_signups(unlimited_slack):
         assert sent.body["text"].startswith("❌ Failed Order Creation")
         # The table is recorded and shown up to its column's 50 characters.
         assert_inert(sent.body, ISSUE_TEXT[:50])
 
 
 @pytest.mark.parametrize("raw", INJECTIONS)
-def test_a_new_venue_and_its_daily_summary_reach_slack_inert(slack: SlackServer, raw: str) -> None:
+def test_a_new_venue_and_its_daily_summary_reach_slack_inert(
+    unlimited_slack: SlackServer, raw: str
+) -> None:
     with time_machine.travel(NOW - timedelta(days=2), tick=False):
         Venue.objects.create(name=raw, slug="v")  # announced as a sign-up
     with time_machine.travel(NOW, tick=False):
         assert reports.daily_summaries(timezone.now())
     deliver_all()
-    (signup,) = [p for p in slack.posts if p.body["text"].startswith("🎉")]
-    summaries = [p for p in slack.posts if p.body["text"].startswith("📊")]
+    (signup,) = [p for p in unlimited_slack.posts if p.body["text"].startswith("🎉")]
+    summaries = [p for p in unlimited_slack.posts if p.body["text"].startswith("📊")]
     assert signup.body["blocks"][0]["text"]["text"] == f"🎉 New Venue: {entities(raw)}"
     assert_inert(signup.body, raw)
     assert summaries
@@ -411,7 +409,9 @@ def _sample(at: datetime, connections: int) -> None:
     Worker.objects.filter(pk=worker.pk).update(last_sample=row)
 
 
-def test_an_alert_from_the_engine_reaches_slack_inert(slack: SlackServer, settings: Any) -> None:
+def test_an_alert_from_the_engine_reaches_slack_inert(
+    unlimited_slack: SlackServer, settings: Any
+) -> None:
     settings.ALERT_GROUP_WAIT_SECONDS = 0
     AlertRule.objects.update(enabled=False)
     make_rule(ISSUE_TEXT, runbook_url="https://runbooks.example/spike", pending_seconds=0)
@@ -419,7 +419,7 @@ def test_an_alert_from_the_engine_reaches_slack_inert(slack: SlackServer, settin
         _sample(timezone.now(), 75)
         run_cycle()
         deliver_all()
-    (sent,) = slack.posts
+    (sent,) = unlimited_slack.posts
     assert sent.body["text"].startswith("🔴 Rule")
     assert_inert(sent.body, ISSUE_TEXT, allowed=("<https://runbooks.example/spike>",))
     assert "Runbook: <https://runbooks.example/spike>" in sent.body["text"]
@@ -430,33 +430,35 @@ def test_an_alert_from_the_engine_reaches_slack_inert(slack: SlackServer, settin
 
 @pytest.mark.parametrize("raw", INJECTIONS)
 def test_deploy_notices_error_alerts_and_plain_messages_are_inert(
-    slack: SlackServer, raw: str
+    unlimited_slack: SlackServer, raw: str
 ) -> None:
     reports.deployment(release=f"1.4.2 {raw}", environment=raw, note=f"Note {raw}")
     service.send_error_alert(RuntimeError(raw), {"source": raw, "type": raw, "action": raw})
     service.send_message("operations", f"Hello {raw}")
     deliver_all()
-    assert len(slack.posts) == 3
-    for sent in slack.posts:
+    assert len(unlimited_slack.posts) == 3
+    for sent in unlimited_slack.posts:
         assert_inert(sent.body, raw)
 
 
 @pytest.mark.parametrize("raw", INJECTIONS)
 def test_direct_alerts_are_inert(
-    slack: SlackServer, tmp_path: Path, settings: Any, raw: str
+    unlimited_slack: SlackServer, tmp_path: Path, settings: Any, raw: str
 ) -> None:
     settings.VAR_DIR = tmp_path
     assert direct.DirectAlerter().alert("database", f"OperationalError: {raw}")
-    (sent,) = slack.posts
+    (sent,) = unlimited_slack.posts
     assert_inert(sent.body, raw)
 
 
 @pytest.mark.parametrize("raw", INJECTIONS)
-def test_the_test_message_names_its_destination_inert(slack: SlackServer, raw: str) -> None:
+def test_the_test_message_names_its_destination_inert(
+    unlimited_slack: SlackServer, raw: str
+) -> None:
     Destination.objects.filter(name="operations").update(name=raw)
     results = send_test_messages(list(Destination.objects.filter(name=raw)))
     assert [r.ok for _, r in results] == [True]
-    (sent,) = slack.posts
+    (sent,) = unlimited_slack.posts
     assert_inert(sent.body, raw)
 
 
@@ -476,7 +478,7 @@ def order(venue: Any, table: str = ISSUE_TEXT) -> dict[str, Any]:
 
 
 def test_a_user_with_no_venue_cannot_make_the_system_post(
-    slack: SlackServer, plain_user: Any, venue: Venue
+    unlimited_slack: SlackServer, plain_user: Any, venue: Venue
 ) -> None:
     outsider = Client()
     outsider.force_login(plain_user)
@@ -490,11 +492,11 @@ def test_a_user_with_no_venue_cannot_make_the_system_post(
     assert not failed.exclude(venue=None).exists()
     assert failed_order_notices() == 0
     deliver_all()
-    assert posts_but_signups(slack) == []
+    assert posts_but_signups(unlimited_slack) == []
 
 
 def test_a_venue_token_cannot_post_about_an_unnamed_or_other_venue(
-    slack: SlackServer, venue: Venue, other_venue: Venue, venue_token: str
+    unlimited_slack: SlackServer, venue: Venue, other_venue: Venue, venue_token: str
 ) -> None:
     device = Client(HTTP_AUTHORIZATION=f"Bearer {venue_token}")
     assert post(device, order(other_venue.pk)).status_code == 403
@@ -506,8 +508,8 @@ def test_a_venue_token_cannot_post_about_an_unnamed_or_other_venue(
     assert post(device, order(venue.pk)).status_code == 400
     assert failed_order_notices() == 2
     deliver_all()
-    assert len(posts_but_signups(slack)) == 2
-    for sent in posts_but_signups(slack):
+    assert len(posts_but_signups(unlimited_slack)) == 2
+    for sent in posts_but_signups(unlimited_slack):
         assert_inert(sent.body, ISSUE_TEXT[:50])  # the table's column holds 50 characters
 
 

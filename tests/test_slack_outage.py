@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import re
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +29,7 @@ from monitoring.models import AlertRule, Incident, IncidentEventKind, IncidentSt
 from notifications.defaults import create_default_routes
 from notifications.delivery import drain
 from notifications.formatting import Composed
+from notifications.local_slack import Reply, SlackServer
 from notifications.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -40,7 +40,6 @@ from notifications.models import (
     Route,
 )
 from notifications.outbox import enqueue
-from tests.slack_server import TOKEN, Reply, SlackServer
 
 pytestmark = pytest.mark.django_db
 
@@ -49,15 +48,6 @@ OPS, ORDERS = "C0OPS", "C0ORDERS"
 SUMMARY = re.compile(
     r"^✅ Delivery to #(\w+) failed for (\d+) seconds; (\d+) messages? delayed, all delivered"
 )
-
-
-@pytest.fixture
-def slack(settings: Any) -> Iterator[SlackServer]:
-    with SlackServer() as server:
-        settings.SLACK_BOT_TOKEN = TOKEN
-        settings.SLACK_API_URL = server.api_url
-        settings.SLACK_TIMEOUT_SECONDS = 1
-        yield server
 
 
 @pytest.fixture

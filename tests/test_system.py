@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from orders.broadcast import abroadcast_to_venue
 from orders.groups import venue_group_name
-from orders.models import Venue, VenueAccessToken
+from orders.models import Venue
 from tests.servers import DaphneServer, ServerGroup, poll_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
@@ -29,21 +28,6 @@ SETTLE_SECONDS = 10.0
 FRAME_TIMEOUT = 5.0
 # Longer than channels-redis' blocking receive (RedisChannelLayer.brpop_timeout, 5 s).
 IDLE_SECONDS = 6.5
-
-
-@pytest.fixture
-def servers(
-    transactional_db: None, redis_client: redis.Redis, tmp_path: Path
-) -> Iterator[ServerGroup]:
-    # Stopped before the tables are flushed and before redis_client deletes the layer's keys.
-    with ServerGroup(tmp_path / "servers") as group:
-        yield group
-
-
-@pytest.fixture
-def device_token(venue: Venue) -> str:
-    _, raw = VenueAccessToken.issue(venue, "Kitchen screen")
-    return raw
 
 
 async def open_client(server: DaphneServer, venue_id: int, token: str) -> ClientConnection:
@@ -96,14 +80,14 @@ def stats_of(server: DaphneServer) -> Callable[[], Awaitable[dict[str, Any]]]:
 
 
 async def test_two_server_processes_share_rooms_and_report_exact_deployment_totals(
-    servers: ServerGroup, venue: Venue, device_token: str
+    servers: ServerGroup, venue: Venue, venue_token: str
 ) -> None:
     a, b = servers.start(), servers.start()
     room = venue_group_name(venue.pk)
 
     # Three members of the room on each process.
-    on_a = [await join(a, venue.pk, device_token) for _ in range(3)]
-    on_b = [await join(b, venue.pk, device_token) for _ in range(3)]
+    on_a = [await join(a, venue.pk, venue_token) for _ in range(3)]
+    on_b = [await join(b, venue.pk, venue_token) for _ in range(3)]
     everyone = on_a + on_b
     sent = len(everyone)  # welcome frames
 
@@ -199,12 +183,12 @@ async def test_two_server_processes_share_rooms_and_report_exact_deployment_tota
 
 
 async def test_idle_members_stay_connected_past_the_channel_layers_blocking_receive(
-    servers: ServerGroup, venue: Venue, device_token: str, redis_client: redis.Redis
+    servers: ServerGroup, venue: Venue, venue_token: str, redis_client: redis.Redis
 ) -> None:
     # channels-redis waits for a consumer's messages with BZPOPMIN, 5 s at a time; a Redis
     # client whose socket timeout is not longer than that fails the read and the consumer.
     a, b = servers.start(), servers.start()
-    members = [await join(a, venue.pk, device_token), await join(b, venue.pk, device_token)]
+    members = [await join(a, venue.pk, venue_token), await join(b, venue.pk, venue_token)]
 
     async def stays_open_and_quiet(ws: ClientConnection) -> None:
         with pytest.raises(TimeoutError):  # not ConnectionClosed

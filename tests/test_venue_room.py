@@ -86,10 +86,23 @@ async def test_broadcasts_stay_in_their_venue(
     assert await room.receive_nothing(timeout=0.3)
 
 
-async def test_a_staff_session_sees_every_venue(venue: Venue, staff_user: Any) -> None:
+async def test_a_staff_session_sees_every_venue(
+    venue: Venue, other_venue: Venue, staff_user: Any
+) -> None:
+    third = await Venue.objects.acreate(name="Riverside", slug="riverside")
+    venues = [venue, other_venue, third]
     cookie = await database_sync_to_async(session_cookie_for)(staff_user)
-    comm = await join(f"/ws/venues/{venue.pk}/", cookie=cookie)
-    await comm.disconnect()
+    # A member of none of them, the staff user joins every room and hears each one's events.
+    assert not await Venue.objects.filter(members=staff_user).aexists()
+    rooms = [await join(f"/ws/venues/{v.pk}/", cookie=cookie) for v in venues]
+    for v in venues:
+        assert await group_members(v.pk) == 1
+        await abroadcast_to_venue(v.pk, "order.created", {"venue": v.pk})
+    for v, comm in zip(venues, rooms, strict=True):
+        frame = await comm.receive_json_from()
+        assert (frame["event"], frame["data"]) == ("order.created", {"venue": v.pk})
+        assert await comm.receive_nothing(timeout=0.1)  # and no other room's
+        await comm.disconnect()
 
 
 async def test_a_member_joins_but_a_non_member_is_forbidden(venue: Venue, plain_user: Any) -> None:

@@ -17,6 +17,7 @@ from django.utils import timezone
 from notifications.defaults import create_default_routes
 from notifications.delivery import drain, sweep
 from notifications.formatting import Composed
+from notifications.local_slack import TOKEN, Reply, SlackServer
 from notifications.models import (
     AttemptOutcome,
     DeliveryAttempt,
@@ -28,12 +29,13 @@ from notifications.models import (
 )
 from notifications.outbox import enqueue
 from tests.servers import ROOT, server_env
-from tests.slack_server import TOKEN, Reply, SlackServer
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_worker_killed_mid_send_is_redelivered_once(settings: Any, tmp_path: Path) -> None:
+def test_a_worker_process_sigkilled_mid_request_is_redelivered_once(
+    settings: Any, tmp_path: Path
+) -> None:
     create_default_routes(Destination, Route)
     Destination.objects.filter(name="operations").update(slack_channel_id="C0OPS")
     with SlackServer() as slack:

@@ -1,10 +1,15 @@
-"""A local HTTP server that speaks the Slack Web API (chat.postMessage, chat.update) and the
-incoming-webhook protocol, and can be told to fail the way Slack fails.
+"""A local Slack stand-in for tests, benchmarks and demos: an HTTP server on 127.0.0.1 that
+speaks the Slack Web API (chat.postMessage, chat.update) and the incoming-webhook protocol,
+records what it accepts, and can be told to fail the way Slack fails.
 
     with SlackServer() as slack:
         slack.fail_next(Reply.rate_limited(retry_after=30), Reply.error("invalid_auth"))
         ... settings.SLACK_API_URL = slack.api_url
         slack.posts  # what arrived, in order
+
+It lives here, next to the real transport (notifications/slack.py), so that tests/ and bench/
+share one copy without bench importing from tests/. No production code path imports it
+(tests/test_layout.py checks): it is a tool for trying the system without Slack, not part of it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-TOKEN = "xoxb-test-token"
+TOKEN = "xoxb-test-token"  # noqa: S105 (the stand-in's fixed bot token, not a secret)
 
 
 @dataclass(frozen=True)
@@ -170,8 +175,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class SlackServer:
-    def __init__(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+    """Serves from `__enter__` to `__exit__`, on `port` (0: one the kernel picks)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.state = SlackState()
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -194,6 +201,15 @@ class SlackServer:
     def posts(self) -> list[Post]:
         with self.state.lock:
             return list(self.state.posts)
+
+    def posts_from(self, start: int) -> list[Post]:
+        """The posts after the first `start` (a reader that remembers how many it has seen)."""
+        with self.state.lock:
+            return self.state.posts[start:]
+
+    def count(self) -> int:
+        with self.state.lock:
+            return len(self.state.posts)
 
     def fail_next(self, *replies: Reply) -> None:
         with self.state.lock:

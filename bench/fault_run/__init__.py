@@ -1,0 +1,1 @@
+"""The fault bench (bench/faults.py): its workload, observer, faults and verdicts."""

@@ -1,0 +1,212 @@
+"""The fault bench's workload: orders at a fixed rate through the API, and WebSocket clients
+that reconnect with backoff as devices do."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+
+@dataclass
+class OrderResult:
+    tag: str  # the order's table: unique, so it can be found in the database and on Slack
+    venue: int
+    port: int
+    sent: float
+    answered: float
+    status: int | None  # None: no answer (refused, reset, timed out)
+    order_id: int | None = None
+    retried_elsewhere: bool = False
+
+
+class Orders:
+    """Orders at a fixed rate (open loop: slow answers do not slow the schedule)."""
+
+    def __init__(self, ports: list[int], venues: list[dict[str, Any]], rate: float) -> None:
+        self.ports = ports
+        self.venues = venues
+        self.rate = rate
+        self.results: list[OrderResult] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=24, thread_name_prefix="order")
+        self.thread = threading.Thread(target=self._schedule, daemon=True)
+        self.seq = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.pool.shutdown(wait=True)
+
+    def _schedule(self) -> None:
+        start = time.monotonic()
+        while not self.stop.is_set():
+            self.seq += 1
+            self.pool.submit(self._one, self.seq)
+            self.stop.wait(max(0.0, start + self.seq / self.rate - time.monotonic()))
+
+    def _one(self, seq: int) -> None:
+        venue = self.venues[seq % len(self.venues)]
+        tag = f"F{seq:07d}"
+        body = json.dumps(
+            {
+                "venue": venue["venue"],
+                "table": tag,
+                "currency": "USD",
+                "items": [{"name": "Margherita", "quantity": 1, "unitPrice": "12.50"}],
+            }
+        )
+        port = self.ports[seq % len(self.ports)]
+        sent = time.time()
+        status, order_id = self._post(port, body, venue["token"])
+        retried = False
+        if status == -1:  # refused: a load balancer would send it to the other process
+            retried = True
+            port = next(p for p in self.ports if p != port)
+            status, order_id = self._post(port, body, venue["token"])
+        result = OrderResult(
+            tag=tag,
+            venue=venue["venue"],
+            port=port,
+            sent=sent,
+            answered=time.time(),
+            status=None if status < 0 else status,
+            order_id=order_id,
+            retried_elsewhere=retried,
+        )
+        with self.lock:
+            self.results.append(result)
+
+    @staticmethod
+    def _post(port: int, body: str, token: str) -> tuple[int, int | None]:
+        """(status, order id); -1 when the connection was refused, -2 for no answer."""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(
+                "POST",
+                "/api/v1/orders",
+                body=body,
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            )
+            response = conn.getresponse()
+            raw = response.read()
+        except ConnectionRefusedError:
+            return -1, None
+        except (OSError, http.client.HTTPException):
+            return -2, None
+        finally:
+            conn.close()
+        order_id = None
+        if response.status == 201:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                order_id = int(json.loads(raw)["id"])
+        return response.status, order_id
+
+    def snapshot(self) -> list[OrderResult]:
+        with self.lock:
+            return list(self.results)
+
+
+@dataclass
+class ClientEvent:
+    at: float
+    kind: str  # "open", "close:<code>", "http:<status>", "refused", "timeout", "error:<type>"
+
+
+@dataclass
+class Clients:
+    """WebSocket clients on one asyncio loop in a thread; each reconnects with backoff."""
+
+    ports: list[int]
+    venues: list[dict[str, Any]]
+    count: int
+    events: list[ClientEvent] = field(default_factory=list)
+    received: Counter[str] = field(default_factory=Counter)  # order tag -> frames received
+    open_now: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    loop: asyncio.AbstractEventLoop | None = None
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(30)
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        gate = asyncio.Semaphore(20)  # daphne listens with a backlog of 50
+        tasks = [asyncio.create_task(self._client(i, gate)) for i in range(self.count)]
+        await asyncio.to_thread(self.stop.wait)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _note(self, kind: str) -> None:
+        self.events.append(ClientEvent(time.time(), kind))
+
+    async def _client(self, index: int, gate: asyncio.Semaphore) -> None:
+        venue = self.venues[index % len(self.venues)]
+        server = index % len(self.ports)
+        failures = 0
+        while not self.stop.is_set():
+            url = (
+                f"ws://127.0.0.1:{self.ports[server]}/ws/venues/{venue['venue']}/"
+                f"?token={venue['token']}"
+            )
+            opened = False
+            try:
+                async with gate:
+                    ws = await websockets.connect(url, open_timeout=10, close_timeout=2)
+                try:
+                    welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if welcome.get("type") != "welcome":
+                        raise ValueError(welcome.get("type"))
+                    opened, failures = True, 0
+                    self.open_now += 1
+                    self._note("open")
+                    async for frame in ws:
+                        message = json.loads(frame)
+                        if message.get("event") == "order.placed":
+                            self.received[str(message["data"].get("table"))] += 1
+                finally:
+                    await ws.close()
+                self._note(f"close:{ws.close_code}")
+            except InvalidStatus as exc:
+                self._note(f"http:{exc.response.status_code}")
+            except ConnectionRefusedError:
+                self._note("refused")
+                server = (server + 1) % len(self.ports)  # as a load balancer would
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd is not None else None
+                self._note(f"close:{code}")
+            except TimeoutError:
+                self._note("timeout")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._note(f"error:{type(exc).__name__}")
+            finally:
+                if opened:
+                    self.open_now -= 1
+            failures += 1
+            delay = min(8.0, 0.5 * 2 ** min(failures, 4)) if not opened else 0.5
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))

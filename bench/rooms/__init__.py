@@ -1,0 +1,1 @@
+"""The venue-room benchmark (bench/run.py): its plan, client processes, scenarios and figures."""

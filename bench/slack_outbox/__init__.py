@@ -1,0 +1,1 @@
+"""The Slack outbox benchmark (bench/outbox.py, bench/flood.py): services, scenarios, report."""
