@@ -169,3 +169,20 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of the test's own, to stop or hang without touching the shared one."""
     with RedisServer(tmp_path / "redis") as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def no_direct_alert_claims() -> None:
+    """A direct alert claims its outage in Redis for DIRECT_ALERT_INTERVAL_SECONDS (so that
+    processes on other hosts stay quiet); a claim left by an earlier test (or its server
+    processes) would silence this test's first alert."""
+    url = settings.REDIS_URL
+    if not url:
+        return
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        keys = list(client.scan_iter("inkwave:*:direct-alert:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -27,9 +27,9 @@ from monitoring.alerting.engine import run_cycle
 from monitoring.models import AlertRule, Incident, IncidentStatus, Silence, WebSocketSample, Worker
 from notifications import delivery
 from notifications.defaults import create_default_routes
+from notifications.local_slack import Post, SlackServer
 from notifications.models import Destination, Route
 from tests.fakes import closed_port
-from tests.slack_server import TOKEN, Post, SlackServer
 
 pytestmark = pytest.mark.django_db
 
@@ -88,14 +88,6 @@ class Channel:
     def tally(self) -> dict[str, int]:
         kinds = ("post", "reply", "broadcast reply", "edit")
         return {kind: self.count(kind) for kind in kinds}
-
-
-@pytest.fixture
-def slack(settings: Any) -> Iterator[SlackServer]:
-    with SlackServer() as server:
-        settings.SLACK_BOT_TOKEN = TOKEN
-        settings.SLACK_API_URL = server.api_url
-        yield server
 
 
 @pytest.fixture

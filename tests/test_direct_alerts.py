@@ -177,3 +177,85 @@ async def test_a_server_that_loses_redis_tells_slack_directly(
     arrived = await first_direct_alerts(slack, tmp_path, REDIS_URL=url)
     assert arrived[0].body["text"].startswith("🔴 Redis unreachable")
     assert len(arrived) == 1
+
+
+# --- processes on different hosts: one message per outage ----------------------------------
+
+
+class Host:
+    """A process on its own host (container): its own spool and its own pid."""
+
+    def __init__(self, name: str, pid: int, var_dir: Path) -> None:
+        self.name, self.pid, self.var_dir = name, pid, var_dir
+        var_dir.mkdir(exist_ok=True)
+        self.alerter = direct.DirectAlerter()
+
+    def run(self, settings: Any, monkeypatch: pytest.MonkeyPatch, action: Any) -> Any:
+        settings.VAR_DIR = self.var_dir
+        monkeypatch.setattr(direct.socket, "gethostname", lambda: self.name)
+        monkeypatch.setattr(direct.os, "getpid", lambda: self.pid)
+        monkeypatch.setattr(direct, "alerter", self.alerter)
+        return action()
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, settings: Any) -> list[Host]:
+    settings.DIRECT_ALERT_INTERVAL_SECONDS = 900
+    return [Host(f"web-{n}", 100 + n, tmp_path / f"host-{n}") for n in (1, 2, 3)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("dependency", ["database", "redis"])
+def test_hosts_that_share_no_spool_send_one_message_through_the_store_still_up(
+    slack: SlackServer,
+    hosts: list[Host],
+    settings: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    dependency: str,
+) -> None:
+    """The database's outage is claimed in Redis, Redis's in the database."""
+    sent = [
+        host.run(settings, monkeypatch, lambda: host.alerter.alert(dependency, "down"))
+        for host in hosts
+    ]
+    assert sent == [True, False, False]
+    assert len(slack.posts) == 1
+    for host in hosts[1:]:
+        settings.VAR_DIR = host.var_dir
+        (entry,) = spooled()
+        assert entry["elsewhere"] is True  # it saw the outage; another host told Slack
+
+
+def test_with_the_other_store_down_too_every_host_sends(
+    slack: SlackServer, hosts: list[Host], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"  # nobody to agree with
+    sent = [
+        host.run(settings, monkeypatch, lambda: host.alerter.alert("database", "down"))
+        for host in hosts[:2]
+    ]
+    assert sent == [True, True]
+    assert len(slack.posts) == 2
+
+
+@pytest.mark.django_db
+def test_one_outage_seen_by_three_hosts_is_one_incident_and_one_reply(
+    slack: SlackServer, hosts: list[Host], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_default_routes(Destination, Route)
+    install_defaults()
+    for host in hosts:
+        host.run(settings, monkeypatch, lambda: host.alerter.alert("database", "refused"))
+    # Recovering in an order that puts the host that told Slack in the middle: the hosts
+    # before it have nothing to reply to yet.
+    for host in (hosts[2], hosts[0], hosts[1]):
+        host.run(settings, monkeypatch, lambda: direct.record_recovery("database"))
+    (incident,) = Incident.objects.all()
+    assert Notification.objects.filter(context__direct=True).count() == 1  # what was posted
+    (reply,) = Notification.objects.filter(context__recovery=incident.pk)
+    assert reply.thread_parent_id == incident.notification_id
+    assert reply.text.startswith("✅ Resolved: Database connection lost")
+    for host in hosts:
+        assert f"{host.name} (pid {host.pid})" in reply.text
+    # The claim is released with the recovery: the next outage is news again.
+    assert hosts[1].run(settings, monkeypatch, lambda: hosts[1].alerter.alert("database", "x"))
