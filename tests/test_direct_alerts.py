@@ -190,12 +190,12 @@ class Host:
         var_dir.mkdir(exist_ok=True)
         self.alerter = direct.DirectAlerter()
 
-    def run(self, settings: Any, monkeypatch: pytest.MonkeyPatch, action: Any) -> Any:
+    def enter(self, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Host:
         settings.VAR_DIR = self.var_dir
         monkeypatch.setattr(direct.socket, "gethostname", lambda: self.name)
         monkeypatch.setattr(direct.os, "getpid", lambda: self.pid)
         monkeypatch.setattr(direct, "alerter", self.alerter)
-        return action()
+        return self
 
 
 @pytest.fixture
@@ -214,10 +214,7 @@ def test_hosts_that_share_no_spool_send_one_message_through_the_store_still_up(
     dependency: str,
 ) -> None:
     """The database's outage is claimed in Redis, Redis's in the database."""
-    sent = [
-        host.run(settings, monkeypatch, lambda: host.alerter.alert(dependency, "down"))
-        for host in hosts
-    ]
+    sent = [host.enter(settings, monkeypatch).alerter.alert(dependency, "down") for host in hosts]
     assert sent == [True, False, False]
     assert len(slack.posts) == 1
     for host in hosts[1:]:
@@ -231,8 +228,7 @@ def test_with_the_other_store_down_too_every_host_sends(
 ) -> None:
     settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"  # nobody to agree with
     sent = [
-        host.run(settings, monkeypatch, lambda: host.alerter.alert("database", "down"))
-        for host in hosts[:2]
+        host.enter(settings, monkeypatch).alerter.alert("database", "down") for host in hosts[:2]
     ]
     assert sent == [True, True]
     assert len(slack.posts) == 2
@@ -245,11 +241,12 @@ def test_one_outage_seen_by_three_hosts_is_one_incident_and_one_reply(
     create_default_routes(Destination, Route)
     install_defaults()
     for host in hosts:
-        host.run(settings, monkeypatch, lambda: host.alerter.alert("database", "refused"))
+        host.enter(settings, monkeypatch).alerter.alert("database", "refused")
     # Recovering in an order that puts the host that told Slack in the middle: the hosts
     # before it have nothing to reply to yet.
     for host in (hosts[2], hosts[0], hosts[1]):
-        host.run(settings, monkeypatch, lambda: direct.record_recovery("database"))
+        host.enter(settings, monkeypatch)
+        direct.record_recovery("database")
     (incident,) = Incident.objects.all()
     assert Notification.objects.filter(context__direct=True).count() == 1  # what was posted
     (reply,) = Notification.objects.filter(context__recovery=incident.pk)
@@ -258,4 +255,4 @@ def test_one_outage_seen_by_three_hosts_is_one_incident_and_one_reply(
     for host in hosts:
         assert f"{host.name} (pid {host.pid})" in reply.text
     # The claim is released with the recovery: the next outage is news again.
-    assert hosts[1].run(settings, monkeypatch, lambda: hosts[1].alerter.alert("database", "x"))
+    assert hosts[1].enter(settings, monkeypatch).alerter.alert("database", "again")
