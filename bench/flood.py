@@ -106,9 +106,8 @@ def run_flood(system: System, events: int, tag: str) -> FloodResult:
     from django.conf import settings
     from django.db import transaction
 
+    from monitoring.notices import deployment, send_error_alert
     from notifications.models import OPEN_STATUSES, Notification, NotificationKind
-    from notifications.reports import deployment
-    from notifications.service import send_error_alert
     from orders import events as order_events
     from orders.models import Order, Venue
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NotRequired
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
@@ -20,6 +20,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from typing_extensions import TypedDict  # pydantic describes it for the OpenAPI document
 
 API_PREFIX = "/api/"
 CODES = {
@@ -40,6 +41,26 @@ MESSAGES = {
     413: "The body is larger than the upload limit.",
     500: "The server failed; the error is logged.",
 }
+
+
+class ErrorDetailJSON(TypedDict):
+    code: str
+    message: str
+    # Only for code "invalid": the messages for each field, by dotted path ("items.0.quantity").
+    fields: NotRequired[dict[str, list[str]]]
+
+
+class ErrorJSON(TypedDict):
+    """Every error under /api/ has this shape, whoever answers it."""
+
+    error: ErrorDetailJSON
+
+
+def json_error(status: int, code: str, message: str) -> JsonResponse:
+    body: ErrorJSON = {"error": {"code": code, "message": message}}
+    return JsonResponse(body, status=status)
+
+
 # Set on the request when the exception that is becoming a 500 was the database's absence.
 UNAVAILABLE_FLAG = "_inkwave_database_unavailable"
 # SQLSTATE classes of a connection that is gone or refused (psycopg's own failures have none).
@@ -71,8 +92,7 @@ def as_json(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     except ValueError:
         phrase = "Error"
     message = MESSAGES.get(status, f"{phrase}.")
-    body = {"error": {"code": CODES.get(status, "error"), "message": message}}
-    replaced = JsonResponse(body, status=status)
+    replaced = json_error(status, CODES.get(status, "error"), message)
     for header in ("Allow", "Retry-After", "WWW-Authenticate"):
         if header in response:
             replaced[header] = response[header]

@@ -5,26 +5,14 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import NotRequired
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from typing_extensions import TypedDict  # pydantic describes it for the OpenAPI document
+from django.http import HttpRequest, HttpResponse
 
+from inkwave.api_errors import ErrorJSON, json_error
 from inkwave.openapi import SESSION, Answer, SecurityScheme
 
 AsyncView = Callable[..., Awaitable[HttpResponse]]
-
-
-class ErrorDetailJSON(TypedDict):
-    code: str
-    message: str
-    # Only for code "invalid": the messages for each field, by dotted path ("items.0.quantity").
-    fields: NotRequired[dict[str, list[str]]]
-
-
-class ErrorJSON(TypedDict):
-    error: ErrorDetailJSON
 
 
 MONITORING_TOKEN = SecurityScheme(
@@ -37,11 +25,6 @@ REFUSALS = {
     401: Answer("No or wrong credentials", ErrorJSON),
     403: Answer("Signed in, but not staff", ErrorJSON),
 }
-
-
-def json_error(status: int, code: str, message: str) -> JsonResponse:
-    body: ErrorJSON = {"error": {"code": code, "message": message}}
-    return JsonResponse(body, status=status)
 
 
 def _bearer(request: HttpRequest) -> str | None:

@@ -10,7 +10,8 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
-from monitoring.alerting import engine
+from inkwave.lib.formats import duration
+from monitoring.alerting import engine, rules
 from monitoring.alerting.defaults import inhibit_dependents
 from monitoring.alerting.metrics import REGISTRY, format_value, metric_choices
 from monitoring.alerting.preview import preview
@@ -26,7 +27,6 @@ from monitoring.models import (
     WebSocketSample,
     Worker,
 )
-from notifications.formatting import duration
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -135,6 +135,14 @@ class AlertRuleForm(forms.ModelForm):
     metric = forms.ChoiceField(choices=metric_choices)
     runbook_url = forms.URLField(required=False, assume_scheme="https")
 
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "metric" in cleaned:  # the model checks the rest of the rule
+            found = rules.problems(cleaned["metric"], cleaned.get("threshold"))
+            for field, problem in found.items():
+                self.add_error(field, problem)
+        return cleaned
+
     class Meta:
         model = AlertRule
         fields = [
@@ -216,7 +224,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
 
     @admin.display(description="Condition")
     def condition(self, obj: AlertRule) -> str:
-        return obj.condition_text()
+        return rules.condition_text(obj)
 
     def get_urls(self) -> list[Any]:
         preview_view = self.admin_site.admin_view(self.preview_view)
@@ -250,6 +258,7 @@ class AlertRuleAdmin(admin.ModelAdmin):
             "title": "What would this rule have done?",
             "form": form,
             "rule": form.instance,
+            "condition": rules.condition_text(form.instance) if form.is_valid() else "",
             "result": result,
         }
         return TemplateResponse(request, "admin/monitoring/alertrule/preview.html", context)
@@ -369,7 +378,7 @@ class IncidentAdmin(admin.ModelAdmin):
 
     @admin.display(description="Condition")
     def condition(self, obj: Incident) -> str:
-        return obj.rule.condition_text()
+        return rules.condition_text(obj.rule)
 
     @admin.display(description="First value")
     def first(self, obj: Incident) -> str:

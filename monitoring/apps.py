@@ -10,3 +10,11 @@ class MonitoringConfig(AppConfig):
     def ready(self) -> None:
         # Celery's worker and beat report heartbeats (the signals only fire in those processes).
         import monitoring.heartbeat  # noqa: F401
+        from monitoring import flusher
+        from monitoring.alerting import direct, metrics
+
+        # The sampler reports a failed flush; the direct alerter is what listens.
+        flusher.hooks.dependency_down = direct.on_dependency_down
+        flusher.hooks.flushed = direct.on_flushed
+        # The metric registry is filled before any rule is shown or evaluated.
+        assert metrics.REGISTRY

@@ -4,19 +4,39 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
 from inkwave import shutdown
-from monitoring.alerting import direct
 from monitoring.health import redis_reachable
 from monitoring.models import WorkerRole
 from monitoring.monitor import MonitorSnapshot, WebSocketMonitor, get_monitor
 from monitoring.recording import SampleRecorder, WorkerIdentity, record_heartbeat
 
 logger = structlog.get_logger(__name__)
+
+
+def _ignore(*args: object) -> None:
+    pass
+
+
+@dataclass
+class FlushHooks:
+    """What the sampler tells whoever listens. It knows nothing of alerting: the alerter is
+    wired in at start-up (`MonitoringConfig.ready`), so an import never points from the
+    sampler up to what reacts to it."""
+
+    # A dependency failed a flush: ("database" | "redis", the error).
+    dependency_down: Callable[[str, str], object] = _ignore
+    # A flush wrote to the database; the argument says whether Redis answered too.
+    flushed: Callable[[bool], object] = _ignore
+
+
+hooks = FlushHooks()
 
 
 class SampleFlusher(threading.Thread):
@@ -51,14 +71,14 @@ class SampleFlusher(threading.Thread):
                 # The counts stay in memory for the next flush; the outage is reported
                 # without the database (invariant: an alert must not depend on its subject).
                 logger.warning("metrics_flush_failed", exc_info=True)
-                _alert_safely("database", f"{type(exc).__name__}: {exc}")
+                _tell(hooks.dependency_down, "database", f"{type(exc).__name__}: {exc}")
                 return False
             except Exception:
                 logger.warning("metrics_flush_failed", exc_info=True)
                 return False
             else:
                 self._watch_redis()
-                self._record_recoveries()
+                _tell(hooks.flushed, not self._redis_down)
             finally:
                 close_old_connections()
             return True
@@ -78,16 +98,7 @@ class SampleFlusher(threading.Thread):
             self._redis_down = False
             return
         self._redis_down = True
-        _alert_safely("redis", "Redis does not answer PING")
-
-    def _record_recoveries(self) -> None:
-        """The database works (this flush wrote to it): record alerts sent without it."""
-        try:
-            direct.record_recovery("database")
-            if not self._redis_down:
-                direct.record_recovery("redis")
-        except Exception:
-            logger.warning("direct_alert_recovery_failed", exc_info=True)
+        _tell(hooks.dependency_down, "redis", "Redis does not answer PING")
 
     def stop(self, *, intended: bool = True) -> None:
         """Final flush at exit; an intended stop marks the worker stopped so it stops counting
@@ -96,11 +107,12 @@ class SampleFlusher(threading.Thread):
         self.flush(stopping=intended)
 
 
-def _alert_safely(dependency: str, error: str) -> None:
+def _tell(hook: Callable[..., object], *args: object) -> None:
+    """Whatever a listener does wrong, the flusher lives on."""
     try:
-        direct.alerter.alert(dependency, error)
+        hook(*args)
     except Exception:
-        logger.exception("direct_alert_crashed", dependency=dependency)
+        logger.exception("flush_hook_failed", hook=getattr(hook, "__name__", str(hook)))
 
 
 _flusher: SampleFlusher | None = None

@@ -19,14 +19,20 @@ BUCKET_COUNT = len(LATENCY_BOUNDS_MS) + 1
 
 
 class Histogram:
-    """Cumulative counts since the process started; never reset, so readers take deltas."""
+    """Cumulative counts since the process started; never reset, so readers take deltas.
 
-    __slots__ = ("count", "counts", "total")
+    The smallest and largest observations are kept per interval: `snapshot()` returns those
+    since the previous snapshot and starts a new interval (the flusher is its one caller).
+    """
+
+    __slots__ = ("count", "counts", "high", "low", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * BUCKET_COUNT
         self.total = 0.0
         self.count = 0
+        self.low: float | None = None
+        self.high: float | None = None
 
     def observe(self, value_ms: float) -> None:
         if value_ms < 0:
@@ -34,9 +40,15 @@ class Histogram:
         self.counts[bisect_left(LATENCY_BOUNDS_MS, value_ms)] += 1
         self.total += value_ms
         self.count += 1
+        if self.low is None or value_ms < self.low:
+            self.low = value_ms
+        if self.high is None or value_ms > self.high:
+            self.high = value_ms
 
     def snapshot(self) -> HistogramSnapshot:
-        return HistogramSnapshot(tuple(self.counts), self.total, self.count)
+        low, high = self.low, self.high
+        self.low = self.high = None
+        return HistogramSnapshot(tuple(self.counts), self.total, self.count, low, high)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +56,21 @@ class HistogramSnapshot:
     counts: tuple[int, ...]
     total: float
     count: int
+    low: float | None = None  # the extremes observed since the previous snapshot
+    high: float | None = None
 
     @classmethod
     def empty(cls) -> HistogramSnapshot:
         return cls((0,) * BUCKET_COUNT, 0.0, 0)
 
     def minus(self, earlier: HistogramSnapshot) -> HistogramSnapshot:
+        """What happened between `earlier` and this snapshot (the extremes are this one's)."""
         return HistogramSnapshot(
             tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True)),
             self.total - earlier.total,
             self.count - earlier.count,
+            self.low,
+            self.high,
         )
 
 

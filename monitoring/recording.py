@@ -6,7 +6,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from monitoring.histogram import HistogramSnapshot
 from monitoring.models import MetricTotals, WebSocketSample, Worker, WorkerRole
 from monitoring.monitor import MonitorSnapshot
 from monitoring.system import MemoryUsage, cpu_seconds, memory_usage
@@ -126,9 +127,13 @@ def record_sample(
             delivery_count=delivery.count,
             delivery_sum_ms=delivery.total,
             delivery_buckets=list(delivery.counts),
+            delivery_min_ms=delivery.low,
+            delivery_max_ms=delivery.high,
             round_trip_count=round_trip.count,
             round_trip_sum_ms=round_trip.total,
             round_trip_buckets=list(round_trip.counts),
+            round_trip_min_ms=round_trip.low,
+            round_trip_max_ms=round_trip.high,
             cpu_seconds=cpu_delta,
             active_connections=max(0, current.active_connections),
             active_rooms=len(current.rooms),
@@ -220,16 +225,35 @@ class SampleRecorder:
         self.identity = identity
         self.previous = start
         self.previous_cpu = cpu_seconds()
+        self.carried = MonitorSnapshot.empty(start.taken_at)
 
     def flush(self, current: MonitorSnapshot, *, stopping: bool = False) -> WebSocketSample:
         cpu_now = cpu_seconds()
-        sample = record_sample(
-            self.identity,
+        # A snapshot's extremes cover only the time since the one before: those of a flush
+        # that failed are carried into this one, as its counts are.
+        current = replace(
             current,
-            self.previous,
-            cpu_delta=cpu_now - self.previous_cpu,
-            stopping=stopping,
+            delivery=_widen(current.delivery, self.carried.delivery),
+            round_trip=_widen(current.round_trip, self.carried.round_trip),
         )
+        try:
+            sample = record_sample(
+                self.identity,
+                current,
+                self.previous,
+                cpu_delta=cpu_now - self.previous_cpu,
+                stopping=stopping,
+            )
+        except Exception:
+            self.carried = current
+            raise
         # Only after the write succeeded: a failed flush is folded into the next one.
         self.previous, self.previous_cpu = current, cpu_now
+        self.carried = MonitorSnapshot.empty(current.taken_at)
         return sample
+
+
+def _widen(snapshot: HistogramSnapshot, carried: HistogramSnapshot) -> HistogramSnapshot:
+    lows = [v for v in (snapshot.low, carried.low) if v is not None]
+    highs = [v for v in (snapshot.high, carried.high) if v is not None]
+    return replace(snapshot, low=min(lows, default=None), high=max(highs, default=None))

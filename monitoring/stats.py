@@ -9,12 +9,12 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q, Sum
+from django.db.models import Q
 from django.utils import timezone
 from typing_extensions import TypedDict  # pydantic describes it for the OpenAPI document
 
-from monitoring.histogram import add_buckets, quantile
-from monitoring.models import MetricTotals, WebSocketSample, Worker, WorkerRole
+from monitoring import figures
+from monitoring.models import MetricTotals, WebSocketSample, Worker
 
 
 class MemoryUsageJSON(TypedDict):
@@ -84,15 +84,6 @@ class WebSocketStats(TypedDict):
     timestamp: str
 
 
-def live_workers(now: datetime, role: str = WorkerRole.WEB) -> list[Worker]:
-    cutoff = now - timedelta(seconds=settings.WORKER_LIVENESS_SECONDS)
-    return list(
-        Worker.objects.filter(role=role, last_seen_at__gte=cutoff, stopped_at__isnull=True)
-        .select_related("last_sample")
-        .order_by("started_at")
-    )
-
-
 def _memory(reporting: list[tuple[Worker, WebSocketSample]]) -> MemoryUsageJSON:
     rss = sum(sample.memory_rss_bytes for _, sample in reporting)
     # Processes on one host share its memory (or its container's): count each limit once.
@@ -106,11 +97,11 @@ def _memory(reporting: list[tuple[Worker, WebSocketSample]]) -> MemoryUsageJSON:
     }
 
 
-def _latency(buckets: list[list[int]], count: int, total_ms: float) -> LatencyJSON:
-    summed = add_buckets(buckets)
-
+def _latency(
+    buckets: list[list[int]], count: int, total_ms: float, low: float | None, high: float | None
+) -> LatencyJSON:
     def pct(q: float) -> float | None:
-        value = quantile(summed, q)
+        value = figures.percentile(buckets, q, low, high)
         return None if value is None else round(value, 3)
 
     return {
@@ -122,33 +113,11 @@ def _latency(buckets: list[list[int]], count: int, total_ms: float) -> LatencyJS
     }
 
 
-def error_rate(errors: int, connection_attempts: int, messages_received: int) -> float:
-    """Errors per client operation (connection attempts plus frames received), as a fraction.
-
-    The service's `errorRate` counts only what the service failed to do; the same division
-    over clients' errors is `clientErrorRate`, so refusals and bad frames that anyone can send
-    never make the service look broken.
-    """
-    operations = connection_attempts + messages_received
-    return round(errors / operations, 6) if operations else 0.0
-
-
-def window_samples(now: datetime, seconds: int) -> tuple[WindowJSON, LatencyJSON, LatencyJSON]:
-    start = now - timedelta(seconds=seconds)
-    rows = WebSocketSample.objects.filter(recorded_at__gt=start, recorded_at__lte=now)
-    sums = rows.aggregate(
-        connections=Sum("connections", default=0),
-        disconnections=Sum("disconnections", default=0),
-        rejected=Sum("rejected_connections", default=0),
-        sent=Sum("messages_sent", default=0),
-        received=Sum("messages_received", default=0),
-        errors=Sum("errors", default=0),
-        client_errors=Sum("client_errors", default=0),
-        delivery_count=Sum("delivery_count", default=0),
-        delivery_sum=Sum("delivery_sum_ms", default=0.0),
-        rtt_count=Sum("round_trip_count", default=0),
-        rtt_sum=Sum("round_trip_sum_ms", default=0.0),
-    )
+def window_samples(
+    now: datetime, seconds: int
+) -> tuple[WindowJSON, LatencyJSON, LatencyJSON, figures.Sums]:
+    rows = figures.samples(now - timedelta(seconds=seconds), now)
+    sums = rows.aggregate(**figures.SUMS, **figures.EXTREMES)
     by_type: Counter[str] = Counter()
     delivery_buckets: list[list[int]] = []
     rtt_buckets: list[list[int]] = []
@@ -178,24 +147,36 @@ def window_samples(now: datetime, seconds: int) -> tuple[WindowJSON, LatencyJSON
     }
     return (
         window,
-        _latency(delivery_buckets, sums["delivery_count"], sums["delivery_sum"]),
-        _latency(rtt_buckets, sums["rtt_count"], sums["rtt_sum"]),
+        _latency(
+            delivery_buckets,
+            sums["delivery_count"],
+            sums["delivery_sum"],
+            sums["delivery_min"],
+            sums["delivery_max"],
+        ),
+        _latency(
+            rtt_buckets,
+            sums["round_trip_count"],
+            sums["round_trip_sum"],
+            sums["round_trip_min"],
+            sums["round_trip_max"],
+        ),
+        sums,
     )
 
 
 def websocket_stats(now: datetime | None = None) -> WebSocketStats:
     now = now or timezone.now()
-    workers = live_workers(now)
+    workers = figures.live_workers(now)
     reporting = [(w, w.last_sample) for w in workers if w.last_sample is not None]
     samples = [sample for _, sample in reporting]
     rooms: Counter[str] = Counter()
     for sample in samples:
         rooms.update(sample.rooms)
     totals = MetricTotals.objects.filter(pk=MetricTotals.SINGLETON_ID).first()
-    window, latency, round_trip = window_samples(now, settings.STATS_WINDOW_SECONDS)
+    window, latency, round_trip, sums = window_samples(now, settings.STATS_WINDOW_SECONDS)
     oldest = workers[0].started_at if workers else None
     members = {room: count for room, count in sorted(rooms.items()) if count > 0}
-    attempts = window["connections"] + window["rejectedConnections"]
     return {
         "activeConnections": sum(s.active_connections for s in samples),
         "totalConnections": totals.connections if totals else 0,
@@ -206,8 +187,8 @@ def websocket_stats(now: datetime | None = None) -> WebSocketStats:
         "connectionErrors": totals.errors + totals.client_errors if totals else 0,
         "totalServiceErrors": totals.errors if totals else 0,
         "totalClientErrors": totals.client_errors if totals else 0,
-        "errorRate": error_rate(window["errors"], attempts, window["messagesReceived"]),
-        "clientErrorRate": error_rate(window["clientErrors"], attempts, window["messagesReceived"]),
+        "errorRate": round(figures.service_error_rate(sums), 6),
+        "clientErrorRate": round(figures.client_error_rate(sums), 6),
         "rooms": {"active": len(members), "members": members},
         "latency": latency,
         "roundTrip": round_trip,

@@ -32,3 +32,14 @@ def check_alerts() -> int:
     except DatabaseError as exc:
         direct.alerter.alert("database", f"{type(exc).__name__}: {exc}")
         return 0
+
+
+# Named as when it lived in notifications: beat's schedule (and queued tasks) keep working.
+@shared_task(name="notifications.health_update", ignore_result=True)
+def health_update() -> int:
+    from django.conf import settings
+    from django.utils import timezone
+
+    from monitoring import notices
+
+    return len(notices.health_update(timezone.now(), settings.HEALTH_UPDATE_SECONDS))

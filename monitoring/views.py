@@ -13,14 +13,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from typing_extensions import TypedDict  # pydantic describes it for the OpenAPI document
 
+from inkwave.api_errors import ErrorJSON, json_error
 from inkwave.openapi import Answer, operation
-from monitoring.access import (
-    MONITORING_AUTH,
-    REFUSALS,
-    ErrorJSON,
-    json_error,
-    monitoring_access_required,
-)
+from monitoring.access import MONITORING_AUTH, REFUSALS, monitoring_access_required
 from monitoring.database import DatabaseHealth, database_health
 from monitoring.health import READ_THREADS, Status, overall_status, public_checks, run_in_thread
 from monitoring.stats import WebSocketHealth, WebSocketStats, websocket_health, websocket_stats

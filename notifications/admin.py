@@ -5,7 +5,6 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -20,7 +19,7 @@ from notifications.models import (
     NotificationStatus,
     Route,
 )
-from notifications.outbox import start_delivery
+from notifications.outbox import requeue
 from notifications.slack import mask_webhook_url
 from notifications.testing import send_test_messages
 
@@ -218,15 +217,5 @@ class NotificationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Send again (failed or skipped ones)", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
-        retryable = queryset.filter(
-            status__in=[NotificationStatus.FAILED, NotificationStatus.SKIPPED]
-        )
-        destinations = set(retryable.values_list("destination_id", flat=True))
-        with transaction.atomic():
-            count = retryable.update(
-                status=NotificationStatus.PENDING,
-                next_attempt_at=timezone.now(),
-                created_at=timezone.now(),  # a fresh lease on the maximum age
-            )
-            transaction.on_commit(lambda: start_delivery(destinations))
+        count = requeue(queryset)
         self.message_user(request, f"Queued {count} notification(s) again.", messages.SUCCESS)

@@ -29,7 +29,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, Exists, F, Min, OuterRef, Value, When
 from django.utils import timezone
 
-from notifications.formatting import Composed, compose, duration, plural, utc_time
+from inkwave.lib.formats import duration, plural, utc_time
+from notifications.formatting import Composed, compose
 from notifications.models import (
     OPEN_STATUSES,
     AttemptOutcome,
@@ -287,7 +288,10 @@ def _record_failure(
     notification: Notification, destination: Destination, error: TransportError, now: datetime
 ) -> str:
     age = (now - notification.created_at).total_seconds()
-    if error.permanent or age >= settings.NOTIFICATION_MAX_AGE_SECONDS:
+    expires_at = notification.expires_at or notification.created_at + timedelta(
+        seconds=settings.NOTIFICATION_MAX_AGE_SECONDS
+    )
+    if error.permanent or now >= expires_at:
         reason = str(error) if error.permanent else f"gave up after {age:.0f}s: {error}"
         Notification.objects.filter(pk=notification.pk).update(
             status=NotificationStatus.FAILED, last_error=reason[:2000]

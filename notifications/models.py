@@ -190,6 +190,9 @@ class Notification(models.Model):
     slack_channel = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Given up on after this (NOTIFICATION_MAX_AGE_SECONDS after it was queued, or after an
+    # operator queued it again); empty on rows from before it existed: counted from creation.
+    expires_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-pk"]

@@ -11,17 +11,19 @@ from datetime import datetime, timedelta
 from typing import Any, TypedDict
 
 import structlog
+from celery import current_app
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
-from django.db.models import F
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from notifications.formatting import Composed
+from notifications.formatting import Composed, fit, section_block
 from notifications.models import (
     Destination,
     Notification,
     NotificationKind,
     NotificationStatus,
+    ReportRun,
     priority_for,
 )
 
@@ -50,8 +52,10 @@ def enqueue(
     periodic sweep picks the rows up. Nothing is lost either way.
     """
     targets = list(destinations) if destinations is not None else routed_destinations(kind)
+    expires_at = timezone.now() + timedelta(seconds=settings.NOTIFICATION_MAX_AGE_SECONDS)
     rows = [
         Notification.objects.create(
+            expires_at=expires_at,
             kind=kind,
             priority=priority_for(kind),
             coalesce_key=coalesce_key,
@@ -108,6 +112,83 @@ def rewrite_pending(
         if context is not None:
             row.context = context
     return bool(updated)
+
+
+def requeue(rows: QuerySet[Notification]) -> int:
+    """Send again what failed or was skipped (an operator's action), with a new lease on
+    NOTIFICATION_MAX_AGE_SECONDS from now; its creation time stays what it was."""
+    now = timezone.now()
+    retryable = rows.filter(status__in=[NotificationStatus.FAILED, NotificationStatus.SKIPPED])
+    destinations = sorted(set(retryable.values_list("destination_id", flat=True)))
+    with transaction.atomic():
+        count = retryable.update(
+            status=NotificationStatus.PENDING,
+            next_attempt_at=now,
+            expires_at=now + timedelta(seconds=settings.NOTIFICATION_MAX_AGE_SECONDS),
+        )
+        transaction.on_commit(lambda: start_delivery(destinations))
+    return count
+
+
+def record_direct(
+    kind: NotificationKind | str,
+    message: Composed,
+    destination: Destination,
+    *,
+    sent_at: datetime | None,
+    slack_ts: str = "",
+    slack_channel: str = "",
+    context: dict[str, Any] | None = None,
+) -> Notification:
+    """A message a process sent to Slack itself, without the outbox (its subject was down),
+    recorded as sent so that replies thread under it; with `sent_at` None it could not be
+    sent then, and the outbox sends it now."""
+    sent = sent_at is not None
+    row = Notification.objects.create(
+        kind=kind,
+        priority=priority_for(kind),
+        destination=destination,
+        text=message.text,
+        blocks=message.blocks,
+        context=context or {},
+        status=NotificationStatus.SENT if sent else NotificationStatus.PENDING,
+        slack_ts=slack_ts,
+        slack_channel=slack_channel,
+        sent_at=sent_at,
+        attempts=1 if sent else 0,
+        expires_at=timezone.now() + timedelta(seconds=settings.NOTIFICATION_MAX_AGE_SECONDS),
+    )
+    if not sent:
+        transaction.on_commit(lambda: start_delivery([destination.pk]))
+    return row
+
+
+def claim_once(key: str) -> bool:
+    """True for the one caller that records `key` first (a report's period, say); every other
+    caller, now or later, gets False. Inside the caller's transaction, the claim commits only
+    with what it claimed."""
+    try:
+        with transaction.atomic():
+            ReportRun.objects.create(key=key)
+    except IntegrityError:
+        return False
+    return True
+
+
+class UnknownDestination(ValueError):
+    pass
+
+
+def send_message(channel: str, message: str) -> list[Notification]:
+    """A plain message to the destination named `channel` (e.g. "operations")."""
+    destination = Destination.objects.filter(name=channel).first()
+    if destination is None:
+        raise UnknownDestination(f"no Slack destination named {channel!r}")
+    return enqueue(
+        NotificationKind.MESSAGE,
+        fit(message, [section_block(message)]),
+        destinations=[destination],
+    )
 
 
 class Tally(TypedDict):
@@ -282,10 +363,9 @@ def _publisher() -> ThreadPoolExecutor:
 
 
 def _publish_drain(destination_id: int) -> None:
-    from notifications.tasks import drain_destination
-
     try:
-        drain_destination.delay(destination_id)
+        # By name: the task module (which delivers) is not imported by what enqueues.
+        current_app.send_task("notifications.drain", args=(destination_id,))
     except Exception:
         # The broker is unreachable: the sweep will deliver these rows later.
         logger.warning("notification_dispatch_failed", destination=destination_id, exc_info=True)

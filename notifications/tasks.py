@@ -43,20 +43,3 @@ def sweep() -> int:
     for destination_id in result.due_destinations:
         schedule_wake(destination_id, 0.0)
     return result.recovered
-
-
-@shared_task(name="notifications.health_update", ignore_result=True)
-def health_update() -> int:
-    from django.conf import settings
-
-    from notifications import reports
-
-    return len(reports.health_update(timezone.now(), settings.HEALTH_UPDATE_SECONDS))
-
-
-@shared_task(name="notifications.reports", ignore_result=True)
-def daily_and_weekly_reports() -> int:
-    from notifications import reports
-
-    now = timezone.now()
-    return len(reports.daily_summaries(now)) + len(reports.weekly_report(now))

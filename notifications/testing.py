@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
+from inkwave.lib.formats import utc_time
 from notifications.delivery import skip_reason
-from notifications.formatting import compose, utc_time
+from notifications.formatting import compose
 from notifications.models import Destination
 from notifications.slack import SlackMessage, TransportError, transport_from_settings
 

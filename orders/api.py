@@ -16,8 +16,8 @@ from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
+from inkwave.api_errors import ErrorJSON, json_error
 from inkwave.openapi import SESSION, Answer, SecurityScheme, operation
-from monitoring.access import ErrorJSON, json_error
 from orders import events
 from orders.models import Order, OrderItem, Venue, VenueAccessToken
 from orders.outage import rides_through_database_outages

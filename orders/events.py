@@ -15,12 +15,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from inkwave.text import storable, storable_json
-from notifications.formatting import Composed, compose, local_time, money, plural, utc_time
+from inkwave.lib.formats import local_time, money, plural, utc_time
+from inkwave.lib.text import storable, storable_json
+from notifications.formatting import Composed, compose
 from notifications.models import Notification, NotificationKind
 from notifications.outbox import Coalescing, Tally, enqueue, enqueue_coalesced
-from notifications.service import order_message
 from orders.broadcast import broadcast_to_venue
+from orders.messages import order_message
 from orders.models import Order, OrderEvent, OrderEventKind, Venue
 from orders.protocol import RoomEvent
 from orders.serializers import FieldErrors, order_json

@@ -4,24 +4,19 @@ import hashlib
 import secrets
 from datetime import timedelta
 from decimal import Decimal
-from zoneinfo import available_timezones
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser, User
-from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from inkwave.lib.timezones import validate_timezone
+
 TOKEN_PREFIX = "iwv_"  # noqa: S105 -- a public marker, not a secret
 # A venue token's last use is written at most this often, not on every connection.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
-
-
-def validate_timezone(value: str) -> None:
-    if value not in available_timezones():
-        raise ValidationError(f"{value!r} is not a known IANA time zone (e.g. Europe/London).")
 
 
 class Venue(models.Model):

@@ -45,7 +45,8 @@ from django.db import connection as db_connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from inkwave.api_errors import is_database_unreachable
-from notifications.formatting import compose, plural, utc_time
+from inkwave.lib.formats import plural, utc_time
+from notifications.formatting import compose
 from notifications.models import NotificationKind
 from notifications.outbox import enqueue
 from orders.models import Order, OrderEvent, OrderEventKind, Venue, VenueAccessToken, hash_token

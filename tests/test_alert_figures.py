@@ -9,14 +9,19 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.db import OperationalError
 from django.test import Client
 
+from monitoring import recording
 from monitoring.alerting.engine import run_cycle
 from monitoring.alerting.messages import incident_message
 from monitoring.alerting.metrics import REGISTRY, Window, format_number, format_value
 from monitoring.alerting.preview import preview
 from monitoring.alerting.replay import Grid
 from monitoring.models import AlertRule, WebSocketSample, Worker
+from monitoring.monitor import MonitorSnapshot, WebSocketMonitor
+from monitoring.recording import SampleRecorder, WorkerIdentity
+from monitoring.stats import websocket_stats
 from notifications.defaults import create_default_routes
 from notifications.models import Destination, Route
 
@@ -215,3 +220,78 @@ def test_the_preview_sees_a_ten_second_spike_as_the_engine_did(
     assert (result.step_seconds, result.resolution_seconds) == (10, 10)
     assert '<td class="preview-peak">66.7%</td>' in page
     assert "one evaluation every 10 s" in page
+
+
+# --- one source for every figure --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("received", "errors", "percent"),
+    [
+        (951, 49, 4.9),  # the endpoint's 4.9% is the rule's 4.9%: no page at a 5% threshold
+        (100, 0, 0.0),
+        # A Redis outage: broadcasts fail with no client operation behind them. Everything
+        # failed, and the rate says 100%, not 171%.
+        (70, 120, 100.0),
+    ],
+)
+def test_the_endpoint_and_the_rule_read_one_error_rate(
+    web: Worker, settings: Any, received: int, errors: int, percent: float
+) -> None:
+    settings.STATS_WINDOW_SECONDS = 300
+    settings.WORKER_LIVENESS_SECONDS = 3600
+    row = WebSocketSample.objects.create(
+        worker=web,
+        recorded_at=NOW - timedelta(seconds=30),
+        interval_seconds=10,
+        messages_received=received,
+        errors=errors,
+    )
+    Worker.objects.filter(pk=web.pk).update(last_sample=row)
+    endpoint = websocket_stats(NOW)["errorRate"]
+    (rule_value,) = REGISTRY["ws.error_rate"].compute(Window(NOW, 300)).values()
+    assert endpoint == pytest.approx(percent / 100)
+    assert rule_value == pytest.approx(100 * endpoint)
+    assert error_rule(threshold=5).breaches(rule_value) == (percent > 5)
+
+
+def test_a_percentile_is_never_outside_what_was_observed(web: Worker, settings: Any) -> None:
+    """One round trip of 12.5 ms falls in the 10-25 ms bucket: interpolation alone says 17.5."""
+    settings.WORKER_LIVENESS_SECONDS = 3600
+    monitor = WebSocketMonitor()
+    monitor.track_round_trip(12.5)
+    monitor.track_delivery_latency(3.0)
+    monitor.track_delivery_latency(4.0)
+    identity = WorkerIdentity(role="web")
+    with time_machine.travel(NOW - timedelta(seconds=5), tick=False):
+        SampleRecorder(identity, MonitorSnapshot.empty(monitor.started_at)).flush(
+            monitor.snapshot()
+        )
+    stats = websocket_stats(NOW)
+    assert stats["roundTrip"]["p50Ms"] == 12.5
+    assert stats["roundTrip"]["p99Ms"] == 12.5
+    assert stats["latency"]["p50Ms"] is not None
+    assert 3.0 <= stats["latency"]["p50Ms"] <= 4.0
+    assert stats["latency"]["p99Ms"] == 4.0
+    (p95,) = REGISTRY["ws.latency_p95_ms"].compute(Window(NOW, 60)).values()
+    assert p95 == 4.0
+
+
+def test_extremes_of_a_flush_that_failed_are_carried_into_the_next(
+    web: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monitor = WebSocketMonitor()
+    recorder = SampleRecorder(WorkerIdentity(role="web"), MonitorSnapshot.empty(0.0))
+    monitor.track_delivery_latency(900.0)  # observed in the interval whose flush fails
+    with monkeypatch.context() as patch:
+        patch.setattr(recording, "record_sample", _database_down)
+        with pytest.raises(OperationalError):
+            recorder.flush(monitor.snapshot())
+    monitor.track_delivery_latency(2.0)
+    sample = recorder.flush(monitor.snapshot())
+    assert sample.delivery_count == 2
+    assert (sample.delivery_min_ms, sample.delivery_max_ms) == (2.0, 900.0)
+
+
+def _database_down(*args: object, **kwargs: object) -> WebSocketSample:
+    raise OperationalError("the database went away")

@@ -10,6 +10,7 @@ import time_machine
 from django.test import Client
 from django.utils import timezone
 
+from monitoring.alerting import rules
 from monitoring.alerting.defaults import install_defaults
 from monitoring.alerting.engine import run_cycle
 from monitoring.alerting.preview import preview
@@ -91,7 +92,7 @@ def test_an_operator_creates_a_rule(admin_client: Client) -> None:
     )
     assert response.status_code == 302
     rule = AlertRule.objects.get(name="Spike")
-    assert rule.condition_text() == "New WebSocket connections ≥ 50 per minute"
+    assert rules.condition_text(rule) == "New WebSocket connections ≥ 50 per minute"
     # Like the shipped WebSocket rules, it is held back while what it needs is down.
     causes = sorted(i.source.name for i in Inhibition.objects.filter(target=rule))
     assert causes == ["Database connection lost", "Redis unreachable"]

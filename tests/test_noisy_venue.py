@@ -14,6 +14,7 @@ from django.db import close_old_connections, transaction
 from django.test import Client
 from django.utils import timezone
 
+from monitoring.notices import deployment, send_error_alert
 from notifications.defaults import create_default_routes
 from notifications.delivery import DrainResult, drain
 from notifications.formatting import Composed
@@ -27,8 +28,6 @@ from notifications.models import (
     Route,
 )
 from notifications.outbox import enqueue
-from notifications.reports import deployment
-from notifications.service import send_error_alert
 from orders import events
 from orders.models import Order, OrderEvent, OrderEventKind, Venue
 

@@ -12,19 +12,15 @@ import time_machine
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from inkwave.lib.formats import duration, local_time, money, percent
+from monitoring import notices
 from monitoring.monitor import MonitorSnapshot, WebSocketMonitor
+from monitoring.notices import error_message, health_message, send_error_alert
 from monitoring.recording import SampleRecorder, WorkerIdentity
-from notifications import reports
-from notifications.formatting import duration, local_time, money, percent
 from notifications.local_slack import SlackServer
 from notifications.models import Destination, Notification, NotificationKind
-from notifications.service import (
-    UnknownDestination,
-    error_message,
-    health_message,
-    send_error_alert,
-    send_message,
-)
+from notifications.outbox import UnknownDestination, send_message
+from orders import reports
 from orders.models import Order, OrderEvent, OrderEventKind, Venue
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("routes")]
@@ -114,12 +110,12 @@ def report_worker(errors: int = 0) -> None:
 def test_the_health_update_goes_out_once_per_interval_and_only_when_healthy() -> None:
     report_worker()
     with time_machine.travel(datetime.now(UTC), tick=False) as traveller:
-        (note,) = reports.health_update(datetime.now(UTC), 3600)
+        (note,) = notices.health_update(datetime.now(UTC), 3600)
         assert note.text.startswith("✅ System Healthy\nActive Connections: 45")
-        assert reports.health_update(datetime.now(UTC), 3600) == []  # a second beat
+        assert notices.health_update(datetime.now(UTC), 3600) == []  # a second beat
         traveller.shift(3600)
         report_worker(errors=50)  # now degraded
-        assert reports.health_update(datetime.now(UTC), 3600) == []
+        assert notices.health_update(datetime.now(UTC), 3600) == []
     assert Notification.objects.filter(kind=NotificationKind.HEALTH_UPDATE).count() == 1
 
 

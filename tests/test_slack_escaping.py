@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 from django.utils import timezone
 
+from monitoring import notices
 from monitoring.alerting import direct, messages
 from monitoring.alerting.engine import run_cycle
 from monitoring.models import (
@@ -31,7 +32,7 @@ from monitoring.models import (
     WebSocketSample,
     Worker,
 )
-from notifications import reports, service
+from notifications import outbox
 from notifications.delivery import drain
 from notifications.formatting import Composed
 from notifications.local_slack import SlackServer
@@ -39,6 +40,7 @@ from notifications.models import Destination, Notification, NotificationKind
 from notifications.slack import SlackMessage, payload
 from notifications.slack_text import MARKER, cap, escape_text, safe_link
 from notifications.testing import send_test_messages
+from orders import reports
 from orders.models import OrderEvent, OrderEventKind, Venue, VenueAccessToken
 
 INJECTIONS = [
@@ -432,9 +434,9 @@ def test_an_alert_from_the_engine_reaches_slack_inert(
 def test_deploy_notices_error_alerts_and_plain_messages_are_inert(
     unlimited_slack: SlackServer, raw: str
 ) -> None:
-    reports.deployment(release=f"1.4.2 {raw}", environment=raw, note=f"Note {raw}")
-    service.send_error_alert(RuntimeError(raw), {"source": raw, "type": raw, "action": raw})
-    service.send_message("operations", f"Hello {raw}")
+    notices.deployment(release=f"1.4.2 {raw}", environment=raw, note=f"Note {raw}")
+    notices.send_error_alert(RuntimeError(raw), {"source": raw, "type": raw, "action": raw})
+    outbox.send_message("operations", f"Hello {raw}")
     deliver_all()
     assert len(unlimited_slack.posts) == 3
     for sent in unlimited_slack.posts:

@@ -81,7 +81,7 @@ def run_enqueue_and_delivery(system: System, plan: Plan) -> DeliveryResult:
     from django.db.models import Count
 
     from notifications.models import DeliveryAttempt, Notification
-    from notifications.service import send_message
+    from notifications.outbox import send_message
 
     assert system.worker is not None
     worker = system.worker

@@ -184,7 +184,7 @@ class System:
         """One message to each destination, delivered: the worker is up and has run the path."""
         from django.db import transaction
 
-        from notifications.service import send_message
+        from notifications.outbox import send_message
 
         self.warmups += 1
         texts = {f"bench-outbox warmup{self.warmups}x{name} #0" for name, _ in DESTINATIONS}

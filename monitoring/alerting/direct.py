@@ -29,7 +29,8 @@ from typing import Any
 import structlog
 from django.conf import settings
 
-from notifications.formatting import compose, utc_time
+from inkwave.lib.formats import utc_time
+from notifications.formatting import compose
 from notifications.slack import SlackMessage, TransportError, transport_from_settings
 
 logger = structlog.get_logger(__name__)
@@ -284,3 +285,19 @@ def record_recovery(dependency: str, now: datetime | None = None) -> int:
     alerter.reset(dependency)
     release(dependency)
     return len(entries)
+
+
+def on_dependency_down(dependency: str, error: str) -> None:
+    """The sampler's hook: a flush failed for want of `dependency`."""
+    alerter.alert(dependency, error)
+
+
+def on_flushed(redis_answers: bool) -> None:
+    """The sampler's hook: the database works (a flush wrote to it), and Redis too if it
+    answered: record what was sent without them."""
+    try:
+        record_recovery("database")
+        if redis_answers:
+            record_recovery("redis")
+    except Exception:
+        logger.warning("direct_alert_recovery_failed", exc_info=True)

@@ -14,20 +14,16 @@ from datetime import datetime
 import structlog
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from monitoring.alerting import direct, notify
+from monitoring.alerting import direct, incidents, notify, rules
 from monitoring.alerting.metrics import REGISTRY, Values, Window, format_value
 from monitoring.alerting.transitions import Decision, Tracker, decide
 from monitoring.health import redis_reachable
 from monitoring.models import (
     AlertRule,
     AlertState,
-    Comparison,
     Incident,
-    IncidentEvent,
-    IncidentEventKind,
     IncidentStatus,
     Inhibition,
 )
@@ -187,8 +183,7 @@ def evaluate(
             assert value is not None
             _still_firing(incident, value, now)
         elif incident is not None and value is not None:
-            Incident.objects.filter(pk=incident.pk).update(last_value=value)
-            incident.last_value = value
+            incidents.observed(incident, value)
         if decision == Decision.RESOLVE:
             assert incident is not None
             resolve(incident, now, actor=None)
@@ -199,66 +194,23 @@ def evaluate(
         state.save()
 
 
-def _worse(rule: AlertRule, a: float, b: float) -> float:
-    return min(a, b) if rule.comparison in (Comparison.LT, Comparison.LTE) else max(a, b)
-
-
 def _open(rule: AlertRule, scope: str, value: float, now: datetime) -> Incident:
-    incident = Incident.objects.create(
-        rule=rule,
-        scope=scope,
-        title=f"{rule.name}{f' (venue {scope})' if scope else ''}",
-        severity=rule.severity,
-        opened_at=now,
-        last_seen_at=now,
-        first_value=value,
-        peak_value=value,
-        last_value=value,
-    )
-    IncidentEvent.objects.create(
-        incident=incident,
-        at=now,
-        kind=IncidentEventKind.OPENED,
-        message=f"{rule.condition_text()}: value {format_value(rule.metric, value)}",
-    )
+    condition = f"{rules.condition_text(rule)}: value {format_value(rule.metric, value)}"
+    incident = incidents.open_incident(rule, scope, value, now, condition)
     notify.opened(incident, now)
     logger.warning("incident_opened", incident=incident.pk, rule=rule.name, value=value)
     return incident
 
 
 def _still_firing(incident: Incident, value: float, now: datetime) -> None:
-    incident.peak_value = _worse(incident.rule, incident.peak_value, value)
-    incident.last_value = value
-    incident.last_seen_at = now
-    Incident.objects.filter(pk=incident.pk).update(
-        occurrences=F("occurrences") + 1,
-        peak_value=incident.peak_value,
-        last_value=value,
-        last_seen_at=now,
-    )
+    incidents.still_firing(incident, value, now)
     notify.remind_or_escalate(incident, now)
 
 
 def resolve(incident: Incident, now: datetime, *, actor: object | None) -> None:
     """Close an open incident (by the engine, or by a person from the admin)."""
-    updated = Incident.objects.filter(pk=incident.pk, status=IncidentStatus.FIRING).update(
-        status=IncidentStatus.RESOLVED, resolved_at=now, resolved_by=actor
-    )
-    if not updated:
+    if not incidents.resolve(incident, now, actor=actor):
         return
-    incident.status, incident.resolved_at, incident.resolved_by = (
-        IncidentStatus.RESOLVED,
-        now,
-        actor,  # type: ignore[assignment]
-    )
-    who = "resolved by hand" if actor else "the condition has been clear for its clear period"
-    IncidentEvent.objects.create(
-        incident=incident,
-        at=now,
-        kind=IncidentEventKind.RESOLVED,
-        actor=actor,  # type: ignore[misc]
-        message=who,
-    )
     notify.resolved(incident, now)
     logger.info("incident_resolved", incident=incident.pk, by=str(actor) if actor else "engine")
 
@@ -266,18 +218,8 @@ def resolve(incident: Incident, now: datetime, *, actor: object | None) -> None:
 def acknowledge(incident: Incident, actor: object, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     with transaction.atomic():
-        updated = Incident.objects.filter(
-            pk=incident.pk, status=IncidentStatus.FIRING, acknowledged_at__isnull=True
-        ).update(acknowledged_at=now, acknowledged_by=actor)
-        if not updated:
+        if not incidents.acknowledge(incident, actor, now):
             return False
-        IncidentEvent.objects.create(
-            incident=incident,
-            at=now,
-            kind=IncidentEventKind.ACKNOWLEDGED,
-            actor=actor,  # type: ignore[misc]
-        )
-        incident.refresh_from_db()
         notify.acknowledged(incident, now)
     return True
 

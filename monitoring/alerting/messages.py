@@ -7,18 +7,18 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from inkwave.lib.formats import duration, utc_time
+from monitoring.alerting import rules
 from monitoring.alerting.metrics import format_value
 from monitoring.models import Incident, IncidentStatus, OnCallShift, Severity
 from notifications.formatting import (
     Composed,
     context_block,
-    duration,
     fields_block,
     fit,
     header_block,
     lines,
     section_block,
-    utc_time,
 )
 from notifications.slack_text import TEXT_LIMIT, Mrkdwn, escape_text, mrkdwn, safe_link
 
@@ -40,7 +40,7 @@ def _line(incident: Incident) -> str:
     now = value_text(incident, incident.last_value)
     return (
         f"{ICONS.get(incident.severity, '')} [{incident.severity.upper()}] {incident.title}: "
-        f"{incident.rule.condition_text()} (now {now}, peak {_peak(incident)}) — {state}"
+        f"{rules.condition_text(incident.rule)} (now {now}, peak {_peak(incident)}) — {state}"
     )
 
 
@@ -83,7 +83,7 @@ def _single(incident: Incident, *, note: str = "") -> Composed:
     title = f"{icon} {'Resolved: ' if resolved else ''}{incident.title}"
     pairs = [
         ("Severity", incident.severity.capitalize()),
-        ("Condition", rule.condition_text()),
+        ("Condition", rules.condition_text(rule)),
         ("Value", value_text(incident, incident.last_value)),
         ("Peak", _peak(incident)),
         ("Since", utc_time(incident.opened_at)),
@@ -99,7 +99,7 @@ def _single(incident: Incident, *, note: str = "") -> Composed:
     text = lines(title, pairs)
     blocks = [header_block(title), fields_block(pairs)]
     if rule.description:
-        description = escape_text(rule.description_text(), TEXT_LIMIT, multiline=True)
+        description = escape_text(rules.description_text(rule), TEXT_LIMIT, multiline=True)
         blocks.append(context_block(description))
         text = Mrkdwn(f"{text}\n{description}")
     if note:
@@ -141,7 +141,7 @@ def group_resolved_reply(ended: Sequence[Incident], firing: Sequence[Incident]) 
 def joined_reply(joined: Sequence[Incident]) -> Composed:
     text = "\n".join(
         f"🆕 Joined this group: {ICONS.get(i.severity, '')} [{i.severity.upper()}] {i.title}: "
-        f"{i.rule.condition_text()} (now {value_text(i, i.last_value)})"
+        f"{rules.condition_text(i.rule)} (now {value_text(i, i.last_value)})"
         for i in joined
     )
     return fit(text, [section_block(text)])

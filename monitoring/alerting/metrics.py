@@ -17,12 +17,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models import Max, Min, Q
 from django.db.models.functions import Coalesce, Greatest
 
+from monitoring import figures
 from monitoring.alerting.replay import EpochBucket, Grid, sliding_max, sliding_sums
 from monitoring.health import redis_reachable
-from monitoring.histogram import add_buckets, quantile
 from monitoring.models import Incident, WebSocketSample, Worker, WorkerRole
 from notifications.models import OPEN_STATUSES, Destination, Notification
 
@@ -118,26 +118,11 @@ def metric_choices() -> list[tuple[str, str]]:
 
 # --- WebSocket metrics computed from summed counts -------------------------------------
 
-Sums = dict[str, float]
+Sums = figures.Sums
 Formula = Callable[[Sums, int], float | None]
 
-SUMS = {
-    "connections": Sum("connections", default=0),
-    "disconnections": Sum("disconnections", default=0),
-    "rejected": Sum("rejected_connections", default=0),
-    "received": Sum("messages_received", default=0),
-    "errors": Sum("errors", default=0),
-    "client_errors": Sum("client_errors", default=0),
-    "delivery_count": Sum("delivery_count", default=0),
-    "delivery_sum": Sum("delivery_sum_ms", default=0.0),
-    "samples": Count("pk"),
-}
-
-
-def _web_samples(start: datetime, end: datetime) -> QuerySet[WebSocketSample]:
-    return WebSocketSample.objects.filter(
-        worker__role=WorkerRole.WEB, recorded_at__gt=start, recorded_at__lte=end
-    )
+SUMS = figures.SUMS
+_web_samples = figures.samples
 
 
 def _sums(window: Window) -> Sums:
@@ -182,9 +167,8 @@ def _per_minute(name: str) -> Formula:
 
 
 def _error_rate(sums: Sums, seconds: int) -> float:
-    """What the service failed to do, in % of client operations (clients' errors excluded)."""
-    operations = sums["connections"] + sums["rejected"] + sums["received"]
-    return 100.0 * sums["errors"] / operations if operations else 0.0
+    """The statistics endpoint's errorRate over the rule's window, in % (one computation)."""
+    return 100.0 * figures.service_error_rate(sums)
 
 
 def _latency_avg(sums: Sums, seconds: int) -> float | None:
@@ -192,27 +176,16 @@ def _latency_avg(sums: Sums, seconds: int) -> float | None:
 
 
 def _latency_p95(window: Window) -> Values:
-    rows = (
-        _web_samples(window.start, window.end)
-        .filter(delivery_count__gt=0)
-        .values_list("delivery_buckets", flat=True)
-    )
-    value = quantile(add_buckets(rows), 0.95)
+    rows = _web_samples(window.start, window.end).filter(delivery_count__gt=0)
+    extremes = rows.aggregate(low=Min("delivery_min_ms"), high=Max("delivery_max_ms"))
+    buckets = rows.values_list("delivery_buckets", flat=True)
+    value = figures.percentile(buckets, 0.95, extremes["low"], extremes["high"])
     return {} if value is None else {"": value}
-
-
-def _live(role: str, now: datetime) -> list[Worker]:
-    cutoff = now - timedelta(seconds=settings.WORKER_LIVENESS_SECONDS)
-    return list(
-        Worker.objects.filter(
-            role=role, last_seen_at__gte=cutoff, stopped_at__isnull=True
-        ).select_related("last_sample")
-    )
 
 
 def _gauge(attribute: str) -> Callable[[Window], Values]:
     def compute(window: Window) -> Values:
-        samples = [w.last_sample for w in _live(WorkerRole.WEB, window.end) if w.last_sample]
+        samples = [w.last_sample for w in figures.live_workers(window.end) if w.last_sample]
         if not samples:
             return {}
         return {"": float(sum(getattr(s, attribute) for s in samples))}
@@ -356,7 +329,7 @@ def _redis_down(window: Window) -> Values:
 
 
 def _live_web_workers(window: Window) -> Values:
-    return {"": float(len(_live(WorkerRole.WEB, window.end)))}
+    return {"": float(len(figures.live_workers(window.end)))}
 
 
 # --- Slack delivery (read from the notifications app's outbox and destinations) ----------

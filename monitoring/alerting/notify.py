@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from monitoring.alerting import messages
+from monitoring.alerting import incidents, messages
 from monitoring.alerting.metrics import OUTBOX_AGE, SLACK_FAILING
 from monitoring.models import (
     AlertRule,
@@ -64,12 +64,6 @@ def destinations_for(rule: AlertRule) -> list[Destination]:
         # channels get a summary once they are back (notifications.delivery).
         targets = [d for d in targets if d.failing_since is None]
     return targets
-
-
-def _event(
-    incident: Incident, now: datetime, kind: str, message: str = "", **extra: object
-) -> None:
-    IncidentEvent.objects.create(incident=incident, at=now, kind=kind, message=message, **extra)
 
 
 # --- what holds a notification back ------------------------------------------------------
@@ -172,20 +166,19 @@ def opened(incident: Incident, now: datetime) -> None:
         _settle(incident, now, since, "firing")
     reason = suppression(incident, now)
     if reason:
-        _event(incident, now, IncidentEventKind.SUPPRESSED, reason)
+        incidents.record(incident, now, IncidentEventKind.SUPPRESSED, reason)
         return
     _announce(incident, now)
 
 
 def _flapping(incident: Incident, now: datetime, since: datetime, changes: int) -> None:
-    Incident.objects.filter(pk=incident.pk).update(flapping=True)
-    incident.flapping = True
+    incidents.mark_flapping(incident)
     if _flap_notices(incident.rule, incident.scope, since):
-        _event(incident, now, IncidentEventKind.SUPPRESSED, "flapping: already announced")
+        incidents.record(incident, now, IncidentEventKind.SUPPRESSED, "flapping: already announced")
         return
     reason = suppression(incident, now)
     if reason:
-        _event(incident, now, IncidentEventKind.FLAPPING, f"{changes} changes; {reason}")
+        incidents.record(incident, now, IncidentEventKind.FLAPPING, f"{changes} changes; {reason}")
         return
     first = (
         IncidentEvent.objects.filter(
@@ -201,7 +194,7 @@ def _flapping(incident: Incident, now: datetime, since: datetime, changes: int) 
     notice = messages.flapping(incident, changes, (now - (first or since)).total_seconds())
     for destination in destinations_for(incident.rule):
         (row,) = enqueue(kind_for(incident.rule), notice, destinations=[destination])
-        _event(
+        incidents.record(
             incident,
             now,
             IncidentEventKind.FLAPPING,
@@ -216,12 +209,13 @@ def _settle(incident: Incident, now: datetime, since: datetime, state: str) -> b
     The flapping notices are edited to say how it ended; a run that ended resolved is also
     said in the channel (an alert that settles firing is announced by the caller)."""
     rule, scope = incident.rule, incident.scope
-    claimed = Incident.objects.filter(rule=rule, scope=scope, flapping=True).update(flapping=False)
-    if not claimed:
+    if not incidents.end_flapping(rule, scope):
         return False
     incident.flapping = False
     changes = _changes(rule, scope, since)
-    _event(incident, now, IncidentEventKind.SETTLED, f"settled {state} after {changes} changes")
+    incidents.record(
+        incident, now, IncidentEventKind.SETTLED, f"settled {state} after {changes} changes"
+    )
     for notice in _flap_notices(rule, scope, since):
         original = notice.notification
         assert original is not None
@@ -239,7 +233,9 @@ def _settle(incident: Incident, now: datetime, since: datetime, state: str) -> b
                 thread_parent=original,
                 broadcast=True,
             )
-            _event(incident, now, IncidentEventKind.NOTE, "settled: resolved", notification=row)
+            incidents.record(
+                incident, now, IncidentEventKind.NOTE, "settled: resolved", notification=row
+            )
     logger.info("alert_settled", incident=incident.pk, state=state, changes=changes)
     return True
 
@@ -281,14 +277,11 @@ def _announce(incident: Incident, now: datetime, message: Composed | None = None
             )
         else:
             row = _add_to_group(incident, destination, now)
-        _event(
+        incidents.record(
             incident, now, IncidentEventKind.NOTIFIED, f"to {destination.name}", notification=row
         )
         first = first or row
-    Incident.objects.filter(pk=incident.pk).update(
-        notification=first, last_notified_at=now, announced_at=now
-    )
-    incident.notification, incident.last_notified_at, incident.announced_at = first, now, now
+    incidents.announced(incident, first, now)
 
 
 def _group_key(incident: Incident) -> str:
@@ -409,7 +402,9 @@ def _join(post: Notification, incident: Incident, now: datetime) -> None:
             # Shown in the channel too: the group's post may be far up by now.
             broadcast=True,
         )
-    _event(incident, now, IncidentEventKind.NOTE, "joined an open group", notification=row)
+    incidents.record(
+        incident, now, IncidentEventKind.NOTE, "joined an open group", notification=row
+    )
 
 
 def _edit(
@@ -483,7 +478,7 @@ def _refresh_announcements(incident: Incident, now: datetime) -> None:
         message = messages.incident_message(group)
         row = _edit(post, message, kind_for(incident.rule), now, delay=delay)
         if row.pk != post.pk:
-            _event(
+            incidents.record(
                 incident,
                 now,
                 IncidentEventKind.NOTE,
@@ -497,7 +492,9 @@ def _refresh_announcements(incident: Incident, now: datetime) -> None:
 
 def resolved(incident: Incident, now: datetime) -> None:
     if incident.flapping:
-        _event(incident, now, IncidentEventKind.SUPPRESSED, "flapping: resolution not announced")
+        incidents.record(
+            incident, now, IncidentEventKind.SUPPRESSED, "flapping: resolution not announced"
+        )
         return
     posts = _announcements(incident)
     if not posts:
@@ -506,7 +503,9 @@ def resolved(incident: Incident, now: datetime) -> None:
     if reason:
         # Nothing is posted inside a silence: the post is corrected in place (which notifies
         # nobody) and the silence's closing summary lists the resolution.
-        _event(incident, now, IncidentEventKind.SUPPRESSED, f"resolution reply held: {reason}")
+        incidents.record(
+            incident, now, IncidentEventKind.SUPPRESSED, f"resolution reply held: {reason}"
+        )
     else:
         for post in posts:
             _reply_resolved(post, incident, now)
@@ -542,7 +541,7 @@ def _reply_resolved(post: Notification, incident: Incident, now: datetime) -> No
                 coalesce_key=key,
                 not_before=now + wait if wait else None,
             )
-    _event(
+    incidents.record(
         incident,
         now,
         IncidentEventKind.NOTE,
@@ -576,9 +575,8 @@ def _send(
             context={"incident": incident.pk},
             broadcast=broadcast and parent is not None,
         )
-        _event(incident, now, kind_event, f"to {destination.name}", notification=row)
-    Incident.objects.filter(pk=incident.pk).update(last_notified_at=now)
-    incident.last_notified_at = now
+        incidents.record(incident, now, kind_event, f"to {destination.name}", notification=row)
+    incidents.notified(incident, now)
 
 
 def remind_or_escalate(incident: Incident, now: datetime) -> None:
@@ -597,7 +595,9 @@ def remind_or_escalate(incident: Incident, now: datetime) -> None:
         # Never announced (silenced or inhibited when it opened): announce it as soon as
         # nothing holds it back any more, rather than never.
         if not suppression(incident, now):
-            _event(incident, now, IncidentEventKind.NOTE, "no longer held back: announcing")
+            incidents.record(
+                incident, now, IncidentEventKind.NOTE, "no longer held back: announcing"
+            )
             _announce(incident, now)
         return
     if suppression(incident, now):
@@ -627,13 +627,12 @@ def remind_or_escalate(incident: Incident, now: datetime) -> None:
 def _held(incident: Incident, now: datetime) -> bool:
     reason = suppression(incident, now)
     if reason:
-        _event(incident, now, IncidentEventKind.SUPPRESSED, reason)
+        incidents.record(incident, now, IncidentEventKind.SUPPRESSED, reason)
     return bool(reason)
 
 
 def _escalate(incident: Incident, now: datetime) -> None:
-    Incident.objects.filter(pk=incident.pk).update(escalated_at=now)
-    incident.escalated_at = now
+    incidents.escalated(incident, now)
     shift = OnCallShift.on_call(now)
     target = incident.rule.escalation_destination
     # In the incident's thread, shown in the channel too: everyone sees that nobody has
@@ -693,14 +692,14 @@ def _summarize_window(silence: Silence, start: datetime, end: datetime, now: dat
     for incident in changed:
         for destination in destinations_for(incident.rule):
             by_destination.setdefault(destination.pk, (destination, []))[1].append(incident)
-    for destination, incidents in by_destination.values():
+    for destination, listed in by_destination.values():
         (row,) = enqueue(
             NotificationKind.SYSTEM_ALERT,
-            messages.silence_summary(silence.reason, start, end, incidents),
+            messages.silence_summary(silence.reason, start, end, listed),
             destinations=[destination],
         )
-        for incident in incidents:
-            _event(
+        for incident in listed:
+            incidents.record(
                 incident,
                 now,
                 IncidentEventKind.NOTE,

@@ -16,19 +16,19 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 
+from inkwave.lib.formats import duration
+from monitoring.alerting import incidents
 from monitoring.models import (
     AlertRule,
     Incident,
-    IncidentEvent,
     IncidentEventKind,
     IncidentStatus,
-    Severity,
 )
-from notifications.formatting import Composed, duration, fit, section_block
+from notifications.formatting import Composed, fit, section_block
 from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
-from notifications.outbox import enqueue, rewrite_pending
+from notifications.outbox import enqueue, record_direct, rewrite_pending
 
 OPERATIONS = "operations"
 
@@ -62,18 +62,14 @@ def record(dependency: str, entries: list[dict[str, Any]], now: datetime) -> Inc
 
 
 def _recorded(entry: dict[str, Any], destination: Destination, dependency: str) -> Notification:
-    return Notification.objects.create(
-        kind=NotificationKind.SYSTEM_ALERT,
-        destination=destination,
-        text=entry["text"],
-        blocks=entry["blocks"],
-        context={"direct": True, "dependency": dependency, "host": entry["host"]},
-        # Sent directly: recorded as sent. Not sent: the outbox sends it now.
-        status=NotificationStatus.SENT if entry["sent"] else NotificationStatus.PENDING,
+    return record_direct(
+        NotificationKind.SYSTEM_ALERT,
+        Composed(entry["text"], entry["blocks"]),
+        destination,
+        sent_at=datetime.fromisoformat(entry["at"]) if entry["sent"] else None,
         slack_ts=entry["ts"],
         slack_channel=entry["channel"],
-        sent_at=datetime.fromisoformat(entry["at"]) if entry["sent"] else None,
-        attempts=1 if entry["sent"] else 0,
+        context={"direct": True, "dependency": dependency, "host": entry["host"]},
     )
 
 
@@ -96,22 +92,14 @@ def _notified_events(
     incident: Incident, entries: list[dict[str, Any]], rows: list[Notification | None]
 ) -> None:
     for row, entry in zip(rows, entries, strict=True):
+        at = datetime.fromisoformat(entry["at"])
         if row is None:
-            IncidentEvent.objects.create(
-                incident=incident,
-                at=datetime.fromisoformat(entry["at"]),
-                kind=IncidentEventKind.NOTE,
-                message=f"seen by {process_of(entry)}; another process had told Slack",
-            )
+            seen = f"seen by {process_of(entry)}; another process had told Slack"
+            incidents.record(incident, at, IncidentEventKind.NOTE, seen)
             continue
         how = "sent directly" if entry["sent"] else "could not be sent directly; queued now"
-        IncidentEvent.objects.create(
-            incident=incident,
-            at=datetime.fromisoformat(entry["at"]),
-            kind=IncidentEventKind.NOTIFIED,
-            message=f"{how} by {process_of(entry)}",
-            notification=row,
-        )
+        message = f"{how} by {process_of(entry)}"
+        incidents.record(incident, at, IncidentEventKind.NOTIFIED, message, notification=row)
 
 
 def _new_incident(
@@ -123,35 +111,18 @@ def _new_incident(
 ) -> Incident:
     first_at = datetime.fromisoformat(entries[0]["at"])
     posted = [row for row in rows if row is not None]
-    incident = Incident.objects.create(
-        rule=rule,
-        title=rule.name,
-        severity=Severity.CRITICAL,
-        status=IncidentStatus.RESOLVED,
+    incident = incidents.record_outage(
+        rule,
         opened_at=first_at,
         last_seen_at=datetime.fromisoformat(entries[-1]["at"]),
         resolved_at=now,
         occurrences=len(entries),
-        first_value=1,
-        peak_value=1,
-        last_value=0,
         notification=posted[0] if posted else None,
-        last_notified_at=datetime.fromisoformat(entries[-1]["at"]),
-    )
-    IncidentEvent.objects.create(
-        incident=incident,
-        at=first_at,
-        kind=IncidentEventKind.OPENED,
-        message=f"detected by {process_of(entries[0])} while {dependency} was down: "
+        opened_message=f"detected by {process_of(entries[0])} while {dependency} was down: "
         f"{entries[0]['error']}",
     )
     _notified_events(incident, entries, rows)
-    IncidentEvent.objects.create(
-        incident=incident,
-        at=now,
-        kind=IncidentEventKind.RESOLVED,
-        message=f"{dependency} answers again",
-    )
+    incidents.close_outage(incident, now, f"{dependency} answers again")
     _reply_once(incident, entries, now)
     return incident
 
@@ -165,24 +136,17 @@ def _join(
 ) -> None:
     """Another process saw the same outage: its alerts become part of the one incident."""
     first_at = datetime.fromisoformat(entries[0]["at"])
-    last_at = datetime.fromisoformat(entries[-1]["at"])
-    Incident.objects.filter(pk=incident.pk).update(
-        opened_at=min(incident.opened_at, first_at),
-        last_seen_at=max(incident.last_seen_at, last_at),
-        occurrences=F("occurrences") + len(entries),
-    )
-    IncidentEvent.objects.create(
-        incident=incident,
-        at=first_at,
-        kind=IncidentEventKind.NOTE,
-        message=f"also seen by {process_of(entries[0])} while {dependency} was down: "
-        f"{entries[0]['error']}",
-    )
+    also = f"also seen by {process_of(entries[0])} while {dependency} was down: "
+    incidents.record(incident, first_at, IncidentEventKind.NOTE, also + entries[0]["error"])
     _notified_events(incident, entries, rows)
     posted = [row for row in rows if row is not None]
-    if incident.notification is None and posted:
-        Incident.objects.filter(pk=incident.pk).update(notification=posted[0])
-    incident.refresh_from_db()
+    incidents.widen_outage(
+        incident,
+        first_at=first_at,
+        last_at=datetime.fromisoformat(entries[-1]["at"]),
+        occurrences=len(entries),
+        notification=posted[0] if posted else None,
+    )
     _reply_once(incident, entries, now)
 
 

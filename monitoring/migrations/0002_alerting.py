@@ -2,8 +2,8 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import orders.models
 from django.conf import settings
+import inkwave.lib.timezones
 from django.db import migrations, models
 
 
@@ -339,7 +339,9 @@ class Migration(migrations.Migration):
                 (
                     "timezone",
                     models.CharField(
-                        default="UTC", max_length=64, validators=[orders.models.validate_timezone]
+                        default="UTC",
+                        max_length=64,
+                        validators=[inkwave.lib.timezones.validate_timezone],
                     ),
                 ),
                 ("created_at", models.DateTimeField(auto_now_add=True)),

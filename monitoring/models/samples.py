@@ -66,9 +66,14 @@ class WebSocketSample(models.Model):
     delivery_count = models.PositiveBigIntegerField(default=0)
     delivery_sum_ms = models.FloatField(default=0)
     delivery_buckets = models.JSONField(default=list, blank=True)
+    # The interval's extremes: a percentile is never reported outside them.
+    delivery_min_ms = models.FloatField(null=True, blank=True)
+    delivery_max_ms = models.FloatField(null=True, blank=True)
     round_trip_count = models.PositiveBigIntegerField(default=0)
     round_trip_sum_ms = models.FloatField(default=0)
     round_trip_buckets = models.JSONField(default=list, blank=True)
+    round_trip_min_ms = models.FloatField(null=True, blank=True)
+    round_trip_max_ms = models.FloatField(null=True, blank=True)
     cpu_seconds = models.FloatField(default=0)
 
     # State at the end of the interval.

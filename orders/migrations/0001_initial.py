@@ -3,9 +3,8 @@
 import django.core.validators
 import django.db.models.deletion
 from django.conf import settings
+import inkwave.lib.timezones
 from django.db import migrations, models
-
-import orders.models
 
 
 class Migration(migrations.Migration):
@@ -30,7 +29,9 @@ class Migration(migrations.Migration):
                 (
                     "timezone",
                     models.CharField(
-                        default="UTC", max_length=64, validators=[orders.models.validate_timezone]
+                        default="UTC",
+                        max_length=64,
+                        validators=[inkwave.lib.timezones.validate_timezone],
                     ),
                 ),
                 (

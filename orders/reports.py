@@ -1,8 +1,6 @@
-"""Scheduled messages: the health update, daily summaries and the weekly report.
-
-Each period is claimed by inserting a ReportRun key, so two beats or a retried task send
-it once. Figures are computed in the database, per venue, over the venue's local day.
-"""
+"""The daily summary per venue and the weekly report: figures computed in the database, per
+venue, over the venue's local day. Each period is claimed once (`claim_once`), so two beats
+or a retried task send it once."""
 
 from __future__ import annotations
 
@@ -13,65 +11,18 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import structlog
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count, Sum
 
-from monitoring.stats import websocket_health, websocket_stats
-from notifications.formatting import (
-    Composed,
-    compose,
-    fit,
-    header_block,
-    money,
-    plural,
-    section_block,
-)
-from notifications.models import Notification, NotificationKind, ReportRun
-from notifications.outbox import enqueue
-from notifications.service import send_health_update
+from inkwave.lib.formats import money, plural
+from monitoring.models import Incident
+from notifications.formatting import Composed, fit, header_block, section_block
+from notifications.models import Notification, NotificationKind
+from notifications.outbox import claim_once, enqueue
 from notifications.slack_text import Mrkdwn, escape_text, mrkdwn
 from orders.models import NON_REVENUE_STATUSES, Order, OrderEvent, OrderEventKind, Venue
 
 logger = structlog.get_logger(__name__)
-
-
-def claim(key: str) -> bool:
-    """True for the one caller that inserts `key` first; every other caller gets False."""
-    try:
-        with transaction.atomic():
-            ReportRun.objects.create(key=key)
-    except IntegrityError:
-        return False
-    return True
-
-
-# --- health update --------------------------------------------------------------------
-
-
-@transaction.atomic  # the claim commits only with the message it claims
-def health_update(now: datetime, interval_seconds: int) -> list[Notification]:
-    """✅ System Healthy, once per interval, and only when the system is healthy."""
-    from monitoring.models import Incident, IncidentStatus
-
-    if Incident.objects.filter(status=IncidentStatus.FIRING).exists():
-        logger.info("health_update_skipped", reason="an incident is open")
-        return []
-    health = websocket_health(now)
-    if health["status"] != "healthy":
-        logger.info("health_update_skipped", status=health["status"], reasons=health["reasons"])
-        return []
-    bucket = int(now.timestamp()) // interval_seconds
-    if not claim(f"health:{bucket}"):
-        return []
-    stats = websocket_stats(now)
-    return send_health_update(
-        {
-            "activeConnections": stats["activeConnections"],
-            "messagesPerMinute": stats["window"]["messagesPerMinute"],
-            "errorRate": stats["errorRate"],
-            "uptime": stats["uptime"],
-        }
-    )
 
 
 # --- order figures ---------------------------------------------------------------------
@@ -148,8 +99,6 @@ def _summary_message(
 
 def incidents_opened(start: datetime, end: datetime, venue: Venue | None = None) -> int:
     """Incidents opened in [start, end); for a venue, its own and the deployment-wide ones."""
-    from monitoring.models import Incident
-
     opened = Incident.objects.filter(opened_at__gte=start, opened_at__lt=end)
     if venue is not None:
         opened = opened.filter(scope__in=["", str(venue.pk)])
@@ -164,7 +113,7 @@ def daily_summaries(now: datetime) -> list[Notification]:
         day = now.astimezone(ZoneInfo(venue.timezone)).date() - timedelta(days=1)
         if venue.created_at.astimezone(ZoneInfo(venue.timezone)).date() > day:
             continue  # the venue did not exist yet on that day
-        if not claim(f"daily:{venue.pk}:{day.isoformat()}"):
+        if not claim_once(f"daily:{venue.pk}:{day.isoformat()}"):
             continue
         start, end = local_day_bounds(day, venue.timezone)
         row = figures(venue, start, end, day.isoformat())
@@ -185,7 +134,7 @@ def weekly_report(now: datetime) -> list[Notification]:
     start = datetime.combine(monday, time.min, tzinfo=ZoneInfo("UTC"))
     end = start + timedelta(days=7)
     venues = list(Venue.objects.filter(is_active=True, created_at__lt=end).order_by("name"))
-    if not venues or not claim(f"weekly:{year}-W{week:02d}"):
+    if not venues or not claim_once(f"weekly:{year}-W{week:02d}"):
         return []
     period = f"{year}-W{week:02d}"
     rows = [figures(venue, start, end, period) for venue in venues]
@@ -195,10 +144,3 @@ def weekly_report(now: datetime) -> list[Notification]:
             f"🗓️ Weekly Report {period}", rows, incidents_opened(start, end), "that week"
         ),
     )
-
-
-def deployment(release: str, environment: str, note: str = "") -> list[Notification]:
-    pairs = [("Release", release), ("Environment", environment)]
-    message = compose(f"🚀 Deployed {release}", pairs, note=note)
-    with transaction.atomic():
-        return enqueue(NotificationKind.DEPLOYMENT, message, context={"release": release})

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from notifications.reports import deployment
+from monitoring.notices import deployment
 
 
 class Command(BaseCommand):

@@ -1,75 +1,24 @@
-"""The specification's SlackService, as Python: each call builds a message and enqueues it.
-
-    send_message(channel, message)       -> a plain message to one destination
-    send_order_notification(order)       -> 🛒 New Order, routed to #orders
-    send_error_alert(error, context)     -> ⚠️ <Kind> Error, routed to #operations
-    send_health_update(metrics)          -> ✅ System Healthy, routed to #operations
-
-Nothing here talks to Slack: rows go into the outbox in the caller's transaction.
-"""
+"""Operations news that is not an incident: the periodic health update, error alerts
+(the specification's send_error_alert), deployments. Each is composed here and handed to
+the outbox; nothing here talks to Slack."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
+import structlog
+from django.db import transaction
 from django.utils import timezone
 
-from notifications.formatting import (
-    Composed,
-    compose,
-    duration,
-    fit,
-    local_time,
-    money,
-    percent,
-    plural,
-    section_block,
-    utc_time,
-)
-from notifications.models import Destination, Notification, NotificationKind
-from notifications.outbox import enqueue
+from inkwave.lib.formats import duration, percent, utc_time
+from monitoring.models import Incident, IncidentStatus
+from monitoring.stats import websocket_health, websocket_stats
+from notifications.formatting import Composed, compose
+from notifications.models import Notification, NotificationKind
+from notifications.outbox import claim_once, enqueue
 
-if TYPE_CHECKING:
-    from orders.models import Order
-
-
-class UnknownDestination(ValueError):
-    pass
-
-
-def send_message(channel: str, message: str) -> list[Notification]:
-    """A plain message to the destination named `channel` (e.g. "operations")."""
-    destination = Destination.objects.filter(name=channel).first()
-    if destination is None:
-        raise UnknownDestination(f"no Slack destination named {channel!r}")
-    return enqueue(
-        NotificationKind.MESSAGE,
-        fit(message, [section_block(message)]),
-        destinations=[destination],
-    )
-
-
-def order_message(order: Order) -> Composed:
-    items = order.item_count
-    return compose(
-        f"🛒 New Order #{order.number}",
-        [
-            ("Venue", order.venue.name),
-            ("Table", order.table),
-            ("Items", plural(items, "item")),
-            ("Total", money(order.total, order.currency)),
-            ("Time", local_time(order.created_at, order.venue.timezone)),
-        ],
-    )
-
-
-def send_order_notification(order: Order) -> list[Notification]:
-    return enqueue(
-        NotificationKind.ORDER_PLACED,
-        order_message(order),
-        context={"order": order.pk, "venue": order.venue_id},
-    )
+logger = structlog.get_logger(__name__)
 
 
 class ErrorContext(TypedDict, total=False):
@@ -128,3 +77,37 @@ def health_message(metrics: HealthMetrics | dict[str, Any]) -> Composed:
 
 def send_health_update(metrics: HealthMetrics | dict[str, Any]) -> list[Notification]:
     return enqueue(NotificationKind.HEALTH_UPDATE, health_message(metrics))
+
+
+# --- the periodic health update --------------------------------------------------
+
+
+@transaction.atomic  # the claim commits only with the message it claims
+def health_update(now: datetime, interval_seconds: int) -> list[Notification]:
+    """✅ System Healthy, once per interval, and only when the system is healthy."""
+    if Incident.objects.filter(status=IncidentStatus.FIRING).exists():
+        logger.info("health_update_skipped", reason="an incident is open")
+        return []
+    health = websocket_health(now)
+    if health["status"] != "healthy":
+        logger.info("health_update_skipped", status=health["status"], reasons=health["reasons"])
+        return []
+    bucket = int(now.timestamp()) // interval_seconds
+    if not claim_once(f"health:{bucket}"):
+        return []
+    stats = websocket_stats(now)
+    return send_health_update(
+        {
+            "activeConnections": stats["activeConnections"],
+            "messagesPerMinute": stats["window"]["messagesPerMinute"],
+            "errorRate": stats["errorRate"],
+            "uptime": stats["uptime"],
+        }
+    )
+
+
+def deployment(release: str, environment: str, note: str = "") -> list[Notification]:
+    pairs = [("Release", release), ("Environment", environment)]
+    message = compose(f"🚀 Deployed {release}", pairs, note=note)
+    with transaction.atomic():
+        return enqueue(NotificationKind.DEPLOYMENT, message, context={"release": release})
