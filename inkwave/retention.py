@@ -107,23 +107,28 @@ def delete_in_batches(
             break
         cursor = ids[-1]
         chosen = select(ids, gone) if select is not None else ids
-        if chosen:
-            done += len(chosen) if dry_run else _delete(eligible, chosen)
-            gone.update(chosen)
+        if chosen and not dry_run:
+            chosen = _delete(eligible, chosen, select, gone)
+        done += len(chosen)
+        gone.update(chosen)
         if len(ids) < batch_size:
             break
     return done
 
 
-def _delete(eligible: models.QuerySet[Any], ids: list[int]) -> int:
+def _delete(
+    eligible: models.QuerySet[Any], ids: list[int], select: Selector | None, gone: set[int]
+) -> list[int]:
+    """Delete what is still due of `ids`; return the ids deleted."""
     model = eligible.model
     with transaction.atomic():
-        # Locked and checked again: a row that changed since it was read (re-queued, now
-        # referred to by an open incident) is left alone.
+        # Locked, then checked again: a row that changed since it was read (re-queued, now
+        # referred to by an open incident or a new reply) is left alone.
         locked = list(
             eligible.filter(pk__in=ids).select_for_update(of=("self",)).values_list("pk", flat=True)
         )
-        if not locked:
-            return 0
-        _, per_model = model._base_manager.filter(pk__in=locked).delete()
-    return per_model.get(model._meta.label, 0)
+        if select is not None and locked:
+            locked = select(locked, gone)
+        if locked:
+            model._base_manager.filter(pk__in=locked).delete()
+    return locked

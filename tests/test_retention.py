@@ -167,6 +167,30 @@ def test_a_run_deletes_at_most_its_batches_and_the_next_run_goes_on(
     assert Notification.objects.count() == 0
 
 
+def test_a_row_that_changes_between_its_read_and_its_delete_stays(
+    destination: Destination,
+) -> None:
+    requeued, parent = note(destination), note(destination)
+    calls: list[list[int]] = []
+
+    def meanwhile(ids: list[int], gone: set[int]) -> list[int]:
+        """The first call stands for the read: what others do after it, the delete must see."""
+        calls.append(ids)
+        if len(calls) == 1:
+            Notification.objects.filter(pk=requeued.pk).update(status="pending")
+            note(destination, "pending", at=LATER, thread_parent=parent)
+            return ids
+        return notifications_retention.unreferenced(ids, gone)
+
+    eligible = notifications_retention.eligible_notifications(LATER)
+    assert retention.delete_in_batches(eligible, select=meanwhile) == 0
+    assert remaining(Notification.objects.filter(pk__in=[requeued.pk, parent.pk])) == {
+        requeued.pk,
+        parent.pk,
+    }
+    assert calls == [[requeued.pk, parent.pk], [parent.pk]]
+
+
 def test_delivery_attempts_age_out_unless_their_message_is_undelivered(
     destination: Destination, settings: Any
 ) -> None:
