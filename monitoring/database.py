@@ -22,7 +22,7 @@ class TableSize(TypedDict):
     table: str
     model: str
     # PostgreSQL: the planner's estimate (pg_class.reltuples; null until the table was first
-    # vacuumed or analysed); SQLite: an exact count.
+    # vacuumed or analysed, 0 while it is empty); SQLite: an exact count.
     rows: int | None
     rowsEstimated: bool
     # Table, indexes and TOAST on PostgreSQL; null on SQLite (one file for everything).
@@ -51,8 +51,11 @@ def table_sizes(
     connection = connections[alias]
     names = {model._meta.db_table: model._meta.label for model in tables}
     if connection.vendor == "postgresql":
+        # reltuples is -1 until the table is first vacuumed or analysed; an empty heap has
+        # no rows, whatever the statistics say.
         sql = (
-            "SELECT c.relname, c.reltuples::bigint, pg_total_relation_size(c.oid) "
+            "SELECT c.relname, CASE WHEN pg_relation_size(c.oid) = 0 THEN 0 "
+            "ELSE c.reltuples::bigint END, pg_total_relation_size(c.oid) "
             "FROM pg_class c WHERE c.relkind IN ('r', 'p') AND c.relname = ANY(%s) "
             "AND pg_table_is_visible(c.oid)"
         )
