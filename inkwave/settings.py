@@ -331,6 +331,21 @@ WS_RATE_LIMIT_BURST = env_int("WS_RATE_LIMIT_BURST", 40, minimum=1)
 WS_ACCESS_RECHECK_SECONDS = env_float("WS_ACCESS_RECHECK_SECONDS", 30.0, minimum=0.1)
 
 
+# --- Retention --------------------------------------------------------------------------
+# Each append-only table is pruned by beat, in bounded batches (inkwave/retention.py); what
+# an open incident or an undelivered message still needs is kept whatever its age.
+
+# Sent, failed or skipped messages; their delivery attempts go with them.
+NOTIFICATION_RETENTION_DAYS = env_int("NOTIFICATION_RETENTION_DAYS", 30, minimum=2)
+DELIVERY_ATTEMPT_RETENTION_DAYS = env_int("DELIVERY_ATTEMPT_RETENTION_DAYS", 30, minimum=2)
+# Counted from when an incident resolved; the weekly report counts the past two weeks.
+INCIDENT_RETENTION_DAYS = env_int("INCIDENT_RETENTION_DAYS", 90, minimum=14)
+ORDER_EVENT_RETENTION_DAYS = env_int("ORDER_EVENT_RETENTION_DAYS", 90, minimum=14)
+# Claims of sent reports; a week's report is claimed during the week after it.
+REPORT_RUN_RETENTION_DAYS = env_int("REPORT_RUN_RETENTION_DAYS", 30, minimum=14)
+RETENTION_PRUNE_SECONDS = env_int("RETENTION_PRUNE_SECONDS", 3600, minimum=60)
+
+
 # --- Celery beat ------------------------------------------------------------------------
 
 CELERY_BEAT_SCHEDULE = {
@@ -359,6 +374,19 @@ CELERY_BEAT_SCHEDULE = {
     "daily-and-weekly-reports": {
         "task": "notifications.reports",
         "schedule": float(REPORTS_CHECK_SECONDS),
+    },
+    # Retention: one task per app, each pruning its tables in bounded batches.
+    "prune-incidents": {
+        "task": "monitoring.prune_incidents",
+        "schedule": float(RETENTION_PRUNE_SECONDS),
+    },
+    "prune-notifications": {
+        "task": "notifications.prune",
+        "schedule": float(RETENTION_PRUNE_SECONDS),
+    },
+    "prune-order-events": {
+        "task": "orders.prune",
+        "schedule": float(RETENTION_PRUNE_SECONDS),
     },
 }
 

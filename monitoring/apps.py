@@ -18,3 +18,9 @@ class MonitoringConfig(AppConfig):
         flusher.hooks.flushed = direct.on_flushed
         # The metric registry is filled before any rule is shown or evaluated.
         assert metrics.REGISTRY
+
+        from monitoring import retention
+
+        # Its tables' prunes, and what open incidents keep in the outbox (a sink that
+        # imports no other app learns it through this hook).
+        retention.register()

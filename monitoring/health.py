@@ -76,8 +76,9 @@ class HealthCheck:
 # On the event loop's default executor the checks queued behind everything else waiting
 # there for the database (with it down, each read waits the pool's timeout), and /health
 # took 2-6 s instead of its 1.5 s. A stuck check holds at most one thread per check (see
-# ThreadedCheck), so four are enough; reads beyond theirs wait and are cut by their timeout.
-CHECK_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="inkwave-health")
+# ThreadedCheck), so one each is enough: five (database, migrations, table sizes, websocket,
+# slack); reads beyond theirs wait and are cut by their timeout.
+CHECK_THREADS = ThreadPoolExecutor(max_workers=5, thread_name_prefix="inkwave-health")
 READ_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="inkwave-monitoring-read")
 
 

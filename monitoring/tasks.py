@@ -3,7 +3,7 @@ from __future__ import annotations
 import structlog
 from celery import shared_task
 
-from monitoring import pruning, recording
+from monitoring import pruning, recording, retention
 
 logger = structlog.get_logger(__name__)
 
@@ -13,6 +13,11 @@ def prune_samples() -> int:
     deleted = pruning.prune_samples()
     logger.info("metric_samples_pruned", deleted=deleted)
     return deleted
+
+
+@shared_task(name="monitoring.prune_incidents", ignore_result=True)
+def prune_incidents() -> dict[str, int]:
+    return retention.prune()
 
 
 @shared_task(name="monitoring.release_dead_workers", ignore_result=True)

@@ -9,6 +9,8 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self) -> None:
+        from notifications import retention
         from notifications.defaults import fill_destinations_from_environment
 
         post_migrate.connect(fill_destinations_from_environment, sender=self)
+        retention.register()

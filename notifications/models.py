@@ -246,6 +246,8 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["notification", "number"]
+        # What the retention prune reads: attempts older than its cutoff.
+        indexes = [models.Index(fields=["started_at"], name="deliveryattempt_started_idx")]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.notification_id}: {self.outcome}"

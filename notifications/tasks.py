@@ -9,7 +9,7 @@ from celery import shared_task
 from django.db.models import Q
 from django.utils import timezone
 
-from notifications import delivery
+from notifications import delivery, retention
 from notifications.models import Destination
 
 logger = structlog.get_logger(__name__)
@@ -43,3 +43,8 @@ def sweep() -> int:
     for destination_id in result.due_destinations:
         schedule_wake(destination_id, 0.0)
     return result.recovered
+
+
+@shared_task(name="notifications.prune", ignore_result=True)
+def prune() -> dict[str, int]:
+    return retention.prune()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from orders import reports
+from orders import reports, retention
 
 
 # Named as when it lived in notifications: beat's schedule (and queued tasks) keep working.
@@ -13,3 +13,8 @@ from orders import reports
 def daily_and_weekly_reports() -> int:
     now = timezone.now()
     return len(reports.daily_summaries(now)) + len(reports.weekly_report(now))
+
+
+@shared_task(name="orders.prune", ignore_result=True)
+def prune() -> dict[str, int]:
+    return retention.prune()

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('notifications', '0009_reply_broadcast'),
+        ("notifications", "0010_deliveryattempt_started_idx"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='notification',
-            name='expires_at',
+            model_name="notification",
+            name="expires_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
     ]
