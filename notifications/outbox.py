@@ -362,10 +362,14 @@ def _publisher() -> ThreadPoolExecutor:
     return _publisher_pool
 
 
+def send_drain_task(destination_id: int) -> None:
+    # By name: the task module (which delivers) is not imported by what enqueues.
+    current_app.send_task("notifications.drain", args=(destination_id,))
+
+
 def _publish_drain(destination_id: int) -> None:
     try:
-        # By name: the task module (which delivers) is not imported by what enqueues.
-        current_app.send_task("notifications.drain", args=(destination_id,))
+        send_drain_task(destination_id)
     except Exception:
         # The broker is unreachable: the sweep will deliver these rows later.
         logger.warning("notification_dispatch_failed", destination=destination_id, exc_info=True)
