@@ -92,20 +92,39 @@ def embedded(
         )
         yield port, env, tmp_path
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)  # Ctrl-C, as an operator stops it
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=45)
+            stopped = True
         except subprocess.TimeoutExpired:
+            stopped = False
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
-        # Nothing of it may be left running.
-        leftover = subprocess.run(
-            ["pgrep", "-g", str(process.pid)], capture_output=True, text=True, check=False
-        )
-        if leftover.stdout.strip():
+        # Nothing of it may be left running. The script exits once its own children have;
+        # theirs (Celery's pool processes) finish exiting on their own a moment later.
+        leftover = _group_members(process.pid)
+        deadline = time.monotonic() + 15
+        while leftover and time.monotonic() < deadline:
+            time.sleep(0.2)
+            leftover = _group_members(process.pid)
+        if leftover:
             os.killpg(process.pid, signal.SIGKILL)
-            raise AssertionError(f"processes left behind: {leftover.stdout}")
+        assert stopped, "scripts/run did not stop within 45 s of Ctrl-C"
+        assert not leftover, f"processes left behind: {leftover}"
+
+
+def _group_members(group: int) -> str:
+    """The processes still in the session it started (zombies not counted: they are gone)."""
+    found = subprocess.run(
+        ["ps", "-o", "pid=,stat=,args=", "--sid", str(group)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return "\n".join(
+        line for line in found.stdout.splitlines() if line.split()[1:2] != ["Z"]
+    ).strip()
 
 
 def manage(env: dict[str, str], code: str) -> str:
