@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from monitoring.alerting import direct, incidents, notify, rules
+from monitoring.alerting import direct, flapping, incidents, notify, rules, silences
 from monitoring.alerting.metrics import REGISTRY, Values, Window, format_value
 from monitoring.alerting.transitions import Decision, Tracker, decide
 from monitoring.health import redis_reachable
@@ -132,8 +132,8 @@ def _housekeeping(now: datetime, result: CycleResult) -> None:
     """What the channel must hear that no single rule's value changes: a silence that
     ended, an alert that stopped flapping."""
     for name, step in (
-        ("silence_summaries", notify.summarize_ended_silences),
-        ("settled_runs", notify.settle_quiet_runs),
+        ("silence_summaries", silences.summarize_ended_silences),
+        ("settled_runs", flapping.settle_quiet_runs),
     ):
         try:
             step(now)

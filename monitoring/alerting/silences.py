@@ -1,0 +1,76 @@
+"""When a silence window ends: one message per channel with what changed while it was on."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import structlog
+from django.db.models import Q
+
+from monitoring.alerting import incidents, messages, routing
+from monitoring.models import (
+    Incident,
+    IncidentEventKind,
+    Silence,
+)
+from notifications.models import Destination, NotificationKind
+from notifications.outbox import enqueue
+
+logger = structlog.get_logger(__name__)
+
+
+def summarize_ended_silences(now: datetime) -> int:
+    """For each silence window that ended since the last look: one message per destination
+    with what changed while it was on. What still fires is then announced as usual."""
+    sent = 0
+    for silence in Silence.objects.all():
+        seen = silence.summarized_until or silence.created_at
+        windows = silence.windows_ended(max(seen, now - timedelta(days=1)), now)
+        if not windows:
+            continue
+        claimed = Silence.objects.filter(
+            pk=silence.pk,
+            **(
+                {"summarized_until": silence.summarized_until}
+                if silence.summarized_until
+                else {"summarized_until__isnull": True}
+            ),
+        ).update(summarized_until=windows[-1][1])
+        if not claimed:
+            continue  # another cycle took it
+        for start, end in windows:
+            sent += _summarize_window(silence, start, end, now)
+    return sent
+
+
+def _summarize_window(silence: Silence, start: datetime, end: datetime, now: datetime) -> int:
+    changed = [
+        incident
+        for incident in Incident.objects.filter(
+            Q(opened_at__gte=start, opened_at__lt=end)
+            | Q(resolved_at__gte=start, resolved_at__lt=end)
+        )
+        .select_related("rule")
+        .order_by("opened_at")
+        if silence.matches(incident.rule, incident.scope)
+    ]
+    by_destination: dict[int, tuple[Destination, list[Incident]]] = {}
+    for incident in changed:
+        for destination in routing.destinations_for(incident.rule):
+            by_destination.setdefault(destination.pk, (destination, []))[1].append(incident)
+    for destination, listed in by_destination.values():
+        (row,) = enqueue(
+            NotificationKind.SYSTEM_ALERT,
+            messages.silence_summary(silence.reason, start, end, listed),
+            destinations=[destination],
+        )
+        for incident in listed:
+            incidents.record(
+                incident,
+                now,
+                IncidentEventKind.NOTE,
+                f"listed in the summary of silence '{silence.reason}'",
+                notification=row,
+            )
+    logger.info("silence_summarized", silence=silence.pk, changed=len(changed))
+    return len(by_destination)

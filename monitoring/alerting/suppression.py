@@ -1,0 +1,66 @@
+"""What holds an alert's notifications back: a silence, an inhibition (its cause fires, or
+fired within this rule's window), or Slack failing for the alert about Slack failing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import structlog
+from django.db.models import Q
+
+from monitoring.alerting import routing
+from monitoring.alerting.metrics import SLACK_FAILING
+from monitoring.models import (
+    AlertRule,
+    Incident,
+    IncidentStatus,
+    Inhibition,
+    Silence,
+)
+from notifications.models import Destination
+
+logger = structlog.get_logger(__name__)
+
+
+def silenced(incident: Incident, now: datetime) -> str:
+    for silence in Silence.objects.all():
+        if silence.matches(incident.rule, incident.scope) and silence.active_at(now):
+            return f"silenced: {silence.reason}"
+    return ""
+
+
+def inhibited(incident: Incident, now: datetime) -> str:
+    rule = incident.rule
+    # A dependent's value covers its whole window: an outage that ended inside that window
+    # still shapes it (clients thrown out by a Redis outage reconnect into it), so the
+    # dependent stays held back until the window no longer overlaps the outage.
+    overlaps = Q(status=IncidentStatus.FIRING) | Q(
+        resolved_at__gte=now - timedelta(seconds=rule.window_seconds)
+    )
+    for inhibition in Inhibition.objects.filter(target=rule).select_related("source"):
+        causes = Incident.objects.filter(overlaps, rule=inhibition.source)
+        if inhibition.same_scope:
+            causes = causes.filter(scope=incident.scope)
+        for status in causes.order_by("status").values_list("status", flat=True)[:1]:
+            if status == IncidentStatus.FIRING:
+                return f"inhibited: {inhibition.source.name} is firing"
+            return f"inhibited: {inhibition.source.name} fired within this rule's window"
+    return ""
+
+
+def suppression(incident: Incident, now: datetime) -> str:
+    """Why this incident must not notify now, or "" if it may."""
+    reason = silenced(incident, now) or inhibited(incident, now)
+    if reason:
+        return reason
+    if incident.rule.metric == SLACK_FAILING:
+        return _slack_failing_suppression(incident.rule)
+    return ""
+
+
+def _slack_failing_suppression(rule: AlertRule) -> str:
+    if not Destination.objects.filter(enabled=True, failing_since__isnull=False).exists():
+        return "Slack takes messages again: each channel that failed gets a summary"
+    if not routing.destinations_for(rule):
+        return "Slack is failing for every destination of this alert: recorded here"
+    return ""
