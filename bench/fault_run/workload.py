@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import logging
 import random
 import threading
 import time
@@ -17,6 +18,10 @@ from typing import Any
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+# The clients count every close themselves (close codes in the report); the library's own
+# "keepalive ping failed" traceback for a connection the server closed with 1011 is noise.
+logging.getLogger("websockets").setLevel(logging.CRITICAL)
 
 
 @dataclass
