@@ -325,6 +325,10 @@ REPORTS_CHECK_SECONDS = env_int("REPORTS_CHECK_SECONDS", 900, minimum=10)
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=128)
 WS_RATE_LIMIT_PER_SECOND = env_float("WS_RATE_LIMIT_PER_SECOND", 20.0, minimum=0.1)
 WS_RATE_LIMIT_BURST = env_int("WS_RATE_LIMIT_BURST", 40, minimum=1)
+# A reconnecting room client is sent the events it missed when there are at most this many
+# and the first of them is at most this old; otherwise it is told to reload (resync).
+ROOM_REPLAY_MAX_EVENTS = env_int("ROOM_REPLAY_MAX_EVENTS", 500, minimum=1, maximum=100_000)
+ROOM_REPLAY_MAX_AGE_SECONDS = env_int("ROOM_REPLAY_MAX_AGE_SECONDS", 3600, minimum=10)
 # Each process re-checks every open room connection's grant this often, in a few queries
 # whatever the number of connections: the bound on how long an expired (or silently
 # deleted) session, or a change made without signals, keeps a connection open.

@@ -16,6 +16,11 @@ urlpatterns = [
     path("api/v1/monitoring/", include("monitoring.urls")),
     path("api/v1/orders", orders_api.orders_collection, name="orders"),
     path("api/v1/orders/<int:order_id>", orders_api.order_detail, name="order-detail"),
+    path(
+        "api/v1/venues/<int:venue_id>/orders",
+        orders_api.venue_open_orders,
+        name="venue-open-orders",
+    ),
     path("admin/", admin.site.urls),
 ]
 

@@ -60,6 +60,9 @@ class MonitorSnapshot:
     messages_received: int
     errors: int  # the service's failures
     client_errors: int  # refusals and clients' protocol errors
+    resumes: int  # reconnected clients caught up (or told to reload)
+    events_replayed: int  # events sent again to them from the record
+    resyncs: int  # resumes that could not be served from the record: told to reload
     errors_by_type: dict[str, int]
     active_connections: int
     rooms: dict[str, int]
@@ -69,7 +72,7 @@ class MonitorSnapshot:
     @classmethod
     def empty(cls, taken_at: float) -> MonitorSnapshot:
         return cls(
-            taken_at, 0, 0, 0, 0, 0, 0, 0, {}, 0, {}, HistogramSnapshot.empty(),
+            taken_at, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, {}, 0, {}, HistogramSnapshot.empty(),
             HistogramSnapshot.empty(),
         )  # fmt: skip
 
@@ -84,6 +87,9 @@ class WebSocketMonitor:
     messages_received: int = 0
     errors: int = 0
     client_errors: int = 0
+    resumes: int = 0
+    events_replayed: int = 0
+    resyncs: int = 0
     errors_by_type: dict[str, int] = field(default_factory=dict)
     active_connections: int = 0
     rooms: dict[str, int] = field(default_factory=dict)
@@ -124,6 +130,12 @@ class WebSocketMonitor:
             self.errors += 1
         self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
 
+    def track_resume(self, replayed: int, *, resynced: bool) -> None:
+        self.resumes += 1
+        self.events_replayed += replayed
+        if resynced:
+            self.resyncs += 1
+
     def track_delivery_latency(self, milliseconds: float) -> None:
         self.delivery.observe(milliseconds)
 
@@ -140,6 +152,9 @@ class WebSocketMonitor:
             messages_received=self.messages_received,
             errors=self.errors,
             client_errors=self.client_errors,
+            resumes=self.resumes,
+            events_replayed=self.events_replayed,
+            resyncs=self.resyncs,
             errors_by_type=self.errors_by_type.copy(),
             active_connections=self.active_connections,
             rooms=self.rooms.copy(),
@@ -169,6 +184,9 @@ class DisabledMonitor(WebSocketMonitor):
         pass
 
     def track_error(self, kind: str) -> None:
+        pass
+
+    def track_resume(self, replayed: int, *, resynced: bool) -> None:
         pass
 
     def track_delivery_latency(self, milliseconds: float) -> None:

@@ -31,6 +31,9 @@ _COUNTERS = (
     "messages_received",
     "errors",
     "client_errors",
+    "resumes",
+    "events_replayed",
+    "resyncs",
 )
 
 

@@ -59,6 +59,9 @@ class WindowJSON(TypedDict):
     clientErrors: int
     errorsByType: dict[str, int]
     messagesPerMinute: float
+    resumes: int
+    eventsReplayed: int
+    resyncs: int
 
 
 class WebSocketStats(TypedDict):
@@ -71,6 +74,9 @@ class WebSocketStats(TypedDict):
     connectionErrors: int
     totalServiceErrors: int
     totalClientErrors: int
+    totalResumes: int
+    totalEventsReplayed: int
+    totalResyncs: int
     errorRate: float
     clientErrorRate: float
     rooms: RoomsJSON
@@ -144,6 +150,9 @@ def window_samples(
         "clientErrors": sums["client_errors"],
         "errorsByType": dict(by_type),
         "messagesPerMinute": round((sums["sent"] + sums["received"]) * 60 / seconds, 3),
+        "resumes": sums["resumes"],
+        "eventsReplayed": sums["events_replayed"],
+        "resyncs": sums["resyncs"],
     }
     return (
         window,
@@ -187,6 +196,9 @@ def websocket_stats(now: datetime | None = None) -> WebSocketStats:
         "connectionErrors": totals.errors + totals.client_errors if totals else 0,
         "totalServiceErrors": totals.errors if totals else 0,
         "totalClientErrors": totals.client_errors if totals else 0,
+        "totalResumes": totals.resumes if totals else 0,
+        "totalEventsReplayed": totals.events_replayed if totals else 0,
+        "totalResyncs": totals.resyncs if totals else 0,
         "errorRate": round(figures.service_error_rate(sums), 6),
         "clientErrorRate": round(figures.client_error_rate(sums), 6),
         "rooms": {"active": len(members), "members": members},

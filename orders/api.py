@@ -15,11 +15,12 @@ from django.db.models import F
 from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
+from typing_extensions import TypedDict  # pydantic describes it for the OpenAPI document
 
 from inkwave.api_errors import ErrorJSON, json_error
 from inkwave.openapi import SESSION, Answer, SecurityScheme, operation
 from orders import events
-from orders.models import Order, OrderItem, Venue, VenueAccessToken
+from orders.models import Order, OrderItem, OrderStatus, Venue, VenueAccessToken
 from orders.outage import rides_through_database_outages
 from orders.serializers import (
     NewOrder,
@@ -236,3 +237,63 @@ def order_detail(request: HttpRequest, order_id: int) -> JsonResponse:
             locked.save(update_fields=[*diff, "updated_at"])
             events.order_changed(locked, diff)
     return JsonResponse(order_json(locked))
+
+
+class OpenOrdersJSON(TypedDict):
+    venue: int
+    seq: int
+    orders: list[OrderJSON]
+
+
+# Orders a kitchen screen still shows: neither completed nor cancelled.
+CLOSED_STATUSES = (OrderStatus.COMPLETED, OrderStatus.CANCELLED)
+
+
+@operation(
+    "get",
+    summary="A venue's open orders, and the room sequence number they are as of",
+    responses={
+        200: Answer(
+            "The open orders, oldest first; connect to the room with ?after=<seq> to follow "
+            "from there without missing or losing anything",
+            OpenOrdersJSON,
+        ),
+        401: UNAUTHENTICATED,
+        404: Answer("No such venue (or not this caller's)", ErrorJSON),
+        503: UNAVAILABLE,
+    },
+    auth=ORDERS_AUTH,
+    tags=["orders"],
+)
+@csrf_exempt
+@rides_through_database_outages
+def venue_open_orders(request: HttpRequest, venue_id: int) -> JsonResponse:
+    """A screen's full state: what it reloads when the room tells it to (`resync`).
+
+    The number is read before the orders: an event after it may already show in them (an
+    event is the whole order as it became, so applying it again changes nothing), but no
+    change can be in neither.
+    """
+    if request.method != "GET":
+        return json_error(405, "method_not_allowed", "GET a venue's open orders.")
+    caller, refused = _authenticate(request)
+    if refused is not None:
+        return refused
+    assert caller is not None
+    venue = Venue.objects.filter(pk=venue_id, is_active=True).first()
+    if venue is None or not caller.may_use(venue):
+        return json_error(404, "not_found", "No such venue.")
+    seq = Venue.objects.values_list("room_seq", flat=True).get(pk=venue.pk)
+    orders = (
+        Order.objects.filter(venue=venue)
+        .exclude(status__in=CLOSED_STATUSES)
+        .select_related("venue")
+        .prefetch_related("items")
+        .order_by("created_at", "pk")
+    )
+    body: OpenOrdersJSON = {
+        "venue": venue.pk,
+        "seq": seq,
+        "orders": [order_json(order) for order in orders],
+    }
+    return JsonResponse(body)

@@ -20,30 +20,40 @@ from orders.protocol import EventFrame, RoomEvent
 logger = structlog.get_logger(__name__)
 
 
-def venue_event_message(event: str, data: Any) -> dict[str, Any]:
-    sent_at = time.time()
+def event_frame(event: str, data: Any, seq: int | None, sent_at: float) -> str:
     body: EventFrame = {"type": "event", "event": str(event), "data": data, "sentAt": sent_at}
+    if seq is not None:
+        body["seq"] = seq
     # Serialised once here rather than once per member in each consumer.
-    frame = json.dumps(
+    return json.dumps(
         body,
         cls=DjangoJSONEncoder,
         separators=(",", ":"),
         allow_nan=False,  # NaN and Infinity are not JSON: a bug here must raise, not reach clients
     )
-    return {"type": "venue.event", "frame": frame, "sent_at": sent_at}
 
 
-async def abroadcast_to_venue(venue_id: int, event: str, data: Any) -> None:
+def venue_event_message(event: str, data: Any, seq: int | None = None) -> dict[str, Any]:
+    sent_at = time.time()
+    return {
+        "type": "venue.event",
+        "frame": event_frame(event, data, seq, sent_at),
+        "sent_at": sent_at,
+        "seq": seq,
+    }
+
+
+async def abroadcast_to_venue(venue_id: int, event: str, data: Any, seq: int | None = None) -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("CHANNEL_LAYERS is not configured")
-    await layer.group_send(venue_group_name(venue_id), venue_event_message(event, data))
+    await layer.group_send(venue_group_name(venue_id), venue_event_message(event, data, seq))
 
 
-async def _bounded_broadcast(venue_id: int, event: str, data: Any) -> bool:
+async def _bounded_broadcast(venue_id: int, event: str, data: Any, seq: int | None) -> bool:
     try:
         async with asyncio.timeout(settings.ORDER_BROADCAST_TIMEOUT_SECONDS):
-            await abroadcast_to_venue(venue_id, event, data)
+            await abroadcast_to_venue(venue_id, event, data, seq)
     except Exception as exc:
         # Runs on the server's event loop, the monitor's only writer.
         get_monitor().track_error("broadcast_failed")
@@ -57,15 +67,17 @@ async def _bounded_broadcast(venue_id: int, event: str, data: Any) -> bool:
     return True
 
 
-def broadcast_to_venue(venue_id: int, event: RoomEvent, data: Any) -> bool:
+def broadcast_to_venue(
+    venue_id: int, event: RoomEvent, data: Any, *, seq: int | None = None
+) -> bool:
     """Send to the venue's room, waiting ORDER_BROADCAST_TIMEOUT_SECONDS at most.
 
     Called on a request's path (after the commit): a hung Redis must not hold the answer
     for its socket timeout. A broadcast that fails or times out is logged and counted
-    (`broadcast_failed`) and lost to the room; the event itself is recorded (OrderEvent)
-    by the caller, so nothing of the order is. Returns whether the layer took it.
+    (`broadcast_failed`); the event itself is recorded (OrderEvent) by the caller with its
+    `seq`, and the room's clients get it when they resume. Returns whether the layer took it.
     """
-    return async_to_sync(_bounded_broadcast)(venue_id, event, data)
+    return async_to_sync(_bounded_broadcast)(venue_id, event, data, seq)
 
 
 class AccessFilter(TypedDict, total=False):

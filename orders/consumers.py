@@ -11,19 +11,23 @@ import contextlib
 import json
 import math
 import time
-from typing import Any
+from typing import Any, TypeGuard
+from urllib.parse import parse_qs
 
 import structlog
 from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from monitoring.monitor import get_monitor
+from orders import replay
 from orders.access import Grant, admit
 from orders.groups import room_user_group_name, venue_group_name
 from orders.layerwatch import get_layer_watch
 from orders.protocol import REFUSAL_REASONS, CloseCode, ErrorCode, ServerFrame
 from orders.ratelimit import TokenBucket
+from orders.replay import Replay, current_seq
 from orders.watch import get_watch
 
 logger = structlog.get_logger(__name__)
@@ -52,6 +56,28 @@ _loads = json.JSONDecoder(parse_float=_finite_float, parse_constant=_non_finite)
 MAX_REPORTED_RTT_MS = 60_000.0
 
 
+AFTER_RULE = "after must be a whole number of 0 or more: the last seq this client saw."
+
+
+def _is_seq(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _after(scope: dict[str, Any]) -> tuple[int | None, bool]:
+    """The `after` of the URL's query (?after=41): (the number or None, whether it was bad)."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after")
+    if not values:
+        return None, False
+    raw = values[-1]
+    if raw.isascii() and raw.isdigit() and len(raw) < 19:
+        return int(raw), False
+    return None, True
+
+
+def _room_state(venue_id: int, after: int | None) -> Replay:
+    return replay.since(venue_id, after) if after is not None else Replay(current_seq(venue_id))
+
+
 class VenueRoomConsumer(AsyncWebsocketConsumer):
     group: str | None = None
     # The signed-in user's group (room_user_group_name), which their grant's end is sent to.
@@ -62,6 +88,8 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
     counted = False
     # The handshake was accepted: a close is then a close code, not an HTTP 403.
     accepted = False
+    # The number of the last room event this client has (replayed, sent, or before it joined).
+    last_seq = 0
 
     async def connect(self) -> None:
         self.monitor = get_monitor()
@@ -105,6 +133,19 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=int(CloseCode.SERVER_ERROR))
             await self.leave_groups(group)
             return
+        after, bad_after = _after(self.scope)
+        try:
+            # Read after joining: whatever commits later is broadcast to us live.
+            state = await database_sync_to_async(_room_state)(venue_id, after)
+        except Exception:
+            logger.warning("venue_room_state_failed", venue=venue_id, exc_info=True)
+            self.monitor.track_rejection("admission_failed")
+            self.group = None
+            self.closing = True
+            await self.accept()
+            await self.close(code=int(CloseCode.SERVER_ERROR))
+            await self.leave_groups(group)
+            return
         self.venue_id = venue_id
         self.grant = grant
         get_watch().add(self, grant)
@@ -116,7 +157,14 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         await self.accept()
         self.counted = True
         self.monitor.track_connection(group)
-        await self.send_frame({"type": "welcome", "venue": venue_id, "serverTime": time.time()})
+        self.last_seq = state.current
+        await self.send_frame(
+            {"type": "welcome", "venue": venue_id, "serverTime": time.time(), "seq": state.current}
+        )
+        if bad_after:
+            await self.reject_frame(ErrorCode.INVALID_MESSAGE, AFTER_RULE)
+        elif after is not None:
+            await self.catch_up(state, after)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -239,6 +287,8 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         kind = message["type"]
         if kind == "ping":
             await self.on_ping(message)
+        elif kind == "resume":
+            await self.on_resume(message)
         else:
             await self.reject_frame(ErrorCode.UNKNOWN_TYPE, f"Unknown message type {kind[:50]!r}.")
 
@@ -264,6 +314,33 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             ts = ts[:64]
         await self.send_frame({"type": "pong", "ts": ts, "serverTime": time.time()})
 
+    async def on_resume(self, message: dict[str, Any]) -> None:
+        after = message.get("after")
+        if not _is_seq(after):
+            await self.reject_frame(ErrorCode.INVALID_MESSAGE, AFTER_RULE)
+            return
+        state = await database_sync_to_async(_room_state)(self.venue_id, after)
+        await self.catch_up(state, after)
+
+    async def catch_up(self, state: Replay, after: int) -> None:
+        """Send what the client missed after `after`, in order, then say it is live; or tell
+        it to reload when that cannot be done. Live events that arrive meanwhile wait in the
+        channel layer (a consumer handles one message at a time) and are sent after, the ones
+        already replayed left out by their number."""
+        monitor = self.monitor
+        if state.resync is not None:
+            monitor.track_resume(0, resynced=True)
+            await self.send_frame({"type": "resync", "seq": state.current, "reason": state.resync})
+        else:
+            for _, frame in state.frames:
+                await self.send(text_data=frame)
+                monitor.track_message_sent()
+            monitor.track_resume(len(state.frames), resynced=False)
+            await self.send_frame(
+                {"type": "live", "seq": state.current, "replayed": len(state.frames)}
+            )
+        self.last_seq = max(self.last_seq, state.current)
+
     async def reject_frame(self, code: ErrorCode, message: str) -> None:
         self.monitor.track_error(code)
         await self.send_error(code, message)
@@ -280,6 +357,20 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
     async def venue_event(self, event: dict[str, Any]) -> None:
         if self.group is None or self.closing:
             return
+        seq = event.get("seq")
+        if seq is not None:
+            if seq <= self.last_seq:
+                return  # sent already (replayed), or from before this client joined
+            if seq > self.last_seq + 1:
+                # A broadcast this connection missed (the channel layer dropped it): sent
+                # from the record, in order, before this one.
+                await self.catch_up(
+                    await database_sync_to_async(_room_state)(self.venue_id, self.last_seq),
+                    self.last_seq,
+                )
+                if seq <= self.last_seq:
+                    return
+            self.last_seq = seq
         await self.send(text_data=event["frame"])
         monitor = self.monitor
         monitor.track_message_sent()

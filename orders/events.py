@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from inkwave.lib.formats import local_time, money, plural, utc_time
@@ -82,22 +83,41 @@ def chatter_summary(kind: NotificationKind, venue: Venue, tally: Tally) -> Compo
     )
 
 
-def _broadcast_after_commit(venue_id: int, event: RoomEvent, data: Any) -> None:
-    def send() -> None:
-        broadcast_to_venue(venue_id, event, data)
+def _tell_room(
+    order: Order, kind: OrderEventKind, event: RoomEvent, payload: dict[str, Any]
+) -> OrderEvent:
+    """Record the event with the next number of the venue's room sequence, and broadcast
+    it with that number once the transaction commits.
 
-    # robust: a channel layer outage must not turn a committed order into an error.
+    The number is taken under the venue row's lock (held to the commit), so numbers follow
+    commit order and never repeat; the recorded frame is what a reconnecting client is sent
+    again (orders.replay), so the number and the record cannot disagree.
+    """
+    Venue.objects.filter(pk=order.venue_id).update(room_seq=F("room_seq") + 1)
+    seq = Venue.objects.values_list("room_seq", flat=True).get(pk=order.venue_id)
+    data = order_json(order)
+    recorded = OrderEvent.objects.create(
+        kind=kind,
+        venue_id=order.venue_id,
+        order=order,
+        payload=payload,
+        seq=seq,
+        room_event=str(event),
+        room_data=data,
+    )
+    venue_id = order.venue_id
+
+    def send() -> None:
+        broadcast_to_venue(venue_id, event, data, seq=seq)
+
+    # robust: a channel layer outage must not turn a committed order into an error; the
+    # clients that missed it get it when they resume.
     transaction.on_commit(send, robust=True)
+    return recorded
 
 
 def order_placed(order: Order) -> None:
-    OrderEvent.objects.create(
-        kind=OrderEventKind.PLACED,
-        venue=order.venue,
-        order=order,
-        payload={"total": str(order.total)},
-    )
-    _broadcast_after_commit(order.venue_id, RoomEvent.ORDER_PLACED, order_json(order))
+    _tell_room(order, OrderEventKind.PLACED, RoomEvent.ORDER_PLACED, {"total": str(order.total)})
     _notify(NotificationKind.ORDER_PLACED, order, order_message(order))
     logger.info(
         "order_created",
@@ -111,10 +131,7 @@ def order_placed(order: Order) -> None:
 def order_changed(order: Order, changes: dict[str, tuple[str, str]]) -> None:
     """`changes` maps a field to (old, new)."""
     payload = {field: {"from": old, "to": new} for field, (old, new) in changes.items()}
-    OrderEvent.objects.create(
-        kind=OrderEventKind.STATUS_CHANGED, venue=order.venue, order=order, payload=payload
-    )
-    _broadcast_after_commit(order.venue_id, RoomEvent.ORDER_UPDATED, order_json(order))
+    _tell_room(order, OrderEventKind.STATUS_CHANGED, RoomEvent.ORDER_UPDATED, payload)
     when = local_time(timezone.now(), order.venue.timezone)
     if "status" in changes:
         old, new = changes["status"]

@@ -31,6 +31,9 @@ class Venue(models.Model):
     is_active = models.BooleanField(default=True)
     # The last order number handed out; incremented under the row lock of an UPDATE.
     order_counter = models.PositiveIntegerField(default=0, editable=False)
+    # The sequence number of the last event told to the venue's room (orders.events), which
+    # a reconnecting client resumes after; incremented the same way.
+    room_seq = models.PositiveBigIntegerField(default=0, editable=False)
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         blank=True,
@@ -222,10 +225,22 @@ class OrderEvent(models.Model):
     )
     payload = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # For the events told to the venue's room: their number in the room's sequence, and the
+    # frame's event and data as they were sent, so a reconnecting client gets them again.
+    seq = models.PositiveBigIntegerField(null=True, blank=True, editable=False)
+    room_event = models.CharField(max_length=32, blank=True, editable=False)
+    room_data = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["kind", "created_at"], name="orderevent_kind_created_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["venue", "seq"],
+                condition=models.Q(seq__isnull=False),
+                name="orderevent_venue_seq",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} @ {self.created_at:%Y-%m-%d %H:%M}"

@@ -61,10 +61,16 @@ class ErrorFrame(TypedDict):
     message: str
 
 
+class ResumeFrame(TypedDict):
+    type: Literal["resume"]
+    after: int
+
+
 class WelcomeFrame(TypedDict):
     type: Literal["welcome"]
     venue: int
     serverTime: float
+    seq: int
 
 
 class EventFrame(TypedDict):
@@ -72,9 +78,31 @@ class EventFrame(TypedDict):
     event: str
     data: Any
     sentAt: float
+    seq: NotRequired[int]
+
+
+class LiveFrame(TypedDict):
+    type: Literal["live"]
+    seq: int
+    replayed: int
+
+
+class ResyncReason(StrEnum):
+    """Why a resume cannot be served from the room's recorded events."""
+
+    TOO_MANY = "too_many"  # more missed events than ROOM_REPLAY_MAX_EVENTS
+    TOO_OLD = "too_old"  # the first missed event is older than ROOM_REPLAY_MAX_AGE_SECONDS
+    PRUNED = "pruned"  # no longer kept (ORDER_EVENT_RETENTION_DAYS)
+    UNKNOWN = "unknown"  # a number the room never reached (another database, restored)
+
+
+class ResyncFrame(TypedDict):
+    type: Literal["resync"]
+    seq: int
+    reason: str
 
 
 # Every frame of the protocol, by who sends it.
-CLIENT_FRAMES = (PingFrame,)
-ServerFrame = WelcomeFrame | PongFrame | ErrorFrame | EventFrame
-SERVER_FRAMES = (WelcomeFrame, PongFrame, ErrorFrame, EventFrame)
+CLIENT_FRAMES = (PingFrame, ResumeFrame)
+ServerFrame = WelcomeFrame | PongFrame | ErrorFrame | EventFrame | LiveFrame | ResyncFrame
+SERVER_FRAMES = (WelcomeFrame, PongFrame, ErrorFrame, EventFrame, LiveFrame, ResyncFrame)

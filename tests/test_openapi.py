@@ -39,6 +39,7 @@ def test_it_describes_the_orders_and_monitoring_endpoints(document: dict[str, An
         ("/api/v1/orders", "post"),
         ("/api/v1/orders/{order_id}", "get"),
         ("/api/v1/orders/{order_id}", "patch"),
+        ("/api/v1/venues/{venue_id}/orders", "get"),
     }
     detail = document["paths"]["/api/v1/orders/{order_id}"]["patch"]
     assert detail["parameters"] == [
@@ -98,7 +99,7 @@ def test_every_api_and_health_url_is_described() -> None:
         for route, view in _routes(get_resolver().url_patterns)
         if route.startswith(("api/", "health"))
     ]
-    assert len(public) == 8
+    assert len(public) == 9
     undescribed = [route for route, view in public if not hasattr(view, "openapi_operations")]
     assert undescribed == []
 

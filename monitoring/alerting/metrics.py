@@ -385,6 +385,7 @@ _connections = from_sums(_per_minute("connections"))
 _disconnections = from_sums(_per_minute("disconnections"))
 _errors = from_sums(_error_rate)
 _client_errors = from_sums(_per_minute("client_errors"))
+_resyncs = from_sums(_per_minute("resyncs"))
 _latency = from_sums(_latency_avg)
 _WS = ("database", "redis")
 
@@ -397,6 +398,8 @@ for _metric in (
            depends_on=_WS, history=_errors[1]),
     Metric("ws.client_errors_per_minute", "Refused connections and bad client frames",
            "per minute", _client_errors[0], depends_on=_WS, history=_client_errors[1]),
+    Metric("ws.resyncs_per_minute", "Reconnected screens told to reload (gap not replayable)",
+           "per minute", _resyncs[0], depends_on=_WS, history=_resyncs[1]),
     Metric("ws.latency_avg_ms", "Average delivery latency", "ms", _latency[0],
            depends_on=_WS, history=_latency[1]),
     Metric("ws.latency_p95_ms", "95th percentile delivery latency", "ms", _latency_p95,

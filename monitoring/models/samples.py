@@ -62,6 +62,13 @@ class WebSocketSample(models.Model):
     client_errors = models.PositiveIntegerField(
         default=0, help_text="Refused connections and clients' protocol errors."
     )
+    resumes = models.PositiveIntegerField(
+        default=0, help_text="Reconnected room clients caught up, or told to reload."
+    )
+    events_replayed = models.PositiveBigIntegerField(default=0)
+    resyncs = models.PositiveIntegerField(
+        default=0, help_text="Resumes that could not be replayed: the client had to reload."
+    )
     errors_by_type = models.JSONField(default=dict, blank=True)
     delivery_count = models.PositiveBigIntegerField(default=0)
     delivery_sum_ms = models.FloatField(default=0)
@@ -109,6 +116,9 @@ class MetricTotals(models.Model):
     messages_received = models.PositiveBigIntegerField(default=0)
     errors = models.PositiveBigIntegerField(default=0)
     client_errors = models.PositiveBigIntegerField(default=0)
+    resumes = models.PositiveBigIntegerField(default=0)
+    events_replayed = models.PositiveBigIntegerField(default=0)
+    resyncs = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         verbose_name_plural = "metric totals"
