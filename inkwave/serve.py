@@ -13,6 +13,10 @@ RFC 6455 gives it to servers and daphne itself sends it when an application cras
 
 It also tells a stop that was asked for (SIGTERM, SIGINT) from an exit on an error, so the
 last metrics flush marks the process stopped only in the first case (inkwave.shutdown).
+
+And a process that stops tells its WebSocket clients so, with 1012 (service restart), before
+its consumers are cancelled: a client then reconnects after a random delay and resumes
+(docs/protocol.md), rather than finding its socket dead.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from twisted.internet import defer
 from inkwave import shutdown
 
 # Codes RFC 6455 reserves for the server's own conditions, sent as they are.
-SERVER_CLOSE_CODES = frozenset({1011, 1012, 1013})
+SERVICE_RESTART = 1012
+SERVER_CLOSE_CODES = frozenset({1011, SERVICE_RESTART, 1013})
 
 
 class InkwaveWebSocketProtocol(WebSocketProtocol):
@@ -58,6 +63,11 @@ class InkwaveServer(Server):
         super().run()
 
     def kill_all_applications(self) -> Any:
+        # Runs before the reactor shuts down, which waits for the Deferred returned here:
+        # the close frames are written meanwhile.
+        for protocol in list(self.connections):
+            if isinstance(protocol, WebSocketProtocol) and protocol.state == protocol.STATE_OPEN:
+                protocol.serverClose(code=SERVICE_RESTART)
         running = [
             instance
             for details in self.connections.values()

@@ -16,6 +16,7 @@ class CloseCode(IntEnum):
     NOT_FOUND = 4404
     RATE_LIMITED = 4429
     SERVER_ERROR = 1011
+    SERVICE_RESTART = 1012  # sent by inkwave.serve to every client as the process stops
 
 
 class ErrorCode(StrEnum):

@@ -201,3 +201,18 @@ async def test_idle_members_stay_connected_past_the_channel_layers_blocking_rece
         assert (await receive_json(ws))["event"] == "order.created"
     key = f"{settings.CHANNEL_LAYER_PREFIX}:group:{venue_group_name(venue.pk)}"
     assert await asyncio.to_thread(redis_client.zcard, key) == len(members)
+
+
+async def test_a_server_that_stops_tells_its_clients_to_come_back_with_1012(
+    servers: ServerGroup, venue: Venue, venue_token: str
+) -> None:
+    """A deploy's SIGTERM: the screens hear "service restart", not a dead socket."""
+    server = servers.start()
+    clients = [await join(server, venue.pk, venue_token) for _ in range(3)]
+    stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+    for ws in clients:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), FRAME_TIMEOUT)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1012
+    assert await stopping == 0
