@@ -18,7 +18,10 @@ from django.test import Client
 from django.utils import timezone
 
 from inkwave.routing import build_websocket_application
-from monitoring.monitor import WebSocketMonitor
+from monitoring.alerting.metrics import REGISTRY, Window
+from monitoring.monitor import MonitorSnapshot, WebSocketMonitor
+from monitoring.recording import SampleRecorder, WorkerIdentity
+from monitoring.stats import websocket_stats
 from orders import events
 from orders.models import Order, OrderEvent, Venue
 from tests.conftest import PatientCommunicator
@@ -216,3 +219,20 @@ def test_the_open_orders_endpoint_gives_a_screen_its_state_and_where_to_resume(
     staff = Client()
     staff.force_login(staff_user)
     assert staff.get(f"/api/v1/venues/{other_venue.pk}/orders").json()["orders"] == []
+
+
+def test_resumes_replays_and_resyncs_reach_the_statistics(venue: Venue) -> None:
+    monitor = WebSocketMonitor()
+    monitor.track_resume(50, resynced=False)
+    monitor.track_resume(0, resynced=True)
+    recorder = SampleRecorder(WorkerIdentity(role="web"), MonitorSnapshot.empty(monitor.started_at))
+    recorder.flush(monitor.snapshot())
+    stats = websocket_stats(timezone.now() + timedelta(seconds=1))
+    window = stats["window"]
+    assert (window["resumes"], window["eventsReplayed"], window["resyncs"]) == (2, 50, 1)
+    totals = (stats["totalResumes"], stats["totalEventsReplayed"], stats["totalResyncs"])
+    assert totals == (2, 50, 1)
+    (per_minute,) = (
+        REGISTRY["ws.resyncs_per_minute"].compute(Window(timezone.now() + timedelta(seconds=1), 60))
+    ).values()
+    assert per_minute == 1.0
