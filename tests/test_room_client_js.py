@@ -1,0 +1,89 @@
+"""The JavaScript room client (orders/static/orders/room-client.js) in a real browser against a
+real server: it catches up on what it missed while its connection was down."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orders.models import Venue
+from tests.servers import DaphneServer, ServerGroup
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
+
+ORDER = {"table": "3", "items": [{"name": "Bread", "quantity": 1, "unitPrice": "4.00"}]}
+
+
+def place(server: DaphneServer, venue_id: int, token: str) -> None:
+    request = urllib.request.Request(  # noqa: S310 -- loopback, http
+        f"{server.base_url}/api/v1/orders",
+        data=json.dumps({**ORDER, "venue": venue_id}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        assert answer.status == 201
+
+
+@pytest.fixture
+def server(transactional_db: None, tmp_path: Path) -> Iterator[DaphneServer]:
+    with ServerGroup(tmp_path / "servers") as group:
+        yield group.start()
+
+
+@pytest.fixture
+def page(server: DaphneServer) -> Iterator[Any]:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page()
+        page.goto(f"{server.base_url}/health/live")  # the server's origin
+        yield page
+        browser.close()
+
+
+START = """async ({url, token}) => {
+  const { RoomClient } = await import("/static/orders/room-client.js");
+  window.seen = []; window.states = [];
+  window.client = new RoomClient({
+    urls: [url], token, after: 0, baseDelay: 2,
+    onEvent: (frame) => window.seen.push(frame.seq),
+    onState: (state) => window.states.push(state),
+  });
+  window.client.start();
+}"""
+
+
+def test_the_browser_client_resumes_where_it_left_off(
+    venue: Venue, venue_token: str, server: DaphneServer, page: Any
+) -> None:
+    # (The venue is made before the browser starts: Playwright runs an event loop on this
+    # thread, and Django refuses the ORM inside one.)
+    for _ in range(2):
+        place(server, venue.pk, venue_token)
+    url = server.ws_url(f"/ws/venues/{venue.pk}/")
+    page.evaluate(START, {"url": url, "token": venue_token})
+    page.wait_for_function("window.client.seq === 2 && window.states.at(-1) === 'live'")
+    page.evaluate("window.client.socket.close()")  # the Wi-Fi drops
+    page.wait_for_function("window.states.at(-1) === 'waiting'")
+    for _ in range(3):  # orders placed while the screen is away (it waits 1 to 2 s)
+        place(server, venue.pk, venue_token)
+    page.wait_for_function("window.client.seq === 5", timeout=15_000)
+    place(server, venue.pk, venue_token)  # and live again afterwards
+    page.wait_for_function("window.client.seq === 6", timeout=10_000)
+    assert page.evaluate("window.seen") == [1, 2, 3, 4, 5, 6]
+    assert page.evaluate("window.client.connects") == 2
+    assert "replaying" in page.evaluate("window.states")
