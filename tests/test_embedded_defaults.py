@@ -85,6 +85,9 @@ def embedded(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # An operator's terminal delivers Ctrl-C; a test runner started in the background
+        # may have SIGINT ignored, which the script would inherit and could not trap.
+        preexec_fn=_deliver_sigint,
     )
     try:
         wait_until(
@@ -112,6 +115,10 @@ def embedded(
             os.killpg(process.pid, signal.SIGKILL)
         assert stopped, "scripts/run did not stop within 45 s of Ctrl-C"
         assert not leftover, f"processes left behind: {leftover}"
+
+
+def _deliver_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _group_members(group: int) -> str:
