@@ -7,7 +7,7 @@ from __future__ import annotations
 from inkwave.lib.formats import duration
 from monitoring.alerting.metrics import REGISTRY, format_value
 from monitoring.models import AlertRule
-from monitoring.models.alerting import PLACEHOLDER
+from monitoring.models.rules import PLACEHOLDER
 
 
 def threshold_text(rule: AlertRule) -> str:

@@ -1,19 +1,14 @@
 from __future__ import annotations
 
-from monitoring.models.alerting import (
-    AlertRule,
-    AlertState,
-    Comparison,
+from monitoring.models.incidents import (
     Incident,
     IncidentEvent,
     IncidentEventKind,
     IncidentStatus,
-    Inhibition,
-    OnCallShift,
-    Severity,
-    Silence,
 )
+from monitoring.models.rules import AlertRule, AlertState, Comparison, Inhibition, Severity
 from monitoring.models.samples import MetricTotals, WebSocketSample, Worker, WorkerRole
+from monitoring.models.schedules import OnCallShift, Silence
 
 __all__ = [
     "AlertRule",
