@@ -329,6 +329,8 @@ WS_RATE_LIMIT_BURST = env_int("WS_RATE_LIMIT_BURST", 40, minimum=1)
 # and the first of them is at most this old; otherwise it is told to reload (resync).
 ROOM_REPLAY_MAX_EVENTS = env_int("ROOM_REPLAY_MAX_EVENTS", 500, minimum=1, maximum=100_000)
 ROOM_REPLAY_MAX_AGE_SECONDS = env_int("ROOM_REPLAY_MAX_AGE_SECONDS", 3600, minimum=10)
+# A resume frame costs up to ROOM_REPLAY_MAX_EVENTS frames: one per connection this often.
+WS_RESUME_INTERVAL_SECONDS = env_float("WS_RESUME_INTERVAL_SECONDS", 5.0, minimum=0.0)
 # Each process re-checks every open room connection's grant this often, in a few queries
 # whatever the number of connections: the bound on how long an expired (or silently
 # deleted) session, or a change made without signals, keeps a connection open.

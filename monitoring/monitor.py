@@ -130,8 +130,10 @@ class WebSocketMonitor:
             self.errors += 1
         self.errors_by_type[kind] = self.errors_by_type.get(kind, 0) + 1
 
-    def track_resume(self, replayed: int, *, resynced: bool) -> None:
-        self.resumes += 1
+    def track_resume(self, replayed: int, *, resynced: bool, asked: bool = True) -> None:
+        """A client's resume (`asked`), or a gap in a live stream the server filled itself."""
+        if asked:
+            self.resumes += 1
         self.events_replayed += replayed
         if resynced:
             self.resyncs += 1
@@ -186,7 +188,7 @@ class DisabledMonitor(WebSocketMonitor):
     def track_error(self, kind: str) -> None:
         pass
 
-    def track_resume(self, replayed: int, *, resynced: bool) -> None:
+    def track_resume(self, replayed: int, *, resynced: bool, asked: bool = True) -> None:
         pass
 
     def track_delivery_latency(self, milliseconds: float) -> None:

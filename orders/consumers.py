@@ -78,6 +78,11 @@ def _room_state(venue_id: int, after: int | None) -> Replay:
     return replay.since(venue_id, after) if after is not None else Replay(current_seq(venue_id))
 
 
+# Not on the thread that admits connections: replays (up to ROOM_REPLAY_MAX_EVENTS rows each)
+# must not hold up connects.
+room_state = database_sync_to_async(_room_state, thread_sensitive=False)
+
+
 class VenueRoomConsumer(AsyncWebsocketConsumer):
     group: str | None = None
     # The signed-in user's group (room_user_group_name), which their grant's end is sent to.
@@ -90,6 +95,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
     accepted = False
     # The number of the last room event this client has (replayed, sent, or before it joined).
     last_seq = 0
+    last_resume_at = -math.inf
 
     async def connect(self) -> None:
         self.monitor = get_monitor()
@@ -136,7 +142,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         after, bad_after = _after(self.scope)
         try:
             # Read after joining: whatever commits later is broadcast to us live.
-            state = await database_sync_to_async(_room_state)(venue_id, after)
+            state = await room_state(venue_id, after)
         except Exception:
             logger.warning("venue_room_state_failed", venue=venue_id, exc_info=True)
             self.monitor.track_rejection("admission_failed")
@@ -164,6 +170,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         if bad_after:
             await self.reject_frame(ErrorCode.INVALID_MESSAGE, AFTER_RULE)
         elif after is not None:
+            self.last_resume_at = time.monotonic()
             await self.catch_up(state, after)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -319,26 +326,37 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         if not _is_seq(after):
             await self.reject_frame(ErrorCode.INVALID_MESSAGE, AFTER_RULE)
             return
-        state = await database_sync_to_async(_room_state)(self.venue_id, after)
-        await self.catch_up(state, after)
+        # A resume may send hundreds of frames: one per WS_RESUME_INTERVAL_SECONDS, or the
+        # connection is closed as any flood is.
+        now = time.monotonic()
+        if now - self.last_resume_at < settings.WS_RESUME_INTERVAL_SECONDS:
+            self.closing = True
+            self.monitor.track_error(ErrorCode.RATE_LIMITED)
+            await self.send_error(ErrorCode.RATE_LIMITED, "One resume at a time; slow down.")
+            await self.close(code=int(CloseCode.RATE_LIMITED))
+            return
+        self.last_resume_at = now
+        await self.catch_up(await room_state(self.venue_id, after), after)
 
-    async def catch_up(self, state: Replay, after: int) -> None:
+    async def catch_up(self, state: Replay, after: int, *, asked: bool = True) -> None:
         """Send what the client missed after `after`, in order, then say it is live; or tell
         it to reload when that cannot be done. Live events that arrive meanwhile wait in the
         channel layer (a consumer handles one message at a time) and are sent after, the ones
-        already replayed left out by their number."""
+        already replayed left out by their number. Not `asked`: a gap in the live stream the
+        server fills by itself, without a `live` frame (the client never left)."""
         monitor = self.monitor
         if state.resync is not None:
-            monitor.track_resume(0, resynced=True)
+            monitor.track_resume(0, resynced=True, asked=asked)
             await self.send_frame({"type": "resync", "seq": state.current, "reason": state.resync})
         else:
             for _, frame in state.frames:
                 await self.send(text_data=frame)
                 monitor.track_message_sent()
-            monitor.track_resume(len(state.frames), resynced=False)
-            await self.send_frame(
-                {"type": "live", "seq": state.current, "replayed": len(state.frames)}
-            )
+            monitor.track_resume(len(state.frames), resynced=False, asked=asked)
+            if asked:
+                await self.send_frame(
+                    {"type": "live", "seq": state.current, "replayed": len(state.frames)}
+                )
         self.last_seq = max(self.last_seq, state.current)
 
     async def reject_frame(self, code: ErrorCode, message: str) -> None:
@@ -365,8 +383,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
                 # A broadcast this connection missed (the channel layer dropped it): sent
                 # from the record, in order, before this one.
                 await self.catch_up(
-                    await database_sync_to_async(_room_state)(self.venue_id, self.last_seq),
-                    self.last_seq,
+                    await room_state(self.venue_id, self.last_seq), self.last_seq, asked=False
                 )
                 if seq <= self.last_seq:
                     return

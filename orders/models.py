@@ -4,6 +4,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -47,6 +48,20 @@ class Venue(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    # Moved only by `UPDATE ... + 1` under the row's lock (orders.api, orders.events): saving
+    # a Venue read earlier (the admin's form, a script) must never write an older value back,
+    # or the next order would take a number that is already used.
+    COUNTERS = ("order_counter", "room_seq")
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name not in self.COUNTERS
+            ]
+        super().save(*args, **kwargs)
 
     def is_accessible_by(self, user: AbstractBaseUser | AnonymousUser) -> bool:
         if not user.is_authenticated or not user.is_active:

@@ -684,3 +684,34 @@ def test_grouping_by_an_unknown_label_is_refused() -> None:
     assert caught.value.message_dict["group_by"] == [
         "Unknown label colour: use rule, venue, severity."
     ]
+
+
+def test_a_run_whose_notice_left_the_window_still_settles_with_it(
+    clock: Any, settings: Any
+) -> None:
+    """The notice (minute 2) is more than the flap window before the run's last resolution
+    (minute 13): it is still the run's notice, edited, and the channel hears it settled."""
+    settings.ALERT_FLAP_WINDOW_SECONDS = 600
+    rule(flap_threshold=2, settle_seconds=600)
+    breaching = {0, 2, 10, 11, 12}
+    for minute in range(25):
+        if minute in breaching:
+            sample(connections=75)
+        run_cycle()
+        clock.shift(60)
+    texts = [n.text for n in notes_to("operations")]
+    (notice,) = [t for t in texts if t.startswith("🔁")]  # one notice for the run...
+    assert "settled resolved" in notice  # ...which says how it ended
+    assert any(t.startswith("✅ Settled: Test rule") for t in texts)
+
+
+def test_an_alert_with_nowhere_to_go_is_not_announced_again_every_cycle(clock: Any) -> None:
+    Route.objects.all().delete()  # no destination for system or WebSocket alerts
+    rule()
+    for _ in range(5):
+        sample(connections=75)
+        run_cycle()
+        clock.shift(60)
+    (incident,) = firing()
+    assert incident.events.filter(message__contains="announcing").count() <= 1
+    assert incident.announced_at is not None

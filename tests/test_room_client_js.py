@@ -87,3 +87,56 @@ def test_the_browser_client_resumes_where_it_left_off(
     assert page.evaluate("window.seen") == [1, 2, 3, 4, 5, 6]
     assert page.evaluate("window.client.connects") == 2
     assert "replaying" in page.evaluate("window.states")
+
+
+RELOADING = """async ({url, token, api}) => {
+  const { RoomClient } = await import("/static/orders/room-client.js");
+  window.seen = []; window.reloads = 0; window.reloadStarted = false;
+  window.client = new RoomClient({
+    urls: [url], token, after: 0,
+    onEvent: (frame) => window.seen.push(frame.seq),
+    reload: async () => {
+      window.reloads += 1;
+      window.reloadStarted = true;
+      const answer = await fetch(api, { headers: { Authorization: `Bearer ${token}` } });
+      const state = await answer.json();
+      window.orders = state.orders.length;
+      await new Promise((done) => setTimeout(done, 1500));  // a slow network
+      return state.seq;
+    },
+  });
+  window.client.start();
+}"""
+
+
+@pytest.fixture
+def small_replay(tmp_path: Path, transactional_db: None) -> Iterator[DaphneServer]:
+    with ServerGroup(tmp_path / "servers") as group:
+        yield group.start(ROOM_REPLAY_MAX_EVENTS="2")
+
+
+def test_an_event_during_a_reload_is_applied_after_it(
+    venue: Venue, venue_token: str, small_replay: DaphneServer
+) -> None:
+    server = small_replay
+    for _ in range(5):  # more than the server replays: the client must reload
+        place(server, venue.pk, venue_token)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(f"{server.base_url}/health/live")
+        page.evaluate(
+            RELOADING,
+            {
+                "url": server.ws_url(f"/ws/venues/{venue.pk}/"),
+                "token": venue_token,
+                "api": f"/api/v1/venues/{venue.pk}/orders",
+            },
+        )
+        page.wait_for_function("window.reloadStarted")
+        place(server, venue.pk, venue_token)  # while the screen reloads its state
+        page.wait_for_function("window.client.seq === 6", timeout=15_000)
+        assert page.evaluate("window.reloads") == 1
+        assert page.evaluate("window.orders") == 5
+        assert page.evaluate("window.seen") == [6]  # the reload had 1-5; 6 came live, once
+        browser.close()

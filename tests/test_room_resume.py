@@ -236,3 +236,31 @@ def test_resumes_replays_and_resyncs_reach_the_statistics(venue: Venue) -> None:
         REGISTRY["ws.resyncs_per_minute"].compute(Window(timezone.now() + timedelta(seconds=1), 60))
     ).values()
     assert per_minute == 1.0
+
+
+def test_saving_a_venue_read_earlier_keeps_its_counters(venue: Venue, device: Client) -> None:
+    """The admin's form holds the venue as it was when the page was read; an order placed
+    meanwhile must not have its numbers written back over by the save."""
+    stale = Venue.objects.get(pk=venue.pk)
+    place(device, venue, 2)
+    stale.name = "Main Branch (renamed)"
+    stale.save()
+    venue.refresh_from_db()
+    assert (venue.name, venue.order_counter, venue.room_seq) == ("Main Branch (renamed)", 2, 2)
+    assert place(device, venue) == [3]
+
+
+async def test_a_second_resume_within_the_interval_is_a_flood(
+    venue: Venue, venue_token: str, device: Client, settings: Any
+) -> None:
+    settings.WS_RESUME_INTERVAL_SECONDS = 60
+    await database_sync_to_async(place)(device, venue, 3)
+    comm = await join(venue, venue_token)
+    await comm.send_json_to({"type": "resume", "after": 0})
+    frames = await frames_until(comm, lambda f: f and f[-1]["type"] == "live")
+    assert [f["seq"] for f in frames] == [1, 2, 3, 3]
+    await comm.send_json_to({"type": "resume", "after": 0})
+    error = await comm.receive_json_from()
+    assert (error["type"], error["code"]) == ("error", "rate_limited")
+    closed = await comm.receive_output()
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4429)

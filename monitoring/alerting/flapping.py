@@ -4,7 +4,7 @@ settled, and the channel is told which (a settled firing alert is then announced
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from django.conf import settings
@@ -35,6 +35,20 @@ def series_start(rule: AlertRule, scope: str, now: datetime) -> datetime:
         .first()
     )
     return max(since, settled) if settled else since
+
+
+def run_start(rule: AlertRule, scope: str) -> datetime:
+    """Where the current run began, however long ago: every run ends with a SETTLED entry,
+    so the run is what came after the last one (its notices may be older than the window)."""
+    settled = (
+        IncidentEvent.objects.filter(
+            incident__rule=rule, incident__scope=scope, kind=IncidentEventKind.SETTLED
+        )
+        .order_by("-at")
+        .values_list("at", flat=True)
+        .first()
+    )
+    return settled or datetime.min.replace(tzinfo=UTC)
 
 
 def changes_since(rule: AlertRule, scope: str, since: datetime) -> int:
@@ -90,12 +104,13 @@ def start_flapping(incident: Incident, now: datetime, since: datetime, changes: 
         )
 
 
-def settle(incident: Incident, now: datetime, since: datetime, state: str) -> bool:
+def settle(incident: Incident, now: datetime, state: str) -> bool:
     """End a run of flapping for the incident's rule and scope; False if another cycle did.
 
-    The flapping notices are edited to say how it ended; a run that ended resolved is also
-    said in the channel (an alert that settles firing is announced by the caller)."""
+    The run's flapping notices are edited to say how it ended; a run that ended resolved is
+    also said in the channel (an alert that settles firing is announced by the caller)."""
     rule, scope = incident.rule, incident.scope
+    since = run_start(rule, scope)
     if not incidents.end_flapping(rule, scope):
         return False
     incident.flapping = False
@@ -139,6 +154,5 @@ def settle_quiet_runs(now: datetime) -> int:
         if now - incident.resolved_at < timedelta(seconds=incident.rule.settle_seconds):
             continue
         with transaction.atomic():
-            since = series_start(incident.rule, incident.scope, incident.resolved_at)
-            settled += settle(incident, now, since, "resolved")
+            settled += settle(incident, now, "resolved")
     return settled

@@ -189,9 +189,17 @@ def announcements(incident: Incident) -> list[Notification]:
     ]
 
 
+def lock(post: Notification) -> None:
+    """Hold the post's row until the caller commits (a read lock: the outbox writes it)."""
+    Notification.objects.select_for_update().filter(pk=post.pk).values_list("pk").first()
+
+
 def refresh_announcements(incident: Incident, now: datetime) -> None:
     """Show the incident's new state in its original message(s), in place."""
     for post in announcements(incident):
+        # Locked before its members are read: two transactions editing one post (a
+        # resolution and an acknowledgement) take turns, and the later sees the earlier.
+        lock(post)
         group = members(post)
         delay = timedelta(seconds=settings.ALERT_GROUP_WAIT_SECONDS if len(group) > 1 else 0)
         message = messages.incident_message(group)

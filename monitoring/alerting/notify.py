@@ -55,7 +55,7 @@ def opened(incident: Incident, now: datetime) -> None:
     if earlier_run.exclude(pk=incident.pk).exists():
         # It flapped, fell quiet for less than the settle period, and opened again with the
         # flap window no longer full: the run is over, and this opening is announced.
-        flapping.settle(incident, now, since, "firing")
+        flapping.settle(incident, now, "firing")
     reason = suppression.suppression(incident, now)
     if reason:
         incidents.record(incident, now, IncidentEventKind.SUPPRESSED, reason)
@@ -135,6 +135,7 @@ def resolved(incident: Incident, now: datetime) -> None:
 
 def _reply_resolved(post: Notification, incident: Incident, now: datetime) -> None:
     kind = routing.kind_for(incident.rule)
+    groups.lock(post)  # members that end at once take turns: each sees the others' ends
     group = groups.members(post)
     if len(group) == 1:
         (row,) = enqueue(
@@ -203,18 +204,19 @@ def _send(
 def remind_or_escalate(incident: Incident, now: datetime) -> None:
     rule = incident.rule
     if incident.flapping:
-        since = flapping.series_start(rule, incident.scope, now)
         if now - incident.opened_at >= timedelta(seconds=rule.settle_seconds):
             # It stopped flapping and holds firing: from now on, an alert like any other.
+            since = flapping.series_start(rule, incident.scope, now)
             changes = flapping.changes_since(rule, incident.scope, since)
-            if flapping.settle(incident, now, since, "firing") and not _held(incident, now):
+            if flapping.settle(incident, now, "firing") and not _held(incident, now):
                 _announce(incident, now, messages.settled_firing(incident, changes))
         return
     if incident.acknowledged_at is not None:
         return
-    if incident.notification is None:
+    if incident.announced_at is None and incident.notification_id is None:
         # Never announced (silenced or inhibited when it opened): announce it as soon as
-        # nothing holds it back any more, rather than never.
+        # nothing holds it back any more, rather than never. (Announced to no destination
+        # counts as announced: it is not tried again every cycle.)
         if not suppression.suppression(incident, now):
             incidents.record(
                 incident, now, IncidentEventKind.NOTE, "no longer held back: announcing"

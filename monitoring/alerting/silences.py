@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import structlog
+from django.db import transaction
 from django.db.models import Q
 
 from monitoring.alerting import incidents, messages, routing
@@ -28,19 +29,23 @@ def summarize_ended_silences(now: datetime) -> int:
         windows = silence.windows_ended(max(seen, now - timedelta(days=1)), now)
         if not windows:
             continue
-        claimed = Silence.objects.filter(
-            pk=silence.pk,
-            **(
-                {"summarized_until": silence.summarized_until}
-                if silence.summarized_until
-                else {"summarized_until__isnull": True}
-            ),
-        ).update(summarized_until=windows[-1][1])
-        if not claimed:
-            continue  # another cycle took it
-        for start, end in windows:
-            sent += _summarize_window(silence, start, end, now)
+        with transaction.atomic():  # the claim commits with the summary it claims
+            sent += _summarize(silence, windows, now)
     return sent
+
+
+def _summarize(silence: Silence, windows: list[tuple[datetime, datetime]], now: datetime) -> int:
+    claimed = Silence.objects.filter(
+        pk=silence.pk,
+        **(
+            {"summarized_until": silence.summarized_until}
+            if silence.summarized_until
+            else {"summarized_until__isnull": True}
+        ),
+    ).update(summarized_until=windows[-1][1])
+    if not claimed:
+        return 0  # another cycle took it
+    return sum(_summarize_window(silence, start, end, now) for start, end in windows)
 
 
 def _summarize_window(silence: Silence, start: datetime, end: datetime, now: datetime) -> int:

@@ -23,8 +23,17 @@ logger = structlog.get_logger(__name__)
 
 
 def silenced(incident: Incident, now: datetime) -> str:
-    for silence in Silence.objects.all():
-        if silence.matches(incident.rule, incident.scope) and silence.active_at(now):
+    rule = incident.rule
+    candidates = (
+        Silence.objects.filter(Q(rule__isnull=True) | Q(rule=rule))
+        .filter(Q(severity="") | Q(severity=rule.severity))
+        .filter(Q(scope="") | Q(scope=incident.scope))
+        # One-off silences that are over (or not begun) need no look; windows do.
+        .exclude(weekdays="", ends_at__lte=now)
+        .exclude(weekdays="", starts_at__gt=now)
+    )
+    for silence in candidates:
+        if silence.matches(rule, incident.scope) and silence.active_at(now):
             return f"silenced: {silence.reason}"
     return ""
 

@@ -43,6 +43,8 @@ export class RoomClient {
     this.rttMs = null;
     this.socket = null;
     this.stopped = true;
+    this.reloading = false;
+    this.held = [];
   }
 
   start() {
@@ -89,6 +91,10 @@ export class RoomClient {
         this.startHeartbeat();
         break;
       case "event":
+        if (this.reloading) {
+          this.held.push(frame); // applied once the reloaded state says where it stands
+          return;
+        }
         if (typeof frame.seq === "number" && this.seq !== null && frame.seq <= this.seq) return;
         if (typeof frame.seq === "number") this.seq = frame.seq;
         this.onEvent(frame);
@@ -109,7 +115,18 @@ export class RoomClient {
   }
 
   async resync(frame) {
-    this.seq = this.reload ? await this.reload() : frame.seq;
+    // Events that arrive while the state reloads are held, then those after the reloaded
+    // state's number applied in order: none lost under the reload, none applied twice.
+    this.reloading = true;
+    this.held = [];
+    try {
+      this.seq = this.reload ? await this.reload() : frame.seq;
+    } finally {
+      this.reloading = false;
+    }
+    const held = this.held;
+    this.held = [];
+    for (const event of held) this.handle(event);
     this.onState("live");
   }
 
