@@ -181,9 +181,10 @@ def _reply_once(incident: Incident, entries: list[dict[str, Any]], now: datetime
     by the others until it goes."""
     processes = _processes(entries)
     end = incident.resolved_at or now
+    key = f"recovery:{incident.pk}"  # the outbox's indexed key, not a scan of its JSON
     reply = (
         Notification.objects.select_for_update()
-        .filter(context__recovery=incident.pk)
+        .filter(coalesce_key=key)
         .order_by("pk")
         .first()
     )
@@ -204,6 +205,7 @@ def _reply_once(incident: Incident, entries: list[dict[str, Any]], now: datetime
         destinations=[parent.destination],
         thread_parent=parent,
         context={"recovery": incident.pk, "processes": processes},
+        coalesce_key=key,
         # The other processes that saw this outage report within a flush: one reply.
         not_before=now + timedelta(seconds=settings.METRICS_FLUSH_SECONDS),
     )
