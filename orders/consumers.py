@@ -78,9 +78,11 @@ def _room_state(venue_id: int, after: int | None) -> Replay:
     return replay.since(venue_id, after) if after is not None else Replay(current_seq(venue_id))
 
 
-# Not on the thread that admits connections: replays (up to ROOM_REPLAY_MAX_EVENTS rows each)
-# must not hold up connects.
-room_state = database_sync_to_async(_room_state, thread_sensitive=False)
+# On the thread that admits connections, as every database call of the consumer: off it,
+# each call would hold a pooled connection of its own (the pool is small). A replay is
+# bounded (ROOM_REPLAY_MAX_EVENTS rows) and a connection may ask for one per
+# WS_RESUME_INTERVAL_SECONDS.
+room_state = database_sync_to_async(_room_state)
 
 
 class VenueRoomConsumer(AsyncWebsocketConsumer):
@@ -129,15 +131,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
                     await self.channel_layer.group_add(user_group, self.channel_name)
         except Exception:
             logger.warning("venue_room_join_failed", venue=venue_id, exc_info=True)
-            self.monitor.track_rejection("channel_layer_unavailable")
-            self.group = None
-            self.closing = True
-            # Accepted first: closing a handshake before accepting it is an HTTP 403, which
-            # a client cannot tell from "not allowed"; 1011 says "try again later". Told
-            # before leaving the groups, which may take as long again on a hung Redis.
-            await self.accept()
-            await self.close(code=int(CloseCode.SERVER_ERROR))
-            await self.leave_groups(group)
+            await self.turn_away(group, "channel_layer_unavailable")
             return
         after, bad_after = _after(self.scope)
         try:
@@ -145,12 +139,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             state = await room_state(venue_id, after)
         except Exception:
             logger.warning("venue_room_state_failed", venue=venue_id, exc_info=True)
-            self.monitor.track_rejection("admission_failed")
-            self.group = None
-            self.closing = True
-            await self.accept()
-            await self.close(code=int(CloseCode.SERVER_ERROR))
-            await self.leave_groups(group)
+            await self.turn_away(group, "admission_failed")
             return
         self.venue_id = venue_id
         self.grant = grant
@@ -172,6 +161,18 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         elif after is not None:
             self.last_resume_at = time.monotonic()
             await self.catch_up(state, after)
+
+    async def turn_away(self, group: str, reason: str) -> None:
+        """The room could not take this connection after joining its groups: 1011, "try again
+        later". Accepted first: closing a handshake before accepting it is an HTTP 403, which
+        a client cannot tell from "not allowed". Told before leaving the groups, which may
+        take as long again on a hung Redis."""
+        self.monitor.track_rejection(reason)
+        self.group = None
+        self.closing = True
+        await self.accept()
+        await self.close(code=int(CloseCode.SERVER_ERROR))
+        await self.leave_groups(group)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:

@@ -8,8 +8,8 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path
 
+from monitoring.admin.preview import PreviewAdmin
 from monitoring.alerting import rules
 from monitoring.alerting.defaults import inhibit_dependents
 from monitoring.alerting.metrics import REGISTRY, metric_choices
@@ -77,7 +77,7 @@ class InhibitionAdmin(admin.ModelAdmin):
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(admin.ModelAdmin):
+class AlertRuleAdmin(PreviewAdmin):
     form = AlertRuleForm
     change_form_template = "admin/monitoring/alertrule/change_form.html"
     list_display = ["name", "condition", "window_seconds", "severity", "enabled", "firing"]
@@ -116,27 +116,10 @@ class AlertRuleAdmin(admin.ModelAdmin):
     def condition(self, obj: AlertRule) -> str:
         return rules.condition_text(obj)
 
-    def get_urls(self) -> list[Any]:
-        preview_view = self.admin_site.admin_view(self.preview_view)
-        return [
-            path("add/preview/", preview_view, name="monitoring_alertrule_preview_add"),
-            path(
-                "<path:object_id>/change/preview/",
-                preview_view,
-                name="monitoring_alertrule_preview",
-            ),
-            *super().get_urls(),
-        ]
-
     def preview_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
         """The change form's values, replayed over the last week of samples; nothing is saved."""
-        instance = self.get_object(request, object_id) if object_id else None
-        permitted = (
-            self.has_change_permission(request, instance)
-            if instance
-            else self.has_add_permission(request)
-        )
-        if request.method != "POST" or not permitted:
+        instance, allowed = self.previewable(request, object_id)
+        if not allowed:
             return HttpResponseRedirect("../")
         form = AlertRuleForm(request.POST, instance=instance)
         result = None

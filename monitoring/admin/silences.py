@@ -9,9 +9,9 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path
 from django.utils import timezone
 
+from monitoring.admin.preview import PreviewAdmin
 from monitoring.models import (
     AlertRule,
     Incident,
@@ -39,7 +39,7 @@ class SilenceForm(forms.ModelForm):
 
 
 @admin.register(Silence)
-class SilenceAdmin(admin.ModelAdmin):
+class SilenceAdmin(PreviewAdmin):
     form = SilenceForm
     change_form_template = "admin/monitoring/silence/change_form.html"
     list_display = [
@@ -74,27 +74,10 @@ class SilenceAdmin(admin.ModelAdmin):
             "evaluation."
         )  # fmt: skip
 
-    def get_urls(self) -> list[Any]:
-        preview_view = self.admin_site.admin_view(self.preview_view)
-        return [
-            path("add/preview/", preview_view, name="monitoring_silence_preview_add"),
-            path(
-                "<path:object_id>/change/preview/",
-                preview_view,
-                name="monitoring_silence_preview",
-            ),
-            *super().get_urls(),
-        ]
-
     def preview_view(self, request: HttpRequest, object_id: str | None = None) -> HttpResponse:
         """What the form's silence would hold back now: rules and open incidents."""
-        instance = self.get_object(request, object_id) if object_id else None
-        permitted = (
-            self.has_change_permission(request, instance)
-            if instance
-            else self.has_add_permission(request)
-        )
-        if request.method != "POST" or not permitted:
+        instance, allowed = self.previewable(request, object_id)
+        if not allowed:
             return HttpResponseRedirect("../")
         # The admin's own form class: its widgets (split date and time) read what was posted.
         form = self.get_form(request, instance, change=instance is not None)(

@@ -22,11 +22,8 @@ from notifications.outbox import enqueue
 logger = structlog.get_logger(__name__)
 
 
-def series_start(rule: AlertRule, scope: str, now: datetime) -> datetime:
-    """Where the current run of opens and resolves began: the flap window, cut at the last
-    time this alert settled (a settled alert starts afresh)."""
-    since = now - timedelta(seconds=settings.ALERT_FLAP_WINDOW_SECONDS)
-    settled = (
+def _last_settled(rule: AlertRule, scope: str) -> datetime | None:
+    return (
         IncidentEvent.objects.filter(
             incident__rule=rule, incident__scope=scope, kind=IncidentEventKind.SETTLED
         )
@@ -34,21 +31,20 @@ def series_start(rule: AlertRule, scope: str, now: datetime) -> datetime:
         .values_list("at", flat=True)
         .first()
     )
+
+
+def series_start(rule: AlertRule, scope: str, now: datetime) -> datetime:
+    """Where the current run of opens and resolves began: the flap window, cut at the last
+    time this alert settled (a settled alert starts afresh)."""
+    since = now - timedelta(seconds=settings.ALERT_FLAP_WINDOW_SECONDS)
+    settled = _last_settled(rule, scope)
     return max(since, settled) if settled else since
 
 
 def run_start(rule: AlertRule, scope: str) -> datetime:
     """Where the current run began, however long ago: every run ends with a SETTLED entry,
     so the run is what came after the last one (its notices may be older than the window)."""
-    settled = (
-        IncidentEvent.objects.filter(
-            incident__rule=rule, incident__scope=scope, kind=IncidentEventKind.SETTLED
-        )
-        .order_by("-at")
-        .values_list("at", flat=True)
-        .first()
-    )
-    return settled or datetime.min.replace(tzinfo=UTC)
+    return _last_settled(rule, scope) or datetime.min.replace(tzinfo=UTC)
 
 
 def changes_since(rule: AlertRule, scope: str, since: datetime) -> int:

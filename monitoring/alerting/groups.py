@@ -52,14 +52,7 @@ def add_to_group(incident: Incident, destination: Destination, now: datetime) ->
     kind, key = routing.kind_for(incident.rule), group_key(incident)
     wait = settings.ALERT_GROUP_WAIT_SECONDS
     if wait <= 0:
-        (row,) = enqueue(
-            kind,
-            messages.incident_message([incident]),
-            destinations=[destination],
-            context={"group": True},
-            coalesce_key=key,
-        )
-        return row
+        return _start_group(incident, destination, key, None)
     pending = (
         Notification.objects.select_for_update()
         .filter(
@@ -84,13 +77,19 @@ def add_to_group(incident: Incident, destination: Destination, now: datetime) ->
     if post is not None:
         join(post, incident, now)
         return post
+    return _start_group(incident, destination, key, now + timedelta(seconds=wait))
+
+
+def _start_group(
+    incident: Incident, destination: Destination, key: str, not_before: datetime | None
+) -> Notification:
     (row,) = enqueue(
-        kind,
+        routing.kind_for(incident.rule),
         messages.incident_message([incident]),
         destinations=[destination],
         context={"group": True},
         coalesce_key=key,
-        not_before=now + timedelta(seconds=wait),
+        not_before=not_before,
     )
     return row
 

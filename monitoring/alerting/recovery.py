@@ -182,12 +182,7 @@ def _reply_once(incident: Incident, entries: list[dict[str, Any]], now: datetime
     processes = _processes(entries)
     end = incident.resolved_at or now
     key = f"recovery:{incident.pk}"  # the outbox's indexed key, not a scan of its JSON
-    reply = (
-        Notification.objects.select_for_update()
-        .filter(coalesce_key=key)
-        .order_by("pk")
-        .first()
-    )
+    reply = Notification.objects.select_for_update().filter(coalesce_key=key).order_by("pk").first()
     if reply is not None:
         if reply.status != NotificationStatus.PENDING or reply.attempts:
             return  # it went: the timeline names the latecomers
