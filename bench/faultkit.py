@@ -158,3 +158,10 @@ class TcpProxy:
                 self._sockets.discard(source)
             with contextlib.suppress(OSError):
                 source.close()
+
+    def __enter__(self) -> TcpProxy:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

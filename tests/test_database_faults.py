@@ -18,9 +18,10 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from bench.faultkit import TcpProxy
 from notifications.models import Notification, NotificationKind
 from orders.models import OrderEvent, OrderEventKind, Venue
-from tests.faults import TcpProxy, send_json
+from tests.faults import send_json
 from tests.servers import MONITORING_TOKEN, STATS_PATH, ServerGroup, free_port, poll_until
 
 pytestmark = [

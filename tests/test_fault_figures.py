@@ -16,9 +16,9 @@ import pytest
 from django.db import connections
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.faultkit import TcpProxy
 from monitoring.recording import release_dead_workers
 from orders.models import Venue
-from tests.faults import TcpProxy
 from tests.servers import (
     MONITORING_TOKEN,
     STATS_PATH,

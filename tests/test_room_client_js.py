@@ -20,7 +20,6 @@ playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.system,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
 ]
 
 ORDER = {"table": "3", "items": [{"name": "Bread", "quantity": 1, "unitPrice": "4.00"}]}
