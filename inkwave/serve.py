@@ -11,8 +11,17 @@ now", the venue rooms' close code for a channel layer outage). autobahn's sendCl
 accepts the codes an application may pick (1000, 3000-4999) and raises on 1011, although
 RFC 6455 gives it to servers and daphne itself sends it when an application crashes.
 
+It listens with a backlog of WEB_LISTEN_BACKLOG connections (Twisted's default is 50), so
+that a reconnect storm is queued rather than dropped.
+
 It also tells a stop that was asked for (SIGTERM, SIGINT) from an exit on an error, so the
 last metrics flush marks the process stopped only in the first case (inkwave.shutdown).
+
+Nothing is formatted per WebSocket connection for a log line nobody reads: daphne's access
+log keeps its HTTP lines but writes none for WebSocket connects and disconnects (the monitor
+counts them; three lines a connection were most of a reconnect storm's log), and autobahn's
+debug dump of each connection's options (a pformat() run for every handshake, debug logging
+or not) is only formatted when a debug line is really written.
 
 And a process that stops tells its WebSocket clients so, with 1012 (service restart), before
 its consumers are cancelled: a client then reconnects after a random delay and resumes
@@ -22,8 +31,10 @@ its consumers are cancelled: a client then reconnects after a random delay and r
 from __future__ import annotations
 
 import asyncio
+import pprint
 from typing import Any
 
+import autobahn.websocket.protocol
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
@@ -36,6 +47,23 @@ SERVICE_RESTART = 1012
 SERVER_CLOSE_CODES = frozenset({1011, SERVICE_RESTART, 1013})
 
 
+class LazyPformat:
+    """pprint.pformat(value), worked out only when the log line that holds it is written."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self.value)
+
+
+# autobahn's _connectionMade calls pformat(...) for a debug line that txaio drops unless debug
+# logging is on; the name it calls is its module's.
+autobahn.websocket.protocol.pformat = LazyPformat  # type: ignore[assignment]
+
+
 class InkwaveWebSocketProtocol(WebSocketProtocol):
     def serverClose(self, code: int | None = None) -> None:
         if code in SERVER_CLOSE_CODES:
@@ -44,7 +72,26 @@ class InkwaveWebSocketProtocol(WebSocketProtocol):
             super().serverClose(code)
 
 
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """A TCP or Unix endpoint description with a listen backlog, unless it names one."""
+    kind = endpoint.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "unix") or "backlog=" in endpoint:
+        return endpoint
+    return f"{endpoint}:backlog={backlog}"
+
+
 class InkwaveServer(Server):
+    endpoints: list[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from django.conf import settings  # the application, loaded by now, set Django up
+
+        # Twisted listens with a backlog of 50: when a restarted process's screens all come
+        # back within a second, the kernel drops the rest of the SYNs, and those clients
+        # wait a second or more for their retransmission.
+        self.endpoints = [with_backlog(e, settings.WEB_LISTEN_BACKLOG) for e in self.endpoints]
+
     # daphne's run() makes the factory; the protocol it builds is swapped as it is set.
     @property
     def ws_factory(self) -> WebSocketFactory:
@@ -54,6 +101,10 @@ class InkwaveServer(Server):
     def ws_factory(self, factory: WebSocketFactory) -> None:
         factory.protocol = InkwaveWebSocketProtocol
         self._ws_factory = factory
+
+    def log_action(self, protocol: str, action: str, details: dict[str, Any]) -> None:
+        if protocol != "websocket":
+            super().log_action(protocol, action, details)
 
     def run(self) -> None:
         from twisted.internet import reactor

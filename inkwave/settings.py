@@ -322,6 +322,8 @@ REPORTS_CHECK_SECONDS = env_int("REPORTS_CHECK_SECONDS", 900, minimum=10)
 
 # --- WebSockets -------------------------------------------------------------------------
 
+# The web process's listen queue (inkwave.serve); the kernel caps it at net.core.somaxconn.
+WEB_LISTEN_BACKLOG = env_int("WEB_LISTEN_BACKLOG", 1024, minimum=1, maximum=65535)
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=128)
 WS_RATE_LIMIT_PER_SECOND = env_float("WS_RATE_LIMIT_PER_SECOND", 20.0, minimum=0.1)
 WS_RATE_LIMIT_BURST = env_int("WS_RATE_LIMIT_BURST", 40, minimum=1)
