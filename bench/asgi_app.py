@@ -6,6 +6,12 @@ calls orders.broadcast.abroadcast_to_venue `n` times inside the server process, 
 `interval` seconds on a fixed timetable (0: back to back), with data {"i": first + k}. The
 in-memory channel layer only reaches consumers of its own process, so this is the only honest
 way to broadcast on it; the benchmark uses the same path on Redis so that both are comparable.
+
+    ws://.../bench/ws/bare/
+
+is a bare channels consumer on the same channel layer: it accepts and sends one small welcome
+frame, and nothing else (no origin check, no authentication, no group). bench/handshakes.py
+measures the venue room's handshakes against it, on the same server in the same run.
 Everything else goes to inkwave.asgi.application unchanged. Never deploy this module.
 """
 
@@ -16,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.generic.websocket import AsyncWebsocketConsumer
+
 from bench.broadcaster import broadcast_on_timetable
 from inkwave.asgi import application as inkwave_application
 
@@ -24,6 +32,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 BROADCAST_PATH = "/bench/broadcast"
+BARE_PATH = "/bench/ws/bare/"
 MAX_BROADCASTS = 100_000
 
 
@@ -64,8 +73,22 @@ async def _broadcast(scope: Scope, receive: Receive, send: Send) -> None:
     await _respond(send, 200, await broadcast_on_timetable(venue, count, interval, first))
 
 
+class BareConsumer(AsyncWebsocketConsumer):
+    """The least a channels consumer does: accept, and say so in a frame."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send(text_data='{"type":"welcome"}')
+
+
+bare_consumer = BareConsumer.as_asgi()
+
+
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http" and scope["path"] == BROADCAST_PATH:
         await _broadcast(scope, receive, send)
+        return
+    if scope["type"] == "websocket" and scope["path"] == BARE_PATH:
+        await bare_consumer(scope, receive, send)
         return
     await inkwave_application(scope, receive, send)

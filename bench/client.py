@@ -3,7 +3,8 @@
 bench/run.py starts it as `python -m bench.client` and talks to it over pipes, one JSON object
 a line:
 
-1. run.py writes the spec (url, connections, and the steps to run on them) on stdin;
+1. run.py writes the spec (url, connections, and the steps to run on them; optionally the
+   headers of every handshake, such as a session cookie) on stdin;
 2. the client opens every connection, reads and discards each welcome frame, and prints
    {"event": "ready", ...};
 3. for each step, run.py writes `go <epoch seconds>` once every client process is ready, so all
@@ -57,13 +58,16 @@ async def read_line() -> str:
 # --- connecting ---------------------------------------------------------------------------
 
 
-async def open_one(url: str, semaphore: asyncio.Semaphore) -> ClientConnection:
+async def open_one(
+    url: str, semaphore: asyncio.Semaphore, headers: dict[str, str] | None = None
+) -> ClientConnection:
     last_error: Exception | None = None
     for attempt in range(CONNECT_ATTEMPTS):
         async with semaphore:
             try:
                 ws = await connect(
                     url,
+                    additional_headers=headers,
                     compression=None,
                     proxy=None,
                     ping_interval=None,
@@ -83,11 +87,12 @@ async def open_one(url: str, semaphore: asyncio.Semaphore) -> ClientConnection:
     raise RuntimeError(f"could not connect to {url}: {last_error!r}")
 
 
-async def open_all(url: str, count: int, concurrency: int) -> list[ClientConnection]:
-    # Bounded concurrency: daphne listens with Twisted's default backlog of 50, and each
-    # handshake does a database lookup for the token on a single thread.
+async def open_all(
+    url: str, count: int, concurrency: int, headers: dict[str, str] | None = None
+) -> list[ClientConnection]:
+    # Bounded concurrency: daphne listens with Twisted's default backlog of 50.
     semaphore = asyncio.Semaphore(concurrency)
-    return list(await asyncio.gather(*(open_one(url, semaphore) for _ in range(count))))
+    return list(await asyncio.gather(*(open_one(url, semaphore, headers) for _ in range(count))))
 
 
 async def close_all(connections: list[ClientConnection]) -> None:
@@ -384,7 +389,9 @@ MODES = {"echo": run_echo, "open": run_open, "broadcast": run_broadcast}
 async def main_async() -> None:
     spec = json.loads(await read_line())
     connect_started = time.perf_counter()
-    connections = await open_all(spec["url"], spec["connections"], spec["connect_concurrency"])
+    connections = await open_all(
+        spec["url"], spec["connections"], spec["connect_concurrency"], spec.get("headers")
+    )
     emit(
         {
             "event": "ready",

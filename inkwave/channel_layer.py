@@ -3,11 +3,16 @@
 redis-py 8 caps a pool at 100 connections and raises at once when they are all busy; a
 burst of 500 disconnects then fails most group_discard calls and leaves stale members in
 the room's group for a day. A blocking pool makes the burst wait its turn instead.
+
+And joining a group is one round trip to Redis, not two: channels-redis awaits its ZADD,
+then its EXPIRE; here they go in one pipeline (every room connection joins at least one
+group, and a restarted process's screens all join at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -19,6 +24,18 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
         host = dict(self.hosts[index])
         address = host.pop("address")
         return aioredis.BlockingConnectionPool.from_url(address, **host)
+
+    async def group_add(self, group: str, channel: str) -> None:
+        assert self.require_valid_group_name(group), "Group name not valid"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        group_key = self._group_key(group)
+        connection = self.connection(self.consistent_hash(group))
+        # As channels-redis: the member's score is when it joined (group_send drops members
+        # older than the group expiry), and the set expires after the last join.
+        async with connection.pipeline(transaction=False) as pipe:
+            pipe.zadd(group_key, {channel: time.time()})
+            pipe.expire(group_key, self.group_expiry)
+            await pipe.execute()
 
     async def ping(self, within: float) -> None:
         """Raise unless every Redis host of the layer answers PING within `within` seconds.

@@ -1,11 +1,16 @@
-"""The WebSocket side of the ASGI application: origin check, device token, session, routes."""
+"""The WebSocket side of the ASGI application: origin check, device token, cookies, routes.
+
+No session or user is loaded here (channels' AuthMiddlewareStack would, one hop to the
+database thread per handshake, token or not): the rooms' door reads the session cookie and
+admits many connections in one hop (orders/entry.py).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from channels.auth import AuthMiddlewareStack
 from channels.routing import URLRouter
+from channels.sessions import CookieMiddleware
 
 from orders.middleware import AllowedHostsOriginMiddleware, VenueTokenMiddleware
 from orders.routing import websocket_urlpatterns
@@ -13,5 +18,5 @@ from orders.routing import websocket_urlpatterns
 
 def build_websocket_application() -> Any:
     return AllowedHostsOriginMiddleware(
-        VenueTokenMiddleware(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        VenueTokenMiddleware(CookieMiddleware(URLRouter(websocket_urlpatterns)))
     )

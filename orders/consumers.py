@@ -16,18 +16,17 @@ from urllib.parse import parse_qs
 
 import structlog
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from monitoring.monitor import get_monitor
-from orders import replay
-from orders.access import Grant, admit
+from orders.access import Grant, credentials
+from orders.entry import Ask, get_door
 from orders.groups import room_user_group_name, venue_group_name
 from orders.layerwatch import get_layer_watch
 from orders.protocol import REFUSAL_REASONS, CloseCode, ErrorCode, ServerFrame
 from orders.ratelimit import TokenBucket
-from orders.replay import Replay, current_seq
+from orders.replay import Replay
 from orders.watch import get_watch
 
 logger = structlog.get_logger(__name__)
@@ -74,17 +73,6 @@ def _after(scope: dict[str, Any]) -> tuple[int | None, bool]:
     return None, True
 
 
-def _room_state(venue_id: int, after: int | None) -> Replay:
-    return replay.since(venue_id, after) if after is not None else Replay(current_seq(venue_id))
-
-
-# On the thread that admits connections, as every database call of the consumer: off it,
-# each call would hold a pooled connection of its own (the pool is small). A replay is
-# bounded (ROOM_REPLAY_MAX_EVENTS rows) and a connection may ask for one per
-# WS_RESUME_INTERVAL_SECONDS.
-room_state = database_sync_to_async(_room_state)
-
-
 class VenueRoomConsumer(AsyncWebsocketConsumer):
     group: str | None = None
     # The signed-in user's group (room_user_group_name), which their grant's end is sent to.
@@ -102,48 +90,48 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.monitor = get_monitor()
         venue_id = int(self.scope["url_route"]["kwargs"]["venue_id"])
-        try:
-            admission = await admit(self.scope, venue_id)
-        except Exception:
-            logger.exception("venue_room_admission_failed", venue=venue_id)
-            self.monitor.track_rejection("admission_failed")
-            self.closing = True
-            await self.accept()
-            await self.close(code=int(CloseCode.SERVER_ERROR))
+        shown = credentials(self.scope)
+        if shown is None:  # nothing to look up: no query, no channel layer call
+            await self.refuse(CloseCode.UNAUTHENTICATED)
             return
-        if admission.grant is None:
-            await self.refuse(admission.refusal or CloseCode.FORBIDDEN)
-            return
-        grant = admission.grant
         group = venue_group_name(venue_id)
-        user_group = None if grant.user_id is None else room_user_group_name(grant.user_id)
-        # Set before the joins are awaited: daphne cancels a consumer whose handshake it gave
+        # Set before the join is awaited: daphne cancels a consumer whose handshake it gave
         # up on, possibly after Redis added it to the group but before group_add returned,
         # and only a group that is set is left on the way out (leaving twice is harmless).
-        self.group, self.user_group = group, user_group
-        try:
-            # Join before accepting, so nothing broadcast after the client sees "open" is lost.
-            # Bounded: a hung Redis would otherwise outlast daphne's handshake timeout, and
-            # the client would see a dropped handshake instead of 1011.
-            async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
-                await self.channel_layer.group_add(group, self.channel_name)
-                if user_group is not None:
-                    await self.channel_layer.group_add(user_group, self.channel_name)
-        except Exception:
-            logger.warning("venue_room_join_failed", venue=venue_id, exc_info=True)
+        self.group = group
+        # Join before knocking: whatever is recorded after the door reads the room's state
+        # (and any revocation sent meanwhile) reaches this connection.
+        if not await self.join(group):
             await self.turn_away(group, "channel_layer_unavailable")
             return
         after, bad_after = _after(self.scope)
         try:
-            # Read after joining: whatever commits later is broadcast to us live.
-            state = await room_state(venue_id, after)
+            answer = await get_door().ask(Ask(venue_id, after, shown))
         except Exception:
-            logger.warning("venue_room_state_failed", venue=venue_id, exc_info=True)
+            logger.warning("venue_room_admission_failed", venue=venue_id, exc_info=True)
             await self.turn_away(group, "admission_failed")
             return
+        grant = answer.admission.grant if answer.admission is not None else None
+        if grant is None or answer.state is None:
+            code = answer.admission.refusal if answer.admission is not None else None
+            self.group = None
+            await self.refuse(code or CloseCode.FORBIDDEN)
+            await self.leave_groups(group)
+            return
+        if grant.user_id is not None:
+            self.user_group = room_user_group_name(grant.user_id)
+            if not await self.join(self.user_group):
+                await self.turn_away(group, "channel_layer_unavailable")
+                return
+        state = answer.state
         self.venue_id = venue_id
         self.grant = grant
-        get_watch().add(self, grant)
+        watch = get_watch()
+        watch.add(self, grant)
+        if grant.user_id is not None:
+            # The user's group was joined after the door looked: an end of their access sent
+            # in between (a logout, a deactivation) is found by this re-check instead.
+            watch.recheck(self)
         layer_watch = get_layer_watch()
         if layer_watch is not None:
             layer_watch.add(self)
@@ -161,6 +149,21 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         elif after is not None:
             self.last_resume_at = time.monotonic()
             await self.catch_up(state, after)
+
+    async def join(self, group: str) -> bool:
+        """Bounded: a hung Redis would otherwise outlast daphne's handshake timeout, and the
+        client would see a dropped handshake instead of 1011."""
+        try:
+            async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
+                await self.channel_layer.group_add(group, self.channel_name)
+        except Exception:
+            logger.warning("venue_room_join_failed", group=group, exc_info=True)
+            return False
+        return True
+
+    async def room_state(self, after: int) -> Replay | None:
+        """The events after `after`, for a connection already in (None: the venue is gone)."""
+        return (await get_door().ask(Ask(self.venue_id, after))).state
 
     async def turn_away(self, group: str, reason: str) -> None:
         """The room could not take this connection after joining its groups: 1011, "try again
@@ -194,7 +197,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
 
         That call is a hop to the sync thread for every frame and every broadcast delivery,
         about half of this consumer's CPU time (bench/README.md). No handler here touches
-        the ORM directly: connect() goes through database_sync_to_async, which closes
+        the ORM directly: connect() goes through inkwave.db.database_sync_to_async, which closes
         stale connections itself. A handler that needs the database must do the same.
         """
         handler = getattr(self, get_handler_name(message), None)
@@ -337,7 +340,9 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=int(CloseCode.RATE_LIMITED))
             return
         self.last_resume_at = now
-        await self.catch_up(await room_state(self.venue_id, after), after)
+        state = await self.room_state(after)
+        if state is not None:
+            await self.catch_up(state, after)
 
     async def catch_up(self, state: Replay, after: int, *, asked: bool = True) -> None:
         """Send what the client missed after `after`, in order, then say it is live; or tell
@@ -383,9 +388,9 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             if seq > self.last_seq + 1:
                 # A broadcast this connection missed (the channel layer dropped it): sent
                 # from the record, in order, before this one.
-                await self.catch_up(
-                    await room_state(self.venue_id, self.last_seq), self.last_seq, asked=False
-                )
+                state = await self.room_state(self.last_seq)
+                if state is not None:
+                    await self.catch_up(state, self.last_seq, asked=False)
                 if seq <= self.last_seq:
                     return
             self.last_seq = seq

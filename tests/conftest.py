@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,39 @@ from notifications.defaults import create_default_routes
 from notifications.local_slack import TOKEN, SlackServer
 from notifications.models import Destination, Route
 from orders.models import Venue, VenueAccessToken
-from tests.servers import RedisServer, ServerGroup
+from tests.servers import ROOT, RedisServer, ServerGroup
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_pooled_connection_leaks(django_db_setup: Any) -> Iterator[None]:
+    """Every connection taken from this process's pool is given back. One that is not (a
+    thread or a task context that opened it and went away) is gone for good, and after as
+    many as the pool's size every query waits and fails: inkwave/db.py says how it happened.
+    """
+    from django.db import connections
+
+    pool = getattr(connections["default"], "pool", None)
+    if pool is None:  # SQLite, or a run without a pool
+        yield
+        return
+    taken: dict[int, str] = {}
+    real_get, real_put = pool.getconn, pool.putconn
+
+    def getconn(timeout: float | None = None) -> Any:
+        conn = real_get(timeout)
+        here = [f for f in traceback.extract_stack()[:-1] if str(ROOT) in f.filename]
+        taken[id(conn)] = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in here[-4:])
+        return conn
+
+    def putconn(conn: Any) -> None:
+        taken.pop(id(conn), None)
+        real_put(conn)
+
+    pool.getconn, pool.putconn = getconn, putconn
+    yield
+    pool.getconn, pool.putconn = real_get, real_put
+    leaks = list(taken.values())
+    assert not leaks, f"{len(leaks)} pooled connections never given back: {leaks[:5]}"
 
 
 @pytest.fixture(autouse=True)

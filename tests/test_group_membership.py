@@ -21,11 +21,11 @@ from typing import Any, cast
 import pytest
 import redis
 import redis.asyncio as aioredis
-from channels.db import database_sync_to_async
 from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake
 
+from inkwave.db import database_sync_to_async
 from monitoring.models import MetricTotals
 from orders.broadcast import abroadcast_to_venue
 from orders.groups import venue_group_name

@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 import pytest
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings as django_settings
 from django.test import AsyncClient
 
+from inkwave.db import database_sync_to_async
 from monitoring.health import (
     ChannelLayerCheck,
     CheckResult,

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 import time_machine
-from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.test import Client, override_settings
 
+from inkwave.db import database_sync_to_async
 from monitoring.monitor import WebSocketMonitor
 from orders.access import Grant, _lapsed_grants
 from orders.broadcast import abroadcast_to_venue, venue_event_message

@@ -15,13 +15,13 @@ import urllib.request
 from typing import Any
 
 import pytest
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.sessions.models import Session
 from django.test import Client
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from inkwave.db import database_sync_to_async
 from orders.broadcast import abroadcast_to_venue
 from orders.models import Venue, VenueAccessToken
 from tests.servers import DaphneServer, ServerGroup

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import time_machine
-from channels.db import database_sync_to_async
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
+from inkwave.db import database_sync_to_async
 from inkwave.routing import build_websocket_application
 from monitoring.alerting.metrics import REGISTRY, Window
 from monitoring.monitor import MonitorSnapshot, WebSocketMonitor

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 from django.utils import timezone
 
+from inkwave.db import database_sync_to_async
 from inkwave.routing import build_websocket_application
 from monitoring.monitor import WebSocketMonitor
 from orders.broadcast import abroadcast_to_venue
@@ -49,7 +49,7 @@ async def refused_with(path: str, **kwargs: Any) -> int:
     assert connected  # accepted so that the browser sees the close code
     output = await comm.receive_output()
     assert output["type"] == "websocket.close"
-    await comm.wait()
+    await comm.disconnect()  # the client's side of the close: the consumer ends
     return int(output["code"])
 
 
@@ -283,17 +283,16 @@ async def test_a_consumer_cancelled_while_joining_leaves_no_member_in_the_group(
     for a ghost until the group expires."""
     import asyncio
 
-    from channels_redis.core import RedisChannelLayer
-
+    layer_class = type(get_channel_layer())
     joined = asyncio.Event()
-    real_group_add = RedisChannelLayer.group_add
+    real_group_add = layer_class.group_add
 
     async def add_then_stall(self: Any, group: str, channel: str) -> None:
         await real_group_add(self, group, channel)
         joined.set()
         await asyncio.sleep(30)  # the reply from Redis "never comes back" before the cancel
 
-    monkeypatch.setattr(RedisChannelLayer, "group_add", add_then_stall)
+    monkeypatch.setattr(layer_class, "group_add", add_then_stall)
     comm = communicator(f"/ws/venues/{venue.pk}/?token={venue_token}")
     await comm.send_input({"type": "websocket.connect"})
     await asyncio.wait_for(joined.wait(), 10)

@@ -22,9 +22,9 @@ from bench.server import Server
 class ClientProcess:
     """One `python -m bench.client` process, spoken to with JSON lines over its pipes."""
 
-    def __init__(self, spec: dict[str, Any], log: IO[bytes]) -> None:
+    def __init__(self, spec: dict[str, Any], log: IO[bytes], module: str = "bench.client") -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.client"],
+            [sys.executable, "-m", module],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
