@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import time
@@ -16,7 +17,10 @@ from urllib.parse import parse_qs
 
 import structlog
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from monitoring.monitor import get_monitor
@@ -179,7 +183,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            await self.serve(scope, receive, send)
         except Exception:
             # What ends the dispatch loop with an error is the channel layer's receive
             # (Redis down, or hung past its socket timeout): every handler here survives
@@ -191,6 +195,33 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             # never ran, so leave the room here; it is a no-op once it has run.
             if self.group is not None:
                 await self.disconnect(1001)
+
+    async def serve(self, scope: Any, receive: Any, send: Any) -> None:
+        """channels' AsyncConsumer.__call__, except that the channel layer's receive is not
+        waited for once the consumer is done. channels cancels it and waits: with Redis it
+        is in a blocking pop that redis-py does not interrupt, so every consumer outlived its
+        client by up to the pop's 5 s, twice, and daphne's application_close_timeout (10 s)
+        was what ended most of them. The receive now ends on its own, in the background."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            sources.append(self.receive_from_layer)
+        with contextlib.suppress(StopConsumer):
+            await await_many_dispatch(sources, self.dispatch)
+
+    async def receive_from_layer(self) -> dict[str, Any]:
+        task = asyncio.ensure_future(self.channel_receive())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            # Whatever it ends with, nobody waits for it: its error is not an unread one.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            raise
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """channels' dispatch, without its close_old_connections() before every handler.
