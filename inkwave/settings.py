@@ -58,6 +58,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: times everything below, and sees the status the client gets.
+    "monitoring.middleware.PerformanceMiddleware",
     # Outermost: every error answer under /api/ leaves as JSON, whoever produced it.
     "inkwave.api_errors.ApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -245,6 +247,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # --- Monitoring -------------------------------------------------------------------------
 
 MONITORING_ENABLED = env_bool("MONITORING_ENABLED", True)
+# A database query or an HTTP request at least this long is recorded with its details.
+SLOW_QUERY_MS = env_float("SLOW_QUERY_MS", 1000.0, minimum=1)
+SLOW_REQUEST_MS = env_float("SLOW_REQUEST_MS", 2000.0, minimum=1)
+# The request header a trusted proxy sets to the request's id (X-Request-ID); empty: every
+# request gets a new id, whatever it says, as a client could otherwise pick it.
+REQUEST_ID_HEADER = env_str("REQUEST_ID_HEADER", "")
 METRICS_FLUSH_SECONDS = env_float("METRICS_FLUSH_SECONDS", 10.0, minimum=0.1, maximum=3600)
 # A worker whose last sample is older than this is no longer counted.
 WORKER_LIVENESS_SECONDS = env_float(

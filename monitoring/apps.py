@@ -19,6 +19,13 @@ class MonitoringConfig(AppConfig):
         # The metric registry is filled before any rule is shown or evaluated.
         assert metrics.REGISTRY
 
+        from django.db.backends.signals import connection_created
+
+        from monitoring.middleware import install_query_timer
+
+        # Every database connection times its queries for the request (or task) that runs them.
+        connection_created.connect(install_query_timer, dispatch_uid="monitoring.query_timer")
+
         from monitoring import retention
 
         # Its tables' prunes, and what open incidents keep in the outbox (a sink that

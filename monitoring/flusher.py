@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from monitoring.health import redis_reachable
 from monitoring.models import WorkerRole
 from monitoring.monitor import MonitorSnapshot, WebSocketMonitor, get_monitor
 from monitoring.recording import SampleRecorder, WorkerIdentity, record_heartbeat
+from monitoring.request_recording import RequestRecorder
+from monitoring.requests import get_request_monitor
 
 logger = structlog.get_logger(__name__)
 
@@ -45,6 +48,7 @@ class SampleFlusher(threading.Thread):
         self.monitor = monitor
         self.interval = interval
         self.recorder = SampleRecorder(identity, MonitorSnapshot.empty(monitor.started_at))
+        self.requests = RequestRecorder(get_request_monitor(), identity.name, monitor.started_at)
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self._redis_down = False
@@ -86,7 +90,8 @@ class SampleFlusher(threading.Thread):
     def _report(self, stopping: bool) -> None:
         identity = self.recorder.identity
         if identity.role == WorkerRole.WEB:
-            self.recorder.flush(self.monitor.snapshot(), stopping=stopping)
+            sample = self.recorder.flush(self.monitor.snapshot(), stopping=stopping)
+            self.requests.flush(sample.worker_id, time.time())
         else:
             # A Celery process serves no WebSocket: a heartbeat, not rows of zeros.
             record_heartbeat(identity, stopping=stopping)

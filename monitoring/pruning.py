@@ -1,4 +1,4 @@
-"""Retention: old sample rows go, the running totals stay."""
+"""Retention: old sample rows (WebSocket and HTTP) and slow records go, the totals stay."""
 
 from __future__ import annotations
 
@@ -9,7 +9,19 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from inkwave.retention import MAX_BATCHES, delete_in_batches
-from monitoring.models import WebSocketSample, Worker
+from monitoring.models import (
+    RequestSample,
+    SlowQuery,
+    SlowRequest,
+    SlowStatement,
+    WebSocketSample,
+    Worker,
+)
+
+
+def _cutoff(now: datetime | None, retention_days: int | None) -> datetime:
+    days = settings.METRICS_RETENTION_DAYS if retention_days is None else retention_days
+    return (now or timezone.now()) - timedelta(days=days)
 
 
 def prune_samples(
@@ -20,9 +32,7 @@ def prune_samples(
     max_batches: int = MAX_BATCHES,
 ) -> int:
     """Delete samples older than the retention, in bounded batches (inkwave.retention)."""
-    now = now or timezone.now()
-    days = settings.METRICS_RETENTION_DAYS if retention_days is None else retention_days
-    cutoff = now - timedelta(days=days)
+    cutoff = _cutoff(now, retention_days)
     old = WebSocketSample.objects.filter(recorded_at__lt=cutoff)
     deleted = delete_in_batches(old, dry_run=dry_run, max_batches=max_batches)
     if not dry_run:
@@ -30,5 +40,39 @@ def prune_samples(
         # whose samples are not all deleted yet waits (its delete would cascade to them).
         Worker.objects.filter(last_seen_at__lt=cutoff).exclude(
             Exists(WebSocketSample.objects.filter(worker=OuterRef("pk")))
+        ).exclude(Exists(RequestSample.objects.filter(worker=OuterRef("pk")))).delete()
+    return deleted
+
+
+def prune_request_samples(
+    now: datetime | None = None, *, dry_run: bool = False, max_batches: int = MAX_BATCHES
+) -> int:
+    old = RequestSample.objects.filter(recorded_at__lt=_cutoff(now, None))
+    return delete_in_batches(old, dry_run=dry_run, max_batches=max_batches)
+
+
+def prune_slow_queries(
+    now: datetime | None = None, *, dry_run: bool = False, max_batches: int = MAX_BATCHES
+) -> int:
+    cutoff = _cutoff(now, None)
+    old = SlowQuery.objects.filter(recorded_at__lt=cutoff)
+    deleted = delete_in_batches(old, dry_run=dry_run, max_batches=max_batches)
+    if not dry_run:
+        # A statement with no slow run left is forgotten; one that is slow again comes back.
+        SlowStatement.objects.filter(last_seen_at__lt=cutoff).exclude(
+            Exists(SlowQuery.objects.filter(statement=OuterRef("pk")))
         ).delete()
     return deleted
+
+
+def prune_slow_requests(
+    now: datetime | None = None, *, dry_run: bool = False, max_batches: int = MAX_BATCHES
+) -> int:
+    old = SlowRequest.objects.filter(recorded_at__lt=_cutoff(now, None))
+    return delete_in_batches(old, dry_run=dry_run, max_batches=max_batches)
+
+
+def prune_all_samples(now: datetime | None = None) -> int:
+    """Beat's run: every table of measurements, with METRICS_RETENTION_DAYS."""
+    prunes = (prune_request_samples, prune_slow_queries, prune_slow_requests)
+    return prune_samples(now) + sum(prune(now) for prune in prunes)

@@ -21,7 +21,15 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from inkwave.retention import MAX_BATCHES, delete_in_batches, run_each
-from monitoring.models import Incident, IncidentEvent, IncidentStatus, WebSocketSample
+from monitoring.models import (
+    Incident,
+    IncidentEvent,
+    IncidentStatus,
+    RequestSample,
+    SlowQuery,
+    SlowRequest,
+    WebSocketSample,
+)
 
 OPEN = Q(status=IncidentStatus.FIRING) | Q(flapping=True)
 
@@ -83,5 +91,8 @@ def register() -> None:
     keep_notifications(open_incident_messages)
     keep_notifications(open_timeline_messages)
     retention.register(WebSocketSample, pruning.prune_samples, "METRICS_RETENTION_DAYS")
+    retention.register(RequestSample, pruning.prune_request_samples, "METRICS_RETENTION_DAYS")
+    retention.register(SlowQuery, pruning.prune_slow_queries, "METRICS_RETENTION_DAYS")
+    retention.register(SlowRequest, pruning.prune_slow_requests, "METRICS_RETENTION_DAYS")
     retention.register(IncidentEvent, prune_incident_events, "INCIDENT_RETENTION_DAYS")
     retention.register(Incident, prune_incidents, "INCIDENT_RETENTION_DAYS")

@@ -10,7 +10,7 @@ logger = structlog.get_logger(__name__)
 
 @shared_task(name="monitoring.prune_samples")
 def prune_samples() -> int:
-    deleted = pruning.prune_samples()
+    deleted = pruning.prune_all_samples()
     logger.info("metric_samples_pruned", deleted=deleted)
     return deleted
 

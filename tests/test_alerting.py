@@ -22,7 +22,10 @@ from monitoring.models import (
     IncidentEventKind,
     IncidentStatus,
     OnCallShift,
+    RequestSample,
     Silence,
+    SlowQuery,
+    SlowStatement,
     WebSocketSample,
     Worker,
     WorkerRole,
@@ -147,6 +150,71 @@ def test_each_sample_based_default_rule_fires_over_its_threshold_and_not_just_un
     assert [i.rule.name for i in firing()] == [name]
 
 
+HTTP_CROSSINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "HTTP errors critical": (
+        {"requests": 1000, "server_errors": 52},
+        {"requests": 1000, "server_errors": 50},
+    ),
+    "HTTP errors elevated": (
+        {"requests": 1000, "server_errors": 12},
+        {"requests": 1000, "server_errors": 10},
+    ),
+    "Slow responses": (
+        {"requests": 10, "duration_sum_ms": 20_020.0},
+        {"requests": 10, "duration_sum_ms": 20_000.0},
+    ),
+}
+
+
+def request_sample(route: str = "api/v1/orders", **fields: Any) -> RequestSample:
+    return RequestSample.objects.create(
+        worker=worker(), recorded_at=timezone.now(), interval_seconds=10, route=route, **fields
+    )
+
+
+@pytest.mark.parametrize("name", sorted(HTTP_CROSSINGS))
+def test_each_http_default_rule_fires_over_its_threshold_and_not_just_under(
+    clock: Any, name: str
+) -> None:
+    only_default_rules(name)
+    over, under = HTTP_CROSSINGS[name]
+    request_sample(**under)
+    run_cycle()
+    assert firing() == []
+    clock.shift(3600)
+    # Summed over routes: half of it on each of two.
+    request_sample("api/v1/orders", **{k: v // 2 for k, v in over.items()})
+    request_sample("health", **{k: v // 2 for k, v in over.items()})
+    run_cycle()
+    assert [i.rule.name for i in firing()] == [name]
+
+
+def test_slow_queries_fire_from_their_count_in_the_window(clock: Any) -> None:
+    only_default_rules("Slow queries")
+    statement = SlowStatement.objects.create(
+        fingerprint="f",
+        statement="SELECT ?",
+        first_seen_at=timezone.now(),
+        last_seen_at=timezone.now(),
+    )
+    for _ in range(9):
+        SlowQuery.objects.create(statement=statement, recorded_at=timezone.now(), duration_ms=1500)
+    run_cycle()
+    assert firing() == []
+    SlowQuery.objects.create(statement=statement, recorded_at=timezone.now(), duration_ms=1500)
+    clock.shift(1)
+    run_cycle()
+    assert [i.rule.name for i in firing()] == ["Slow queries"]
+
+
+def test_the_critical_http_error_rule_holds_back_its_warning(clock: Any) -> None:
+    only_default_rules("HTTP errors critical", "HTTP errors elevated")
+    request_sample(requests=100, server_errors=20)
+    run_cycle()
+    held = Incident.objects.get(rule__name="HTTP errors elevated")
+    assert held.events.filter(message="inhibited: HTTP errors critical is firing").exists()
+
+
 def test_a_flood_of_refusals_and_bad_frames_is_an_attack_warning_not_an_error_rate(
     clock: Any,
 ) -> None:
@@ -255,6 +323,9 @@ def test_the_default_rules_are_the_specifications_thresholds(db: Any) -> None:
     assert names["WebSocket latency"]["threshold"] == 1000
     assert names["Database connection lost"]["severity"] == "critical"
     assert names["API server down"]["severity"] == "critical"
+    assert names["HTTP errors critical"]["threshold"] == 5
+    assert names["HTTP errors elevated"]["threshold"] == 1
+    assert names["Slow responses"]["threshold"] == 2000
     # The data migration installed them.
     assert set(AlertRule.objects.values_list("name", flat=True)) == set(names)
 

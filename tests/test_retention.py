@@ -400,6 +400,9 @@ def test_every_append_only_table_has_a_registered_prune_and_a_setting() -> None:
     prunes = {prune.label: prune for prune in retention.registered()}
     assert set(prunes) == {
         "monitoring.WebSocketSample",
+        "monitoring.RequestSample",
+        "monitoring.SlowQuery",
+        "monitoring.SlowRequest",
         "monitoring.IncidentEvent",
         "monitoring.Incident",
         "notifications.Notification",

@@ -57,6 +57,45 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "over {window}: a misbehaving client or an attack.",
     },
     {
+        "name": "HTTP errors critical",
+        "metric": "http.error_rate",
+        "comparison": "gt",
+        "threshold": 5,
+        "window_seconds": 300,
+        "severity": "critical",
+        "description": "More than {threshold} of HTTP requests answered with a server error "
+        "(5xx) over {window}.",
+    },
+    {
+        "name": "HTTP errors elevated",
+        "metric": "http.error_rate",
+        "comparison": "gt",
+        "threshold": 1,
+        "window_seconds": 300,
+        "severity": "warning",
+        "description": "More than {threshold} of HTTP requests answered with a server error "
+        "(5xx) over {window}.",
+    },
+    {
+        "name": "Slow responses",
+        "metric": "http.avg_response_ms",
+        "comparison": "gt",
+        "threshold": 2000,
+        "window_seconds": 300,
+        "severity": "warning",
+        "description": "HTTP requests took {threshold} on average or longer over {window}.",
+    },
+    {
+        "name": "Slow queries",
+        "metric": "http.slow_queries",
+        "comparison": "gte",
+        "threshold": 10,
+        "window_seconds": 300,
+        "severity": "warning",
+        "description": "{threshold} or more database queries over SLOW_QUERY_MS over {window}: "
+        "see Slow statements in the admin.",
+    },
+    {
         "name": "Memory critical",
         "metric": "process.memory_percent",
         "comparison": "gt",
@@ -188,6 +227,7 @@ def create_default_rules(rule_model: Any) -> None:
 SEVERITY_INHIBITIONS = [
     ("High error rate", "Elevated error rate"),
     ("Memory critical", "Memory high"),
+    ("HTTP errors critical", "HTTP errors elevated"),
 ]
 
 

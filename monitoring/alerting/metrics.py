@@ -17,13 +17,20 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, connection
-from django.db.models import Max, Min, Q
+from django.db.models import Max, Min, Q, Sum
 from django.db.models.functions import Coalesce, Greatest
 
 from monitoring import figures
 from monitoring.alerting.replay import EpochBucket, Grid, sliding_max, sliding_sums
 from monitoring.health import redis_reachable
-from monitoring.models import Incident, WebSocketSample, Worker, WorkerRole
+from monitoring.models import (
+    Incident,
+    RequestSample,
+    SlowQuery,
+    WebSocketSample,
+    Worker,
+    WorkerRole,
+)
 from notifications.models import OPEN_STATUSES, Destination, Notification
 
 Values = dict[str, float]
@@ -381,6 +388,42 @@ def _outbox_age_seconds(window: Window) -> Values:
     return {"": max(0.0, (window.end - waiting_since).total_seconds())}
 
 
+# --- HTTP requests (RequestSample rows, every route of every web process) -----------------
+
+HTTP_SUMS = {
+    "requests": Sum("requests", default=0),
+    "server_errors": Sum("server_errors", default=0),
+    "duration_sum": Sum("duration_sum_ms", default=0.0),
+}
+
+
+def _http_sums(window: Window) -> Sums:
+    key = ("http", window.end, window.seconds)
+    if key not in window.memo:
+        window.memo[key] = RequestSample.objects.filter(
+            recorded_at__gt=window.start, recorded_at__lte=window.end
+        ).aggregate(**HTTP_SUMS)
+    return window.memo[key]  # type: ignore[return-value]
+
+
+def _http(formula: Callable[[Sums], float | None]) -> Callable[[Window], Values]:
+    def compute(window: Window) -> Values:
+        sums = _http_sums(window)
+        if not sums["requests"]:
+            return {}
+        value = formula(sums)
+        return {} if value is None else {"": value}
+
+    return compute
+
+
+def _slow_queries(window: Window) -> Values:
+    count = SlowQuery.objects.filter(
+        recorded_at__gt=window.start, recorded_at__lte=window.end
+    ).count()
+    return {"": float(count)}
+
+
 _connections = from_sums(_per_minute("connections"))
 _disconnections = from_sums(_per_minute("disconnections"))
 _errors = from_sums(_error_rate)
@@ -408,6 +451,13 @@ for _metric in (
            _gauge("active_connections"), depends_on=_WS),
     Metric("ws.active_rooms", "Active venue rooms", "rooms", _gauge("active_rooms"),
            depends_on=_WS),
+    Metric("http.error_rate", "HTTP server error rate (5xx)", "%",
+           _http(lambda s: 100.0 * s["server_errors"] / s["requests"]), maximum=100,
+           depends_on=("database",)),
+    Metric("http.avg_response_ms", "Average HTTP response time", "ms",
+           _http(lambda s: s["duration_sum"] / s["requests"]), depends_on=("database",)),
+    Metric("http.slow_queries", "Slow database queries (over SLOW_QUERY_MS)", "queries",
+           _slow_queries, depends_on=("database",)),
     Metric("process.memory_percent", "Process memory (of its limit)", "%", _memory_percent,
            maximum=100, depends_on=("database",), history=_memory_history),
     Metric("workers.missing", "Processes that stopped reporting", "workers", _missing_workers,

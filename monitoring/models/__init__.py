@@ -6,6 +6,7 @@ from monitoring.models.incidents import (
     IncidentEventKind,
     IncidentStatus,
 )
+from monitoring.models.requests import RequestSample, SlowQuery, SlowRequest, SlowStatement
 from monitoring.models.rules import AlertRule, AlertState, Comparison, Inhibition, Severity
 from monitoring.models.samples import MetricTotals, WebSocketSample, Worker, WorkerRole
 from monitoring.models.schedules import OnCallShift, Silence
@@ -21,8 +22,12 @@ __all__ = [
     "Inhibition",
     "MetricTotals",
     "OnCallShift",
+    "RequestSample",
     "Severity",
     "Silence",
+    "SlowQuery",
+    "SlowRequest",
+    "SlowStatement",
     "WebSocketSample",
     "Worker",
     "WorkerRole",

@@ -1,0 +1,43 @@
+"""Views for tests/test_request_performance.py only: sync and async, slow, and one that says
+what its log lines would carry."""
+
+from __future__ import annotations
+
+import structlog
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+
+from orders.models import Venue
+
+
+def sync_view(request: HttpRequest, venue_id: int) -> JsonResponse:
+    return JsonResponse({"venues": Venue.objects.filter(pk=venue_id).count()})
+
+
+async def async_view(request: HttpRequest, venue_id: int) -> JsonResponse:
+    return JsonResponse({"venues": await Venue.objects.filter(pk=venue_id).acount()})
+
+
+def slow_view(request: HttpRequest) -> JsonResponse:
+    with connection.cursor() as cursor:
+        # A literal and a parameter: neither may be kept.
+        cursor.execute("SELECT pg_sleep(%s), 'iwv_literal_secret', 42", ["0.02"])
+    return JsonResponse({"slept": True})
+
+
+def failing_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"error": "no"}, status=503)
+
+
+def log_context_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(structlog.contextvars.get_contextvars())
+
+
+urlpatterns = [
+    path("perf/sync/<int:venue_id>/", sync_view),
+    path("perf/async/<int:venue_id>/", async_view),
+    path("perf/slow/", slow_view),
+    path("perf/failing/", failing_view),
+    path("perf/log-context/", log_context_view),
+]
