@@ -77,6 +77,29 @@ def _after(scope: dict[str, Any]) -> tuple[int | None, bool]:
     return None, True
 
 
+# Receives of consumers that ended, until they have ended too (a reference keeps each alive).
+_reaping: set[asyncio.Task[None]] = set()
+
+
+def reap(receive: asyncio.Future[Any]) -> None:
+    """Cancel a channel-layer receive until it has ended, in the background. One cancel is
+    not always enough: redis-py's read under its socket timeout can swallow a cancellation
+    (seen in the tests: a receive still reading 30 s after it was cancelled), and a receive
+    that never ends would hold channels-redis' receive lock, and the process would hear
+    nothing more. Cancelling again each second ends it."""
+
+    async def until_done() -> None:
+        while not receive.done():
+            receive.cancel()
+            await asyncio.wait({receive}, timeout=1.0)
+        if not receive.cancelled():
+            receive.exception()  # read, so that it is not reported as never retrieved
+
+    task = asyncio.ensure_future(until_done())
+    _reaping.add(task)
+    task.add_done_callback(_reaping.discard)
+
+
 class VenueRoomConsumer(AsyncWebsocketConsumer):
     group: str | None = None
     # The signed-in user's group (room_user_group_name), which their grant's end is sent to.
@@ -201,7 +224,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         waited for once the consumer is done. channels cancels it and waits: with Redis it
         is in a blocking pop that redis-py does not interrupt, so every consumer outlived its
         client by up to the pop's 5 s, twice, and daphne's application_close_timeout (10 s)
-        was what ended most of them. The receive now ends on its own, in the background."""
+        was what ended most of them. The receive is now ended in the background (reap)."""
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
@@ -218,9 +241,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
-            task.cancel()
-            # Whatever it ends with, nobody waits for it: its error is not an unread one.
-            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            reap(task)
             raise
 
     async def dispatch(self, message: dict[str, Any]) -> None:

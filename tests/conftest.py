@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import asyncio
+import io
 import traceback
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,41 @@ def _name_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
     _current_test[0] = request.node.nodeid
     yield
     _current_test[0] = ""
+
+
+TASKS_END_SECONDS = 30.0
+
+
+@pytest.fixture(autouse=True)
+async def no_task_outlives_its_test() -> AsyncIterator[None]:
+    """What a test leaves running is cancelled here, and must end: one that does not would
+    hang the run at the loop's close with no word of which (pytest-asyncio cancels once and
+    waits). It fails the test instead, with where each stuck task waits."""
+    yield
+    current = asyncio.current_task()
+    deadline = asyncio.get_running_loop().time() + TASKS_END_SECONDS
+    stuck = {task for task in asyncio.all_tasks() if task is not current and not task.done()}
+    # Cancelled again each second: a Redis read can swallow one (orders.consumers.reap).
+    while stuck and asyncio.get_running_loop().time() < deadline:
+        for task in stuck:
+            task.cancel()
+        _, stuck = await asyncio.wait(stuck, timeout=1.0)
+    if stuck:
+        stacks = io.StringIO()
+        for task in stuck:
+            stacks.write(f"{task!r}\n{awaiting(task.get_coro())}\n")
+        pytest.fail(f"{len(stuck)} tasks did not end when cancelled:\n{stacks.getvalue()}")
+
+
+def awaiting(coro: Any) -> str:
+    """Where a coroutine waits, down its chain of awaits (a task's stack shows only its top)."""
+    lines = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="session", autouse=True)
