@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from inkwave.retention import MAX_BATCHES, delete_in_batches
+from inkwave.retention import MAX_BATCHES, PruneFunction, delete_in_batches
 from monitoring.models import (
     RequestSample,
     SlowQuery,
@@ -44,32 +45,34 @@ def prune_samples(
     return deleted
 
 
-def prune_request_samples(
-    now: datetime | None = None, *, dry_run: bool = False, max_batches: int = MAX_BATCHES
-) -> int:
-    old = RequestSample.objects.filter(recorded_at__lt=_cutoff(now, None))
-    return delete_in_batches(old, dry_run=dry_run, max_batches=max_batches)
+def _recorded_before(model: type[Any]) -> PruneFunction:
+    """The prune of a table of records with nothing hanging off them: rows recorded before
+    the cutoff go, in bounded batches."""
+
+    def prune(
+        now: datetime | None = None, *, dry_run: bool = False, max_batches: int = MAX_BATCHES
+    ) -> int:
+        old = model.objects.filter(recorded_at__lt=_cutoff(now, None))
+        return delete_in_batches(old, dry_run=dry_run, max_batches=max_batches)
+
+    return prune
+
+
+prune_request_samples = _recorded_before(RequestSample)
+prune_slow_requests = _recorded_before(SlowRequest)
+_prune_runs = _recorded_before(SlowQuery)
 
 
 def prune_slow_queries(
     now: datetime | None = None, *, dry_run: bool = False, max_batches: int = MAX_BATCHES
 ) -> int:
-    cutoff = _cutoff(now, None)
-    old = SlowQuery.objects.filter(recorded_at__lt=cutoff)
-    deleted = delete_in_batches(old, dry_run=dry_run, max_batches=max_batches)
+    deleted = _prune_runs(now, dry_run=dry_run, max_batches=max_batches)
     if not dry_run:
         # A statement with no slow run left is forgotten; one that is slow again comes back.
-        SlowStatement.objects.filter(last_seen_at__lt=cutoff).exclude(
+        SlowStatement.objects.filter(last_seen_at__lt=_cutoff(now, None)).exclude(
             Exists(SlowQuery.objects.filter(statement=OuterRef("pk")))
         ).delete()
     return deleted
-
-
-def prune_slow_requests(
-    now: datetime | None = None, *, dry_run: bool = False, max_batches: int = MAX_BATCHES
-) -> int:
-    old = SlowRequest.objects.filter(recorded_at__lt=_cutoff(now, None))
-    return delete_in_batches(old, dry_run=dry_run, max_batches=max_batches)
 
 
 def prune_all_samples(now: datetime | None = None) -> int:

@@ -10,6 +10,10 @@ from monitoring.admin.samples import ReadOnlyAdmin
 from monitoring.models import RequestSample, SlowQuery, SlowRequest, SlowStatement
 
 
+def milliseconds(value: float) -> str:
+    return f"{value:.0f} ms"
+
+
 @admin.register(RequestSample)
 class RequestSampleAdmin(ReadOnlyAdmin):
     list_display = [
@@ -29,7 +33,7 @@ class RequestSampleAdmin(ReadOnlyAdmin):
 
     @admin.display(description="average")
     def average_ms(self, sample: RequestSample) -> str:
-        return f"{sample.duration_sum_ms / sample.requests:.0f} ms" if sample.requests else "-"
+        return milliseconds(sample.duration_sum_ms / sample.requests) if sample.requests else "-"
 
 
 @admin.register(SlowQuery)
@@ -42,7 +46,7 @@ class SlowQueryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="duration", ordering="duration_ms")
     def duration_display(self, slow: SlowQuery) -> str:
-        return f"{slow.duration_ms:.0f} ms"
+        return milliseconds(slow.duration_ms)
 
 
 @admin.register(SlowStatement)
@@ -82,11 +86,11 @@ class SlowStatementAdmin(ReadOnlyAdmin):
 
     @admin.display(description="average", ordering="total_ms")
     def average(self, statement: SlowStatement) -> str:
-        return f"{statement.average_ms:.0f} ms"
+        return milliseconds(statement.average_ms)
 
     @admin.display(description="slowest", ordering="max_ms")
     def max_display(self, statement: SlowStatement) -> str:
-        return f"{statement.max_ms:.0f} ms"
+        return milliseconds(statement.max_ms)
 
 
 @admin.register(SlowRequest)
@@ -106,4 +110,4 @@ class SlowRequestAdmin(ReadOnlyAdmin):
 
     @admin.display(description="duration", ordering="duration_ms")
     def duration_display(self, slow: SlowRequest) -> str:
-        return f"{slow.duration_ms:.0f} ms"
+        return milliseconds(slow.duration_ms)
