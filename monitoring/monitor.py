@@ -26,6 +26,7 @@ SERVICE_ERROR_KINDS = frozenset(
         "admission_failed",
         "channel_layer_unavailable",
         "group_discard_failed",
+        "room_inbox_full",
     }
 )
 CLIENT_ERROR_KINDS = frozenset(

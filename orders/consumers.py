@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import math
 import time
@@ -19,7 +18,6 @@ import structlog
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
@@ -27,6 +25,7 @@ from monitoring.monitor import get_monitor
 from orders.access import Grant, credentials
 from orders.entry import Ask, get_door
 from orders.groups import room_user_group_name, venue_group_name
+from orders.hub import get_hub
 from orders.layerwatch import get_layer_watch
 from orders.protocol import REFUSAL_REASONS, CloseCode, ErrorCode, ServerFrame
 from orders.ratelimit import TokenBucket
@@ -57,6 +56,8 @@ def _non_finite(text: str) -> float:
 _loads = json.JSONDecoder(parse_float=_finite_float, parse_constant=_non_finite).decode
 # A client-reported round trip above this is noise (a laptop waking from sleep), not latency.
 MAX_REPORTED_RTT_MS = 60_000.0
+# Messages waiting for one connection, at most (a channel's capacity in the Redis layer).
+INBOX_LIMIT = 1000
 
 
 AFTER_RULE = "after must be a whole number of 0 or more: the last seq this client saw."
@@ -75,29 +76,6 @@ def _after(scope: dict[str, Any]) -> tuple[int | None, bool]:
     if raw.isascii() and raw.isdigit() and len(raw) < 19:
         return int(raw), False
     return None, True
-
-
-# Receives of consumers that ended, until they have ended too (a reference keeps each alive).
-_reaping: set[asyncio.Task[None]] = set()
-
-
-def reap(receive: asyncio.Future[Any]) -> None:
-    """Cancel a channel-layer receive until it has ended, in the background. One cancel is
-    not always enough: redis-py's read under its socket timeout can swallow a cancellation
-    (seen in the tests: a receive still reading 30 s after it was cancelled), and a receive
-    that never ends would hold channels-redis' receive lock, and the process would hear
-    nothing more. Cancelling again each second ends it."""
-
-    async def until_done() -> None:
-        while not receive.done():
-            receive.cancel()
-            await asyncio.wait({receive}, timeout=1.0)
-        if not receive.cancelled():
-            receive.exception()  # read, so that it is not reported as never retrieved
-
-    task = asyncio.ensure_future(until_done())
-    _reaping.add(task)
-    task.add_done_callback(_reaping.discard)
 
 
 class VenueRoomConsumer(AsyncWebsocketConsumer):
@@ -178,15 +156,18 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             await self.catch_up(state, after)
 
     async def join(self, group: str) -> bool:
-        """Bounded: a hung Redis would otherwise outlast daphne's handshake timeout, and the
-        client would see a dropped handshake instead of 1011."""
-        try:
-            async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
-                await self.channel_layer.group_add(group, self.channel_name)
-        except Exception:
-            logger.warning("venue_room_join_failed", group=group, exc_info=True)
-            return False
-        return True
+        """Bounded (orders/hub.py): a hung Redis would otherwise outlast daphne's handshake
+        timeout, and the client would see a dropped handshake instead of 1011."""
+        return await get_hub().enter(group, self)
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """A message to one of this connection's groups, from the process's hub."""
+        if self.inbox.qsize() >= INBOX_LIMIT:
+            # Left out as a full channel would: a missed event is sent from the record
+            # when the next one shows the gap.
+            self.monitor.track_error("room_inbox_full")
+            return
+        self.inbox.put_nowait(message)
 
     async def room_state(self, after: int) -> Replay | None:
         """The events after `after`, for a connection already in (None: the venue is gone)."""
@@ -205,44 +186,25 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         await self.leave_groups(group)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """channels' AsyncConsumer.__call__, except that this consumer has no channel of its
+        own: what its groups are sent comes from the process's hub (orders/hub.py), through
+        its inbox."""
+        self.scope = scope
+        self.base_send = send
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         try:
-            await self.serve(scope, receive, send)
+            with contextlib.suppress(StopConsumer):
+                await await_many_dispatch([receive, self.inbox.get], self.dispatch)
         except Exception:
-            # What ends the dispatch loop with an error is the channel layer's receive
-            # (Redis down, or hung past its socket timeout): every handler here survives
-            # its own failures. The client is told, and reconnects.
-            logger.warning("venue_room_receive_failed", group=self.group, exc_info=True)
-            await self.layer_lost()
+            # Every handler survives its own failures: what ends up here is a bug. The client
+            # is told (1011), and reconnects.
+            logger.exception("venue_room_failed", group=self.group)
+            await self.server_error("internal_error")
         finally:
             # Cancelled (server shutdown, application_close_timeout) or crashed: disconnect()
             # never ran, so leave the room here; it is a no-op once it has run.
             if self.group is not None:
                 await self.disconnect(1001)
-
-    async def serve(self, scope: Any, receive: Any, send: Any) -> None:
-        """channels' AsyncConsumer.__call__, except that the channel layer's receive is not
-        waited for once the consumer is done. channels cancels it and waits: with Redis it
-        is in a blocking pop that redis-py does not interrupt, so every consumer outlived its
-        client by up to the pop's 5 s, twice, and daphne's application_close_timeout (10 s)
-        was what ended most of them. The receive is now ended in the background (reap)."""
-        self.scope = scope
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.base_send = send
-        sources = [receive]
-        if self.channel_layer is not None:
-            self.channel_name = await self.channel_layer.new_channel()
-            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-            sources.append(self.receive_from_layer)
-        with contextlib.suppress(StopConsumer):
-            await await_many_dispatch(sources, self.dispatch)
-
-    async def receive_from_layer(self) -> dict[str, Any]:
-        task = asyncio.ensure_future(self.channel_receive())
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            reap(task)
-            raise
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """channels' dispatch, without its close_old_connections() before every handler.
@@ -272,10 +234,13 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         """The room can no longer reach this connection: close with 1011 so the client
         reconnects (and learns whether the server can take it back) instead of staying
         open and hearing nothing. Called by the layer watch (orders/layerwatch.py) too."""
+        await self.server_error("channel_layer_unavailable")
+
+    async def server_error(self, reason: str) -> None:
         if self.closing:
             return
         self.closing = True
-        get_monitor().track_error("channel_layer_unavailable")
+        get_monitor().track_error(reason)
         # The client may be gone already; there is nothing more to tell it then.
         with contextlib.suppress(Exception):
             if not self.accepted:
@@ -297,16 +262,16 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
 
     async def leave_groups(self, group: str) -> None:
         user_group, self.user_group = self.user_group, None
+        hub = get_hub()
         for name in (group, user_group):
-            if name is None:
-                continue
-            try:
-                async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
-                    await self.channel_layer.group_discard(name, self.channel_name)
-            except Exception:
-                # The layer's group expiry removes the member later; count it so it is seen.
-                logger.exception("venue_room_leave_failed", group=name)
-                self.monitor.track_error("group_discard_failed")
+            if name is not None:
+                await hub.leave(name, self)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """channels' websocket_disconnect without its close_old_connections(), a hop to the
+        database thread for every connection that ends (see dispatch)."""
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     # --- frames from the client -----------------------------------------------------------
 

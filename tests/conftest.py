@@ -48,7 +48,7 @@ async def no_task_outlives_its_test() -> AsyncIterator[None]:
     current = asyncio.current_task()
     deadline = asyncio.get_running_loop().time() + TASKS_END_SECONDS
     stuck = {task for task in asyncio.all_tasks() if task is not current and not task.done()}
-    # Cancelled again each second: a Redis read can swallow one (orders.consumers.reap).
+    # Cancelled again each second: a Redis read can swallow one (orders.hub.reap).
     while stuck and asyncio.get_running_loop().time() < deadline:
         for task in stuck:
             task.cancel()

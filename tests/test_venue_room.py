@@ -230,20 +230,38 @@ async def test_a_client_over_its_message_rate_is_closed_with_4429(
     assert await group_members(venue.pk) == 0
 
 
-async def test_leaving_removes_the_member_from_the_group_and_the_monitor(
+async def test_a_process_is_in_a_rooms_group_once_while_any_of_its_connections_is(
     venue: Venue, venue_token: str, fresh_monitor: WebSocketMonitor
 ) -> None:
+    """One membership per process (orders/hub.py), however many of its screens are in."""
     first = await join(f"/ws/venues/{venue.pk}/?token={venue_token}")
     second = await join(f"/ws/venues/{venue.pk}/?token={venue_token}")
-    assert await group_members(venue.pk) == 2
+    assert await group_members(venue.pk) == 1
     await first.disconnect()
     assert await group_members(venue.pk) == 1
     assert fresh_monitor.rooms == {venue_group_name(venue.pk): 1}
+    await abroadcast_to_venue(venue.pk, "order.created", {"number": 7})
+    assert (await second.receive_json_from())["data"] == {"number": 7}
     await second.disconnect()
     assert await group_members(venue.pk) == 0
     assert fresh_monitor.rooms == {}
     assert (fresh_monitor.connections, fresh_monitor.disconnections) == (2, 2)
     assert fresh_monitor.active_connections == 0
+
+
+async def test_a_screen_connected_longer_than_the_group_expiry_still_hears_its_room(
+    venue: Venue, venue_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """channels-redis leaves out of group_send a member whose join is older than the group
+    expiry (a day when deployed): the process renews its membership well before."""
+    import asyncio
+
+    monkeypatch.setattr(get_channel_layer(), "group_expiry", 2)
+    room = await join(f"/ws/venues/{venue.pk}/?token={venue_token}")
+    await asyncio.sleep(3)  # past the expiry of the first join
+    await abroadcast_to_venue(venue.pk, "order.created", {"number": 8})
+    assert (await room.receive_json_from(timeout=3))["data"] == {"number": 8}
+    await room.disconnect()
 
 
 async def test_revoking_a_token_closes_its_open_connections(

@@ -1,0 +1,220 @@
+"""One channel-layer membership per process and group, shared by the process's connections.
+
+A venue's room may have hundreds of screens on one web process. Joined one by one, each
+screen cost a Redis round trip to enter and another to leave (and a restarted process's
+screens all enter at once), and each broadcast was one message per screen in Redis, popped
+one by one. Here the process joins a group once, on a channel of its own, when the first of
+its connections enters; a pump hands what arrives to every connection of the process in that
+group, in order; the last connection to leave takes the process out. Entering a group the
+process is in already is a set insert, and takes effect at once.
+
+The process renews its membership every quarter of the layer's group expiry: channels-redis
+leaves out of group_send a member whose join is older than that (a day by default), and a
+kitchen screen connected for longer would hear nothing more, silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+import structlog
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from monitoring.monitor import get_monitor
+
+logger = structlog.get_logger(__name__)
+
+# A renewal that failed is tried again this much later (the layer watch closes the process's
+# connections if the layer is down for longer).
+RENEW_RETRY_SECONDS = 10.0
+
+
+class Member(Protocol):
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Take a message sent to one of its groups; must not block."""
+
+    async def layer_lost(self) -> None:
+        """The group's messages can no longer be received: close, so the client reconnects."""
+
+
+# Receives that were cancelled, until they have ended (a reference keeps each alive).
+_reaping: set[asyncio.Task[None]] = set()
+
+
+def reap(receive: asyncio.Future[Any]) -> None:
+    """Cancel a channel-layer receive until it has ended, in the background. One cancel is
+    not always enough: redis-py's read under its socket timeout can swallow a cancellation
+    (seen in the tests: a receive still reading 30 s after it was cancelled), and a receive
+    that never ends would hold channels-redis' receive lock, and the process would hear
+    nothing more. Cancelling again each second ends it."""
+
+    async def until_done() -> None:
+        while not receive.done():
+            receive.cancel()
+            await asyncio.wait({receive}, timeout=1.0)
+        if not receive.cancelled():
+            receive.exception()  # read, so that it is not reported as never retrieved
+
+    task = asyncio.ensure_future(until_done())
+    _reaping.add(task)
+    task.add_done_callback(_reaping.discard)
+
+
+class Joined:
+    """The process's membership of one group."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.members: set[Member] = set()
+        self.channel: str | None = None
+        self.ready: asyncio.Task[bool] | None = None
+        self.pump: asyncio.Task[None] | None = None
+
+
+class Hub:
+    """One per event loop (get_hub)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.groups: dict[str, Joined] = {}
+        self.background: set[asyncio.Task[None]] = set()
+        self.renew_seconds = float(getattr(layer, "group_expiry", 86400)) / 4
+
+    async def enter(self, group: str, member: Member) -> bool:
+        """Put `member` in `group`; False when the process could not join it (the layer is
+        down, or did not answer within CHANNEL_LAYER_TIMEOUT_SECONDS). From the moment this
+        is called, whatever the group is sent reaches the member once the join is done."""
+        joined = self.groups.get(group)
+        if joined is None:
+            joined = self.groups[group] = Joined(group)
+            joined.ready = asyncio.ensure_future(self._join(joined))
+        joined.members.add(member)
+        assert joined.ready is not None
+        if not await asyncio.shield(joined.ready):
+            joined.members.discard(member)
+            return False
+        return True
+
+    async def leave(self, group: str, member: Member) -> None:
+        """Take `member` out of `group`; the last one out takes the process out, waiting
+        CHANNEL_LAYER_TIMEOUT_SECONDS at most (the group's expiry removes it otherwise)."""
+        joined = self.groups.get(group)
+        if joined is None or member not in joined.members:
+            return
+        joined.members.discard(member)
+        if joined.members:
+            return
+        del self.groups[group]
+        await self._part(joined)
+
+    async def _join(self, joined: Joined) -> bool:
+        try:
+            async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
+                joined.channel = await self.layer.new_channel()
+                await self.layer.group_add(joined.group, joined.channel)
+        except asyncio.CancelledError:
+            # Its last member left: the add may have reached Redis before it was given up on.
+            await self._discard(joined)
+            raise
+        except Exception:
+            logger.warning("venue_room_join_failed", group=joined.group, exc_info=True)
+            if self.groups.get(joined.group) is joined:
+                del self.groups[joined.group]
+            # The add may have reached Redis before it failed. Taken out in the background:
+            # the members are told to try again later (1011) first, within the handshake.
+            self._in_background(self._discard(joined))
+            return False
+        joined.pump = asyncio.ensure_future(self._pump(joined))
+        return True
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _part(self, joined: Joined) -> None:
+        ready = joined.ready
+        if ready is not None and not ready.done():
+            ready.cancel()  # its own handler takes the half-made membership out
+            await asyncio.wait({ready})
+            return
+        if joined.pump is not None:
+            joined.pump.cancel()
+            await asyncio.wait({joined.pump})
+        await self._discard(joined)
+
+    async def _discard(self, joined: Joined) -> None:
+        if joined.channel is None:
+            return
+        try:
+            async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
+                await self.layer.group_discard(joined.group, joined.channel)
+        except Exception:
+            # The layer's group expiry removes the membership later; counted so it is seen.
+            logger.warning("venue_room_leave_failed", group=joined.group, exc_info=True)
+            get_monitor().track_error("group_discard_failed")
+
+    async def _renew(self, joined: Joined) -> bool:
+        assert joined.channel is not None
+        try:
+            async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
+                await self.layer.group_add(joined.group, joined.channel)
+        except Exception:
+            logger.warning("venue_room_renew_failed", group=joined.group, exc_info=True)
+            return False
+        return True
+
+    async def _pump(self, joined: Joined) -> None:
+        assert joined.channel is not None
+        loop = asyncio.get_running_loop()
+        renew_at = loop.time() + self.renew_seconds
+        receiving: asyncio.Future[dict[str, Any]] | None = None
+        try:
+            while True:
+                if receiving is None:
+                    receiving = asyncio.ensure_future(self.layer.receive(joined.channel))
+                await asyncio.wait({receiving}, timeout=max(0.0, renew_at - loop.time()))
+                if receiving.done():
+                    message = receiving.result()  # raises when the layer failed
+                    receiving = None
+                    for member in tuple(joined.members):
+                        member.deliver(message)
+                else:
+                    renewed = await self._renew(joined)
+                    wait = self.renew_seconds if renewed else RENEW_RETRY_SECONDS
+                    renew_at = loop.time() + wait
+        except asyncio.CancelledError:
+            if receiving is not None:
+                reap(receiving)
+            raise
+        except Exception:
+            # Redis down, or hung past its socket timeout: the members are told, and their
+            # clients reconnect (and learn whether the server can take them back).
+            logger.warning("venue_room_receive_failed", group=joined.group, exc_info=True)
+            await self._lost(joined)
+
+    async def _lost(self, joined: Joined) -> None:
+        if self.groups.get(joined.group) is joined:
+            del self.groups[joined.group]
+        members = tuple(joined.members)
+        joined.members.clear()
+        for member in members:
+            with contextlib.suppress(Exception):  # one broken member must not keep the rest
+                await member.layer_lost()
+        await self._discard(joined)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub(get_channel_layer())
+    return hub
