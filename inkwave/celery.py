@@ -6,6 +6,7 @@ from typing import Any
 from celery import Celery, signals
 
 from inkwave import broker, vardir
+from inkwave.logcontext import add_request_id_header, bind_task, unbind_task
 from inkwave.process import runs_celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inkwave.settings")
@@ -39,3 +40,18 @@ def use_django_logging(**kwargs: Any) -> None:
     from inkwave.logging import configure
 
     configure(settings.LOGGING)
+
+
+@signals.before_task_publish.connect
+def carry_request_id(headers: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    add_request_id_header(headers)
+
+
+@signals.task_prerun.connect
+def bind_task_context(task_id: str = "", task: Any = None, **kwargs: Any) -> None:
+    bind_task(task_id, getattr(task, "name", ""), getattr(task, "request", None))
+
+
+@signals.task_postrun.connect
+def unbind_task_context(**kwargs: Any) -> None:
+    unbind_task()

@@ -24,10 +24,13 @@ _SHARED_PROCESSORS: list[Any] = [
 
 
 # Secrets that must never reach a log line, whoever logs them (our code, a library, a
-# traceback): a Slack webhook's path (/services/T…/B…/secret) and Slack tokens (xoxb-…).
+# traceback): a Slack webhook's path (/services/T…/B…/secret), Slack tokens (xoxb-…), venue
+# device tokens (iwv_…, in a URL's query or a header) and session cookies (sessionid=…).
 _SECRETS = (
     (re.compile(r"(/(?:services|triggers|workflows)/)T\w*/[^\s'\"<>]+"), r"\1[redacted]"),
     (re.compile(r"\b(xox[a-z]|xapp)-[A-Za-z0-9-]+"), r"\1-[redacted]"),
+    (re.compile(r"\biwv_[A-Za-z0-9_-]+"), "iwv_[redacted]"),
+    (re.compile(r"\b(sessionid=)[^;\s'\"]+"), r"\1[redacted]"),
 )
 
 

@@ -31,6 +31,8 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
+from inkwave.logcontext import spawn
+
 logger = structlog.get_logger(__name__)
 
 T = TypeVar("T")
@@ -367,7 +369,7 @@ class SharedChecks:
                 return results
         loop = asyncio.get_running_loop()
         if self._inflight is None or self._inflight[0] is not loop:
-            self._inflight = (loop, loop.create_task(self._run()))
+            self._inflight = (loop, spawn(self._run()))
         # Shielded: a probe whose client went away must not cancel the others' run.
         return await asyncio.shield(self._inflight[1])
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
-import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponseBase
 
+from inkwave import logcontext
 from monitoring.requests import (
     UNMATCHED_ROUTE,
     SlowQueryRecord,
@@ -113,7 +113,7 @@ class PerformanceMiddleware:
         stats, started, memory = self.begin(request)
         token = current_request.set(stats)
         try:
-            with structlog.contextvars.bound_contextvars(request_id=stats.request_id):
+            with logcontext.scope(request_id=stats.request_id):
                 response = self.get_response(request)
         finally:
             current_request.reset(token)
@@ -123,7 +123,7 @@ class PerformanceMiddleware:
         stats, started, memory = self.begin(request)
         token = current_request.set(stats)
         try:
-            with structlog.contextvars.bound_contextvars(request_id=stats.request_id):
+            with logcontext.scope(request_id=stats.request_id):
                 get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]
                 get_response = self.get_response
                 response = await get_response(request)

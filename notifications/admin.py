@@ -160,7 +160,7 @@ class NotificationAdmin(admin.ModelAdmin):
     list_display = ["created", "kind", "destination", "message", "state", "error"]
     list_filter = ["status", "kind", "destination"]
     list_select_related = ["destination"]
-    search_fields = ["text", "last_error"]
+    search_fields = ["text", "last_error", "=request_id"]
     date_hierarchy = "created_at"
     raw_id_fields = ["thread_parent", "update_target"]
     readonly_fields = [
@@ -180,6 +180,7 @@ class NotificationAdmin(admin.ModelAdmin):
         "slack_channel",
         "created_at",
         "sent_at",
+        "request_id",
     ]
     inlines = [DeliveryAttemptInline]
     actions = ["retry"]

@@ -243,7 +243,19 @@ def _message_for(notification: Notification, destination: Destination) -> SlackM
 def deliver_claimed(
     notification: Notification, destination: Destination, transport: SlackTransport
 ) -> str:
-    """Send one claimed notification and record the outcome; returns the attempt's outcome."""
+    """Send one claimed notification and record the outcome; returns the attempt's outcome.
+    Its lines carry the id of the request that caused it (inkwave/logcontext.py)."""
+    fields: dict[str, object] = {"notification": notification.pk}
+    if notification.request_id:
+        fields["request_id"] = notification.request_id
+    with structlog.contextvars.bound_contextvars(**fields):
+        outcome = _deliver(notification, destination, transport)
+    return outcome
+
+
+def _deliver(
+    notification: Notification, destination: Destination, transport: SlackTransport
+) -> str:
     started = timezone.now()
     attempt = DeliveryAttempt.objects.create(
         notification=notification, number=notification.attempts, started_at=started
@@ -271,11 +283,16 @@ def deliver_claimed(
         slack_channel=delivered.channel,
         last_error="",
     )
+    duration_ms = round((time.monotonic() - clock) * 1000, 3)
     DeliveryAttempt.objects.filter(pk=attempt.pk).update(
-        outcome=AttemptOutcome.SENT,
-        finished_at=finished,
-        duration_ms=round((time.monotonic() - clock) * 1000, 3),
-        http_status=200,
+        outcome=AttemptOutcome.SENT, finished_at=finished, duration_ms=duration_ms, http_status=200
+    )
+    logger.info(
+        "notification_sent",
+        kind=notification.kind,
+        destination=destination.name,
+        attempt=notification.attempts,
+        duration_ms=duration_ms,
     )
     if destination.status == DestinationStatus.ERROR:
         Destination.objects.filter(pk=destination.pk).update(status=DestinationStatus.OK)

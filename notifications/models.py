@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from inkwave.logcontext import current_request_id
 from notifications.slack import webhook_url_problem
 
 
@@ -193,6 +194,11 @@ class Notification(models.Model):
     # Given up on after this (NOTIFICATION_MAX_AGE_SECONDS after it was queued, or after an
     # operator queued it again); empty on rows from before it existed: counted from creation.
     expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The request that caused it (its X-Request-ID), bound to its delivery's log lines: one
+    # order is followed from the API call to the Slack post (inkwave/logcontext.py).
+    request_id = models.CharField(
+        max_length=64, blank=True, editable=False, default=current_request_id
+    )
 
     class Meta:
         ordering = ["-pk"]

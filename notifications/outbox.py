@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -347,7 +348,9 @@ def start_delivery(destination_ids: Iterable[int]) -> None:
         # still going on finishes, or fails and clears the flag, in the background; the
         # periodic sweep delivers what a lost publish would have. One publish at most is
         # pending per destination (the flag), so the thread's queue stays small.
-        pending = _publisher().submit(_publish_drain, destination_id)
+        # In the caller's context: the task carries the request's id (inkwave/logcontext.py).
+        context = contextvars.copy_context()
+        pending = _publisher().submit(context.run, _publish_drain, destination_id)
         with contextlib.suppress(FutureTimeout):
             pending.result(timeout=settings.NOTIFICATION_DISPATCH_WAIT_SECONDS)
 

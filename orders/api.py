@@ -64,6 +64,7 @@ def _authenticate(request: HttpRequest) -> tuple[Caller | None, JsonResponse | N
         token = VenueAccessToken.authenticate(raw.strip())
         if token is None:
             return None, json_error(401, "invalid_token", "The venue token is not valid.")
+        structlog.contextvars.bind_contextvars(venue=token.venue_id)
         return Caller(token, None), None
     if not request.user.is_authenticated:
         return None, json_error(
@@ -73,6 +74,7 @@ def _authenticate(request: HttpRequest) -> tuple[Caller | None, JsonResponse | N
     rejected = CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {})  # type: ignore[arg-type,return-value]
     if rejected is not None:
         return None, json_error(403, "csrf_failed", "CSRF verification failed.")
+    structlog.contextvars.bind_contextvars(user=request.user.pk)
     return Caller(None, request.user), None
 
 

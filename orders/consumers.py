@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import math
+import secrets
 import time
 from typing import Any, TypeGuard
 from urllib.parse import parse_qs
@@ -124,6 +125,7 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             await self.leave_groups(group)
             return
         if grant.user_id is not None:
+            structlog.contextvars.bind_contextvars(user=grant.user_id)
             self.user_group = room_user_group_name(grant.user_id)
             if not await self.join(self.user_group):
                 await self.turn_away(group, "channel_layer_unavailable")
@@ -191,6 +193,11 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         its inbox."""
         self.scope = scope
         self.base_send = send
+        # Every line this connection logs says which one it is (inkwave/logcontext.py).
+        structlog.contextvars.bind_contextvars(
+            connection=secrets.token_hex(6),
+            venue=scope.get("url_route", {}).get("kwargs", {}).get("venue_id"),
+        )
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         try:
             with contextlib.suppress(StopConsumer):

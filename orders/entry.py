@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from inkwave.db import database_sync_to_async
+from inkwave.logcontext import spawn
 from orders.access import Admission, Credentials, admit_all
 from orders.models import Venue
 from orders.protocol import CloseCode
@@ -90,7 +91,7 @@ class Door:
         future: asyncio.Future[Answer] = loop.create_future()
         self.waiting.append((ask, future))
         if self.task is None or self.task.done():
-            self.task = loop.create_task(self.run())
+            self.task = spawn(self.run())
         return await future
 
     async def run(self) -> None:

@@ -25,6 +25,7 @@ import structlog
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from inkwave.logcontext import spawn
 from monitoring.monitor import get_monitor
 
 logger = structlog.get_logger(__name__)
@@ -60,7 +61,7 @@ def reap(receive: asyncio.Future[Any]) -> None:
         if not receive.cancelled():
             receive.exception()  # read, so that it is not reported as never retrieved
 
-    task = asyncio.ensure_future(until_done())
+    task = spawn(until_done())
     _reaping.add(task)
     task.add_done_callback(_reaping.discard)
 
@@ -92,7 +93,7 @@ class Hub:
         joined = self.groups.get(group)
         if joined is None:
             joined = self.groups[group] = Joined(group)
-            joined.ready = asyncio.ensure_future(self._join(joined))
+            joined.ready = spawn(self._join(joined))
         joined.members.add(member)
         assert joined.ready is not None
         if not await asyncio.shield(joined.ready):
@@ -129,11 +130,11 @@ class Hub:
             # the members are told to try again later (1011) first, within the handshake.
             self._in_background(self._discard(joined))
             return False
-        joined.pump = asyncio.ensure_future(self._pump(joined))
+        joined.pump = spawn(self._pump(joined))
         return True
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
+        task = spawn(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 

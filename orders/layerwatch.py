@@ -21,6 +21,8 @@ import structlog
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from inkwave.logcontext import spawn
+
 logger = structlog.get_logger(__name__)
 
 
@@ -38,7 +40,7 @@ class LayerWatch:
     def add(self, connection: Deafened) -> None:
         self.connections.add(connection)
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self.run())
+            self.task = spawn(self.run())
 
     def discard(self, connection: Deafened) -> None:
         self.connections.discard(connection)

@@ -18,6 +18,7 @@ from typing import Protocol
 import structlog
 from django.conf import settings
 
+from inkwave.logcontext import spawn
 from orders.access import Grant, lapsed_grants
 from orders.protocol import CloseCode
 
@@ -38,7 +39,7 @@ class AccessWatch:
     def add(self, connection: Watched, grant: Grant) -> None:
         self.connections[connection] = grant
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self.run())
+            self.task = spawn(self.run())
 
     def discard(self, connection: Watched) -> None:
         self.connections.pop(connection, None)

@@ -26,13 +26,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import yaml
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -345,3 +346,94 @@ class RedisServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def compose_command(service: str) -> list[str]:
+    """The service's command in docker-compose.yml, run with this test's interpreter."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    command = list(compose["services"][service]["command"])
+    assert command[0] == "celery", command
+    return [sys.executable, "-m", "celery", *command[1:]]
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    seconds: float,
+    what: str,
+    alive: Sequence[subprocess.Popen[bytes]] = (),
+) -> None:
+    """Poll until predicate() holds; fail at once if one of the `alive` processes exits."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        for process in alive:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"{process.args!r} exited with {process.returncode} while waiting for {what}"
+                )
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Processes:
+    """Processes started for one test; leaving the block stops them and shows their logs."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.started: list[tuple[subprocess.Popen[bytes], str, Path]] = []
+
+    def start(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        name = command[command.index("-A") + 2]  # worker, beat
+        log_path = self.work_dir / f"{name}-{len(self.started)}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.started.append((process, name, log_path))
+        return process
+
+    @staticmethod
+    def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+        """SIGTERM, as `docker compose stop` sends: a warm shutdown."""
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5.0)
+        return process.returncode
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process, name, log_path in self.started:
+            self.stop(process)
+            # pytest shows a test's captured teardown output only when the test failed.
+            sys.stderr.write(
+                f"----- {name} pid {process.pid} "
+                f"(exit {process.returncode}) -----\n"
+                f"{log_path.read_text(errors='replace')[-LOG_TAIL_CHARS:]}\n"
+            )
+
+
+ORDER = {"table": "7", "items": [{"name": "Soup", "quantity": 1, "unitPrice": "6.00"}]}
+
+
+def place_order(base_url: str, venue_id: int, token: str) -> tuple[dict[str, Any], str]:
+    """POST an order with a device token: (the created order, the answer's X-Request-ID)."""
+    request = urllib.request.Request(  # noqa: S310 -- loopback, http
+        f"{base_url}/api/v1/orders",
+        data=json.dumps({**ORDER, "venue": venue_id}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 -- loopback
+        assert answer.status == 201
+        return json.loads(answer.read()), str(answer.headers["X-Request-ID"])

@@ -81,6 +81,13 @@ except RuntimeError:
     assert "xoxp-[redacted]" in output
 
 
+def test_venue_tokens_and_session_cookies_are_redacted() -> None:
+    line = "GET /ws/venues/3/?token=iwv_4-ALsat_LvN7 Cookie: csrftoken=x; sessionid=abc123xyz; a=b"
+    assert redact(line) == (
+        "GET /ws/venues/3/?token=iwv_[redacted] Cookie: csrftoken=x; sessionid=[redacted]; a=b"
+    )
+
+
 def test_redaction_leaves_ordinary_text_alone() -> None:
     line = "GET /api/v1/orders/12 from 10.0.0.1: services ok, boxes 3"
     assert redact(line) == line

@@ -8,18 +8,13 @@ not recorded as stopped, while one asked to stop is recorded as stopped.
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from django.conf import settings
 from django.utils import timezone
 
@@ -31,7 +26,16 @@ from notifications.local_slack import TOKEN, Reply, SlackServer
 from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
 from notifications.outbox import enqueue
 from notifications.tasks import drain_destination
-from tests.servers import LOG_TAIL_CHARS, ROOT, SERVER_COMMAND, RedisServer, server_env
+from tests.servers import (
+    LOG_TAIL_CHARS,
+    ROOT,
+    SERVER_COMMAND,
+    Processes,
+    RedisServer,
+    compose_command,
+    server_env,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
@@ -45,81 +49,6 @@ QUIET_SCHEDULE = {
     "METRICS_PRUNE_SECONDS": "1",
     "SLACK_MIN_INTERVAL_SECONDS": "0",
 }
-
-
-def compose_command(service: str) -> list[str]:
-    """The service's command in docker-compose.yml, run with this test's interpreter."""
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    command = list(compose["services"][service]["command"])
-    assert command[0] == "celery", command
-    return [sys.executable, "-m", "celery", *command[1:]]
-
-
-def wait_for(
-    predicate: Callable[[], bool],
-    seconds: float,
-    what: str,
-    alive: Sequence[subprocess.Popen[bytes]] = (),
-) -> None:
-    """Poll until predicate() holds; fail at once if one of the `alive` processes exits."""
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        for process in alive:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"{process.args!r} exited with {process.returncode} while waiting for {what}"
-                )
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class Processes:
-    """Processes started for one test; leaving the block stops them and shows their logs."""
-
-    def __init__(self, work_dir: Path) -> None:
-        self.work_dir = work_dir
-        self.started: list[tuple[subprocess.Popen[bytes], str, Path]] = []
-
-    def start(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        name = command[command.index("-A") + 2]  # worker, beat
-        log_path = self.work_dir / f"{name}-{len(self.started)}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.started.append((process, name, log_path))
-        return process
-
-    @staticmethod
-    def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-        """SIGTERM, as `docker compose stop` sends: a warm shutdown."""
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5.0)
-        return process.returncode
-
-    def __enter__(self) -> Processes:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for process, name, log_path in self.started:
-            self.stop(process)
-            # pytest shows a test's captured teardown output only when the test failed.
-            sys.stderr.write(
-                f"----- {name} pid {process.pid} "
-                f"(exit {process.returncode}) -----\n"
-                f"{log_path.read_text(errors='replace')[-LOG_TAIL_CHARS:]}\n"
-            )
 
 
 def reporting(process: subprocess.Popen[bytes], role: str) -> bool:

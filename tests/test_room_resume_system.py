@@ -5,35 +5,24 @@ order (the reference client, orders/room_client.py, as a kitchen screen would ru
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 
 import pytest
 
 from orders.models import Venue
 from orders.room_client import RoomClient
-from tests.servers import DaphneServer, ServerGroup, poll_until
+from tests.servers import DaphneServer, ServerGroup, place_order, poll_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
 SCREENS = 500
 ORDERS_PER_SECOND = 10
-ORDER = {"table": "7", "items": [{"name": "Soup", "quantity": 1, "unitPrice": "6.00"}]}
 
 
-def place_order(server: DaphneServer, venue: Venue, token: str) -> int:
-    request = urllib.request.Request(  # noqa: S310 -- loopback, http
-        f"{server.base_url}/api/v1/orders",
-        data=json.dumps({**ORDER, "venue": venue.pk}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 -- loopback
-        assert answer.status == 201
-        return int(json.loads(answer.read())["number"])
+def place(server: DaphneServer, venue: Venue, token: str) -> int:
+    return int(place_order(server.base_url, venue.pk, token)[0]["number"])
 
 
 async def all_true(check: Callable[[], bool], seconds: float) -> bool:
@@ -62,7 +51,7 @@ async def test_screens_of_a_killed_process_resume_and_miss_nothing(
 
         def keep_ordering() -> None:
             while not stop.is_set():
-                placed.append(place_order(a, venue, venue_token))
+                placed.append(place(a, venue, venue_token))
                 time.sleep(1 / ORDERS_PER_SECOND)
 
         ordering = threading.Thread(target=keep_ordering)

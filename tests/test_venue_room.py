@@ -323,3 +323,33 @@ async def test_a_consumer_cancelled_while_joining_leaves_no_member_in_the_group(
     # It was never accepted, so it was never counted: nothing to count as its end either.
     assert (fresh_monitor.connections, fresh_monitor.disconnections) == (0, 0)
     assert fresh_monitor.active_connections == 0
+
+
+async def test_a_handler_that_fails_answers_an_error_frame_and_its_line_names_the_connection(
+    venue: Venue,
+    venue_token: str,
+    fresh_monitor: WebSocketMonitor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from orders.consumers import VenueRoomConsumer
+
+    async def broken(self: VenueRoomConsumer, message: dict[str, Any]) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(VenueRoomConsumer, "on_ping", broken)
+    comm = await join(f"/ws/venues/{venue.pk}/?token={venue_token}")
+    await comm.send_json_to({"type": "ping"})
+    frame = await comm.receive_json_from()
+    assert (frame["type"], frame["code"]) == ("error", "internal_error")
+    await comm.send_json_to({"type": "resume", "after": 0})  # the connection lives on
+    assert (await comm.receive_json_from())["type"] == "live"
+    await comm.disconnect()
+    (line,) = [
+        r.msg
+        for r in caplog.records
+        if isinstance(r.msg, dict) and r.msg["event"] == "venue_room_frame_failed"
+    ]
+    assert line["venue"] == venue.pk
+    assert len(line["connection"]) == 12
+    assert fresh_monitor.errors_by_type == {"internal_error": 1}
