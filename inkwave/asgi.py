@@ -5,15 +5,20 @@ from __future__ import annotations
 import gc
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 from inkwave import vardir
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inkwave.settings")
 # A server starting: the var directory and the embedded default's key, before the settings.
 vardir.prepare()
-# Django must be set up before anything imports models (the consumers do).
-django_asgi_app = get_asgi_application()
+# Django must be set up before anything imports models (the consumers do); as
+# get_asgi_application(), with a handler that reuses its requests' threads.
+django.setup(set_prefix=False)
+
+from inkwave.http_handler import PooledASGIHandler  # noqa: E402
+
+django_asgi_app = PooledASGIHandler()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 

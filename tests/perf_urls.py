@@ -1,7 +1,9 @@
-"""Views for tests/test_request_performance.py only: sync and async, slow, and one that says
-what its log lines would carry."""
+"""Views for tests/test_request_performance.py and tests/test_http_handler.py only: sync and
+async, slow, one that says what its log lines would carry, one that says its thread."""
 
 from __future__ import annotations
+
+import threading
 
 import structlog
 from django.db import connection
@@ -34,10 +36,23 @@ def log_context_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse(structlog.contextvars.get_contextvars())
 
 
+# tests/test_http_handler.py sets it to the number of requests that must be in flight at once.
+meeting: list[threading.Barrier] = []
+
+
+def thread_view(request: HttpRequest) -> JsonResponse:
+    """Says which thread ran it; with a meeting set, waits until that many requests have come."""
+    if meeting:
+        meeting[0].wait(timeout=10)
+    thread = threading.current_thread()
+    return JsonResponse({"thread": f"{thread.name} {thread.ident}"})
+
+
 urlpatterns = [
     path("perf/sync/<int:venue_id>/", sync_view),
     path("perf/async/<int:venue_id>/", async_view),
     path("perf/slow/", slow_view),
     path("perf/failing/", failing_view),
     path("perf/log-context/", log_context_view),
+    path("perf/thread/", thread_view),
 ]

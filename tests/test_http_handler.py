@@ -1,0 +1,54 @@
+"""The HTTP handler keeps its requests' threads for the next ones (inkwave/http_handler.py),
+with Django's guarantees: one request's sync code on one thread, requests in parallel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+
+from inkwave.http_handler import PooledASGIHandler
+from tests import perf_urls
+
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.perf_urls")]
+
+
+async def thread_of(handler: PooledASGIHandler) -> str:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/perf/thread/",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+    }
+    communicator = ApplicationCommunicator(handler, scope)
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output(10)
+    assert start["status"] == 200
+    body = await communicator.receive_output(10)
+    await communicator.wait(10)
+    return str(json.loads(body["body"])["thread"])
+
+
+async def test_requests_one_after_another_run_on_the_same_kept_thread() -> None:
+    handler = PooledASGIHandler()
+    names = [await thread_of(handler) for _ in range(4)]
+    assert len(set(names)) == 1
+    assert names[0].startswith("inkwave-request")
+    assert handler.executors.made == 1
+
+
+async def test_requests_in_flight_at_once_each_have_a_thread_of_their_own() -> None:
+    handler = PooledASGIHandler()
+    # Each view waits until all three have come: they only pass if they run in parallel.
+    perf_urls.meeting.append(threading.Barrier(3))
+    try:
+        names = await asyncio.gather(*(thread_of(handler) for _ in range(3)))
+    finally:
+        perf_urls.meeting.clear()
+    assert len(set(names)) == 3
+    assert handler.executors.made == 3
+    assert len(handler.executors.idle) == 3  # all given back, for the next requests
