@@ -273,8 +273,8 @@ def operations_families(reading: Reading) -> Iterator[Metric]:
     yield labelled(
         GaugeMetricFamily,
         "outbox_notifications",
-        "Rows in the Slack outbox by state; sent and failed ones leave with "
-        "NOTIFICATION_RETENTION_DAYS.",
+        "Slack outbox rows by state: every pending and sending row; the sent, failed and "
+        "skipped rows of the last 24 hours.",
         "status",
         reading.outbox,
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import Count
 from django.utils import timezone
@@ -38,6 +38,10 @@ from monitoring.models import (
 )
 from monitoring.stats import WebSocketStats, websocket_stats
 from notifications.outbox import status_counts
+
+# Gauges of rows that only accumulate (sent notifications) count this recent past: a scrape
+# every few seconds must not count a table that keeps a month.
+RECENT = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ def read_deployment(now: datetime | None = None) -> Reading:
         workers_missing=_window_metric("workers.missing", now),
         routes=list(RouteTotals.objects.all()),
         incidents_open=_open_incidents(),
-        outbox=status_counts(),
+        outbox=status_counts(now, RECENT),
         outbox_age_seconds=outbox_age_seconds(now),
         slack_failing_seconds=slack_failing_seconds(now, since=now),
         extra=[(gauge, gauge.read()) for gauge in _extra_gauges.values()],

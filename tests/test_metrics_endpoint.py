@@ -259,6 +259,13 @@ def test_orders_incidents_and_the_outbox_are_counted_by_state(client: Client, ve
             kind="message", destination=destination, text="x", status=state,
             next_attempt_at=now - timedelta(seconds=due),
         )  # fmt: skip
+    # Two days old: a pending row still counts, a sent one has left the 24 hours counted.
+    for state in ("pending", "sent"):
+        row = Notification.objects.create(
+            kind="message", destination=destination, text="x", status=state,
+            next_attempt_at=now + timedelta(hours=1),
+        )  # fmt: skip
+        Notification.objects.filter(pk=row.pk).update(created_at=now - timedelta(days=2))
 
     samples = scrape(client)
     assert value(samples, "inkwave_recent_orders", status="placed") == 2
@@ -268,7 +275,7 @@ def test_orders_incidents_and_the_outbox_are_counted_by_state(client: Client, ve
     assert value(samples, "inkwave_incidents_open", severity="critical") == 1
     assert value(samples, "inkwave_incidents_open", severity="warning") == 1
     assert value(samples, "inkwave_incidents_open", severity="info") == 0
-    for state, count in [("pending", 2), ("sent", 1), ("failed", 1), ("sending", 0)]:
+    for state, count in [("pending", 3), ("sent", 1), ("failed", 1), ("sending", 0)]:
         assert value(samples, "inkwave_outbox_notifications", status=state) == count
     assert value(samples, "inkwave_outbox_oldest_pending_age_seconds") >= 600
     assert NotificationStatus.SKIPPED in {
