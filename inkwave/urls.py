@@ -12,6 +12,9 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("health", monitoring_views.health, name="health"),
     path("health/live", monitoring_views.liveness, name="health-live"),
+    # Prometheus' scrape (monitoring API credentials); not under /api/: its answer is not JSON.
+    # django-stubs types path() for sync views only (see monitoring/urls.py).
+    path("metrics", monitoring_views.metrics, name="metrics"),  # type: ignore[arg-type]
     path("api/v1/openapi.json", openapi.openapi_json, name="openapi"),
     path("api/v1/monitoring/", include("monitoring.urls")),
     path("api/v1/orders", orders_api.orders_collection, name="orders"),

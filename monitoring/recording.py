@@ -16,7 +16,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from monitoring.histogram import HistogramSnapshot
+from monitoring.histogram import HistogramSnapshot, add_buckets
 from monitoring.models import MetricTotals, WebSocketSample, Worker, WorkerRole
 from monitoring.monitor import MonitorSnapshot
 from monitoring.system import MemoryUsage, cpu_seconds, memory_usage
@@ -147,8 +147,9 @@ def record_sample(
             **counts,
         )
         Worker.objects.filter(pk=worker.pk).update(last_sample=sample)
-        if any(counts.values()):
+        if any(counts.values()) or delivery.count or round_trip.count:
             _add_to_totals(counts, now)
+            _add_latency_to_totals(delivery, round_trip)
     return sample
 
 
@@ -219,6 +220,31 @@ def _add_to_totals(counts: dict[str, int], now: datetime) -> None:
             MetricTotals.objects.filter(pk=MetricTotals.SINGLETON_ID).update(
                 **{name: F(name) + value for name, value in counts.items()}
             )
+
+
+def _add_latency_to_totals(delivery: HistogramSnapshot, round_trip: HistogramSnapshot) -> None:
+    """Histograms cannot be added with F(): the row is locked, read, summed and written back
+    (other processes' flushes wait for this transaction, as they do for the F() update)."""
+    if not (delivery.count or round_trip.count):
+        return
+    totals = MetricTotals.objects.select_for_update().get(pk=MetricTotals.SINGLETON_ID)
+    totals.delivery_count += delivery.count
+    totals.delivery_sum_ms += delivery.total
+    totals.delivery_buckets = add_buckets([totals.delivery_buckets, delivery.counts])
+    totals.round_trip_count += round_trip.count
+    totals.round_trip_sum_ms += round_trip.total
+    totals.round_trip_buckets = add_buckets([totals.round_trip_buckets, round_trip.counts])
+    totals.save(update_fields=LATENCY_TOTALS)
+
+
+LATENCY_TOTALS = [
+    "delivery_count",
+    "delivery_sum_ms",
+    "delivery_buckets",
+    "round_trip_count",
+    "round_trip_sum_ms",
+    "round_trip_buckets",
+]
 
 
 class SampleRecorder:

@@ -5,13 +5,15 @@ cumulative) and puts its slow records back."""
 from __future__ import annotations
 
 import hashlib
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
 
-from monitoring.models import RequestSample, SlowQuery, SlowRequest, SlowStatement
+from monitoring.histogram import add_buckets
+from monitoring.models import RequestSample, RouteTotals, SlowQuery, SlowRequest, SlowStatement
 from monitoring.requests import (
     RequestMonitor,
     RequestSnapshot,
@@ -46,6 +48,7 @@ class RequestRecorder:
                     self._sample(worker_id, route, delta, now) for route, delta in deltas.items()
                 )
                 self._record_slow(snapshot)
+                add_to_route_totals(deltas, Counter(q.route for q in snapshot.slow_queries))
         except Exception:
             self.monitor.put_back(snapshot)
             raise
@@ -113,3 +116,49 @@ class RequestRecorder:
             request_id=query.request_id,
             worker=self.worker_name,
         )
+
+
+_ROUTE_TOTALS = [
+    "requests",
+    "client_errors",
+    "server_errors",
+    "duration_sum_ms",
+    "duration_buckets",
+    "slow_queries",
+]
+
+
+def add_to_route_totals(deltas: dict[str, RouteSnapshot], slow_queries: Counter[str]) -> None:
+    """Adds an interval to each route's running totals, in the caller's transaction.
+
+    Three queries whatever the number of routes: missing rows are inserted, every row is
+    locked, summed in Python (histogram buckets cannot be added with F()) and written back.
+    Rows are taken in route order, so two processes flushing the same routes never deadlock.
+    """
+    # Keys longer than the column are cut, as RequestSample's are: they add to one row.
+    intervals: dict[str, list[RouteSnapshot]] = defaultdict(list)
+    for route, delta in deltas.items():
+        intervals[route[:300]].append(delta)
+    slow: Counter[str] = Counter()
+    for route, count in slow_queries.items():
+        slow[route[:300]] += count
+    routes = sorted(intervals.keys() | slow.keys())
+    if not routes:
+        return
+    RouteTotals.objects.bulk_create(
+        [RouteTotals(route=route) for route in routes], ignore_conflicts=True
+    )
+    rows = list(RouteTotals.objects.select_for_update().filter(route__in=routes).order_by("route"))
+    for row in rows:
+        for delta in intervals.get(row.route, ()):
+            _add_interval(row, delta)
+        row.slow_queries += slow[row.route]
+    RouteTotals.objects.bulk_update(rows, _ROUTE_TOTALS)
+
+
+def _add_interval(row: RouteTotals, delta: RouteSnapshot) -> None:
+    row.requests += delta.requests
+    row.client_errors += delta.client_errors
+    row.server_errors += delta.server_errors
+    row.duration_sum_ms += delta.duration.total
+    row.duration_buckets = add_buckets([row.duration_buckets, delta.duration.counts])

@@ -7,7 +7,7 @@ from typing import TypeVar
 import structlog
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -17,7 +17,16 @@ from inkwave.api_errors import ErrorJSON, json_error
 from inkwave.openapi import Answer, operation
 from monitoring.access import MONITORING_AUTH, REFUSALS, monitoring_access_required
 from monitoring.database import DatabaseHealth, database_health
-from monitoring.health import READ_THREADS, Status, overall_status, public_checks, run_in_thread
+from monitoring.health import (
+    READ_THREADS,
+    CheckResult,
+    Status,
+    overall_status,
+    public_checks,
+    run_in_thread,
+)
+from monitoring.prometheus import CONTENT_TYPE, render
+from monitoring.scrape import Reading, read_deployment
 from monitoring.stats import WebSocketHealth, WebSocketStats, websocket_health, websocket_stats
 
 
@@ -178,3 +187,36 @@ async def websocket_health_view(request: HttpRequest) -> JsonResponse:
 async def database_health_view(request: HttpRequest) -> JsonResponse:
     body = await database_health()
     return JsonResponse(body, status=_status_code(body["status"]))
+
+
+# The health checks /metrics reports as inkwave_dependency_up (when enabled).
+DEPENDENCIES = ("database", "redis", "channel_layer")
+
+
+def _dependencies(results: list[CheckResult]) -> dict[str, bool]:
+    return {
+        r.name: r.status != Status.UNHEALTHY
+        for r in results
+        if r.name in DEPENDENCIES and r.status != Status.DISABLED
+    }
+
+
+async def _reading() -> Reading | None:
+    try:
+        return await _read(read_deployment)
+    except Unavailable:
+        return None
+
+
+@never_cache
+@require_GET
+@monitoring_access_required
+async def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus' scrape: the whole deployment's figures, whichever process answers.
+
+    The health checks are /health's own (shared run, cached, each within its timeout). With
+    the database down the answer is still 200, with inkwave_dependency_up alone: Prometheus
+    then alerts on the database, not on a failed scrape.
+    """
+    results, reading = await asyncio.gather(public_checks.results(), _reading())
+    return HttpResponse(render(reading, _dependencies(results)), content_type=CONTENT_TYPE)

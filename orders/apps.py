@@ -12,10 +12,11 @@ class OrdersConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_out
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
-        from orders import retention, revocation
+        from orders import metrics, retention, revocation
         from orders.models import Venue, VenueAccessToken
 
         retention.register()
+        metrics.register()
 
         post_save.connect(_announce_new_venue, sender=Venue, dispatch_uid="orders.new_venue")
         # Every way a room grant ends closes the connections it let in (orders/revocation.py).

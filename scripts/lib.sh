@@ -98,3 +98,24 @@ ensure_chromium() {
         return 1
     fi
 }
+
+# Debian's Prometheus package for its promtool, which checks deploy/prometheus (the config,
+# the alert rules and their unit tests) in tests/test_metrics_endpoint.py. The daemon it also
+# installs is not used (policy-rc.d or no systemd keeps it from starting in a container).
+ensure_promtool() {
+    if [ -x /usr/bin/promtool ]; then
+        return 0
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "==> installing promtool (Debian's prometheus package)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+            >/dev/null 2>&1 || {
+            apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                --no-install-recommends prometheus >/dev/null
+        }
+    fi
+    if [ ! -x /usr/bin/promtool ]; then
+        echo "error: /usr/bin/promtool is missing (apt-get install prometheus) for the metrics tests" >&2
+        return 1
+    fi
+}

@@ -345,24 +345,29 @@ SLACK_FAILING = "notifications.slack_failing_seconds"
 OUTBOX_AGE = "notifications.outbox_age_seconds"
 
 
-def _slack_failing_seconds(window: Window) -> Values:
-    """The longest time Slack refused an enabled destination, failing now or within the window.
+def slack_failing_seconds(now: datetime, since: datetime) -> float:
+    """The longest time Slack refused an enabled destination, failing now or after `since`.
 
     A failure that ended between two evaluations still counts while it is in the window, so
     an outage longer than the threshold is recorded whatever the evaluation's phase.
+    /metrics asks with since=now: the failures going on (Prometheus keeps the past).
     """
     longest = 0.0
-    for since, start, end in Destination.objects.filter(enabled=True).values_list(
+    for failing, start, end in Destination.objects.filter(enabled=True).values_list(
         "failing_since", "failed_from", "failed_until"
     ):
-        if since is not None:
-            longest = max(longest, (window.end - since).total_seconds())
-        if start is not None and end is not None and end > window.start:
+        if failing is not None:
+            longest = max(longest, (now - failing).total_seconds())
+        if start is not None and end is not None and end > since:
             longest = max(longest, (end - start).total_seconds())
-    return {"": longest}
+    return longest
 
 
-def _outbox_age_seconds(window: Window) -> Values:
+def _slack_failing_seconds(window: Window) -> Values:
+    return {"": slack_failing_seconds(window.end, window.start)}
+
+
+def outbox_age_seconds(now: datetime) -> float:
     """How long the oldest due notification has waited to be sent, in seconds.
 
     Waiting counts from when it was due, or from when Slack last came back for its
@@ -373,7 +378,7 @@ def _outbox_age_seconds(window: Window) -> Values:
     waiting_since = (
         Notification.objects.filter(
             status__in=OPEN_STATUSES,
-            next_attempt_at__lte=window.end,
+            next_attempt_at__lte=now,
             destination__failing_since__isnull=True,
         )
         .annotate(
@@ -384,8 +389,12 @@ def _outbox_age_seconds(window: Window) -> Values:
         .aggregate(oldest=Min("due"))["oldest"]
     )
     if waiting_since is None:
-        return {"": 0.0}
-    return {"": max(0.0, (window.end - waiting_since).total_seconds())}
+        return 0.0
+    return max(0.0, (now - waiting_since).total_seconds())
+
+
+def _outbox_age_seconds(window: Window) -> Values:
+    return {"": outbox_age_seconds(window.end)}
 
 
 # --- HTTP requests (RequestSample rows, every route of every web process) -----------------

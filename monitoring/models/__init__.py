@@ -6,7 +6,13 @@ from monitoring.models.incidents import (
     IncidentEventKind,
     IncidentStatus,
 )
-from monitoring.models.requests import RequestSample, SlowQuery, SlowRequest, SlowStatement
+from monitoring.models.requests import (
+    RequestSample,
+    RouteTotals,
+    SlowQuery,
+    SlowRequest,
+    SlowStatement,
+)
 from monitoring.models.rules import AlertRule, AlertState, Comparison, Inhibition, Severity
 from monitoring.models.samples import MetricTotals, WebSocketSample, Worker, WorkerRole
 from monitoring.models.schedules import OnCallShift, Silence
@@ -23,6 +29,7 @@ __all__ = [
     "MetricTotals",
     "OnCallShift",
     "RequestSample",
+    "RouteTotals",
     "Severity",
     "Silence",
     "SlowQuery",

@@ -40,6 +40,34 @@ class RequestSample(models.Model):
         return f"{self.route} @ {self.recorded_at:%Y-%m-%d %H:%M:%S}"
 
 
+class RouteTotals(models.Model):
+    """What one route has served since its first request, over every process: running totals
+    that pruning samples or restarting a process never lowers (/metrics' counters).
+
+    One row per route, updated by each flush in the transaction that writes its
+    RequestSample rows. Not pruned: rows are bounded by the routes the code has (each
+    process counts at most MAX_ROUTES, the rest as "(other)"); a removed route's row stays,
+    as its history does in Prometheus.
+    """
+
+    route = models.CharField(max_length=300, unique=True, help_text="The URL pattern.")
+    requests = models.PositiveBigIntegerField(default=0)
+    client_errors = models.PositiveBigIntegerField(default=0, help_text="4xx answers.")
+    server_errors = models.PositiveBigIntegerField(default=0, help_text="5xx answers.")
+    duration_sum_ms = models.FloatField(default=0)
+    duration_buckets = models.JSONField(default=list, blank=True)
+    slow_queries = models.PositiveBigIntegerField(
+        default=0, help_text="Queries of at least SLOW_QUERY_MS run for this route."
+    )
+
+    class Meta:
+        ordering = ["route"]
+        verbose_name_plural = "route totals"
+
+    def __str__(self) -> str:
+        return self.route
+
+
 class SlowStatement(models.Model):
     """One normalised SQL statement that has been slow, with its slow runs summed up."""
 

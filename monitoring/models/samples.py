@@ -119,6 +119,14 @@ class MetricTotals(models.Model):
     resumes = models.PositiveBigIntegerField(default=0)
     events_replayed = models.PositiveBigIntegerField(default=0)
     resyncs = models.PositiveBigIntegerField(default=0)
+    # The latency histograms summed since then (buckets of monitoring.histogram's bounds),
+    # so that /metrics serves counters that only grow, whatever is pruned or restarted.
+    delivery_count = models.PositiveBigIntegerField(default=0)
+    delivery_sum_ms = models.FloatField(default=0)
+    delivery_buckets = models.JSONField(default=list, blank=True)
+    round_trip_count = models.PositiveBigIntegerField(default=0)
+    round_trip_sum_ms = models.FloatField(default=0)
+    round_trip_buckets = models.JSONField(default=list, blank=True)
 
     class Meta:
         verbose_name_plural = "metric totals"
