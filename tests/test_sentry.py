@@ -1,0 +1,229 @@
+"""Errors reach Sentry once, and without a secret in them.
+
+Everything is reported to a local Sentry (tests/local_sentry.py), through sentry-sdk's own
+transport; what a test asserts about secrets it asserts on the raw bytes that arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import string
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sentry_sdk
+from channels.testing import HttpCommunicator
+from django.core.asgi import get_asgi_application
+from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
+
+from inkwave.sentry import FILTERED, scrub, setup_sentry
+from orders import api as orders_api
+from orders.models import Venue, VenueAccessToken
+from tests.local_sentry import SentryServer
+from tests.servers import ROOT
+
+
+class ProbeFailedError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """One of each kind the scrubber must catch, new for each test."""
+
+    venue_token: str
+    slack_token: str
+    webhook_url: str
+    password: str  # no telling shape: only its name gives it away
+    session_key: str  # the same
+
+    @classmethod
+    def new(cls) -> Secrets:
+        alnum = string.ascii_lowercase + string.digits
+        return cls(
+            venue_token=VenueAccessToken.generate(),
+            slack_token=f"xoxb-{secrets.randbelow(10**12)}-{secrets.token_hex(12)}",
+            webhook_url=f"https://hooks.slack.com/services/T0{secrets.token_hex(4).upper()}"
+            f"/B0{secrets.token_hex(4).upper()}/{secrets.token_hex(12)}",
+            password=secrets.token_hex(10),
+            session_key="".join(secrets.choice(alnum) for _ in range(32)),
+        )
+
+
+def assert_none_arrived(raw: bytes, *values: str) -> None:
+    """Neither a secret nor its random part is anywhere in `raw`."""
+    parts = {part for value in values for part in _random_parts(value)}
+    arrived = sorted(part for part in parts if part.encode() in raw)
+    assert not arrived, f"secrets that reached Sentry: {arrived}"
+
+
+def _random_parts(value: str) -> set[str]:
+    """The value, and what of it is random: without its prefix, or the URL before it. Only
+    long ones: a few characters could be in the bytes by chance."""
+    parts = {value, value.removeprefix("iwv_"), value.rsplit("/", 1)[-1], value.rsplit("-", 1)[-1]}
+    return {part for part in parts if len(part) >= 12}
+
+
+@pytest.fixture
+def secret() -> Secrets:
+    return Secrets.new()
+
+
+@pytest.fixture
+def sentry_server() -> Iterator[SentryServer]:
+    with SentryServer() as server:
+        yield server
+
+
+def reporting(server: SentryServer, traces_sample_rate: float = 0.0) -> Iterator[SentryServer]:
+    """This process reports to `server`; afterwards it is flushed, closed and off again (the
+    client is process-wide: the next test must find Sentry as the settings left it, off)."""
+    assert setup_sentry(
+        server.dsn,
+        environment="test",
+        release="inkwave@test",
+        traces_sample_rate=traces_sample_rate,
+    )
+    try:
+        yield server
+    finally:
+        sentry_sdk.get_client().close(timeout=10)  # sends what is queued, ends its threads
+        sentry_sdk.get_global_scope().set_client(None)
+
+
+@pytest.fixture
+def sentry(sentry_server: SentryServer) -> Iterator[SentryServer]:
+    yield from reporting(sentry_server)
+
+
+@pytest.fixture
+def sentry_tracing(sentry_server: SentryServer) -> Iterator[SentryServer]:
+    yield from reporting(sentry_server, traces_sample_rate=1.0)
+
+
+async def flushed(server: SentryServer) -> SentryServer:
+    """`server` once this process has sent everything it queued."""
+    await asyncio.to_thread(sentry_sdk.flush, 10)
+    return server
+
+
+# --- configuration ----------------------------------------------------------------------
+
+
+def run_configured(tmp_path: Path, code: str, **env: str) -> str:
+    """Run `code` after django.setup() in a process configured by the environment alone."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "REDIS"))}
+    environ.update(DJANGO_SETTINGS_MODULE="inkwave.settings", INKWAVE_VAR_DIR=str(tmp_path), **env)
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django\ndjango.setup()\n{code}"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_without_a_dsn_nothing_is_set_up(tmp_path: Path) -> None:
+    code = """
+import json, threading, sentry_sdk
+from sentry_sdk import integrations
+print(json.dumps({
+    "active": sentry_sdk.get_client().is_active(),
+    "integrations": sorted(integrations._installed_integrations),
+    "threads": sorted(t.name for t in threading.enumerate()),
+}))
+"""
+    assert "SENTRY_DSN" not in os.environ  # tests/settings.py keeps the caller's out
+    state = json.loads(run_configured(tmp_path, code, SENTRY_ENVIRONMENT="staging"))
+    assert state == {"active": False, "integrations": [], "threads": ["MainThread"]}
+    assert setup_sentry("", environment="staging") is False
+
+
+def test_a_process_with_a_dsn_reports_with_its_environment_and_release(
+    tmp_path: Path, sentry_server: SentryServer
+) -> None:
+    code = """
+import structlog, sentry_sdk
+structlog.get_logger("inkwave.probe").error("probe_failed", step=3)
+sentry_sdk.flush(10)
+"""
+    run_configured(
+        tmp_path,
+        code,
+        SENTRY_DSN=sentry_server.dsn,
+        SENTRY_ENVIRONMENT="staging",
+        SENTRY_RELEASE="inkwave@1.2.3",
+    )
+    (event,) = sentry_server.events
+    assert (event["environment"], event["release"]) == ("staging", "inkwave@1.2.3")
+    assert event["level"] == "error"
+    assert event["logentry"]["message"] == "probe_failed"  # the event's name, not its dict
+    assert event["extra"]["step"] == 3
+    assert {"django", "celery", "logging"} <= set(event["sdk"]["integrations"])
+
+
+def test_it_sends_no_personal_data_and_filters_every_name_sentry_sdk_filters(
+    sentry: SentryServer,
+) -> None:
+    """sentry-sdk's own scrubber is replaced by `scrub`, which must do its work too."""
+    assert not sentry_sdk.get_client().should_send_default_pii()
+    names = [*DEFAULT_DENYLIST, *DEFAULT_PII_DENYLIST]
+    event: Any = {"extra": {name: secrets.token_hex(8) for name in names}}
+    assert scrub(event, {}) == {"extra": {name: FILTERED for name in names}}
+
+
+# --- HTTP -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("routes")
+async def test_a_crashed_request_reaches_sentry_without_its_credentials_or_body_secrets(
+    sentry_tracing: SentryServer,
+    venue: Venue,
+    venue_token: str,
+    secret: Secrets,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def crash(new: Any) -> Any:
+        password = secret.password
+        raise ProbeFailedError(f"could not store the order ({password})")
+
+    monkeypatch.setattr(orders_api, "_create", crash)
+    # A client that pasted a webhook URL into a field, and put its token everywhere.
+    item = {"name": secret.webhook_url, "quantity": 1, "unitPrice": "3.50"}
+    order = {"venue": venue.pk, "table": "Table 5", "currency": "USD", "items": [item]}
+    request = HttpCommunicator(
+        get_asgi_application(),
+        "POST",
+        f"/api/v1/orders?token={venue_token}&sessionid={secret.session_key}",
+        body=json.dumps(order).encode(),
+        headers=[
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {venue_token}".encode()),
+            (b"cookie", f"sessionid={secret.session_key}".encode()),
+        ],
+    )
+    response = await request.get_response(timeout=10)
+    assert response["status"] == 500
+    await request.wait(timeout=10)  # the request's transaction ends with the application
+
+    server = await flushed(sentry_tracing)
+    (event,) = server.events
+    assert_none_arrived(server.raw, venue_token, *astuple(secret))
+    assert event["logentry"]["message"] == "order_creation_crashed"
+    assert event["request"]["url"].endswith("/api/v1/orders")
+    assert event["request"]["data"]["items"][0]["name"] == FILTERED
+    (transaction,) = server.items("transaction")
+    assert transaction["transaction"] == "/api/v1/orders"
