@@ -16,6 +16,10 @@ Each error is reported once, by one path:
 - A task or view that logs an exception and then lets it escape hands the same exception
   object to two paths: sentry-sdk's DedupeIntegration (on by default) drops the second.
 
+The venue room (a WebSocket consumer, which the Django integration does not see) reports in
+a scope of its own per connection (`error_context`): its events carry the spec's `feature`
+and `venue_id` tags.
+
 Whatever an event holds on its way out passes `scrub` (before_send, before_send_transaction):
 Slack webhook URLs and tokens, venue access tokens, passwords and session ids are replaced
 by "[Filtered]" in every string of it, wherever they sit (the exception's message, stack
@@ -25,9 +29,11 @@ any key that names a secret is filtered whatever it looks like.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import sentry_sdk
@@ -106,6 +112,24 @@ def setup_sentry(
         before_breadcrumb=_readable_breadcrumb,
     )
     return True
+
+
+@contextlib.contextmanager
+def error_context(feature: str, venue_id: object = None, **context: Any) -> Iterator[None]:
+    """Errors reported inside the block carry the `feature` and `venue_id` tags, and `context`.
+
+    The block gets an isolation scope of its own: a WebSocket connection is an asyncio task,
+    and two connections' tags must never mix. Without Sentry, nothing is created.
+    """
+    if not sentry_sdk.get_client().is_active():
+        yield
+        return
+    with sentry_sdk.isolation_scope() as scope:
+        scope.set_tag("feature", feature)
+        if venue_id is not None:
+            scope.set_tag("venue_id", str(venue_id))
+        scope.set_context(feature, {"id": uuid.uuid4().hex[:12], **context})
+        yield
 
 
 # --- how log lines read in Sentry ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Errors reach Sentry once, and without a secret in them.
+"""Errors reach Sentry once, tagged with their feature and venue, and without a secret in them.
 
 Everything is reported to a local Sentry (tests/local_sentry.py), through sentry-sdk's own
 transport; what a test asserts about secrets it asserts on the raw bytes that arrived.
@@ -13,22 +13,30 @@ import secrets
 import string
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sentry_sdk
+import structlog
 from channels.testing import HttpCommunicator
 from django.core.asgi import get_asgi_application
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
 
+from inkwave.db import database_sync_to_async
+from inkwave.routing import build_websocket_application
 from inkwave.sentry import FILTERED, scrub, setup_sentry
 from orders import api as orders_api
+from orders.consumers import VenueRoomConsumer
+from orders.groups import venue_group_name
 from orders.models import Venue, VenueAccessToken
+from tests.conftest import PatientCommunicator, session_cookie_for
 from tests.local_sentry import SentryServer
 from tests.servers import ROOT
+
+logger = structlog.get_logger(__name__)
 
 
 class ProbeFailedError(RuntimeError):
@@ -181,6 +189,100 @@ def test_it_sends_no_personal_data_and_filters_every_name_sentry_sdk_filters(
     names = [*DEFAULT_DENYLIST, *DEFAULT_PII_DENYLIST]
     event: Any = {"extra": {name: secrets.token_hex(8) for name in names}}
     assert scrub(event, {}) == {"extra": {name: FILTERED for name in names}}
+
+
+# --- the venue room ---------------------------------------------------------------------
+
+
+def failing_ping(secret: Secrets) -> Callable[..., Awaitable[None]]:
+    """A ping handler with a bug, holding secrets as a real one might."""
+
+    async def on_ping(self: VenueRoomConsumer, message: dict[str, Any]) -> None:
+        destination, bot = secret.webhook_url, secret.slack_token
+        password, session_key = secret.password, secret.session_key
+        logger.warning("probe_posting", url=destination)  # a breadcrumb
+        raise ProbeFailedError(f"{destination} refused {bot} ({password} {session_key})")
+
+    return on_ping
+
+
+@pytest.fixture
+def other_token(other_venue: Venue) -> str:
+    return VenueAccessToken.issue(other_venue, "Bar screen")[1]
+
+
+class ServedCommunicator(PatientCommunicator):
+    """Starts the application as daphne does, in a copy of the caller's context (asgiref
+    starts each in an empty one): whatever the server's context holds, every connection's
+    task starts with."""
+
+    _future: asyncio.Future[Any] | None
+
+    @property
+    def future(self) -> asyncio.Future[Any]:
+        if self._future is None:
+            self._future = asyncio.ensure_future(
+                self.application(self.scope, self.input_queue.get, self.output_queue.put)
+            )
+        return self._future
+
+
+async def enter(venue: Venue, token: str, cookie: bytes) -> PatientCommunicator:
+    path = f"/ws/venues/{venue.pk}/?token={token}"
+    room = ServedCommunicator(build_websocket_application(), path, headers=[(b"cookie", cookie)])
+    connected, code = await room.connect()
+    assert connected, code
+    assert (await room.receive_json_from())["type"] == "welcome"
+    return room
+
+
+async def fail_a_frame(room: PatientCommunicator) -> None:
+    await room.send_json_to({"type": "ping"})
+    frame = await room.receive_json_from()
+    assert (frame["type"], frame["code"]) == ("error", "internal_error")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("redis_client")
+async def test_an_error_in_a_venue_room_reaches_sentry_once_tagged_with_its_venue(
+    sentry: SentryServer,
+    venue: Venue,
+    venue_token: str,
+    other_venue: Venue,
+    other_token: str,
+    staff_user: Any,
+    secret: Secrets,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(VenueRoomConsumer, "on_ping", failing_ping(secret))
+    cookie = await database_sync_to_async(session_cookie_for)(staff_user)
+    # A server's context has a scope before any connection (a log line at start-up makes
+    # one), and each connection's task inherits it: tags set on that shared scope, rather
+    # than on one of the connection's own, would name the venue that connected last.
+    with sentry_sdk.isolation_scope():
+        first = await enter(venue, venue_token, cookie)
+        second = await enter(other_venue, other_token, cookie)
+        await fail_a_frame(first)
+        await fail_a_frame(second)
+        for room in (first, second):
+            await room.disconnect()
+
+    events = (await flushed(sentry)).events
+    assert [(e["tags"]["feature"], e["tags"]["venue_id"]) for e in events] == [
+        ("venue_room", str(venue.pk)),
+        ("venue_room", str(other_venue.pk)),
+    ]
+    session_id = cookie.decode().partition("=")[2]
+    assert_none_arrived(sentry.raw, venue_token, other_token, session_id, *astuple(secret))
+    event = events[0]
+    assert event["logentry"]["message"] == "venue_room_frame_failed"
+    assert event["extra"]["group"] == venue_group_name(venue.pk)
+    assert event["contexts"]["venue_room"]["path"] == f"/ws/venues/{venue.pk}/"
+    (exception,) = event["exception"]["values"]
+    assert exception["type"] == "ProbeFailedError"
+    assert exception["value"].count(FILTERED) == 4  # arrived, with every secret filtered
+    (crumb,) = [c for c in event["breadcrumbs"]["values"] if c["message"] == "probe_posting"]
+    assert crumb["data"] == {"url": FILTERED}
 
 
 # --- HTTP -------------------------------------------------------------------------------
