@@ -17,8 +17,8 @@ Each error is reported once, by one path:
   object to two paths: sentry-sdk's DedupeIntegration (on by default) drops the second.
 
 The venue room (a WebSocket consumer, which the Django integration does not see) reports in
-a scope of its own per connection (`error_context`): its events carry the spec's `feature`
-and `venue_id` tags.
+a scope of its own per connection (`error_context`), and a task's run is tagged as it starts
+(`_tag_task`): their events carry the spec's `feature` and `venue_id` tags.
 
 Whatever an event holds on its way out passes `scrub` (before_send, before_send_transaction):
 Slack webhook URLs and tokens, venue access tokens, passwords and session ids are replaced
@@ -30,10 +30,11 @@ any key that names a secret is filtered whatever it looks like.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
 import sentry_sdk
@@ -80,6 +81,7 @@ def setup_sentry(
         return False
     # Imported here: a process without a DSN loads no integration (they import Django's and
     # Celery's internals).
+    from celery import signals
     from sentry_sdk.integrations.celery import CeleryIntegration
     from sentry_sdk.integrations.django import DjangoIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
@@ -111,6 +113,7 @@ def setup_sentry(
         before_send_transaction=scrub,
         before_breadcrumb=_readable_breadcrumb,
     )
+    signals.task_prerun.connect(_tag_task, weak=False, dispatch_uid="inkwave.sentry")
     return True
 
 
@@ -130,6 +133,36 @@ def error_context(feature: str, venue_id: object = None, **context: Any) -> Iter
             scope.set_tag("venue_id", str(venue_id))
         scope.set_context(feature, {"id": uuid.uuid4().hex[:12], **context})
         yield
+
+
+def _tag_task(
+    sender: Any = None, task_id: str = "", args: Any = (), kwargs: Any = None, **_: Any
+) -> None:
+    """task_prerun: runs inside the isolation scope the Celery integration opens per task."""
+    if sender is None or not sentry_sdk.get_client().is_active():
+        return
+    arguments = _task_arguments(sender.run, args or (), kwargs or {})
+    scope = sentry_sdk.get_isolation_scope()
+    scope.set_tag("feature", sender.name)
+    if arguments.get("venue_id") is not None:
+        scope.set_tag("venue_id", str(arguments["venue_id"]))
+    # A summary: each argument's repr, secrets filtered before it is cut short (a cut token
+    # would no longer be recognised), and an argument named as a secret left out entirely.
+    summary = {
+        name: FILTERED if _is_secret_key(name) else _scrub_text(repr(value), None)[:200]
+        for name, value in arguments.items()
+    }
+    scope.set_context("task", {"name": sender.name, "id": task_id, "arguments": summary})
+
+
+def _task_arguments(
+    run: Callable[..., Any], args: Any, kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The task's arguments by parameter name (positional ones included)."""
+    try:
+        return dict(inspect.signature(run).bind_partial(*args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        return {**{f"args[{i}]": value for i, value in enumerate(args)}, **kwargs}
 
 
 # --- how log lines read in Sentry ----------------------------------------------------------

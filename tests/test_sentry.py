@@ -10,18 +10,22 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import string
 import subprocess
 import sys
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import sentry_sdk
 import structlog
 from channels.testing import HttpCommunicator
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST
 
@@ -34,7 +38,8 @@ from orders.groups import venue_group_name
 from orders.models import Venue, VenueAccessToken
 from tests.conftest import PatientCommunicator, session_cookie_for
 from tests.local_sentry import SentryServer
-from tests.servers import ROOT
+from tests.sentry_celery import escapes, logged_and_escapes
+from tests.servers import LOG_TAIL_CHARS, ROOT, server_env
 
 logger = structlog.get_logger(__name__)
 
@@ -329,3 +334,82 @@ async def test_a_crashed_request_reaches_sentry_without_its_credentials_or_body_
     assert event["request"]["data"]["items"][0]["name"] == FILTERED
     (transaction,) = server.items("transaction")
     assert transaction["transaction"] == "/api/v1/orders"
+
+
+# --- Celery -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def worker_queue() -> Iterator[str]:
+    """A queue of the test's own on the shared Redis; its keys are removed afterwards."""
+    queue = f"sentry-test-{uuid.uuid4().hex[:8]}"
+    yield queue
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for key in client.scan_iter(f"*{queue}*"):
+        client.delete(key)
+    client.close()
+
+
+def start_worker(queue: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A worker as docker-compose.yml runs one, forking a child that runs the tasks."""
+    command = [sys.executable, "-m", "celery", "-A", "tests.sentry_celery", "worker"]
+    command += ["--concurrency=1", f"--queues={queue}", "--loglevel=INFO"]
+    command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop(worker: subprocess.Popen[bytes], log_path: Path) -> None:
+    """A warm shutdown, as `docker compose stop` asks; its log shows if the test failed."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(5)
+    sys.stderr.write(f"----- worker log -----\n{log_path.read_text()[-LOG_TAIL_CHARS:]}\n")
+
+
+@pytest.mark.system
+@pytest.mark.django_db(transaction=True)
+def test_errors_in_celery_tasks_reach_sentry_once_each_with_their_tags(
+    sentry_server: SentryServer, secret: Secrets, worker_queue: str, tmp_path: Path
+) -> None:
+    env = server_env(
+        tmp_path / "var",
+        {"SENTRY_DSN": sentry_server.dsn, "SENTRY_ENVIRONMENT": "test", "LOG_LEVEL": "info"},
+    )
+    (tmp_path / "var").mkdir()
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(worker_queue, env, log_path)
+    try:
+        with escapes.app.connection_for_write(settings.REDIS_URL) as connection:
+            options: dict[str, Any] = {"queue": worker_queue, "connection": connection}
+            escapes.apply_async(
+                (7, secret.webhook_url, secret.slack_token, secret.venue_token, secret.password),
+                **options,
+            )
+            logged_and_escapes.apply_async((8, secret.session_key), **options)
+        sentry_server.wait_for_events(2, timeout=90)
+    finally:
+        # Its child flushes what it queued as it exits: whatever was sent twice is in now.
+        stop(worker, log_path)
+
+    by_feature = {event["tags"]["feature"]: event for event in sentry_server.events}
+    assert len(sentry_server.events) == len(by_feature) == 2
+    escaped = by_feature["tests.sentry.escapes"]
+    assert escaped["tags"]["venue_id"] == "7"
+    assert escaped["exception"]["values"][-1]["mechanism"]["type"] == "celery"
+    assert escaped["contexts"]["task"]["arguments"] == {
+        "venue_id": "7",
+        "destination": f"'{FILTERED}'",
+        "bot": f"'{FILTERED}'",
+        "device": f"'{FILTERED}'",
+        "password": FILTERED,
+    }
+    logged = by_feature["tests.sentry.logged_and_escapes"]
+    assert logged["tags"]["venue_id"] == "8"
+    assert logged["logentry"]["message"] == "probe_delivery_failed"
+    assert {e["environment"] for e in sentry_server.events} == {"test"}
+    assert_none_arrived(sentry_server.raw, *astuple(secret))
