@@ -24,6 +24,7 @@ from inkwave.env import (
 )
 from inkwave.logging import build_logging_config
 from inkwave.process import runs_celery
+from inkwave.sentry import setup_sentry
 from inkwave.vardir import BASE_DIR, STATIC_DIR, stored_secret_key, var_dir
 
 # Created, with the secret key below, by the process that starts (inkwave.vardir.prepare),
@@ -413,6 +414,23 @@ LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error"
 LOG_FORMAT = env_choice("LOG_FORMAT", "console", ("console", "json"))
 LOGGING = build_logging_config(level=LOG_LEVEL, json_format=LOG_FORMAT == "json")
 LOGGING_CONFIG = "inkwave.logging.configure"
+
+
+# --- Error reporting --------------------------------------------------------------------
+# Sentry, off unless SENTRY_DSN is set; inkwave/sentry.py says what is reported and what is
+# filtered out first. Set up here, as every process (web, worker, beat, manage.py) loads
+# these settings before it does any work.
+
+SENTRY_DSN = env_secret("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", "production")
+SENTRY_RELEASE = env_str("SENTRY_RELEASE")
+SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0, minimum=0, maximum=1)
+setup_sentry(
+    SENTRY_DSN,
+    environment=SENTRY_ENVIRONMENT,
+    release=SENTRY_RELEASE,
+    traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+)
 
 
 # --- Security ---------------------------------------------------------------------------

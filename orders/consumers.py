@@ -22,6 +22,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
+from inkwave.sentry import error_context
 from monitoring.monitor import get_monitor
 from orders.access import Grant, credentials
 from orders.entry import Ask, get_door
@@ -188,6 +189,13 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         await self.leave_groups(group)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # What this connection reports to Sentry carries its venue, whichever line reports
+        # it (inkwave/sentry.py); the Django integration does not see WebSocket consumers.
+        venue_id = scope["url_route"]["kwargs"].get("venue_id")
+        with error_context("venue_room", venue_id=venue_id, path=scope.get("path")):
+            await self.serve(scope, receive, send)
+
+    async def serve(self, scope: Any, receive: Any, send: Any) -> None:
         """channels' AsyncConsumer.__call__, except that this consumer has no channel of its
         own: what its groups are sent comes from the process's hub (orders/hub.py), through
         its inbox."""

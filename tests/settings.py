@@ -11,6 +11,11 @@ import os
 import tempfile
 import uuid
 
+# Tests never report to a real Sentry: not this process, nor the servers it starts (they
+# inherit its environment). tests/test_sentry.py reports to a local one.
+for name in [name for name in os.environ if name.startswith("SENTRY_")]:
+    del os.environ[name]
+
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"inkwave-test-{uuid.uuid4().hex[:8]}")
@@ -18,7 +23,7 @@ os.environ.setdefault("INKWAVE_VAR_DIR", tempfile.mkdtemp(prefix="inkwave-test-"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("LOG_LEVEL", "warning")
 
-from inkwave import vardir
+from inkwave import vardir  # noqa: E402 (after the environment is settled)
 
 # The test run is a process starting, like manage.py: its scratch directory gets the static
 # folder (whitenoise warns without one); the key is set above, so no key file is written.

@@ -38,7 +38,7 @@ def test_the_balancer_waits_for_healthy_web_processes() -> None:
         assert "/health/live" in " ".join(services[name]["healthcheck"]["test"])
 
 
-def test_every_app_process_gets_the_slack_configuration() -> None:
+def test_every_app_process_gets_the_slack_and_sentry_configuration() -> None:
     services = compose()["services"]
     example = (ROOT / "deploy" / "inkwave.env.example").read_text()
     for variable in (
@@ -46,6 +46,10 @@ def test_every_app_process_gets_the_slack_configuration() -> None:
         "SLACK_WEBHOOK_URL",
         "SLACK_OPERATIONS_CHANNEL_ID",
         "SLACK_ORDERS_CHANNEL_ID",
+        "SENTRY_DSN",
+        "SENTRY_ENVIRONMENT",
+        "SENTRY_RELEASE",
+        "SENTRY_TRACES_SAMPLE_RATE",
         "SECRET_KEY",
         "MONITORING_TOKEN",
     ):
