@@ -287,7 +287,9 @@ async def test_an_error_in_a_venue_room_reaches_sentry_once_tagged_with_its_venu
     assert exception["type"] == "ProbeFailedError"
     assert exception["value"].count(FILTERED) == 4  # arrived, with every secret filtered
     (crumb,) = [c for c in event["breadcrumbs"]["values"] if c["message"] == "probe_posting"]
-    assert crumb["data"] == {"url": FILTERED}
+    # The breadcrumb holds what its log line held: the field, and the connection's context.
+    assert crumb["data"]["url"] == FILTERED
+    assert crumb["data"]["venue"] == venue.pk
 
 
 # --- HTTP -------------------------------------------------------------------------------
