@@ -15,36 +15,80 @@ are. At most KEEP_IDLE idle threads are kept.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from asgiref.sync import ThreadSensitiveContext
 from django.core.handlers.asgi import ASGIHandler
 
 KEEP_IDLE = 32
+T = TypeVar("T")
+
+
+class RequestExecutor(ThreadPoolExecutor):
+    """One thread, and whether it still has work: a request cancelled while its sync code
+    runs (a client gone, daphne's close timeout) ends before that code returns, and the next
+    request must not wait behind it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="inkwave-request")
+        self.lock = threading.Lock()
+        self.busy = 0
+        self.when_idle: Callable[[], None] | None = None
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        with self.lock:
+            self.busy += 1
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: Future[Any]) -> None:
+        with self.lock:
+            self.busy -= 1
+            then, self.when_idle = (self.when_idle, None) if self.busy == 0 else (None, None)
+        if then is not None:
+            then()
 
 
 class ExecutorPool:
-    """One-thread executors; used on the event loop's thread only, so it needs no lock."""
+    """Executors of ended requests, kept for the next ones; used on the event loop's thread."""
 
     def __init__(self, keep: int = KEEP_IDLE) -> None:
         self.keep = keep
-        self.idle: list[ThreadPoolExecutor] = []
+        self.idle: list[RequestExecutor] = []
         self.made = 0  # for the tests
 
-    def take(self) -> ThreadPoolExecutor:
+    def take(self) -> RequestExecutor:
         if self.idle:
             return self.idle.pop()
         self.made += 1
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="inkwave-request")
+        return RequestExecutor()
 
-    def give_back(self, executor: ThreadPoolExecutor) -> None:
-        # asgiref waits for a request's sync call to return even when the request is
-        # cancelled (a client gone), so an executor given back has nothing left to run.
+    def give_back(self, executor: RequestExecutor) -> None:
+        """Kept at once when its thread has nothing left to run; else once it has (a thread
+        still running a cancelled request's code)."""
+        with executor.lock:
+            if executor.busy:
+                loop = asyncio.get_running_loop()
+                executor.when_idle = lambda: _call_soon(loop, self._keep, executor)
+                return
+        self._keep(executor)
+
+    def _keep(self, executor: RequestExecutor) -> None:
         if len(self.idle) < self.keep:
             self.idle.append(executor)
         else:
             executor.shutdown(wait=False)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the process is stopping
+        loop.call_soon_threadsafe(fn, *args)
 
 
 class PooledASGIHandler(ASGIHandler):

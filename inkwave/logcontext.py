@@ -28,17 +28,23 @@ T = TypeVar("T")
 REQUEST_ID_HEADER = "inkwave_request_id"
 
 
+# As monitoring/middleware.py accepts from a trusted proxy, and Notification.request_id keeps.
+MAX_REQUEST_ID = 128
+
+
 def current_request_id() -> str:
     """The id of the request whose work this is ("" outside one)."""
-    return str(structlog.contextvars.get_contextvars().get("request_id") or "")
+    return str(structlog.contextvars.get_contextvars().get("request_id") or "")[:MAX_REQUEST_ID]
 
 
 @contextlib.contextmanager
 def scope(**fields: Any) -> Iterator[None]:
-    """Bind `fields` for a unit of work (a request); whatever is bound inside it (the venue,
-    the user, once known) is gone after it too, so a thread's next request starts clean."""
+    """Bind `fields` for a unit of work (a request, a delivery); whatever is bound inside it
+    (the venue, the user, once known) is gone after it too, so a thread's next request starts
+    clean. A field given as None is unbound inside it (a delivery caused by no request)."""
     before = structlog.contextvars.get_contextvars()
-    structlog.contextvars.bind_contextvars(**fields)
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in fields.items() if v is not None})
+    structlog.contextvars.unbind_contextvars(*(k for k, v in fields.items() if v is None))
     try:
         yield
     finally:
@@ -52,8 +58,11 @@ def spawn(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
 
 
 def add_request_id_header(headers: dict[str, Any] | None) -> None:
-    """Celery's before_task_publish: the publishing request's id goes with the task."""
-    request_id = current_request_id()
+    """Celery's before_task_publish: the publishing request's id goes with the task. Not
+    from a task's own publishes (a drain waking itself later): that work is the task's, and
+    would otherwise carry one request's id from then on."""
+    bound = structlog.contextvars.get_contextvars()
+    request_id = "" if "task_id" in bound else current_request_id()
     if request_id and headers is not None:
         headers.setdefault(REQUEST_ID_HEADER, request_id)
 

@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, Exists, F, Min, OuterRef, Value, When
 from django.utils import timezone
 
+from inkwave import logcontext
 from inkwave.lib.formats import duration, plural, utc_time
 from notifications.formatting import Composed, compose
 from notifications.models import (
@@ -245,10 +246,8 @@ def deliver_claimed(
 ) -> str:
     """Send one claimed notification and record the outcome; returns the attempt's outcome.
     Its lines carry the id of the request that caused it (inkwave/logcontext.py)."""
-    fields: dict[str, object] = {"notification": notification.pk}
-    if notification.request_id:
-        fields["request_id"] = notification.request_id
-    with structlog.contextvars.bound_contextvars(**fields):
+    # A row no request caused (an alert from beat) logs under none, whatever the drain's is.
+    with logcontext.scope(notification=notification.pk, request_id=notification.request_id or None):
         outcome = _deliver(notification, destination, transport)
     return outcome
 

@@ -197,7 +197,7 @@ class Notification(models.Model):
     # The request that caused it (its X-Request-ID), bound to its delivery's log lines: one
     # order is followed from the API call to the Slack post (inkwave/logcontext.py).
     request_id = models.CharField(
-        max_length=64, blank=True, editable=False, default=current_request_id
+        max_length=128, blank=True, editable=False, default=current_request_id
     )
 
     class Meta:

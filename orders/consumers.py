@@ -118,6 +118,10 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             logger.warning("venue_room_admission_failed", venue=venue_id, exc_info=True)
             await self.turn_away(group, "admission_failed")
             return
+        if self.closing:
+            # The hub lost the channel layer meanwhile and closed this connection (1011);
+            # its client's goodbye takes it out of the room.
+            return
         grant = answer.admission.grant if answer.admission is not None else None
         if grant is None or answer.state is None:
             code = answer.admission.refusal if answer.admission is not None else None
@@ -130,6 +134,8 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             self.user_group = room_user_group_name(grant.user_id)
             if not await self.join(self.user_group):
                 await self.turn_away(group, "channel_layer_unavailable")
+                return
+            if self.closing:
                 return
         state = answer.state
         self.venue_id = venue_id
@@ -165,9 +171,10 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
 
     def deliver(self, message: dict[str, Any]) -> None:
         """A message to one of this connection's groups, from the process's hub."""
-        if self.inbox.qsize() >= INBOX_LIMIT:
+        if self.inbox.qsize() >= INBOX_LIMIT and message.get("type") == "venue.event":
             # Left out as a full channel would: a missed event is sent from the record
-            # when the next one shows the gap.
+            # when the next one shows the gap. An end of access is never left out (nothing
+            # would send it again); those are few.
             self.monitor.track_error("room_inbox_full")
             return
         self.inbox.put_nowait(message)
@@ -183,9 +190,11 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         take as long again on a hung Redis."""
         self.monitor.track_rejection(reason)
         self.group = None
-        self.closing = True
-        await self.accept()
-        await self.close(code=int(CloseCode.SERVER_ERROR))
+        if not self.closing:  # not closed already (by the hub, when it lost the layer)
+            self.closing = True
+            if not self.accepted:
+                await self.accept()
+            await self.close(code=int(CloseCode.SERVER_ERROR))
         await self.leave_groups(group)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -276,11 +285,15 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         await self.leave_groups(group)
 
     async def leave_groups(self, group: str) -> None:
+        """Out of both groups at once; what takes the process out of them (when this was its
+        last connection there) is the hub's work, which a cancel of this consumer does not
+        stop (daphne cancels a consumer every second past its close timeout)."""
         user_group, self.user_group = self.user_group, None
         hub = get_hub()
-        for name in (group, user_group):
-            if name is not None:
-                await hub.leave(name, self)
+        parts = [hub.leave(name, self) for name in (group, user_group) if name is not None]
+        waiting = [part for part in parts if part is not None]
+        if waiting:
+            await asyncio.shield(asyncio.gather(*waiting))
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """channels' websocket_disconnect without its close_old_connections(), a hop to the

@@ -8,9 +8,16 @@ its connections enters; a pump hands what arrives to every connection of the pro
 group, in order; the last connection to leave takes the process out. Entering a group the
 process is in already is a set insert, and takes effect at once.
 
-The process renews its membership every quarter of the layer's group expiry: channels-redis
-leaves out of group_send a member whose join is older than that (a day by default), and a
-kitchen screen connected for longer would hear nothing more, silently.
+The process renews its membership every RENEW_SECONDS (at most a quarter of the layer's group
+expiry): channels-redis leaves out of group_send a member whose join is older than that (a day
+by default), and a kitchen screen connected for longer would hear nothing more, silently; and
+a Redis restarted without persistence (back before the layer watch gives up on it) has lost
+every group, so the process hears its rooms again within RENEW_SECONDS (and the events missed
+meanwhile are sent from the record when the next one shows the gap).
+
+Leaving is the hub's work, not the leaving connection's: daphne cancels a consumer again each
+second past its close timeout, and a cancel in the middle of a leave must not leave the process
+in a group for a connection that is gone.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from monitoring.monitor import get_monitor
 
 logger = structlog.get_logger(__name__)
 
+RENEW_SECONDS = 30.0
 # A renewal that failed is tried again this much later (the layer watch closes the process's
 # connections if the layer is down for longer).
 RENEW_RETRY_SECONDS = 10.0
@@ -84,7 +92,7 @@ class Hub:
         self.layer = layer
         self.groups: dict[str, Joined] = {}
         self.background: set[asyncio.Task[None]] = set()
-        self.renew_seconds = float(getattr(layer, "group_expiry", 86400)) / 4
+        self.renew_seconds = min(RENEW_SECONDS, float(getattr(layer, "group_expiry", 86400)) / 4)
 
     async def enter(self, group: str, member: Member) -> bool:
         """Put `member` in `group`; False when the process could not join it (the layer is
@@ -101,17 +109,18 @@ class Hub:
             return False
         return True
 
-    async def leave(self, group: str, member: Member) -> None:
-        """Take `member` out of `group`; the last one out takes the process out, waiting
+    def leave(self, group: str, member: Member) -> asyncio.Task[None] | None:
+        """Take `member` out of `group` now. The last one out takes the process out: the task
+        doing that is returned (the hub's: cancelling the caller does not stop it), and waits
         CHANNEL_LAYER_TIMEOUT_SECONDS at most (the group's expiry removes it otherwise)."""
         joined = self.groups.get(group)
         if joined is None or member not in joined.members:
-            return
+            return None
         joined.members.discard(member)
         if joined.members:
-            return
+            return None
         del self.groups[group]
-        await self._part(joined)
+        return self._in_background(self._part(joined))
 
     async def _join(self, joined: Joined) -> bool:
         try:
@@ -133,10 +142,11 @@ class Hub:
         joined.pump = spawn(self._pump(joined))
         return True
 
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = spawn(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+        return task
 
     async def _part(self, joined: Joined) -> None:
         ready = joined.ready
@@ -144,10 +154,16 @@ class Hub:
             ready.cancel()  # its own handler takes the half-made membership out
             await asyncio.wait({ready})
             return
+        # Out of the group first, then stop listening: what was sent before the discard is
+        # still taken off the channel, not left in channels-redis' buffer for a channel
+        # nobody reads any more (kept there for good).
+        await self._discard(joined)
         if joined.pump is not None:
             joined.pump.cancel()
             await asyncio.wait({joined.pump})
-        await self._discard(joined)
+        buffers = getattr(self.layer, "receive_buffer", None)
+        if isinstance(buffers, dict):
+            buffers.pop(joined.channel, None)
 
     async def _discard(self, joined: Joined) -> None:
         if joined.channel is None:
@@ -192,7 +208,13 @@ class Hub:
         except asyncio.CancelledError:
             if receiving is not None:
                 reap(receiving)
-            raise
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            # The receive was cancelled, not the pump: it hears nothing more, which is a
+            # lost layer to its members, not a silent end.
+            logger.warning("venue_room_receive_cancelled", group=joined.group)
+            await self._lost(joined)
         except Exception:
             # Redis down, or hung past its socket timeout: the members are told, and their
             # clients reconnect (and learn whether the server can take them back).

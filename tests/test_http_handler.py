@@ -10,7 +10,7 @@ import threading
 import pytest
 from asgiref.testing import ApplicationCommunicator
 
-from inkwave.http_handler import PooledASGIHandler
+from inkwave.http_handler import ExecutorPool, PooledASGIHandler
 from tests import perf_urls
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.perf_urls")]
@@ -52,3 +52,20 @@ async def test_requests_in_flight_at_once_each_have_a_thread_of_their_own() -> N
     assert len(set(names)) == 3
     assert handler.executors.made == 3
     assert len(handler.executors.idle) == 3  # all given back, for the next requests
+
+
+async def test_an_executor_still_running_a_cancelled_requests_code_is_kept_only_once_idle() -> None:
+    pool = ExecutorPool()
+    executor = pool.take()
+    release = threading.Event()
+    running = asyncio.get_running_loop().run_in_executor(executor, release.wait, 10)
+    pool.give_back(executor)  # its request ended (cancelled) while the code still runs
+    assert pool.idle == []
+    assert pool.take() is not executor  # the next request does not wait behind it
+    release.set()
+    await running
+    for _ in range(100):
+        if pool.idle:
+            break
+        await asyncio.sleep(0.01)
+    assert pool.idle == [executor]

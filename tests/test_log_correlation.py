@@ -20,8 +20,11 @@ from inkwave.logcontext import (
     scope,
 )
 from monitoring.models import Worker, WorkerRole
+from notifications.formatting import Composed
 from notifications.local_slack import TOKEN, SlackServer
-from notifications.models import Notification, NotificationKind, NotificationStatus
+from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
+from notifications.outbox import enqueue
+from notifications.slack import TransportError
 from orders.models import Venue
 from tests.servers import (
     ORDER,
@@ -151,3 +154,49 @@ def test_a_task_published_inside_a_request_carries_its_id_and_binds_it() -> None
         }
     finally:
         structlog.contextvars.clear_contextvars()
+
+
+def test_a_tasks_own_publishes_carry_no_request_id() -> None:
+    """A drain that schedules its own wake-up: that work is the task's, not the request's."""
+    with scope(request_id="req-1", task_id="task-1"):
+        headers: dict[str, Any] = {}
+        add_request_id_header(headers)
+    assert headers == {}
+
+
+def test_a_delivery_logs_under_its_rows_request_or_none(db: None) -> None:
+    from notifications.delivery import deliver_claimed
+
+    seen: list[dict[str, Any]] = []
+
+    class Transport:
+        def notify(self, message: Any, *, webhook_url: str = "") -> Any:
+            seen.append(structlog.contextvars.get_contextvars())
+            raise TransportError("no", permanent=True)
+
+    destination = Destination.objects.create(name="ops", slack_channel_id="C0OPS")
+    with scope(request_id="req-of-the-drain", task_id="t"):
+        for request_id in ("req-7", ""):
+            with scope(request_id=request_id or None):
+                (row,) = enqueue(
+                    NotificationKind.SYSTEM_ALERT, Composed("x"), destinations=[destination]
+                )
+            deliver_claimed(row, destination, Transport())  # type: ignore[arg-type]
+        assert structlog.contextvars.get_contextvars()["request_id"] == "req-of-the-drain"
+    assert [s.get("request_id") for s in seen] == ["req-7", None]
+
+
+def test_a_long_request_id_from_the_proxy_is_kept_whole(
+    client: Client, venue: Venue, venue_token: str, db: None, settings: Any
+) -> None:
+    settings.REQUEST_ID_HEADER = "X-Request-ID"
+    long_id = "r" * 128
+    response = client.post(
+        "/api/v1/orders",
+        {**ORDER, "venue": venue.pk},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {venue_token}", "X-Request-ID": long_id},
+    )
+    assert response.status_code == 201
+    assert response["X-Request-ID"] == long_id
+    assert Notification.objects.get(kind=NotificationKind.ORDER_PLACED).request_id == long_id

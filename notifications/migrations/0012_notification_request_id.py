@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 default=inkwave.logcontext.current_request_id,
                 editable=False,
-                max_length=64,
+                max_length=128,
             ),
         ),
     ]
