@@ -1,6 +1,6 @@
 """Faults under the venue rooms' screens: does every screen still get every order once, in order?
 
-    .venv/bin/python bench/room_faults.py            # 600 screens over 6 venues, about 5 minutes
+    .venv/bin/python bench/room_faults.py            # 600 screens over 6 venues, about 2 minutes
     .venv/bin/python bench/room_faults.py --clients 200 --only web1-sigterm,burst
 
 Starts bench/deployment.py's topology (two web processes, a Celery worker and beat, a PostgreSQL
