@@ -26,6 +26,13 @@ or not) is only formatted when a debug line is really written.
 And a process that stops tells its WebSocket clients so, with 1012 (service restart), before
 its consumers are cancelled: a client then reconnects after a random delay and resumes
 (docs/protocol.md), rather than finding its socket dead.
+
+And a WebSocket client that does not read what it is sent is cut once WS_MAX_UNSENT_BYTES wait
+for it. daphne writes each frame at once and Twisted keeps in memory whatever the kernel does
+not take, without a bound; daphne's keepalive ping, which would drop a client that stopped
+reading, is only sent to one that has said nothing for a while, so a client that sends a
+frame now and then but never reads had its room's broadcasts pile up in the process for ever.
+A kitchen screen on a stalled network that is cut reconnects and resumes, missing nothing.
 """
 
 from __future__ import annotations
@@ -35,12 +42,16 @@ import pprint
 from typing import Any
 
 import autobahn.websocket.protocol
+import structlog
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from django.conf import settings
 from twisted.internet import defer
 
 from inkwave import shutdown
+
+logger = structlog.get_logger("inkwave.serve")  # run as __main__
 
 # Codes RFC 6455 reserves for the server's own conditions, sent as they are.
 SERVICE_RESTART = 1012
@@ -64,7 +75,24 @@ class LazyPformat:
 autobahn.websocket.protocol.pformat = LazyPformat  # type: ignore[assignment]
 
 
+def unsent_bytes(transport: Any) -> int:
+    """What the transport holds that the kernel has not taken yet: Twisted's FileDescriptor
+    buffers (sent up to `offset`, then the writes not joined yet); 0 for a transport without."""
+    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+    return buffered + getattr(transport, "_tempDataLen", 0)
+
+
 class InkwaveWebSocketProtocol(WebSocketProtocol):
+    def serverSend(self, content: str | bytes, binary: bool = False) -> None:
+        unsent = unsent_bytes(self.transport)
+        if unsent > settings.WS_MAX_UNSENT_BYTES:
+            # It cannot read a close frame either: the connection is dropped, as a dead
+            # network would drop it, and the application is told it disconnected.
+            logger.warning("websocket_unread_dropped", peer=self.client_addr, unsent_bytes=unsent)
+            self.dropConnection(abort=True)
+            return
+        super().serverSend(content, binary)
+
     def serverClose(self, code: int | None = None) -> None:
         if code in SERVER_CLOSE_CODES:
             self.sendCloseFrame(code=code, isReply=False)
@@ -85,8 +113,7 @@ class InkwaveServer(Server):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        from django.conf import settings  # the application, loaded by now, set Django up
-
+        # The application, loaded by now, set Django up: its settings can be read.
         # Twisted listens with a backlog of 50: when a restarted process's screens all come
         # back within a second, the kernel drops the rest of the SYNs, and those clients
         # wait a second or more for their retransmission.

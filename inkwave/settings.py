@@ -334,6 +334,10 @@ REPORTS_CHECK_SECONDS = env_int("REPORTS_CHECK_SECONDS", 900, minimum=10)
 # The web process's listen queue (inkwave.serve); the kernel caps it at net.core.somaxconn.
 WEB_LISTEN_BACKLOG = env_int("WEB_LISTEN_BACKLOG", 1024, minimum=1, maximum=65535)
 WS_MAX_MESSAGE_BYTES = env_int("WS_MAX_MESSAGE_BYTES", 64 * 1024, minimum=128)
+# A client with more than this waiting to be sent to it is cut (inkwave.serve). A replay of
+# ROOM_REPLAY_MAX_EVENTS events of a usual size (1 KB) fits several times over; one of the
+# largest orders (28 KB each) to a slow client is cut, and the client resumes where it was.
+WS_MAX_UNSENT_BYTES = env_int("WS_MAX_UNSENT_BYTES", 4 * 1024 * 1024, minimum=64 * 1024)
 WS_RATE_LIMIT_PER_SECOND = env_float("WS_RATE_LIMIT_PER_SECOND", 20.0, minimum=0.1)
 WS_RATE_LIMIT_BURST = env_int("WS_RATE_LIMIT_BURST", 40, minimum=1)
 # A reconnecting room client is sent the events it missed when there are at most this many

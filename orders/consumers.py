@@ -63,6 +63,8 @@ INBOX_LIMIT = 1000
 
 
 AFTER_RULE = "after must be a whole number of 0 or more: the last seq this client saw."
+# No venue has a larger id (a BigAutoField); the URL takes any number of digits.
+MAX_VENUE_ID = 2**63 - 1
 
 
 def _is_seq(value: object) -> TypeGuard[int]:
@@ -100,6 +102,9 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         shown = credentials(self.scope)
         if shown is None:  # nothing to look up: no query, no channel layer call
             await self.refuse(CloseCode.UNAUTHENTICATED)
+            return
+        if venue_id > MAX_VENUE_ID:  # nor here: its group's name may be one the layer refuses
+            await self.refuse(CloseCode.NOT_FOUND)
             return
         group = venue_group_name(venue_id)
         # Set before the join is awaited: daphne cancels a consumer whose handshake it gave

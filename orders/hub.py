@@ -41,6 +41,8 @@ RENEW_SECONDS = 30.0
 # A renewal that failed is tried again this much later (the layer watch closes the process's
 # connections if the layer is down for longer).
 RENEW_RETRY_SECONDS = 10.0
+# A leave that did not reach the layer (Redis down or hung) is tried again this often.
+LEAVE_RETRY_SECONDS = 1.0
 
 
 class Member(Protocol):
@@ -92,7 +94,12 @@ class Hub:
         self.layer = layer
         self.groups: dict[str, Joined] = {}
         self.background: set[asyncio.Task[None]] = set()
-        self.renew_seconds = min(RENEW_SECONDS, float(getattr(layer, "group_expiry", 86400)) / 4)
+        self.group_expiry = float(getattr(layer, "group_expiry", 86400))
+        self.renew_seconds = min(RENEW_SECONDS, self.group_expiry / 4)
+        # Memberships a leave could not take out, (group, channel) -> the loop time after which
+        # the group expiry has removed them anyway; and the task that tries again meanwhile.
+        self.unleft: dict[tuple[str, str], float] = {}
+        self.leaving: asyncio.Task[None] | None = None
 
     async def enter(self, group: str, member: Member) -> bool:
         """Put `member` in `group`; False when the process could not join it (the layer is
@@ -169,12 +176,33 @@ class Hub:
         if joined.channel is None:
             return
         try:
-            async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
-                await self.layer.group_discard(joined.group, joined.channel)
+            await self._group_discard(joined.group, joined.channel)
         except Exception:
-            # The layer's group expiry removes the membership later; counted so it is seen.
+            # Left in, the channel would be sent every broadcast to the room until the group
+            # expiry (a day), and each outage would leave one more: taken out once the layer
+            # answers again. Counted so it is seen.
             logger.warning("venue_room_leave_failed", group=joined.group, exc_info=True)
             get_monitor().track_error("group_discard_failed")
+            loop = asyncio.get_running_loop()
+            self.unleft[(joined.group, joined.channel)] = loop.time() + self.group_expiry
+            if self.leaving is None or self.leaving.done():
+                self.leaving = spawn(self._leave_later())
+
+    async def _group_discard(self, group: str, channel: str) -> None:
+        async with asyncio.timeout(settings.CHANNEL_LAYER_TIMEOUT_SECONDS):
+            await self.layer.group_discard(group, channel)
+
+    async def _leave_later(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.unleft:
+            await asyncio.sleep(LEAVE_RETRY_SECONDS)
+            for (group, channel), expires_at in list(self.unleft.items()):
+                if loop.time() < expires_at:
+                    try:
+                        await self._group_discard(group, channel)
+                    except Exception:
+                        break  # still unreachable: the rest wait for the next round too
+                del self.unleft[(group, channel)]
 
     async def _renew(self, joined: Joined) -> bool:
         assert joined.channel is not None

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -130,6 +132,39 @@ async def test_connections_learn_of_a_hung_redis_and_reconnecting_clients_get_10
     finally:
         await asyncio.to_thread(own_redis.resume)
     await (await join(server, venue.pk, venue_token)).close()
+
+
+def group_members(redis_url: str, venue_id: int) -> int:
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        return int(client.zcard(f"{settings.CHANNEL_LAYER_PREFIX}:group:venue.{venue_id}"))
+    finally:
+        client.close()
+
+
+async def test_a_room_left_while_redis_hangs_keeps_no_member_once_redis_answers(
+    server: DaphneServer, own_redis: RedisServer, venue: Venue, venue_token: str
+) -> None:
+    """The process's leave cannot reach a hung Redis; left there, its membership would stay for
+    the group expiry (a day), every broadcast to the room queued for a channel nobody reads,
+    and each hang would add one more (bench/room_faults.py found two per room and process)."""
+    members = [await join(server, venue.pk, venue_token) for _ in range(3)]
+    assert await asyncio.to_thread(group_members, own_redis.url, venue.pk) == 1
+    await asyncio.to_thread(own_redis.hang)
+    try:
+        codes = await asyncio.gather(*(close_code(ws, LOST_BOUND) for ws in members))
+        assert codes == [1011, 1011, 1011]
+        # The process leaves the room as its last connection closes, and gives up on Redis
+        # after CHANNEL_LAYER_TIMEOUT_SECONDS (3 s).
+        await asyncio.sleep(4)
+    finally:
+        await asyncio.to_thread(own_redis.resume)
+    left = await poll_until(
+        lambda: asyncio.to_thread(group_members, own_redis.url, venue.pk),
+        lambda n: n == 0,
+        seconds=15,
+    )
+    assert left == 0
 
 
 async def test_an_order_placed_while_redis_hangs_is_answered_at_once_and_its_event_recorded(

@@ -18,6 +18,7 @@ from inkwave.db import database_sync_to_async
 from orders import entry
 from orders.access import Credentials
 from orders.entry import Ask, _answer_all, get_door
+from orders.hub import get_hub
 from orders.models import Venue, VenueAccessToken
 from orders.protocol import CloseCode, ResyncReason
 from tests.test_room_access import CLOSE_TIMEOUT, signed_in
@@ -132,6 +133,30 @@ async def test_no_credentials_are_refused_without_a_lookup_or_joining(
     )
     assert codes == [4401] * 5
     assert joined == []
+
+
+async def test_a_venue_id_no_venue_can_have_is_refused_without_joining(
+    venue_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No venue's id is past the largest primary key; from 94 digits on, its group's name is
+    one the channel layer refuses: the join raised, the client was told 1011 (come back
+    later, for ever), and the process kept trying to leave a group it never joined."""
+    layer = get_channel_layer()
+    joined: list[str] = []
+    real_add = layer.group_add
+
+    async def group_add(group: str, channel: str) -> None:
+        joined.append(group)
+        await real_add(group, channel)
+
+    monkeypatch.setattr(layer, "group_add", group_add)
+    codes = [
+        await refused_with(f"/ws/venues/{venue_id}/?token={venue_token}")
+        for venue_id in (2**63, "9" * 100)
+    ]
+    assert codes == [4404, 4404]
+    assert joined == []
+    assert get_hub().unleft == {}
 
 
 async def test_a_refused_connection_leaves_the_room_it_joined_to_knock(venue: Venue) -> None:

@@ -3,8 +3,12 @@ and the shutdown are tested with real clients in tests/test_system.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import os
 import pprint
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,9 @@ import pytest
 from django.conf import settings
 
 from inkwave.serve import InkwaveServer, LazyPformat, with_backlog
-from tests.servers import ServerGroup
+from orders.broadcast import abroadcast_to_venue
+from orders.models import Venue
+from tests.servers import DaphneServer, ServerGroup
 
 
 @pytest.mark.parametrize(
@@ -67,3 +73,61 @@ def test_a_web_process_listens_with_a_deep_queue(servers: ServerGroup, tmp_path:
     somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
     # For a listening socket, ss's Send-Q is the backlog it listens with.
     assert int(line[2]) == min(settings.WEB_LISTEN_BACKLOG, somaxconn)
+
+
+def masked_text_frame(text: str) -> bytes:
+    """A client's WebSocket text frame (clients must mask), up to 125 bytes."""
+    data = text.encode()
+    assert len(data) < 126
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    return bytes([0x81, 0x80 | len(data)]) + mask + masked
+
+
+def open_never_reading(server: DaphneServer, path: str) -> socket.socket:
+    """A WebSocket that never reads past its handshake, with a small receive window."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += sock.recv(1)  # a byte at a time: nothing past the handshake is read
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+@pytest.mark.system
+async def test_a_client_that_never_reads_is_cut_before_its_frames_fill_the_servers_memory(
+    servers: ServerGroup, venue: Venue, venue_token: str
+) -> None:
+    """daphne sends what the application gives it at once, and Twisted keeps what the client
+    has not taken in memory, without a bound. A client that never reads is dropped by daphne's
+    keepalive ping only while it says nothing itself: one that sends a frame now and then is
+    never pinged, and its room's broadcasts piled up in the server for ever (the attacker's
+    pass found 2.8 MB a second with 30 such clients at 5 large orders a second)."""
+    server = servers.start(WS_MAX_UNSENT_BYTES="262144")
+    sock = await asyncio.to_thread(
+        open_never_reading, server, f"/ws/venues/{venue.pk}/?token={venue_token}"
+    )
+    frame = {"item": "x" * 50_000}
+    cut = False
+    try:
+        # 10 MB at most: far more than the limit and the kernel's buffers. A ping every tenth
+        # broadcast, within the rate limit (WS_RATE_LIMIT_PER_SECOND): daphne never pings it.
+        for sent in range(200):
+            await abroadcast_to_venue(venue.pk, "order.placed", frame)
+            if sent % 10 == 0:
+                try:
+                    await asyncio.to_thread(sock.sendall, masked_text_frame('{"type":"ping"}'))
+                except OSError:  # reset: the server dropped it
+                    cut = True
+                    break
+            await asyncio.sleep(0.02)
+    finally:
+        sock.close()
+    assert cut
