@@ -194,6 +194,12 @@ if REDIS_URL:
                 "prefix": CHANNEL_LAYER_PREFIX,
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 1000, minimum=10),
                 "expiry": 60,
+                # Every process renews its groups every 30 s (orders/hub.py): a process that
+                # died without leaving (SIGKILL, a lost host) drops out of its rooms' groups
+                # after this, not after channels-redis' default day of queued broadcasts.
+                "group_expiry": env_int(
+                    "CHANNEL_LAYER_GROUP_EXPIRY_SECONDS", 300, minimum=2, maximum=86400
+                ),
             },
         }
     }

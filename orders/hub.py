@@ -9,11 +9,12 @@ group, in order; the last connection to leave takes the process out. Entering a 
 process is in already is a set insert, and takes effect at once.
 
 The process renews its membership every RENEW_SECONDS (at most a quarter of the layer's group
-expiry): channels-redis leaves out of group_send a member whose join is older than that (a day
-by default), and a kitchen screen connected for longer would hear nothing more, silently; and
-a Redis restarted without persistence (back before the layer watch gives up on it) has lost
-every group, so the process hears its rooms again within RENEW_SECONDS (and the events missed
-meanwhile are sent from the record when the next one shows the gap).
+expiry): channels-redis leaves out of group_send a member whose join is older than the expiry
+(5 minutes as configured, so that a process that died without leaving drops out soon), and a
+kitchen screen connected for longer would hear nothing more, silently; and a Redis restarted
+without persistence (back before the layer watch gives up on it) has lost every group, so the
+process hears its rooms again within RENEW_SECONDS (and the events missed meanwhile are sent
+from the record when the next one shows the gap).
 
 Leaving is the hub's work, not the leaving connection's: daphne cancels a consumer again each
 second past its close timeout, and a cancel in the middle of a leave must not leave the process
@@ -179,7 +180,7 @@ class Hub:
             await self._group_discard(joined.group, joined.channel)
         except Exception:
             # Left in, the channel would be sent every broadcast to the room until the group
-            # expiry (a day), and each outage would leave one more: taken out once the layer
+            # expiry, and each outage would leave one more: taken out once the layer
             # answers again. Counted so it is seen.
             logger.warning("venue_room_leave_failed", group=joined.group, exc_info=True)
             get_monitor().track_error("group_discard_failed")

@@ -31,7 +31,13 @@ from monitoring.models import MetricTotals
 from orders.broadcast import abroadcast_to_venue
 from orders.groups import venue_group_name
 from orders.models import Venue
-from tests.servers import DaphneServer, ServerGroup, poll_until, raise_open_files_limit
+from tests.servers import (
+    DaphneServer,
+    ServerGroup,
+    place_order,
+    poll_until,
+    raise_open_files_limit,
+)
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
 
@@ -204,4 +210,30 @@ async def test_a_gracefully_stopped_server_takes_its_connections_out_of_the_room
     totals = await database_sync_to_async(MetricTotals.objects.get)(pk=MetricTotals.SINGLETON_ID)
     assert (totals.connections, totals.disconnections) == (5, 5)
     for ws in clients:
+        await ws.close()
+
+
+async def test_a_killed_process_drops_out_of_its_rooms_group_within_the_group_expiry(
+    server_group: ServerGroup,
+    venue: Venue,
+    venue_token: str,
+    group_key: str,
+    layer_redis: aioredis.Redis,
+) -> None:
+    """SIGKILL leaves no goodbye: its membership stays until the expiry, which the live
+    processes outrun by renewing theirs."""
+    env = {"CHANNEL_LAYER_GROUP_EXPIRY_SECONDS": "3"}
+    doomed, kept = server_group.start(**env), server_group.start(**env)
+    clients = await join_all(doomed, venue.pk, venue_token, count=2)
+    clients += await join_all(kept, venue.pk, venue_token, count=2)
+    assert len(await settled_members(layer_redis, group_key, 2)) == 2
+    doomed.process.kill()
+    await asyncio.sleep(4)  # past the expiry: the kept process renewed (every 0.75 s)
+    # An order through the kept process: its group_send (same expiry) drops the dead member.
+    await asyncio.to_thread(place_order, kept.base_url, venue.pk, venue_token)
+    for ws in clients[2:]:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), DEADLINE_SECONDS))
+        assert frame["type"] == "event"
+    assert len(await settled_members(layer_redis, group_key, 1)) == 1
+    for ws in clients[2:]:
         await ws.close()
