@@ -1,10 +1,22 @@
-"""Django's ASGI handler, with the threads of its requests' sync code kept for the next ones.
+"""Django's ASGI handler, run as a WSGI server would: each request's middleware and view on
+one kept thread, in one hop from the event loop.
+
+Django under ASGI runs every middleware that can be async in async mode. The project's are
+almost all MiddlewareMixin ones (Django's own, sessions, CSRF, auth, messages, axes), whose
+async mode sends each process_request and process_response to a thread and back; with one
+sync-only middleware in the chain (WhiteNoise) the chain also crosses back. About a dozen
+crossings a request, each a thread hand-off: a trivial request cost 6.4 ms of server CPU
+(bench/middleware.py). Here the chain is built in sync mode, as under WSGI, and the request
+goes to a thread once (an async view is called back on the event loop from there, as Django
+does for async views under WSGI): a trivial request runs twice as fast, the admin's login
+page 1.4 times (same machine, same run).
 
 Django runs each HTTP request in a ThreadSensitiveContext of its own, so that the request's
 sync code (the middleware, a sync view, the ORM) runs on one thread and other requests run in
 parallel on theirs. asgiref makes that thread for the request, and at its end starts another
-thread to join it: two thread starts per request, about two thirds of a trivial request's time
-under daphne (bench/middleware.py; py-spy showed Thread.start and the join at the top).
+thread to join it: two thread starts per request (py-spy showed Thread.start and the join at
+the top of a trivial request's profile; measured alone, on a busy machine, keeping the threads
+made no clear difference next to the crossings above).
 
 Here each request borrows a one-thread executor from a pool and gives it back when it ends
 (asgiref 3.12+ takes the executor as ThreadSensitiveContext(executor=...) and leaves it to its
@@ -22,8 +34,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase
 
 KEEP_IDLE = 32
 T = TypeVar("T")
@@ -95,6 +108,14 @@ class PooledASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
         self.executors = ExecutorPool()
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        """The chain in sync mode, whatever ASGIHandler asks (see the module's docstring)."""
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        # The whole sync chain on the request's thread (its ThreadSensitiveContext's).
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":  # as Django's

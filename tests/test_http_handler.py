@@ -11,9 +11,10 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 
 from inkwave.http_handler import ExecutorPool, PooledASGIHandler
+from orders.models import Venue
 from tests import perf_urls
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.perf_urls")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.perf_urls")]
 
 
 async def thread_of(handler: PooledASGIHandler) -> str:
@@ -69,3 +70,23 @@ async def test_an_executor_still_running_a_cancelled_requests_code_is_kept_only_
             break
         await asyncio.sleep(0.01)
     assert pool.idle == [executor]
+
+
+async def test_the_middleware_chain_runs_in_one_hop_and_async_views_still_answer(
+    venue: Venue,
+) -> None:
+    """Built in sync mode: each middleware's process_request is not a hop of its own."""
+    handler = PooledASGIHandler()
+    assert not asyncio.iscoroutinefunction(getattr(handler, "_middleware_chain"))  # noqa: B009
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": f"/perf/async/{venue.pk}/",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+    }
+    communicator = ApplicationCommunicator(handler, scope)
+    await communicator.send_input({"type": "http.request", "body": b""})
+    assert (await communicator.receive_output(10))["status"] == 200
+    assert json.loads((await communicator.receive_output(10))["body"]) == {"venues": 1}
+    await communicator.wait(10)
