@@ -65,6 +65,11 @@ class Metric:
     per_venue: bool = False
     # How the metric looked over the past (for the rule preview); None: it has no history.
     history: History | None = field(default=None, compare=False)
+    # Whether an outage of a dependency that ended inside the window still shapes the value
+    # (clients thrown out by a Redis outage reconnect into it), so that a rule stays held
+    # back until its window no longer covers the outage. False for a value that leaves the
+    # outages out itself: it is held back only while its dependency's alert fires.
+    outages_shape_window: bool = True
 
     @property
     def unit_suffix(self) -> str:
@@ -469,10 +474,11 @@ for _metric in (
            _slow_queries, depends_on=("database",)),
     Metric("process.memory_percent", "Process memory (of its limit)", "%", _memory_percent,
            maximum=100, depends_on=("database",), history=_memory_history),
+    # Silence counts only while the database was up (_silent_while_database_up).
     Metric("workers.missing", "Processes that stopped reporting", "workers", _missing_workers,
-           depends_on=("database",)),
+           depends_on=("database",), outages_shape_window=False),
     Metric("workers.crashed", "Processes that died (killed or crashed)", "workers",
-           _crashed_workers, depends_on=("database",)),
+           _crashed_workers, depends_on=("database",), outages_shape_window=False),
     Metric("workers.web_live", "Live web processes", "workers", _live_web_workers,
            depends_on=("database",)),
     Metric("dependency.database_down", "Database unreachable", "", _database_down, maximum=1),
