@@ -626,6 +626,22 @@ def test_a_process_that_dies_after_a_database_outage_is_announced_at_once(
     assert any(name in n.text for n in notes_to("operations"))
 
 
+def test_the_clients_of_a_killed_web_process_are_a_disconnection_spike(clock: Any) -> None:
+    """A web process SIGKILLed with 60 clients never reports them leaving; found dead, they
+    count as disconnected in the running totals (/metrics' counter, on which Prometheus'
+    DisconnectionSpike fired) and now in the rule's figure too (found by
+    bench/alertmanager.py: the application saw no spike)."""
+    from monitoring.recording import release_dead_workers
+
+    only_default_rules("Disconnection spike")
+    sample(worker="web-killed", active_connections=60)
+    clock.shift(31)
+    assert release_dead_workers() == 60
+    run_cycle()
+    (incident,) = firing()
+    assert (incident.rule.name, incident.last_value) == ("Disconnection spike", 60)
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("group_wait", [0, 30])
 def test_two_concurrent_cycles_open_and_notify_once(settings: Any, group_wait: int) -> None:

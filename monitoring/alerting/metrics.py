@@ -178,6 +178,38 @@ def _per_minute(name: str) -> Formula:
     return lambda sums, seconds: sums[name] * 60.0 / seconds
 
 
+def _disconnections(window: Window) -> Values:
+    """Disconnections per minute: those the web processes reported, and the clients of
+    processes found dead in the window (a killed process's clients are dropped all at once
+    and never reported; the running totals and /metrics count them the same way)."""
+    sums = _sums(window)
+    lost = figures.released(window.start, window.end).aggregate(
+        lost=Sum("connections_lost", default=0)
+    )["lost"]
+    if not sums["samples"] and not lost:
+        return {}
+    return {"": (sums["disconnections"] + lost) * 60.0 / window.seconds}
+
+
+def _disconnections_history(start: datetime, end: datetime, seconds: int) -> list[Point]:
+    grid = Grid.for_window(seconds)
+    since = start - timedelta(seconds=seconds)
+    buckets = _bucket_sums(since, end, grid.resolution)
+    dead = (
+        figures.released(since, end)
+        .annotate(bucket=EpochBucket("declared_dead_at", grid.resolution))
+        .values("bucket")
+        .annotate(lost=Sum("connections_lost"))
+    )
+    for row in dead:
+        sums = buckets.setdefault(row["bucket"], dict.fromkeys(SUMS, 0.0))
+        sums["disconnections"] = (sums["disconnections"] or 0) + row["lost"]
+    per_minute = _per_minute("disconnections")
+    return sliding_sums(
+        buckets, list(SUMS), start, end, seconds, grid, lambda sums: per_minute(sums, seconds)
+    )
+
+
 def _error_rate(sums: Sums, seconds: int) -> float:
     """The statistics endpoint's errorRate over the rule's window, in % (one computation)."""
     return 100.0 * figures.service_error_rate(sums)
@@ -439,7 +471,6 @@ def _slow_queries(window: Window) -> Values:
 
 
 _connections = from_sums(_per_minute("connections"))
-_disconnections = from_sums(_per_minute("disconnections"))
 _errors = from_sums(_error_rate)
 _client_errors = from_sums(_per_minute("client_errors"))
 _resyncs = from_sums(_per_minute("resyncs"))
@@ -450,7 +481,7 @@ for _metric in (
     Metric("ws.new_connections_per_minute", "New WebSocket connections", "per minute",
            _connections[0], depends_on=_WS, history=_connections[1]),
     Metric("ws.disconnections_per_minute", "WebSocket disconnections", "per minute",
-           _disconnections[0], depends_on=_WS, history=_disconnections[1]),
+           _disconnections, depends_on=_WS, history=_disconnections_history),
     Metric("ws.error_rate", "WebSocket error rate", "%", _errors[0], maximum=100,
            depends_on=_WS, history=_errors[1]),
     Metric("ws.client_errors_per_minute", "Refused connections and bad client frames",
