@@ -86,19 +86,18 @@ def incidents(url: str, slack: SlackServer) -> list[AppIncident]:
         announcing = [n for n in (notification, *(n for k, _, n in events[i] if k == "notified"))]
         known = [rows[n] for n in announcing if n in rows]
         threads = {ts for ts, _ in known if ts in posted}
-        incident.posted = min((posted[ts] for ts in threads), default=None)
         incident.direct = any(direct for _, direct in known)
-        # The resolution is a reply in the announcement's thread that names the incident.
-        incident.resolution_posted = next(
-            (
-                post.at
-                for post in posts
-                if post.body.get("thread_ts") in threads
-                and "Resolved" in str(post.body.get("text", ""))
-                and title in str(post.body.get("text", ""))
-            ),
-            None,
-        )
+        # The announcement is the first post of its thread that names it: the group's post
+        # when it opened the group, the reply saying it joined when the post was there.
+        said = [
+            (post.at, str(post.body.get("text", "")))
+            for post in posts
+            if (post.ts in threads or post.body.get("thread_ts") in threads)
+            and post.at >= incident.opened - 1
+            and title in str(post.body.get("text", ""))
+        ]
+        incident.posted = next((at for at, text in said if "Resolved" not in text), None)
+        incident.resolution_posted = next((at for at, text in said if "Resolved" in text), None)
         incident.held = [message for kind, message, _ in events[i] if kind == "suppressed"]
         found.append(incident)
     return found

@@ -147,6 +147,7 @@ class Row:
             "app open": rel(a.start, t0) if a else "—",
             "app end": end(a_last) + (f" ({len(self.app)}x)" if len(self.app) > 1 else ""),
             "Slack": notified(a),
+            "Slack ✅": rel(a_last.notified_end, t0) if a_last else "—",
             "prom fire": rel(p.start, t0) if p else "—",
             "prom end": end(p_last) + (f" ({len(self.prom)}x)" if len(self.prom) > 1 else ""),
             "AM sent": notified(p),
@@ -222,7 +223,7 @@ def flags(
             why = "; ".join(quiet.held) or "no notification"
             out.append(f"announced by {told} only ({why})")
         elif a.notified is not None and p.notified is not None:
-            delta = (a.notified - GROUP_WAIT_S) - p.notified
+            delta = (a.notified - (0.0 if a.direct else GROUP_WAIT_S)) - p.notified
             if abs(delta) > TOLERANCE_S:
                 why = "; ".join((a if delta > 0 else p).held)
                 out.append(
