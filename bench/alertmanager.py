@@ -280,6 +280,9 @@ def report(
         json.dumps(
             {
                 "rows": cells,
+                "windows": [w.__dict__ for w in windows],
+                "app": {name: [iv.__dict__ for iv in ivs] for name, ivs in app.items()},
+                "prometheus": {name: [iv.__dict__ for iv in ivs] for name, ivs in prom.items()},
                 "notices": [n.__dict__ for n in notices],
                 "static": differences,
             },

@@ -47,6 +47,9 @@ class Interval:
     notified_end: float | None = None  # the resolution's post / notice
     held: list[str] = field(default_factory=list)  # why it was not announced
     direct: bool = False
+    # Alertmanager: when the receiver heard it end, if not at its own end (a resolution an
+    # inhibition muted is dropped; the alert's next resolution, if any, is the one heard).
+    heard_end: float | None = None
 
 
 def lingers(spec: RuleSpec | None) -> float:
@@ -105,6 +108,10 @@ def prometheus_intervals(
                 ),
                 None,
             )
+            if interval.end is not None and interval.notified_end is None:
+                interval.heard_end = next(
+                    (n.at for n in mine if n.status == "resolved" and n.at >= interval.end), None
+                )
     return out
 
 
@@ -230,6 +237,12 @@ def flags(
                     f"announced {abs(delta):.0f} s later by {'app' if delta > 0 else 'AM'}"
                     + (f" ({why})" if why else "")
                 )
+    for iv in mine_p:
+        if iv.end is not None and iv.notified is not None and iv.notified_end is None:
+            heard = "never" if iv.heard_end is None else f"at {rel(iv.heard_end, t0)}"
+            out.append(f"AM muted its end at {rel(iv.end, t0)}: the receiver heard it end {heard}")
+        if iv.notified is None and iv.notified_end is not None:
+            out.append(f"AM sent only its end ({rel(iv.notified_end, t0)}), as an earlier alert's")
     for side, mine, _ in sides:
         for before, after in pairwise(mine):
             if before.end is not None:
