@@ -48,7 +48,8 @@ class Interval:
     held: list[str] = field(default_factory=list)  # why it was not announced
     direct: bool = False
     # Alertmanager: when the receiver heard it end, if not at its own end (a resolution an
-    # inhibition muted is dropped; the alert's next resolution, if any, is the one heard).
+    # inhibition holds back is dropped when the same alert fires again meanwhile; the
+    # alert's next resolution, if any, is the one heard).
     heard_end: float | None = None
 
 
