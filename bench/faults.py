@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import drop_database, spare_port  # noqa: E402
 from bench.deployment import Topology  # noqa: E402
 from bench.deployment import parse_args as deployment_args  # noqa: E402
-from bench.fault_run.inject import FULL, QUICK, FaultRun, Faults  # noqa: E402
+from bench.fault_run.inject import FULL, QUICK, FaultPlan, FaultRun, Faults, ended  # noqa: E402
 from bench.fault_run.observer import DATABASE, Observer, wait_drained, wait_listening  # noqa: E402
 from bench.fault_run.verdict import (  # noqa: E402
     connection_figures,
@@ -53,20 +54,30 @@ SETTINGS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter faults, about 5 minutes")
-    parser.add_argument("--clients", type=int, default=200, help="WebSocket clients")
+def workload_parser(description: str, clients: int, output: str) -> argparse.ArgumentParser:
+    """The options of a bench that runs faults under this workload (bench/alertmanager.py's
+    too): `output` is the JSON's name in bench/results/."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--clients", type=int, default=clients, help="WebSocket clients")
     parser.add_argument("--venues", type=int, default=5)
     parser.add_argument("--rate", type=float, default=2.0, help="orders per second")
     parser.add_argument("--only", default="", help="comma-separated fault names to run")
     parser.add_argument("--dir", type=Path, default=None, help="logs and state (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the logs' directory")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "faults.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / output)
+    return parser
+
+
+def checked(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    plans: Callable[[argparse.Namespace], list[FaultPlan]],
+) -> argparse.Namespace:
+    """The arguments, bounded, with the plan they choose (cut to --only) as `args.plan`."""
     args = parser.parse_args(argv)
     if not 0 <= args.clients <= 1000 or not 0 < args.rate <= 20 or not 1 <= args.venues <= 50:
         parser.error("--clients 0-1000, --rate up to 20, --venues 1-50")
-    plan = QUICK if args.quick else FULL
+    plan = plans(args)
     if args.only:
         wanted = set(args.only.split(","))
         unknown = wanted - {f.name for f in plan}
@@ -74,17 +85,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
         plan = [f for f in plan if f.name in wanted]
     args.plan = plan
+    return args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = workload_parser(__doc__.split("\n\n")[0], 200, "faults.json")
+    parser.add_argument("--quick", action="store_true", help="shorter faults, about 5 minutes")
+    args = checked(parser, argv, lambda args: QUICK if args.quick else FULL)
     args.settle = 10.0 if args.quick else 20.0  # observed after recovery (late incidents)
     args.recovery_limit = 90.0 if args.quick else 180.0
     return args
 
 
-def deployment_argv(work: Path, ports: list[int], venues: int) -> list[str]:
+def deployment_argv(
+    work: Path,
+    ports: list[int],
+    venues: int,
+    database: str = DATABASE,
+    settings: dict[str, str] | None = None,
+) -> list[str]:
+    """bench/deployment.py's arguments for a fault run (another bench passes its own database
+    and settings)."""
     argv = [
         "--dir",
         str(work),
         "--database",
-        DATABASE,
+        database,
         "--ports",
         ",".join(map(str, ports)),
         "--venues",
@@ -93,7 +119,7 @@ def deployment_argv(work: Path, ports: list[int], venues: int) -> list[str]:
         "--database-proxy",
         "--drop-database",
     ]
-    for name, value in SETTINGS.items():
+    for name, value in (SETTINGS if settings is None else settings).items():
         argv += ["--set", f"{name}={value}"]
     return argv
 
@@ -116,9 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             clients.venues = orders.venues = state["venues"]
             observer.start()
             clients.start()
-            deadline = time.time() + 90
-            while clients.open_now < args.clients and time.time() < deadline:
-                time.sleep(0.5)
+            clients.wait_connected(90)
             orders.start()
             print(f"{clients.open_now} clients connected; orders at {args.rate}/s", flush=True)
             time.sleep(15 if args.quick else 30)
@@ -129,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 for plan in args.plan
             ]
             orders.finish()
-            for run, following in zip(runs, [*runs[1:], None], strict=True):
-                run.end = following.start if following else time.time()
+            ended(runs, time.time())
             drained = wait_drained(observer, 90)
             print(f"orders stopped; outbox empty after {drained}", flush=True)
             figures = connection_figures(ports[0], state["monitoring_token"], clients, 30)
@@ -142,11 +165,16 @@ def main(argv: list[str] | None = None) -> int:
             clients.finish()
             observer.finish()
             topology.close()
+    tidy(work, args)
+    return 0
+
+
+def tidy(work: Path, args: argparse.Namespace) -> None:
+    """Removes the logs' temp dir, unless --keep or --dir asked for them."""
     if not args.keep and args.dir is None:
         shutil.rmtree(work, ignore_errors=True)
     else:
         print(f"logs kept in {work}")
-    return 0
 
 
 def report(

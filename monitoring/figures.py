@@ -35,6 +35,16 @@ def samples(start: datetime, end: datetime) -> QuerySet[WebSocketSample]:
     )
 
 
+def released(start: datetime, end: datetime) -> QuerySet[Worker]:
+    """Processes declared dead in (start, end] with connections open at their last report:
+    killed outright, they never reported those clients leaving, and
+    recording.release_dead_workers counted them as disconnected in the running totals (the
+    statistics' totalDisconnections, /metrics' counter)."""
+    return Worker.objects.filter(
+        declared_dead_at__gt=start, declared_dead_at__lte=end, connections_lost__gt=0
+    )
+
+
 # The counts a window sums (one query); every rate below is computed from these.
 SUMS = {
     "connections": Sum("connections", default=0),

@@ -174,6 +174,30 @@ def test_the_replay_computes_what_the_engine_computes_at_each_evaluation(
             assert replayed == pytest.approx(live), moment
 
 
+def test_the_replay_counts_the_clients_of_processes_found_dead(settings: Any, web: Worker) -> None:
+    """A web process killed outright never reports its clients leaving; they count as
+    disconnections when it is found dead, in the engine's value and in the preview's alike."""
+    settings.ALERT_EVALUATION_SECONDS = 10
+    spikes(web, random.Random(7))
+    for index, minutes in enumerate((50, 31, 7), start=2):
+        Worker.objects.create(
+            name=f"web:h:{index}:dead",
+            hostname="h",
+            pid=index,
+            started_at=NOW - timedelta(days=1),
+            last_seen_at=NOW - timedelta(minutes=minutes, seconds=40),
+            declared_dead_at=NOW - timedelta(minutes=minutes, seconds=3),
+            connections_lost=20 * index,
+        )
+    metric = REGISTRY["ws.disconnections_per_minute"]
+    assert metric.history is not None
+    points = metric.history(NOW - timedelta(hours=1), NOW, 60)
+    for moment, replayed in points:
+        live = metric.compute(Window(moment, 60)).get("")
+        assert replayed == pytest.approx(live), moment
+    assert max(v or 0 for _, v in points) == 80  # the 80 clients of the last one, in a minute
+
+
 def test_the_preview_sees_a_ten_second_spike_as_the_engine_did(
     settings: Any, admin_client: Client, web: Worker
 ) -> None:

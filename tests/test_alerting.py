@@ -595,6 +595,53 @@ def test_dependents_stay_held_while_their_window_still_covers_the_outage(
     assert any("High error rate" in n.text for n in notes_to("operations"))
 
 
+@pytest.mark.parametrize("name", ["Process stopped reporting", "Process died"])
+def test_a_process_that_dies_after_a_database_outage_is_announced_at_once(
+    clock: Any, name: str
+) -> None:
+    """Their windows (a day, 15 minutes) reach back past a database outage that ended two
+    minutes ago, but their value already leaves outages out (silence counts only while the
+    database was up): the outage must not hold back a process that died after it for the
+    rest of the window (found by bench/alertmanager.py: a web process SIGKILLed 72 s after
+    the database came back reached Alertmanager at once and Slack never)."""
+    only_default_rules(name)
+    Incident.objects.create(
+        rule=AlertRule.objects.get(name="Database connection lost"),
+        title="Database connection lost",
+        severity="critical",
+        status=IncidentStatus.RESOLVED,
+        opened_at=timezone.now() - timedelta(minutes=3),
+        last_seen_at=timezone.now() - timedelta(minutes=2),
+        resolved_at=timezone.now() - timedelta(minutes=2),
+        first_value=1,
+        peak_value=1,
+        last_value=0,
+    )
+    worker("web-a")  # reports now, with the database up, then goes silent
+    clock.shift(31)
+    run_cycle()
+    (incident,) = firing()
+    assert incident.rule.name == name
+    assert not incident.events.filter(kind=IncidentEventKind.SUPPRESSED).exists()
+    assert any(name in n.text for n in notes_to("operations"))
+
+
+def test_the_clients_of_a_killed_web_process_are_a_disconnection_spike(clock: Any) -> None:
+    """A web process SIGKILLed with 60 clients never reports them leaving; found dead, they
+    count as disconnected in the running totals (/metrics' counter, on which Prometheus'
+    DisconnectionSpike fired) and now in the rule's figure too (found by
+    bench/alertmanager.py: the application saw no spike)."""
+    from monitoring.recording import release_dead_workers
+
+    only_default_rules("Disconnection spike")
+    sample(worker="web-killed", active_connections=60)
+    clock.shift(31)
+    assert release_dead_workers() == 60
+    run_cycle()
+    (incident,) = firing()
+    assert (incident.rule.name, incident.last_value) == ("Disconnection spike", 60)
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("group_wait", [0, 30])
 def test_two_concurrent_cycles_open_and_notify_once(settings: Any, group_wait: int) -> None:

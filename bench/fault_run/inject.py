@@ -46,6 +46,12 @@ class FaultRun:
     recovered: dict[str, float | None] = field(default_factory=dict)  # after `restored`
 
 
+def ended(runs: list[FaultRun], at: float) -> None:
+    """Each run's window ends where the next one begins; the last one's at `at`."""
+    for run, following in zip(runs, [*runs[1:], None], strict=True):
+        run.end = following.start if following else at
+
+
 class Faults:
     def __init__(
         self, topology: Topology, slack: SlackServer, observer: Observer, orders: Orders

@@ -32,9 +32,10 @@ class Probe:
 class Observer:
     """Probes /health, reads the database directly (not through the proxy), supervises."""
 
-    def __init__(self, topology: Topology, ports: list[int]) -> None:
+    def __init__(self, topology: Topology, ports: list[int], database: str = DATABASE) -> None:
         self.topology = topology
         self.ports = ports
+        self.url = database_url(database)  # read directly, not through the proxy
         self.probes: list[Probe] = []
         self.outbox: list[tuple[float, int, float | None]] = []  # at, open rows, oldest age
         self.exits: list[tuple[float, str, int]] = []  # at, process, return code
@@ -64,7 +65,7 @@ class Observer:
     def _database(self) -> None:
         while not self.stop.is_set():
             with contextlib.suppress(psycopg.Error):
-                self.outbox.append((time.time(), *outbox_state()))
+                self.outbox.append((time.time(), *outbox_state(self.url)))
             self.stop.wait(1.0)
 
     def _supervise(self) -> None:
@@ -104,13 +105,13 @@ def healthy(probe: Probe, slack_too: bool) -> bool:
     return not slack_too or probe.checks.get("slack") != "degraded"
 
 
-def connect() -> psycopg.Connection[Any]:
-    return psycopg.connect(DIRECT_URL, autocommit=True, connect_timeout=5)
+def connect(url: str = DIRECT_URL) -> psycopg.Connection[Any]:
+    return psycopg.connect(url, autocommit=True, connect_timeout=5)
 
 
-def outbox_state() -> tuple[int, float | None]:
+def outbox_state(url: str = DIRECT_URL) -> tuple[int, float | None]:
     """Open notification rows and the age of the oldest one that is due."""
-    with connect() as conn:
+    with connect(url) as conn:
         row = conn.execute(
             "SELECT count(*), extract(epoch FROM now() - min(created_at)) "
             "FROM notifications_notification WHERE status IN ('pending', 'sending')"
@@ -119,8 +120,8 @@ def outbox_state() -> tuple[int, float | None]:
     return int(row[0]), None if row[1] is None else float(row[1])
 
 
-def query(sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with connect() as conn:
+def query(sql: str, *params: Any, url: str = DIRECT_URL) -> list[tuple[Any, ...]]:
+    with connect(url) as conn:
         return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
 
 
@@ -128,7 +129,7 @@ def wait_drained(observer: Observer, limit: float) -> float | None:
     started = time.time()
     while time.time() - started < limit:
         with contextlib.suppress(psycopg.Error):
-            if outbox_state()[0] == 0:
+            if outbox_state(observer.url)[0] == 0:
                 return time.time() - started
         time.sleep(1)
     return None

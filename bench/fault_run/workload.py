@@ -133,8 +133,29 @@ class ClientEvent:
     kind: str  # "open", "close:<code>", "http:<status>", "refused", "timeout", "error:<type>"
 
 
+class OnItsOwnLoop:
+    """A load of its own asyncio loop, on a thread: `start()`, then `finish()`."""
+
+    stop: threading.Event
+    thread: threading.Thread | None
+
+    def start(self) -> None:
+        self.stop.clear()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(30)
+            self.thread = None
+
+    async def _main(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class Clients:
+class Clients(OnItsOwnLoop):
     """WebSocket clients on one asyncio loop in a thread; each reconnects with backoff."""
 
     ports: list[int]
@@ -147,14 +168,12 @@ class Clients:
     loop: asyncio.AbstractEventLoop | None = None
     thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self.thread.start()
-
-    def finish(self) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(30)
+    def wait_connected(self, limit: float) -> int:
+        """Waits (at most `limit` s) until every client is connected; how many are."""
+        deadline = time.time() + limit
+        while self.open_now < self.count and time.time() < deadline:
+            time.sleep(0.5)
+        return self.open_now
 
     async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -215,3 +234,52 @@ class Clients:
             failures += 1
             delay = min(8.0, 0.5 * 2 ** min(failures, 4)) if not opened else 0.5
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+
+
+@dataclass
+class BadFrames(OnItsOwnLoop):
+    """A misbehaving client: `connections` WebSockets spread over the web processes, each
+    sending a malformed frame (not JSON) `per_second` times a second, under the per-connection
+    rate limit, so that every frame is a client error and none closes the connection."""
+
+    ports: list[int]
+    venues: list[dict[str, Any]]
+    connections: int = 40
+    per_second: float = 4.0
+    sent: int = 0
+    errors_back: int = 0  # error frames the server answered with
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    async def _main(self) -> None:
+        tasks = [asyncio.create_task(self._one(i)) for i in range(self.connections)]
+        await asyncio.to_thread(self.stop.wait)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _one(self, index: int) -> None:
+        venue = self.venues[index % len(self.venues)]
+        port = self.ports[index % len(self.ports)]
+        url = f"ws://127.0.0.1:{port}/ws/venues/{venue['venue']}/?token={venue['token']}"
+        while not self.stop.is_set():
+            try:
+                async with websockets.connect(url, open_timeout=10, close_timeout=2) as ws:
+                    await asyncio.wait_for(ws.recv(), 10)  # the welcome
+                    reader = asyncio.create_task(self._count_errors(ws))
+                    try:
+                        while not self.stop.is_set():
+                            await ws.send("{not json")
+                            self.sent += 1
+                            await asyncio.sleep(1 / self.per_second)
+                    finally:
+                        reader.cancel()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(1)
+
+    async def _count_errors(self, ws: Any) -> None:
+        async for frame in ws:
+            if '"type":"error"' in str(frame).replace(" ", ""):
+                self.errors_back += 1

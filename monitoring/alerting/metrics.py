@@ -65,6 +65,11 @@ class Metric:
     per_venue: bool = False
     # How the metric looked over the past (for the rule preview); None: it has no history.
     history: History | None = field(default=None, compare=False)
+    # Whether an outage of a dependency that ended inside the window still shapes the value
+    # (clients thrown out by a Redis outage reconnect into it), so that a rule stays held
+    # back until its window no longer covers the outage. False for a value that leaves the
+    # outages out itself: it is held back only while its dependency's alert fires.
+    outages_shape_window: bool = True
 
     @property
     def unit_suffix(self) -> str:
@@ -171,6 +176,38 @@ def from_sums(formula: Formula) -> tuple[Callable[[Window], Values], History]:
 
 def _per_minute(name: str) -> Formula:
     return lambda sums, seconds: sums[name] * 60.0 / seconds
+
+
+def _disconnections(window: Window) -> Values:
+    """Disconnections per minute: those the web processes reported, and the clients of
+    processes found dead in the window (a killed process's clients are dropped all at once
+    and never reported; the running totals and /metrics count them the same way)."""
+    sums = _sums(window)
+    lost = figures.released(window.start, window.end).aggregate(
+        lost=Sum("connections_lost", default=0)
+    )["lost"]
+    if not sums["samples"] and not lost:
+        return {}
+    return {"": (sums["disconnections"] + lost) * 60.0 / window.seconds}
+
+
+def _disconnections_history(start: datetime, end: datetime, seconds: int) -> list[Point]:
+    grid = Grid.for_window(seconds)
+    since = start - timedelta(seconds=seconds)
+    buckets = _bucket_sums(since, end, grid.resolution)
+    dead = (
+        figures.released(since, end)
+        .annotate(bucket=EpochBucket("declared_dead_at", grid.resolution))
+        .values("bucket")
+        .annotate(lost=Sum("connections_lost"))
+    )
+    for row in dead:
+        sums = buckets.setdefault(row["bucket"], dict.fromkeys(SUMS, 0.0))
+        sums["disconnections"] = (sums["disconnections"] or 0) + row["lost"]
+    per_minute = _per_minute("disconnections")
+    return sliding_sums(
+        buckets, list(SUMS), start, end, seconds, grid, lambda sums: per_minute(sums, seconds)
+    )
 
 
 def _error_rate(sums: Sums, seconds: int) -> float:
@@ -434,7 +471,6 @@ def _slow_queries(window: Window) -> Values:
 
 
 _connections = from_sums(_per_minute("connections"))
-_disconnections = from_sums(_per_minute("disconnections"))
 _errors = from_sums(_error_rate)
 _client_errors = from_sums(_per_minute("client_errors"))
 _resyncs = from_sums(_per_minute("resyncs"))
@@ -445,7 +481,7 @@ for _metric in (
     Metric("ws.new_connections_per_minute", "New WebSocket connections", "per minute",
            _connections[0], depends_on=_WS, history=_connections[1]),
     Metric("ws.disconnections_per_minute", "WebSocket disconnections", "per minute",
-           _disconnections[0], depends_on=_WS, history=_disconnections[1]),
+           _disconnections, depends_on=_WS, history=_disconnections_history),
     Metric("ws.error_rate", "WebSocket error rate", "%", _errors[0], maximum=100,
            depends_on=_WS, history=_errors[1]),
     Metric("ws.client_errors_per_minute", "Refused connections and bad client frames",
@@ -469,10 +505,11 @@ for _metric in (
            _slow_queries, depends_on=("database",)),
     Metric("process.memory_percent", "Process memory (of its limit)", "%", _memory_percent,
            maximum=100, depends_on=("database",), history=_memory_history),
+    # Silence counts only while the database was up (_silent_while_database_up).
     Metric("workers.missing", "Processes that stopped reporting", "workers", _missing_workers,
-           depends_on=("database",)),
+           depends_on=("database",), outages_shape_window=False),
     Metric("workers.crashed", "Processes that died (killed or crashed)", "workers",
-           _crashed_workers, depends_on=("database",)),
+           _crashed_workers, depends_on=("database",), outages_shape_window=False),
     Metric("workers.web_live", "Live web processes", "workers", _live_web_workers,
            depends_on=("database",)),
     Metric("dependency.database_down", "Database unreachable", "", _database_down, maximum=1),

@@ -9,7 +9,7 @@ import structlog
 from django.db.models import Q
 
 from monitoring.alerting import routing
-from monitoring.alerting.metrics import SLACK_FAILING
+from monitoring.alerting.metrics import REGISTRY, SLACK_FAILING
 from monitoring.models import (
     AlertRule,
     Incident,
@@ -42,10 +42,14 @@ def inhibited(incident: Incident, now: datetime) -> str:
     rule = incident.rule
     # A dependent's value covers its whole window: an outage that ended inside that window
     # still shapes it (clients thrown out by a Redis outage reconnect into it), so the
-    # dependent stays held back until the window no longer overlaps the outage.
-    overlaps = Q(status=IncidentStatus.FIRING) | Q(
-        resolved_at__gte=now - timedelta(seconds=rule.window_seconds)
-    )
+    # dependent stays held back until the window no longer overlaps the outage. A value
+    # that leaves outages out (processes' silence, counted only while the database was up)
+    # is held back only while its cause fires: a day's window must not hide for a day a
+    # process that died after a minute's outage.
+    overlaps = Q(status=IncidentStatus.FIRING)
+    metric = REGISTRY.get(rule.metric)
+    if metric is None or metric.outages_shape_window:
+        overlaps |= Q(resolved_at__gte=now - timedelta(seconds=rule.window_seconds))
     for inhibition in Inhibition.objects.filter(target=rule).select_related("source"):
         causes = Incident.objects.filter(overlaps, rule=inhibition.source)
         if inhibition.same_scope:
