@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis
+from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -37,6 +38,16 @@ def _name_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 TASKS_END_SECONDS = 30.0
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer() -> None:
+    """Each test's event loop gets a channel layer object of its own. channels-redis keeps
+    its receive lock and receive count on the layer object, for one event loop at a time (a
+    server process runs one): a receive that a test's loop left behind, collected during a
+    later test, ran its clean-up against that test's lock and count ("Lock is bound to a
+    different event loop" in the hub's pump, 3 tests of one full run)."""
+    channel_layers.backends.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -96,10 +96,12 @@ RELOADING = """async ({url, token, api}) => {
     onEvent: (frame) => window.seen.push(frame.seq),
     reload: async () => {
       window.reloads += 1;
-      window.reloadStarted = true;
       const answer = await fetch(api, { headers: { Authorization: `Bearer ${token}` } });
       const state = await answer.json();
       window.orders = state.orders.length;
+      // The state is read: the order placed now is after it, and comes live during the
+      // rest of a slow reload. (Set before the fetch, the test raced its own order with it.)
+      window.reloadStarted = true;
       await new Promise((done) => setTimeout(done, 1500));  // a slow network
       return state.seq;
     },
