@@ -26,10 +26,14 @@ _SHARED_PROCESSORS: list[Any] = [
 # Secrets that must never reach a log line, whoever logs them (our code, a library, a
 # traceback): a Slack webhook's path (/services/T…/B…/secret), Slack tokens (xoxb-…), venue
 # device tokens (iwv_…, in a URL's query or a header) and session cookies (sessionid=…).
+# Their shapes are shared with the Sentry scrubber (inkwave/sentry.py), which filters them whole.
+SLACK_WEBHOOK_PATH = re.compile(r"(/(?:services|triggers|workflows)/)T\w*/[^\s'\"<>]+")
+SLACK_TOKEN = re.compile(r"\b(xox[a-z]|xapp)-[A-Za-z0-9-]+")
+VENUE_TOKEN = re.compile(r"\biwv_[A-Za-z0-9_-]+")
 _SECRETS = (
-    (re.compile(r"(/(?:services|triggers|workflows)/)T\w*/[^\s'\"<>]+"), r"\1[redacted]"),
-    (re.compile(r"\b(xox[a-z]|xapp)-[A-Za-z0-9-]+"), r"\1-[redacted]"),
-    (re.compile(r"\biwv_[A-Za-z0-9_-]+"), "iwv_[redacted]"),
+    (SLACK_WEBHOOK_PATH, r"\1[redacted]"),
+    (SLACK_TOKEN, r"\1-[redacted]"),
+    (VENUE_TOKEN, "iwv_[redacted]"),
     (re.compile(r"\b(sessionid=)[^;\s'\"]+"), r"\1[redacted]"),
 )
 

@@ -41,6 +41,8 @@ import sentry_sdk
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, DEFAULT_PII_DENYLIST, EventScrubber
 from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
 
+from inkwave.logging import SLACK_TOKEN, SLACK_WEBHOOK_PATH, VENUE_TOKEN
+
 FILTERED = "[Filtered]"
 # A key (a dict's, a local variable's, a header's, a cookie's) whose value is a secret: one
 # that says so, or one of the names sentry-sdk's own scrubber filters (which `scrub` replaces).
@@ -52,10 +54,10 @@ _SDK_SECRET_KEYS = frozenset(name.lower() for name in (*DEFAULT_DENYLIST, *DEFAU
 _SECRET_TEXT = (
     # A Slack webhook's URL, whole; and its secret path behind any other host (a proxy).
     (re.compile(r"https?://hooks\.slack(?:-gov)?\.com/[^\s'\"<>]*"), FILTERED),
-    (re.compile(r"(/(?:services|triggers|workflows)/)T\w*/[^\s'\"<>]+"), rf"\1{FILTERED}"),
+    (SLACK_WEBHOOK_PATH, rf"\1{FILTERED}"),
     # Slack tokens (xoxb-, xoxp-, xoxa-, xapp-) and venue access tokens (orders/models.py).
-    (re.compile(r"\b(?:xox[a-z]|xapp)-[A-Za-z0-9-]+"), FILTERED),
-    (re.compile(r"\biwv_[A-Za-z0-9_-]+"), FILTERED),
+    (SLACK_TOKEN, FILTERED),
+    (VENUE_TOKEN, FILTERED),
     # The value of name=value or name: value (a repr, a query string, a cookie, a header)
     # whose name names a secret, unless a pattern above filtered it already.
     (
