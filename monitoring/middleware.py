@@ -17,17 +17,17 @@ threads sync code runs on.
 
 from __future__ import annotations
 
+import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponseBase
 
 from inkwave import logcontext
@@ -38,10 +38,10 @@ from monitoring.requests import (
     get_request_monitor,
     normalise_sql,
 )
+from monitoring.system import resident_bytes
 
 REQUEST_ID_RESPONSE_HEADER = "X-Request-ID"
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_process = psutil.Process()
 
 
 @dataclass(slots=True)
@@ -52,16 +52,45 @@ class RequestStats:
     query_ms: float = 0.0
 
 
+class _Settings:
+    """The settings read on every request and query, read once: each `settings.X` costs a
+    lazy-object lookup, and a handful of them were a measurable part of what the middleware
+    adds to a request. Read again when a test overrides one (setting_changed)."""
+
+    def __init__(self) -> None:
+        self.load()
+
+    def load(self, **kwargs: Any) -> None:
+        self.request_id_header: str = settings.REQUEST_ID_HEADER
+        self.session_cookie: str = settings.SESSION_COOKIE_NAME
+        self.slow_query_ms: float = settings.SLOW_QUERY_MS
+        self.slow_request_ms: float = settings.SLOW_REQUEST_MS
+
+
+_settings = _Settings()
+setting_changed.connect(_settings.load, dispatch_uid="monitoring.middleware.settings")
+
 current_request: ContextVar[RequestStats | None] = ContextVar("current_request", default=None)
 
 
 def request_id_of(request: HttpRequest) -> str:
-    header = settings.REQUEST_ID_HEADER
+    header = _settings.request_id_header
     if header:
         given = request.headers.get(header, "")
         if _VALID_ID.fullmatch(given):
             return given
-    return uuid.uuid4().hex
+    # Not uuid4: os.urandom lets the GIL go, and getting it back from a busy event loop
+    # thread costs more than the rest of the middleware. An id to follow, not a secret.
+    return f"{random.getrandbits(128):032x}"
+
+
+def _is_staff(request: HttpRequest) -> bool:
+    """Without a session cookie nobody is signed in: the lazy user is left unread, which
+    spares an anonymous request (a probe, a scrape, a guest) the session and auth lookups."""
+    if _settings.session_cookie not in request.COOKIES:
+        return False
+    user = getattr(request, "user", None)
+    return user is not None and bool(getattr(user, "is_staff", False))
 
 
 def timed_query(
@@ -78,7 +107,7 @@ def timed_query(
         if stats is not None:
             stats.queries += 1
             stats.query_ms += elapsed_ms
-        if elapsed_ms >= settings.SLOW_QUERY_MS:
+        if elapsed_ms >= _settings.slow_query_ms:
             get_request_monitor().track_slow_query(
                 SlowQueryRecord(
                     at=time.time(),
@@ -142,7 +171,7 @@ class PerformanceMiddleware:
         stats = RequestStats(request_id_of(request))
         request.request_id = stats.request_id  # type: ignore[attr-defined]
         request._performance = stats  # type: ignore[attr-defined]
-        memory = _process.memory_info().rss if self.enabled else 0
+        memory = resident_bytes() if self.enabled else 0
         return stats, time.perf_counter(), memory
 
     def finish(
@@ -163,7 +192,7 @@ class PerformanceMiddleware:
         size = int(response.get("Content-Length") or 0)
         if not size and not response.streaming:
             size = len(response.content)  # type: ignore[attr-defined]
-        growth = _process.memory_info().rss - memory
+        growth = resident_bytes() - memory
         monitor = get_request_monitor()
         monitor.track_request(
             stats.route,
@@ -174,7 +203,7 @@ class PerformanceMiddleware:
             response_bytes=size,
             memory_growth_bytes=growth,
         )
-        if duration_ms >= settings.SLOW_REQUEST_MS:
+        if duration_ms >= _settings.slow_request_ms:
             monitor.track_slow_request(
                 SlowRequestRecord(
                     at=time.time(),
@@ -187,8 +216,7 @@ class PerformanceMiddleware:
                     request_id=stats.request_id,
                 )
             )
-        user = getattr(request, "user", None)
-        if user is not None and getattr(user, "is_staff", False):
+        if _is_staff(request):
             database = f'db;dur={stats.query_ms:.1f};desc="{stats.queries} queries"'
             response["Server-Timing"] = f"app;dur={duration_ms:.1f}, {database}"
         return response

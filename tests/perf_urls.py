@@ -1,5 +1,6 @@
 """Views for tests/test_request_performance.py and tests/test_http_handler.py only: sync and
-async, slow, one that says what its log lines would carry, one that says its thread."""
+async, slow, one that grows the process, one that says what its log lines would carry, one
+that says its thread."""
 
 from __future__ import annotations
 
@@ -28,6 +29,18 @@ def slow_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"slept": True})
 
 
+# What growing_view keeps alive, so the memory it takes is still taken when it answers.
+held: list[bytearray] = []
+
+
+def growing_view(request: HttpRequest) -> JsonResponse:
+    """Takes 32 MiB and touches every page of it, so the process's resident size grows."""
+    block = bytearray(32 * 1024 * 1024)
+    block[::4096] = b"x" * len(block[::4096])
+    held.append(block)
+    return JsonResponse({"held": len(held)})
+
+
 def failing_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"error": "no"}, status=503)
 
@@ -53,6 +66,7 @@ urlpatterns = [
     path("perf/async/<int:venue_id>/", async_view),
     path("perf/slow/", slow_view),
     path("perf/failing/", failing_view),
+    path("perf/growing/", growing_view),
     path("perf/log-context/", log_context_view),
     path("perf/thread/", thread_view),
 ]

@@ -140,3 +140,33 @@ def test_memory_usage_reports_this_process() -> None:
     assert usage.limit_bytes > usage.rss_bytes
     assert 0 < usage.percent < 100
     assert usage.limit_source in ("cgroup", "machine")
+
+
+def test_the_resident_size_read_per_request_is_the_process_s_own_also_after_a_fork() -> None:
+    import os
+
+    import psutil
+
+    from monitoring.system import resident_bytes
+
+    before = resident_bytes()
+    assert abs(before - psutil.Process().memory_info().rss) < 8 * 1024 * 1024
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child takes 64 MiB: its figure grows, the parent's does not
+        try:
+            # Its own starting point: a child's resident size starts below its parent's
+            # (the kernel leaves file-backed page tables to be faulted in again).
+            before = resident_bytes()
+            block = bytearray(64 * 1024 * 1024)
+            block[::4096] = b"x" * len(block[::4096])
+            grew = resident_bytes() - before
+            os.write(writer, str(grew).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        grown_in_child = int(pipe.read())
+    os.waitpid(child, 0)
+    assert grown_in_child >= 60 * 1024 * 1024
+    assert resident_bytes() - before < 32 * 1024 * 1024

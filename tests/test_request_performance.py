@@ -70,6 +70,17 @@ async def test_an_async_view_is_counted_with_the_queries_it_ran_on_other_threads
     await sync_to_async(close_old_connections)()
 
 
+def test_the_memory_a_request_takes_is_counted_by_its_route(requests: RequestMonitor) -> None:
+    from tests import perf_urls
+
+    try:
+        assert Client().get("/perf/growing/").status_code == 200
+    finally:
+        perf_urls.held.clear()
+    routes = requests.snapshot().routes
+    assert routes["perf/growing/"].memory_growth_bytes >= 30 * 1024 * 1024
+
+
 def test_every_answer_has_a_request_id_and_only_a_trusted_one_is_taken(
     requests: RequestMonitor,
 ) -> None:
@@ -110,11 +121,12 @@ def test_a_slow_query_is_recorded_normalised_with_its_route_and_request_without_
     Client().get("/perf/slow/")
     recorder = RequestRecorder(requests, "web:test", time.time())
     recorder.flush(worker().pk, time.time())
-    statement = SlowStatement.objects.get()
+    # On a busy machine another query (the worker row's insert) may pass 5 ms as well.
+    statement = SlowStatement.objects.get(statement__startswith="SELECT pg_sleep(")
     assert statement.statement == "SELECT pg_sleep(?), ?, ?"
     assert statement.occurrences == 2
     assert statement.max_ms >= 20
-    runs = SlowQuery.objects.order_by("recorded_at")
+    runs = SlowQuery.objects.filter(statement=statement).order_by("recorded_at")
     assert [r.route for r in runs] == ["perf/slow/", "perf/slow/"]
     assert runs[0].request_id == first["X-Request-ID"]
     stored = " ".join(f"{r.statement.statement} {r.route}" for r in runs)
@@ -196,7 +208,8 @@ def test_an_operator_finds_slow_statements_grouped_in_the_admin(requests: Reques
         statements = admin.get("/admin/monitoring/slowstatement/")
         assert statements.status_code == 200
         assert "SELECT pg_sleep(?), ?, ?" in statements.content.decode()
-        statement = SlowStatement.objects.get()
+        # Any other query over the test's 5 ms (a login's, the flush's) is recorded too.
+        statement = SlowStatement.objects.get(statement__startswith="SELECT pg_sleep(")
         runs = admin.get(f"/admin/monitoring/slowquery/?statement__id__exact={statement.pk}")
         assert runs.content.decode().count("perf/slow/") >= 1
         for page in ("requestsample", "slowrequest"):
