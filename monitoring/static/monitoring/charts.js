@@ -1,0 +1,162 @@
+/* Inkwave Ops charts: time series on uPlot (vendor/uplot, served from our own static files).
+ *
+ * One function, InkwaveCharts.timeSeries(element, spec), used by the dashboard, the rule
+ * preview, the incident page and the venue page, so every picture reads the same way:
+ *
+ *   spec = {
+ *     title: "Error rate",              // drawn above the plot, also the chart's aria-label
+ *     unit: "%",                         // appended to axis values and the legend
+ *     times: [unix seconds...],          // the x values
+ *     series: [{label, values, dash}],   // one line each; null values leave gaps
+ *     thresholds: [{label, value, kind}],// horizontal lines; kind "fire" solid, "clear" dashed
+ *     spans: [{start, end, label}],      // shaded time ranges (incidents); end null = still open
+ *     marks: [{at, label}],              // vertical marks (timeline events)
+ *     height: 220,
+ *   }
+ *
+ * Colours: the Okabe-Ito palette, which stays distinguishable with the common colour vision
+ * deficiencies; lines also differ by dash and thresholds are labelled, so nothing relies on
+ * red against green. The chart follows its container's width (phones included).
+ */
+(function () {
+  "use strict";
+
+  var PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000"];
+  var SPAN_FILL = "rgba(213, 94, 0, 0.13)";
+  var SPAN_EDGE = "rgba(213, 94, 0, 0.55)";
+  var MARK = "#555";
+
+  function formatter(unit) {
+    return function (value) {
+      if (value == null || isNaN(value)) return "\u2013";
+      var abs = Math.abs(value);
+      var text = abs >= 1000 ? Math.round(value).toLocaleString() :
+        abs >= 10 ? value.toFixed(0) : abs >= 1 ? value.toFixed(1) : value.toFixed(2);
+      return unit ? text + " " + unit : text;
+    };
+  }
+
+  // Draws the spans under the lines, and the thresholds and marks over them.
+  function overlays(spec) {
+    function x(u, t) { return u.valToPos(t, "x", true); }
+    function label(ctx, text, px, py, align) {
+      ctx.font = 11 * devicePixelRatio + "px system-ui, sans-serif";
+      ctx.textAlign = align || "left";
+      ctx.fillStyle = "#333";
+      ctx.fillText(text, px, py);
+    }
+    return {
+      hooks: {
+        drawClear: [function (u) {
+          var ctx = u.ctx, top = u.bbox.top, height = u.bbox.height;
+          var left = u.bbox.left, right = u.bbox.left + u.bbox.width;
+          (spec.spans || []).forEach(function (span) {
+            var a = Math.max(left, x(u, span.start));
+            var b = Math.min(right, x(u, span.end == null ? u.scales.x.max : span.end));
+            if (!(b > a)) return;
+            ctx.fillStyle = SPAN_FILL;
+            ctx.fillRect(a, top, b - a, height);
+            ctx.fillStyle = SPAN_EDGE;
+            ctx.fillRect(a, top, Math.max(1, devicePixelRatio), height);
+          });
+        }],
+        draw: [function (u) {
+          var ctx = u.ctx, left = u.bbox.left, right = u.bbox.left + u.bbox.width;
+          ctx.save();
+          (spec.thresholds || []).forEach(function (line) {
+            var y = u.valToPos(line.value, "y", true);
+            if (y < u.bbox.top || y > u.bbox.top + u.bbox.height) return;
+            ctx.strokeStyle = line.kind === "clear" ? "#009E73" : "#D55E00";
+            ctx.lineWidth = 1.5 * devicePixelRatio;
+            ctx.setLineDash(line.kind === "clear" ? [6 * devicePixelRatio, 4 * devicePixelRatio] : []);
+            ctx.beginPath();
+            ctx.moveTo(left, y);
+            ctx.lineTo(right, y);
+            ctx.stroke();
+            // A clear threshold's label goes under its line: it usually sits just below the
+            // firing one, whose label goes above.
+            var dy = line.kind === "clear" ? 13 : -4;
+            label(ctx, line.label, right - 4 * devicePixelRatio, y + dy * devicePixelRatio, "right");
+          });
+          ctx.setLineDash([2 * devicePixelRatio, 3 * devicePixelRatio]);
+          (spec.marks || []).forEach(function (mark, index) {
+            var px = x(u, mark.at);
+            if (px < left || px > right) return;
+            ctx.strokeStyle = MARK;
+            ctx.lineWidth = devicePixelRatio;
+            ctx.beginPath();
+            ctx.moveTo(px, u.bbox.top);
+            ctx.lineTo(px, u.bbox.top + u.bbox.height);
+            ctx.stroke();
+            // Staggered so that neighbouring marks' labels do not sit on each other.
+            var py = u.bbox.top + (12 + 13 * (index % 3)) * devicePixelRatio;
+            label(ctx, mark.label, px + 3 * devicePixelRatio, py);
+          });
+          ctx.restore();
+        }],
+      },
+    };
+  }
+
+  function timeSeries(element, spec) {
+    var format = formatter(spec.unit || "");
+    var series = [{}];
+    var data = [spec.times];
+    (spec.series || []).forEach(function (line, index) {
+      series.push({
+        label: line.label,
+        stroke: line.color || PALETTE[index % PALETTE.length],
+        width: 2,
+        dash: line.dash || (index % 2 ? [8, 4] : undefined),
+        spanGaps: false,
+        value: function (u, v) { return format(v); },
+        points: { show: spec.times.length < 60 },
+      });
+      data.push(line.values);
+    });
+    var yValues = [];
+    (spec.series || []).forEach(function (line) {
+      line.values.forEach(function (v) { if (v != null) yValues.push(v); });
+    });
+    (spec.thresholds || []).forEach(function (line) { yValues.push(line.value); });
+    var yMax = yValues.length ? Math.max.apply(null, yValues) : 1;
+    var yMin = yValues.length ? Math.min(0, Math.min.apply(null, yValues)) : 0;
+
+    element.setAttribute("role", "img");
+    element.setAttribute("aria-label", spec.title || "chart");
+    var opts = {
+      title: spec.title,
+      width: Math.max(280, element.clientWidth || 600),
+      height: spec.height || 220,
+      series: series,
+      scales: { x: { time: true }, y: { range: [yMin, yMax > yMin ? yMax * 1.1 : yMin + 1] } },
+      axes: [{}, {
+        // One number of decimals for every tick, from the step between them.
+        values: function (u, ticks, space, incr) {
+          var decimals = incr >= 1 ? 0 : Math.min(3, Math.ceil(-Math.log10(incr)));
+          return ticks.map(function (v) { return v.toFixed(decimals) + (spec.unit ? " " + spec.unit : ""); });
+        },
+        size: 70,
+      }],
+      legend: { live: true },
+      plugins: [overlays(spec)],
+    };
+    var chart = new uPlot(opts, data, element);
+    if (window.ResizeObserver) {
+      new ResizeObserver(function () {
+        var width = Math.max(280, element.clientWidth);
+        if (width !== chart.width) chart.setSize({ width: width, height: opts.height });
+      }).observe(element);
+    }
+    return chart;
+  }
+
+  // Reads a spec from a <script type="application/json" id="..."> and draws it into element.
+  function fromJson(element, scriptId) {
+    var source = document.getElementById(scriptId);
+    if (!source) return null;
+    return timeSeries(element, JSON.parse(source.textContent));
+  }
+
+  window.InkwaveCharts = { timeSeries: timeSeries, fromJson: fromJson, palette: PALETTE, format: formatter };
+})();
