@@ -24,6 +24,18 @@ from monitoring.histogram import Histogram, HistogramSnapshot
 MAX_ROUTES = 300
 OTHER_ROUTE = "(other)"
 UNMATCHED_ROUTE = "(unmatched)"
+# Health checks and scrapes: counted and exported like any route, but left out of the HTTP
+# error-rate and response-time rules. A balancer's probe answers 503 on purpose while a
+# dependency is down (which has its own rule), and at night probes can be most of the traffic:
+# counted, one probe's 503s would page "HTTP errors critical" for what is not a failed
+# request. tests/test_alerting.py checks these are the routes of the probe URLs.
+PROBE_ROUTES = (
+    "health",
+    "health/live",
+    "metrics",
+    "api/v1/monitoring/websocket/health",
+    "api/v1/monitoring/database/health",
+)
 # Records kept between two flushes at most; the rest are counted as dropped.
 MAX_RECORDS = 1000
 

@@ -184,9 +184,36 @@ def test_each_http_default_rule_fires_over_its_threshold_and_not_just_under(
     clock.shift(3600)
     # Summed over routes: half of it on each of two.
     request_sample("api/v1/orders", **{k: v // 2 for k, v in over.items()})
-    request_sample("health", **{k: v // 2 for k, v in over.items()})
+    request_sample("api/v1/orders/<int:order_id>", **{k: v // 2 for k, v in over.items()})
     run_cycle()
     assert [i.rule.name for i in firing()] == [name]
+
+
+def test_health_probes_answering_503_are_not_http_errors(clock: Any) -> None:
+    only_default_rules("HTTP errors critical", "HTTP errors elevated", "Slow responses")
+    # A quiet night: the balancer's probes are most of the traffic, and /health says 503
+    # while a dependency is down (its own rule's business), slowly as its checks time out.
+    request_sample("api/v1/orders", requests=20)
+    for probe in ("health", "api/v1/monitoring/database/health"):
+        request_sample(probe, requests=200, server_errors=200, duration_sum_ms=200 * 3000.0)
+    run_cycle()
+    assert firing() == []
+    request_sample("api/v1/orders", requests=20, server_errors=3)
+    clock.shift(1)
+    run_cycle()
+    # 3 of the 40 real requests (7.5%): both fire (the warning held back by the critical).
+    fired = sorted(i.rule.name for i in firing())
+    assert fired == ["HTTP errors critical", "HTTP errors elevated"]
+
+
+def test_the_probe_routes_are_the_routes_of_the_probe_urls() -> None:
+    from django.urls import resolve
+
+    from monitoring.requests import PROBE_ROUTES
+
+    probes = ["/health", "/health/live", "/metrics", "/api/v1/monitoring/websocket/health"]
+    probes.append("/api/v1/monitoring/database/health")
+    assert sorted(PROBE_ROUTES) == sorted(resolve(path).route for path in probes)
 
 
 def test_slow_queries_fire_from_their_count_in_the_window(clock: Any) -> None:

@@ -31,6 +31,7 @@ from monitoring.models import (
     Worker,
     WorkerRole,
 )
+from monitoring.requests import PROBE_ROUTES
 from notifications.models import OPEN_STATUSES, Destination, Notification
 
 Values = dict[str, float]
@@ -434,7 +435,7 @@ def _outbox_age_seconds(window: Window) -> Values:
     return {"": outbox_age_seconds(window.end)}
 
 
-# --- HTTP requests (RequestSample rows, every route of every web process) -----------------
+# --- HTTP requests (RequestSample rows, every route but the probes, every web process) ----
 
 HTTP_SUMS = {
     "requests": Sum("requests", default=0),
@@ -446,9 +447,11 @@ HTTP_SUMS = {
 def _http_sums(window: Window) -> Sums:
     key = ("http", window.end, window.seconds)
     if key not in window.memo:
-        window.memo[key] = RequestSample.objects.filter(
-            recorded_at__gt=window.start, recorded_at__lte=window.end
-        ).aggregate(**HTTP_SUMS)
+        window.memo[key] = (
+            RequestSample.objects.filter(recorded_at__gt=window.start, recorded_at__lte=window.end)
+            .exclude(route__in=PROBE_ROUTES)
+            .aggregate(**HTTP_SUMS)
+        )
     return window.memo[key]  # type: ignore[return-value]
 
 
