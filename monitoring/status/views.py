@@ -72,6 +72,14 @@ def _when(iso: str) -> str:
     return f"{moment:%-d %b %Y, %H:%M} UTC"
 
 
+def _span(starts: str, ends: str) -> str:
+    start = datetime.fromisoformat(starts).astimezone(UTC)
+    end = datetime.fromisoformat(ends).astimezone(UTC)
+    if start.date() == end.date():
+        return f"{start:%-d %b %Y, %H:%M} to {end:%H:%M} UTC"
+    return f"{_when(starts)} to {_when(ends)}"
+
+
 def _bars(component: ComponentJSON) -> list[dict[str, object]]:
     bars: list[dict[str, object]] = []
     days = component["days"]
@@ -91,11 +99,17 @@ async def status_page(request: HttpRequest) -> HttpResponse:
     data = await snapshot()
     context = {
         "status": data,
-        "components": [{**c, "bars": _bars(c)} for c in data["components"]],
+        "components": [
+            {
+                **c,
+                "bars": _bars(c),
+                "days_with_data": sum(d["state"] != DayState.NO_DATA for d in c["days"]),
+            }
+            for c in data["components"]
+        ],
         "incidents": [{**i, "since_text": _when(i["since"])} for i in data["incidents"]],
         "maintenance": [
-            {**m, "starts_text": _when(m["startsAt"]), "ends_text": _when(m["endsAt"])}
-            for m in data["maintenance"]
+            {**m, "when_text": _span(m["startsAt"], m["endsAt"])} for m in data["maintenance"]
         ],
         "generated_text": _when(data["generatedAt"]),
         "phone_days": PHONE_DAYS,
