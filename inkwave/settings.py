@@ -372,6 +372,15 @@ ORDER_EVENT_RETENTION_DAYS = env_int("ORDER_EVENT_RETENTION_DAYS", 90, minimum=1
 REPORT_RUN_RETENTION_DAYS = env_int("REPORT_RUN_RETENTION_DAYS", 30, minimum=14)
 RETENTION_PRUNE_SECONDS = env_int("RETENTION_PRUNE_SECONDS", 3600, minimum=60)
 
+# --- Public status page -----------------------------------------------------------------
+# /status/, /status.json and the badges are answered from one snapshot, reused this long
+# (and sent with Cache-Control max-age of the same); 0 computes each answer afresh.
+STATUS_CACHE_SECONDS = env_int("STATUS_CACHE_SECONDS", 30, minimum=0)
+# How often beat writes finished days' uptime rows (it catches up on days it missed).
+STATUS_ROLLUP_SECONDS = env_int("STATUS_ROLLUP_SECONDS", 3600, minimum=60)
+# Daily uptime rows and ended maintenance windows are kept this long (the page shows 90).
+STATUS_HISTORY_DAYS = env_int("STATUS_HISTORY_DAYS", 400, minimum=90)
+
 
 # --- Celery beat ------------------------------------------------------------------------
 
@@ -410,6 +419,10 @@ CELERY_BEAT_SCHEDULE = {
     "prune-notifications": {
         "task": "notifications.prune",
         "schedule": float(RETENTION_PRUNE_SECONDS),
+    },
+    "status-daily-uptime": {
+        "task": "monitoring.status_rollup",
+        "schedule": float(STATUS_ROLLUP_SECONDS),
     },
     "prune-order-events": {
         "task": "orders.prune",

@@ -24,6 +24,8 @@ urlpatterns = [
         orders_api.venue_open_orders,
         name="venue-open-orders",
     ),
+    # The public status page (/status/, /status.json, the badges).
+    path("", include("monitoring.status.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -76,9 +76,17 @@ def prune_incidents(
 
 
 def prune(now: datetime | None = None) -> dict[str, int]:
-    """Beat's run over incidents (samples have their own task, monitoring.prune_samples)."""
+    """Beat's run over incidents and the status page's history (samples have their own
+    task, monitoring.prune_samples)."""
+    from monitoring.status import rollup
+
     return run_each(
-        [("incident_events", prune_incident_events), ("incidents", prune_incidents)],
+        [
+            ("incident_events", prune_incident_events),
+            ("incidents", prune_incidents),
+            ("component_days", rollup.prune_component_days),
+            ("maintenance_windows", rollup.prune_maintenance_windows),
+        ],
         now or timezone.now(),
     )
 
@@ -96,3 +104,9 @@ def register() -> None:
     retention.register(SlowRequest, pruning.prune_slow_requests, "METRICS_RETENTION_DAYS")
     retention.register(IncidentEvent, prune_incident_events, "INCIDENT_RETENTION_DAYS")
     retention.register(Incident, prune_incidents, "INCIDENT_RETENTION_DAYS")
+
+    from monitoring.models import ComponentDay, MaintenanceWindow
+    from monitoring.status import rollup
+
+    retention.register(ComponentDay, rollup.prune_component_days, "STATUS_HISTORY_DAYS")
+    retention.register(MaintenanceWindow, rollup.prune_maintenance_windows, "STATUS_HISTORY_DAYS")

@@ -20,6 +20,13 @@ def prune_incidents() -> dict[str, int]:
     return retention.prune()
 
 
+@shared_task(name="monitoring.status_rollup", ignore_result=True)
+def status_rollup() -> int:
+    from monitoring.status import rollup
+
+    return rollup.roll_up()
+
+
 @shared_task(name="monitoring.release_dead_workers", ignore_result=True)
 def release_dead_workers() -> int:
     return recording.release_dead_workers()

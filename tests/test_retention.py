@@ -405,6 +405,8 @@ def test_every_append_only_table_has_a_registered_prune_and_a_setting() -> None:
         "monitoring.SlowRequest",
         "monitoring.IncidentEvent",
         "monitoring.Incident",
+        "monitoring.ComponentDay",
+        "monitoring.MaintenanceWindow",
         "notifications.Notification",
         "notifications.DeliveryAttempt",
         "notifications.ReportRun",

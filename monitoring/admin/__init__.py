@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from monitoring.admin import incidents, requests, rules, samples, silences
+from monitoring.admin import incidents, requests, rules, samples, silences, status
 
-__all__ = ["incidents", "requests", "rules", "samples", "silences"]
+__all__ = ["incidents", "requests", "rules", "samples", "silences", "status"]

@@ -76,6 +76,14 @@ class IncidentAdmin(admin.ModelAdmin):
             {"fields": [("acknowledged_at", "acknowledged_by"), "escalated_at", "resolved_by"]},
         ),
         ("Post-mortem", {"fields": ["postmortem"]}),
+        (
+            "Public status page",
+            {
+                "fields": ["public_component", "public_title", "public_summary"],
+                "description": "What visitors of /status/ read while it fires. Left empty, "
+                "they read a plain sentence for its component.",
+            },
+        ),
     ]
     readonly_fields = [
         "title",
@@ -96,6 +104,7 @@ class IncidentAdmin(admin.ModelAdmin):
         "acknowledged_by",
         "resolved_by",
         "escalated_at",
+        "public_component",
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -103,6 +112,12 @@ class IncidentAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # the record of what happened is kept (retention is the database's job)
+
+    @admin.display(description="Shown as")
+    def public_component(self, obj: Incident) -> str:
+        if not obj.rule.public_component:
+            return "not shown (its rule affects no public component)"
+        return str(obj.rule.get_public_component_display())
 
     @admin.display(description="Scope")
     def where(self, obj: Incident) -> str:

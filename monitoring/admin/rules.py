@@ -54,6 +54,7 @@ class AlertRuleForm(forms.ModelForm):
             "group_by",
             "flap_threshold",
             "settle_seconds",
+            "public_component",
         ]
 
 
@@ -81,7 +82,7 @@ class AlertRuleAdmin(PreviewAdmin):
     form = AlertRuleForm
     change_form_template = "admin/monitoring/alertrule/change_form.html"
     list_display = ["name", "condition", "window_seconds", "severity", "enabled", "firing"]
-    list_filter = ["enabled", "severity", "metric"]
+    list_filter = ["enabled", "severity", "public_component", "metric"]
     list_editable = ["enabled"]
     search_fields = ["name", "description"]
     filter_horizontal = ["destinations"]
@@ -100,6 +101,7 @@ class AlertRuleAdmin(PreviewAdmin):
             },
         ),
         ("Noise", {"fields": ["group_by", "flap_threshold", "settle_seconds"]}),
+        ("Public status page", {"fields": ["public_component"]}),
     ]
     inlines = [HeldBackByInline]
 

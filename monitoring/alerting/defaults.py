@@ -222,6 +222,32 @@ def create_default_rules(rule_model: Any) -> None:
         rule_model.objects.get_or_create(name=spec["name"], defaults=spec)
 
 
+# Which public component (status page) each shipped rule's incidents affect. Rules about the
+# inside of the system (memory, slow queries, a process that died and was replaced,
+# connection spikes and refused connections, which anyone can cause) affect none: a venue
+# notices their effects through the rules listed here, if at all.
+DEFAULT_PUBLIC_COMPONENTS: dict[str, str] = {
+    "HTTP errors critical": "ordering",
+    "HTTP errors elevated": "ordering",
+    "Slow responses": "ordering",
+    "API server down": "ordering",
+    "Database connection lost": "ordering",
+    "High error rate": "live_updates",
+    "Elevated error rate": "live_updates",
+    "Disconnection spike": "live_updates",
+    "WebSocket latency": "live_updates",
+    "Redis unreachable": "live_updates",
+    "Slack delivery failing": "notifications",
+    "Notifications waiting": "notifications",
+}
+
+
+def assign_public_components(rule_model: Any, mapping: Mapping[str, str]) -> None:
+    """Only rules that have none yet: an operator's choice is kept."""
+    for name, component in mapping.items():
+        rule_model.objects.filter(name=name, public_component="").update(public_component=component)
+
+
 # A critical rule holds back the warning on the same figure for the same scope: one storm,
 # one alert (Alertmanager's classic severity inhibition).
 SEVERITY_INHIBITIONS = [
@@ -262,5 +288,6 @@ def install_defaults() -> None:
     from monitoring.models import AlertRule, Inhibition
 
     create_default_rules(AlertRule)
+    assign_public_components(AlertRule, DEFAULT_PUBLIC_COMPONENTS)
     dependencies = {name: metric.depends_on for name, metric in REGISTRY.items()}
     create_default_inhibitions(AlertRule, Inhibition, dependencies)

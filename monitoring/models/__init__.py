@@ -16,18 +16,22 @@ from monitoring.models.requests import (
 from monitoring.models.rules import AlertRule, AlertState, Comparison, Inhibition, Severity
 from monitoring.models.samples import MetricTotals, WebSocketSample, Worker, WorkerRole
 from monitoring.models.schedules import OnCallShift, Silence
+from monitoring.models.status import ComponentDay, MaintenanceWindow, PublicComponent
 
 __all__ = [
     "AlertRule",
     "AlertState",
     "Comparison",
+    "ComponentDay",
     "Incident",
     "IncidentEvent",
     "IncidentEventKind",
     "IncidentStatus",
     "Inhibition",
+    "MaintenanceWindow",
     "MetricTotals",
     "OnCallShift",
+    "PublicComponent",
     "RequestSample",
     "RouteTotals",
     "Severity",

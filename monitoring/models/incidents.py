@@ -51,6 +51,16 @@ class Incident(models.Model):
         help_text="The Slack message that announced it; replies thread under it.",
     )
     postmortem = models.TextField(blank=True, help_text="What happened, why, and what changes.")
+    public_title = models.CharField(
+        max_length=120,
+        blank=True,
+        help_text="Shown on the public status page; empty: a plain sentence for its component.",
+    )
+    public_summary = models.TextField(
+        blank=True,
+        help_text="Shown on the public status page: what venues notice and what is being done. "
+        "No hostnames, error texts or internal names.",
+    )
 
     class Meta:
         ordering = ["-opened_at"]

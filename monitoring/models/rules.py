@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from monitoring.models.status import PublicComponent
 from notifications.slack_text import validate_http_url
 
 
@@ -102,6 +103,13 @@ class AlertRule(models.Model):
         blank=True,
         validators=[validate_http_url],
         help_text="An http(s) link, shown in the alert.",
+    )
+    public_component = models.CharField(
+        max_length=16,
+        choices=PublicComponent.choices,
+        blank=True,
+        help_text="What its incidents affect on the public status page (critical: outage, "
+        "warning: degraded); empty: not shown there.",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
