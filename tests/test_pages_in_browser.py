@@ -38,6 +38,7 @@ pytestmark = [
 ]
 
 WIDTH, HEIGHT = 1400, 900
+PHONE = {"width": 390, "height": 844}
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def operator(world: World, server: str, browser: Any) -> Any:
     name, value = world.session
     context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
     context.add_cookies([{"name": name, "value": value, "url": server}])
+    context.on("page", watch_errors)  # popups too, from before their scripts run
     page = context.new_page()
     page.goto(f"{server}/admin/")
     assert "Site administration" in page.inner_text("#content"), page.url
@@ -107,6 +109,24 @@ def seed() -> Incident:
         pid=4711,
         started_at=now - timedelta(hours=2),
         last_seen_at=now,
+    )
+    # The quiet evening before, one sample a minute: small bumps of errors, under 1%, so the
+    # charts have a line to draw before the incident (and nothing more fires).
+    WebSocketSample.objects.bulk_create(
+        WebSocketSample(
+            worker=worker,
+            recorded_at=now - timedelta(minutes=minute),
+            interval_seconds=60,
+            connections=40,
+            disconnections=38,
+            messages_received=60,
+            messages_sent=20_000,
+            errors=(minute % 17 == 0) + 2 * (minute % 53 == 0),
+            active_connections=12_000,
+            active_rooms=50,
+            memory_percent=1.6,
+        )
+        for minute in range(6, 110)
     )
     for i in range(30):
         WebSocketSample.objects.create(
@@ -165,11 +185,44 @@ def single_line_cells(page: Any, selector: str) -> None:
         assert height <= one_line * 1.3, f"{selector} cell {text!r} wraps ({height:.0f}px)"
 
 
-def shoot(page: Any, name: str) -> None:
+def watch_errors(page: Any) -> None:
+    """Uncaught script errors on the page, kept on it for chart_drawn to check."""
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+
+
+def chart_drawn(page: Any, selector: str) -> None:
+    """The chart element holds a drawn canvas of a real size, and no script failed."""
+    page.wait_for_selector(f"{selector} canvas")
+    width, height = page.eval_on_selector(
+        f"{selector} canvas", "c => [c.getBoundingClientRect().width, c.clientHeight]"
+    )
+    assert width > 250, width
+    assert height > 100, height
+    assert page.errors == [], page.errors
+
+
+def on_a_phone(page: Any, name: str, selector: str) -> None:
+    """The same page at a phone's width: the chart follows it, nothing scrolls sideways."""
+    page.set_viewport_size(PHONE)
+    page.wait_for_function(
+        f"document.querySelector('{selector} canvas').getBoundingClientRect().width <= 390"
+    )
+    shoot(page, f"{name}-phone")
+    shoot(page, f"{name}-phone-chart", selector)
+    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+
+
+def shoot(page: Any, name: str, selector: str | None = None) -> None:
+    """The whole page, or one element of it at full size (a chart on a long page)."""
     directory = os.environ.get("SCREENSHOT_DIR")
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)
+        path = str(Path(directory) / f"{name}.png")
+        if selector:
+            page.locator(selector).screenshot(path=path)
+        else:
+            page.screenshot(path=path, full_page=True)
 
 
 def test_the_incident_list_and_page_read_well(operator: Any, world: World) -> None:
@@ -179,8 +232,11 @@ def test_the_incident_list_and_page_read_well(operator: Any, world: World) -> No
     single_line_cells(operator, "#result_list td.field-state")
     assert "acked by op" in operator.inner_text("#result_list")
     operator.goto(f"{operator.base}/admin/monitoring/incident/{world.incident_id}/change/")
+    chart_drawn(operator, "#incident-chart")
     shoot(operator, "incident-page")
+    shoot(operator, "incident-chart", "#incident-chart")
     no_sideways_scroll(operator)
+    on_a_phone(operator, "incident-page", "#incident-chart")
     # 2 errors in 180 operations over the 5-minute window: 1.111…%
     assert operator.inner_text(".field-peak .readonly") == "1.1%"
     assert "1.111" not in operator.inner_text("#content")
@@ -211,8 +267,10 @@ def test_the_rule_preview_shows_rounded_peaks_with_units(operator: Any, world: W
     preview = popup.value
     preview.set_viewport_size({"width": WIDTH, "height": HEIGHT})
     preview.wait_for_load_state()
+    chart_drawn(preview, "#preview-chart")
     shoot(preview, "rule-preview")
     no_sideways_scroll(preview)
+    on_a_phone(preview, "rule-preview", "#preview-chart")
     assert "Replayed" in preview.inner_text("#content")
     assert preview.inner_text("#preview-incidents") == "1"
     # Evaluated at minute boundaries, where the window holds part of the samples.
