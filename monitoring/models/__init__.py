@@ -14,7 +14,13 @@ from monitoring.models.requests import (
     SlowStatement,
 )
 from monitoring.models.rules import AlertRule, AlertState, Comparison, Inhibition, Severity
-from monitoring.models.samples import MetricTotals, WebSocketSample, Worker, WorkerRole
+from monitoring.models.samples import (
+    MetricTotals,
+    VenueScreenSample,
+    WebSocketSample,
+    Worker,
+    WorkerRole,
+)
 from monitoring.models.schedules import OnCallShift, Silence
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "SlowQuery",
     "SlowRequest",
     "SlowStatement",
+    "VenueScreenSample",
     "WebSocketSample",
     "Worker",
     "WorkerRole",
