@@ -3,6 +3,7 @@ processes) and orders per hour against the same hours a week before."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -13,13 +14,17 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from django.test import Client
+from django.utils import timezone
+from websockets.asyncio.client import ClientConnection, connect
 
+from inkwave.db import database_sync_to_async
 from monitoring import screens
 from monitoring.models import VenueScreenSample, WebSocketSample, Worker
 from monitoring.pruning import prune_all_samples
 from orders.hub import screens_per_venue
 from orders.models import Order, Venue
 from orders.pictures import venue_day
+from tests.servers import DaphneServer, ServerGroup, poll_until
 from tests.test_venue_room import join
 
 LONDON = ZoneInfo("Europe/London")
@@ -161,3 +166,35 @@ def test_only_staff_see_a_venue_at_a_glance(client: Client, venue: Venue, plain_
     response = client.get(f"/admin/orders/venue/{venue.pk}/glance/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+async def screens_seen(venue_id: int) -> dict[str, Any]:
+    return {"now": await database_sync_to_async(screens.screens_now)(venue_id, timezone.now())}
+
+
+@pytest.mark.system
+@pytest.mark.django_db(transaction=True)
+async def test_two_web_processes_report_one_venue_total_and_the_drop(
+    servers: ServerGroup, venue: Venue, venue_token: str
+) -> None:
+    """Real daphne processes, real sockets: their flushers read their own rooms' counts."""
+    first, second = servers.start(), servers.start()
+    path = f"/ws/venues/{venue.pk}/?token={venue_token}"
+    kitchen, bar = await screen(first, path), await screen(first, path)
+    till = await screen(second, path)
+    seen = await poll_until(lambda: screens_seen(venue.pk), lambda s: s == {"now": 3}, 15, 0.1)
+    assert seen == {"now": 3}
+    await till.close()
+    seen = await poll_until(lambda: screens_seen(venue.pk), lambda s: s == {"now": 2}, 15, 0.1)
+    assert seen == {"now": 2}
+    # The second process wrote the drop as a 0 for the venue, once.
+    zeros = VenueScreenSample.objects.filter(venue_id=venue.pk, screens=0)
+    assert await database_sync_to_async(zeros.count)() == 1
+    await kitchen.close()
+    await bar.close()
+
+
+async def screen(server: DaphneServer, path: str) -> ClientConnection:
+    ws = await connect(server.ws_url(path), open_timeout=15, ping_interval=None)
+    assert json.loads(await asyncio.wait_for(ws.recv(), 15))["type"] == "welcome"
+    return ws
