@@ -19,6 +19,7 @@ from monitoring.monitor import MonitorSnapshot, WebSocketMonitor, get_monitor
 from monitoring.recording import SampleRecorder, WorkerIdentity, record_heartbeat
 from monitoring.request_recording import RequestRecorder
 from monitoring.requests import get_request_monitor
+from monitoring.screens import ScreenRecorder
 
 logger = structlog.get_logger(__name__)
 
@@ -49,6 +50,7 @@ class SampleFlusher(threading.Thread):
         self.interval = interval
         self.recorder = SampleRecorder(identity, MonitorSnapshot.empty(monitor.started_at))
         self.requests = RequestRecorder(get_request_monitor(), identity.name, monitor.started_at)
+        self.screens = ScreenRecorder()
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self._redis_down = False
@@ -92,6 +94,7 @@ class SampleFlusher(threading.Thread):
         if identity.role == WorkerRole.WEB:
             sample = self.recorder.flush(self.monitor.snapshot(), stopping=stopping)
             self.requests.flush(sample.worker_id, time.time())
+            self.screens.flush(sample)
         else:
             # A Celery process serves no WebSocket: a heartbeat, not rows of zeros.
             record_heartbeat(identity, stopping=stopping)

@@ -15,6 +15,7 @@ from monitoring.models import (
     SlowQuery,
     SlowRequest,
     SlowStatement,
+    VenueScreenSample,
     WebSocketSample,
     Worker,
 )
@@ -41,7 +42,9 @@ def prune_samples(
         # whose samples are not all deleted yet waits (its delete would cascade to them).
         Worker.objects.filter(last_seen_at__lt=cutoff).exclude(
             Exists(WebSocketSample.objects.filter(worker=OuterRef("pk")))
-        ).exclude(Exists(RequestSample.objects.filter(worker=OuterRef("pk")))).delete()
+        ).exclude(Exists(RequestSample.objects.filter(worker=OuterRef("pk")))).exclude(
+            Exists(VenueScreenSample.objects.filter(worker=OuterRef("pk")))
+        ).delete()
     return deleted
 
 
@@ -60,6 +63,7 @@ def _recorded_before(model: type[Any]) -> PruneFunction:
 
 prune_request_samples = _recorded_before(RequestSample)
 prune_slow_requests = _recorded_before(SlowRequest)
+prune_screen_samples = _recorded_before(VenueScreenSample)
 _prune_runs = _recorded_before(SlowQuery)
 
 
@@ -77,5 +81,8 @@ def prune_slow_queries(
 
 def prune_all_samples(now: datetime | None = None) -> int:
     """Beat's run: every table of measurements, with METRICS_RETENTION_DAYS."""
+    # Screen counts first: a worker is deleted once nothing of it is left (a cascade would
+    # otherwise take its screen rows along unbatched).
     prunes = (prune_request_samples, prune_slow_queries, prune_slow_requests)
-    return prune_samples(now) + sum(prune(now) for prune in prunes)
+    screens = prune_screen_samples(now)
+    return screens + prune_samples(now) + sum(prune(now) for prune in prunes)

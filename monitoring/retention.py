@@ -28,6 +28,7 @@ from monitoring.models import (
     RequestSample,
     SlowQuery,
     SlowRequest,
+    VenueScreenSample,
     WebSocketSample,
 )
 
@@ -98,10 +99,13 @@ def register() -> None:
 
     keep_notifications(open_incident_messages)
     keep_notifications(open_timeline_messages)
+    # Before the samples: their prune deletes a gone worker only once none of its rows is left.
+    retention.register(VenueScreenSample, pruning.prune_screen_samples, "METRICS_RETENTION_DAYS")
     retention.register(WebSocketSample, pruning.prune_samples, "METRICS_RETENTION_DAYS")
     retention.register(RequestSample, pruning.prune_request_samples, "METRICS_RETENTION_DAYS")
     retention.register(SlowQuery, pruning.prune_slow_queries, "METRICS_RETENTION_DAYS")
     retention.register(SlowRequest, pruning.prune_slow_requests, "METRICS_RETENTION_DAYS")
+    retention.register(VenueScreenSample, pruning.prune_screen_samples, "METRICS_RETENTION_DAYS")
     retention.register(IncidentEvent, prune_incident_events, "INCIDENT_RETENTION_DAYS")
     retention.register(Incident, prune_incidents, "INCIDENT_RETENTION_DAYS")
 

@@ -5,13 +5,14 @@ from weakref import WeakKeyDictionary
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from orders.models import Order, OrderEvent, OrderItem, Venue, VenueAccessToken
+from orders.pictures import venue_day
 
 # A token created by save_model, until response_add shows it: only ever in this request.
 _issued: WeakKeyDictionary[VenueAccessToken, str] = WeakKeyDictionary()
@@ -19,11 +20,35 @@ _issued: WeakKeyDictionary[VenueAccessToken, str] = WeakKeyDictionary()
 
 @admin.register(Venue)
 class VenueAdmin(admin.ModelAdmin):
+    change_form_template = "admin/orders/venue/change_form.html"
     list_display = ["name", "id", "slug", "timezone", "currency", "is_active", "created_at"]
     list_filter = ["is_active", "currency"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     filter_horizontal = ["members"]
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view(self.at_a_glance)
+        return [
+            path("<path:object_id>/glance/", view, name="orders_venue_glance"),
+            *super().get_urls(),
+        ]
+
+    def at_a_glance(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Its screens online now and over the day, its orders per hour against last week."""
+        venue = self.get_object(request, object_id)
+        if venue is None or not self.has_view_permission(request, venue):
+            raise Http404
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": venue,
+            "title": f"{venue.name} at a glance",
+            "day": venue_day(venue, timezone.now()),
+        }
+        response = TemplateResponse(request, "admin/orders/venue/glance.html", context)
+        add_never_cache_headers(response)
+        return response
 
 
 @admin.register(VenueAccessToken)

@@ -35,6 +35,7 @@ from django.conf import settings
 
 from inkwave.logcontext import spawn
 from monitoring.monitor import get_monitor
+from orders.groups import venue_of_group
 
 logger = structlog.get_logger(__name__)
 
@@ -270,3 +271,28 @@ def get_hub() -> Hub:
     if hub is None:
         hub = _hubs[loop] = Hub(get_channel_layer())
     return hub
+
+
+def screens_per_venue() -> dict[int, int]:
+    """Connections in each venue's room in this process (every event loop's hub), for the
+    flusher's per-venue screen counts (monitoring.screens).
+
+    Called from the flusher's thread once per flush while the loop changes the hubs: the
+    copies are taken in one C-level step each (list() of a dict's items under the GIL), and
+    a WeakKeyDictionary that changed size meanwhile is read again.
+    """
+    for _ in range(3):
+        try:
+            hubs = list(_hubs.values())
+            break
+        except RuntimeError:  # a loop's hub came or went while it was read
+            continue
+    else:
+        return {}
+    counts: dict[int, int] = {}
+    for hub in hubs:
+        for group, joined in list(hub.groups.items()):
+            venue = venue_of_group(group)
+            if venue is not None:
+                counts[venue] = counts.get(venue, 0) + len(joined.members)
+    return counts

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,11 @@ from django.utils import timezone
 
 from monitoring.alerting.defaults import install_defaults
 from monitoring.alerting.engine import acknowledge, run_cycle
-from monitoring.models import AlertRule, Incident, WebSocketSample, Worker
+from monitoring.models import AlertRule, Incident, VenueScreenSample, WebSocketSample, Worker
 from notifications.defaults import create_default_routes
 from notifications.models import Destination, Notification, NotificationKind, NotificationStatus
 from notifications.models import Route as NotificationRoute
-from orders.models import Venue
+from orders.models import Order, Venue
 from tests.conftest import session_cookie_for
 from tests.servers import ServerGroup
 
@@ -38,6 +39,7 @@ pytestmark = [
 ]
 
 WIDTH, HEIGHT = 1400, 900
+PHONE = {"width": 390, "height": 844}
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class World:
 
     incident_id: int
     rule_id: int
+    venue_id: int
     session: tuple[str, str]
 
 
@@ -59,7 +62,8 @@ def world(transactional_db: None) -> World:
     # password hasher is not one the server process knows).
     name, value = session_cookie_for(user).decode().split("=", 1)
     rule = AlertRule.objects.get(name="Elevated error rate")
-    return World(incident.pk, rule.pk, (name, value))
+    venue = Venue.objects.get(slug="main-branch")
+    return World(incident.pk, rule.pk, venue.pk, (name, value))
 
 
 @pytest.fixture
@@ -86,6 +90,7 @@ def operator(world: World, server: str, browser: Any) -> Any:
     name, value = world.session
     context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
     context.add_cookies([{"name": name, "value": value, "url": server}])
+    context.on("page", watch_errors)  # popups too, from before their scripts run
     page = context.new_page()
     page.goto(f"{server}/admin/")
     assert "Site administration" in page.inner_text("#content"), page.url
@@ -98,7 +103,7 @@ def seed() -> Incident:
     create_default_routes(Destination, NotificationRoute)
     install_defaults()
     AlertRule.objects.exclude(name="Elevated error rate").update(enabled=False)
-    Venue.objects.create(name="Main Branch", slug="main-branch")
+    venue = Venue.objects.create(name="Main Branch", slug="main-branch")
     get_user_model().objects.create_superuser("op", "op@example.com", "pw-op-12345")
     now = timezone.now()
     worker = Worker.objects.create(
@@ -107,6 +112,24 @@ def seed() -> Incident:
         pid=4711,
         started_at=now - timedelta(hours=2),
         last_seen_at=now,
+    )
+    # The quiet evening before, one sample a minute: small bumps of errors, under 1%, so the
+    # charts have a line to draw before the incident (and nothing more fires).
+    WebSocketSample.objects.bulk_create(
+        WebSocketSample(
+            worker=worker,
+            recorded_at=now - timedelta(minutes=minute),
+            interval_seconds=60,
+            connections=40,
+            disconnections=38,
+            messages_received=60,
+            messages_sent=20_000,
+            errors=(minute % 17 == 0) + 2 * (minute % 53 == 0),
+            active_connections=12_000,
+            active_rooms=50,
+            memory_percent=1.6,
+        )
+        for minute in range(6, 110)
     )
     for i in range(30):
         WebSocketSample.objects.create(
@@ -126,6 +149,7 @@ def seed() -> Incident:
             memory_rss_bytes=130 * 2**20,
             memory_percent=1.6789,
         )
+    evening(venue, worker, now)
     (incident,) = run_cycle().opened
     acknowledge(incident, get_user_model().objects.get(username="op"))
     operations = Destination.objects.get(name="operations")
@@ -139,6 +163,31 @@ def seed() -> Incident:
         attempts=3,
     )
     return incident
+
+
+def evening(venue: Venue, worker: Worker, now: Any) -> None:
+    """The venue's day: two screens since the morning, the kitchen's gone 40 minutes ago;
+    orders every hour, today and a week before."""
+    start = now - timedelta(hours=10)
+    rows, at, kitchen_gone = [], start, now - timedelta(minutes=40)
+    while at <= now:
+        rows.append(
+            VenueScreenSample(
+                worker=worker, recorded_at=at, venue_id=venue.pk, screens=2 - (at > kitchen_gone)
+            )
+        )
+        at += timedelta(seconds=30)
+    VenueScreenSample.objects.bulk_create(rows)
+    number = 0
+    for hours_ago in range(12):
+        for days_ago, many in ((0, 2 + hours_ago % 4), (7, 3 + hours_ago % 3)):
+            for _ in range(many):
+                number += 1
+                order = Order.objects.create(
+                    venue=venue, number=number, table="5", currency="GBP", total=Decimal("9.50")
+                )
+                created = now - timedelta(days=days_ago, hours=hours_ago, minutes=number % 50)
+                Order.objects.filter(pk=order.pk).update(created_at=created)
 
 
 def no_sideways_scroll(page: Any) -> None:
@@ -165,11 +214,44 @@ def single_line_cells(page: Any, selector: str) -> None:
         assert height <= one_line * 1.3, f"{selector} cell {text!r} wraps ({height:.0f}px)"
 
 
-def shoot(page: Any, name: str) -> None:
+def watch_errors(page: Any) -> None:
+    """Uncaught script errors on the page, kept on it for chart_drawn to check."""
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+
+
+def chart_drawn(page: Any, selector: str) -> None:
+    """The chart element holds a drawn canvas of a real size, and no script failed."""
+    page.wait_for_selector(f"{selector} canvas")
+    width, height = page.eval_on_selector(
+        f"{selector} canvas", "c => [c.getBoundingClientRect().width, c.clientHeight]"
+    )
+    assert width > 250, width
+    assert height > 100, height
+    assert page.errors == [], page.errors
+
+
+def on_a_phone(page: Any, name: str, selector: str) -> None:
+    """The same page at a phone's width: the chart follows it, nothing scrolls sideways."""
+    page.set_viewport_size(PHONE)
+    page.wait_for_function(
+        f"document.querySelector('{selector} canvas').getBoundingClientRect().width <= 390"
+    )
+    shoot(page, f"{name}-phone")
+    shoot(page, f"{name}-phone-chart", selector)
+    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
+
+
+def shoot(page: Any, name: str, selector: str | None = None) -> None:
+    """The whole page, or one element of it at full size (a chart on a long page)."""
     directory = os.environ.get("SCREENSHOT_DIR")
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)
+        path = str(Path(directory) / f"{name}.png")
+        if selector:
+            page.locator(selector).screenshot(path=path)
+        else:
+            page.screenshot(path=path, full_page=True)
 
 
 def test_the_incident_list_and_page_read_well(operator: Any, world: World) -> None:
@@ -179,8 +261,11 @@ def test_the_incident_list_and_page_read_well(operator: Any, world: World) -> No
     single_line_cells(operator, "#result_list td.field-state")
     assert "acked by op" in operator.inner_text("#result_list")
     operator.goto(f"{operator.base}/admin/monitoring/incident/{world.incident_id}/change/")
+    chart_drawn(operator, "#incident-chart")
     shoot(operator, "incident-page")
+    shoot(operator, "incident-chart", "#incident-chart")
     no_sideways_scroll(operator)
+    on_a_phone(operator, "incident-page", "#incident-chart")
     # 2 errors in 180 operations over the 5-minute window: 1.111…%
     assert operator.inner_text(".field-peak .readonly") == "1.1%"
     assert "1.111" not in operator.inner_text("#content")
@@ -211,8 +296,10 @@ def test_the_rule_preview_shows_rounded_peaks_with_units(operator: Any, world: W
     preview = popup.value
     preview.set_viewport_size({"width": WIDTH, "height": HEIGHT})
     preview.wait_for_load_state()
+    chart_drawn(preview, "#preview-chart")
     shoot(preview, "rule-preview")
     no_sideways_scroll(preview)
+    on_a_phone(preview, "rule-preview", "#preview-chart")
     assert "Replayed" in preview.inner_text("#content")
     assert preview.inner_text("#preview-incidents") == "1"
     # Evaluated at minute boundaries, where the window holds part of the samples.
@@ -255,3 +342,19 @@ def test_a_rule_shows_what_holds_it_back(operator: Any, world: World) -> None:
     shoot(operator, "inhibition-list")
     no_sideways_scroll(operator)
     assert "High error rate" in operator.inner_text("#result_list")
+
+
+def test_a_venue_at_a_glance_draws_its_screens_and_orders(operator: Any, world: World) -> None:
+    operator.goto(f"{operator.base}/admin/orders/venue/{world.venue_id}/change/")
+    operator.click("#venue-glance-link")
+    chart_drawn(operator, "#screens-chart")
+    chart_drawn(operator, "#orders-chart")
+    shoot(operator, "venue-glance")
+    no_sideways_scroll(operator)
+    # The seeded process is no longer live by now (screens now: covered in test_venue_glance);
+    # the day's line shows the kitchen screen dropping off.
+    values = operator.evaluate(
+        "JSON.parse(document.getElementById('screens-chart-data').textContent).series[0].values"
+    )
+    assert [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]][-2:] == [2, 1]
+    on_a_phone(operator, "venue-glance", "#screens-chart")

@@ -399,6 +399,7 @@ def test_samples_are_pruned_in_batches_and_their_workers_after_them(db: Any) -> 
 def test_every_append_only_table_has_a_registered_prune_and_a_setting() -> None:
     prunes = {prune.label: prune for prune in retention.registered()}
     assert set(prunes) == {
+        "monitoring.VenueScreenSample",
         "monitoring.WebSocketSample",
         "monitoring.RequestSample",
         "monitoring.SlowQuery",
@@ -419,6 +420,8 @@ def test_every_append_only_table_has_a_registered_prune_and_a_setting() -> None:
     # An incident's timeline is pruned before the incident (which waits for it).
     labels = list(prunes)
     assert labels.index("monitoring.IncidentEvent") < labels.index("monitoring.Incident")
+    # Screen counts before the samples, whose prune deletes a worker once nothing is left.
+    assert labels.index("monitoring.VenueScreenSample") < labels.index("monitoring.WebSocketSample")
 
 
 def test_beat_runs_every_prune_task() -> None:

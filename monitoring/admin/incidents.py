@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -10,6 +12,7 @@ from django.utils import timezone
 from inkwave.lib.formats import duration
 from monitoring.alerting import engine, rules
 from monitoring.alerting.metrics import format_value
+from monitoring.alerting.pictures import incident_chart
 from monitoring.models import (
     Incident,
     IncidentEvent,
@@ -165,6 +168,14 @@ class IncidentAdmin(admin.ModelAdmin):
     def resolve_selected(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
         done = sum(engine.resolve_by_hand(i, request.user) for i in queryset)
         self.message_user(request, f"Resolved {done} incident(s).", messages.SUCCESS)
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        incident = kwargs.get("obj")
+        if isinstance(incident, Incident):
+            context["chart"] = incident_chart(incident)
+        return super().render_change_form(request, context, *args, **kwargs)
 
     def response_change(self, request: HttpRequest, obj: Incident) -> HttpResponse:
         if "_acknowledge" in request.POST:

@@ -13,6 +13,7 @@ from monitoring.admin.preview import PreviewAdmin
 from monitoring.alerting import rules
 from monitoring.alerting.defaults import inhibit_dependents
 from monitoring.alerting.metrics import REGISTRY, metric_choices
+from monitoring.alerting.pictures import preview_chart
 from monitoring.alerting.preview import preview
 from monitoring.models import (
     AlertRule,
@@ -124,9 +125,10 @@ class AlertRuleAdmin(PreviewAdmin):
         if not allowed:
             return HttpResponseRedirect("../")
         form = AlertRuleForm(request.POST, instance=instance)
-        result = None
+        result = chart = None
         if form.is_valid():
             result = preview(form.save(commit=False))
+            chart = preview_chart(form.instance, result)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -135,6 +137,7 @@ class AlertRuleAdmin(PreviewAdmin):
             "rule": form.instance,
             "condition": rules.condition_text(form.instance) if form.is_valid() else "",
             "result": result,
+            "chart": chart,
         }
         return TemplateResponse(request, "admin/monitoring/alertrule/preview.html", context)
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from monitoring.alerting.metrics import REGISTRY
+from monitoring.alerting.metrics import REGISTRY, Point
 from monitoring.alerting.replay import Grid
 from monitoring.alerting.transitions import Decision, Tracker, decide
 from monitoring.models import AlertRule
@@ -41,6 +41,8 @@ class Preview:
     step_seconds: int = 0
     resolution_seconds: int = 0
     note: str = ""
+    # The metric at every evaluation the table counts: the chart draws these very points.
+    series: list[Point] = field(default_factory=list)
 
     @property
     def incident_count(self) -> int:
@@ -60,7 +62,12 @@ def preview(rule: AlertRule, now: datetime | None = None, days: int = PREVIEW_DA
     grid = Grid.for_window(rule.window_seconds)
     series = metric.history(now - timedelta(days=days), now, rule.window_seconds)
     result = Preview(
-        True, days, points=len(series), step_seconds=grid.step, resolution_seconds=grid.resolution
+        True,
+        days,
+        points=len(series),
+        step_seconds=grid.step,
+        resolution_seconds=grid.resolution,
+        series=series,
     )
     if not grid.exact:
         result.note = (

@@ -14,7 +14,13 @@ from monitoring.models.requests import (
     SlowStatement,
 )
 from monitoring.models.rules import AlertRule, AlertState, Comparison, Inhibition, Severity
-from monitoring.models.samples import MetricTotals, WebSocketSample, Worker, WorkerRole
+from monitoring.models.samples import (
+    MetricTotals,
+    VenueScreenSample,
+    WebSocketSample,
+    Worker,
+    WorkerRole,
+)
 from monitoring.models.schedules import OnCallShift, Silence
 from monitoring.models.status import ComponentDay, MaintenanceWindow, PublicComponent
 
@@ -39,6 +45,7 @@ __all__ = [
     "SlowQuery",
     "SlowRequest",
     "SlowStatement",
+    "VenueScreenSample",
     "WebSocketSample",
     "Worker",
     "WorkerRole",

@@ -133,3 +133,28 @@ class MetricTotals(models.Model):
 
     def __str__(self) -> str:
         return f"Totals since {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class VenueScreenSample(models.Model):
+    """How many of a venue's screens one web process held at one flush.
+
+    Written with the process's sample for every venue it holds a screen of, and once more
+    with 0 at the first flush after its last screen left, so a process's latest row for a
+    venue is the truth; the deployment's figure is the sum over processes (monitoring.screens).
+    The venue is a plain id: the monitoring app knows no venues (orders is above it).
+    """
+
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="screen_samples")
+    recorded_at = models.DateTimeField()
+    venue_id = models.PositiveBigIntegerField()
+    screens = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-recorded_at"]
+        indexes = [
+            models.Index(fields=["venue_id", "recorded_at"], name="screensample_venue_idx"),
+            models.Index(fields=["recorded_at"], name="screensample_recorded_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"venue {self.venue_id}: {self.screens} @ {self.recorded_at:%Y-%m-%d %H:%M:%S}"

@@ -25,6 +25,7 @@
   var SPAN_FILL = "rgba(213, 94, 0, 0.13)";
   var SPAN_EDGE = "rgba(213, 94, 0, 0.55)";
   var MARK = "#555";
+  var MIN_SPAN = 4;
 
   function formatter(unit) {
     return function (value) {
@@ -53,7 +54,14 @@
           (spec.spans || []).forEach(function (span) {
             var a = Math.max(left, x(u, span.start));
             var b = Math.min(right, x(u, span.end == null ? u.scales.x.max : span.end));
-            if (!(b > a)) return;
+            if (!(b >= a)) return;
+            // A span of a few minutes in a week is under a pixel wide: drawn at least
+            // MIN_SPAN pixels wide, so that every span is seen.
+            var least = MIN_SPAN * devicePixelRatio;
+            if (b - a < least) {
+              a = Math.max(left, Math.min(a, right - least));
+              b = a + least;
+            }
             ctx.fillStyle = SPAN_FILL;
             ctx.fillRect(a, top, b - a, height);
             ctx.fillStyle = SPAN_EDGE;
@@ -74,9 +82,10 @@
             ctx.lineTo(right, y);
             ctx.stroke();
             // A clear threshold's label goes under its line: it usually sits just below the
-            // firing one, whose label goes above.
+            // firing one, whose label goes above. Labels sit at the left end: the right end
+            // is where an open incident's marks and their labels are.
             var dy = line.kind === "clear" ? 13 : -4;
-            label(ctx, line.label, right - 4 * devicePixelRatio, y + dy * devicePixelRatio, "right");
+            label(ctx, line.label, left + 4 * devicePixelRatio, y + dy * devicePixelRatio, "left");
           });
           ctx.setLineDash([2 * devicePixelRatio, 3 * devicePixelRatio]);
           (spec.marks || []).forEach(function (mark, index) {
@@ -90,7 +99,11 @@
             ctx.stroke();
             // Staggered so that neighbouring marks' labels do not sit on each other.
             var py = u.bbox.top + (12 + 13 * (index % 3)) * devicePixelRatio;
-            label(ctx, mark.label, px + 3 * devicePixelRatio, py);
+            // Near the right edge (an open incident's latest events) the label goes to
+            // the left of its mark, inside the plot.
+            ctx.font = 11 * devicePixelRatio + "px system-ui, sans-serif";
+            var fits = px + 3 * devicePixelRatio + ctx.measureText(mark.label).width <= right;
+            label(ctx, mark.label, px + (fits ? 3 : -3) * devicePixelRatio, py, fits ? "left" : "right");
           });
           ctx.restore();
         }],
@@ -122,6 +135,16 @@
     var yMax = yValues.length ? Math.max.apply(null, yValues) : 1;
     var yMin = yValues.length ? Math.min(0, Math.min.apply(null, yValues)) : 0;
 
+    // The time axis covers the marks and spans too: an event after the last value (an
+    // open incident's latest events) is drawn, not cut off.
+    var xMin = Infinity, xMax = -Infinity;
+    function widen(t) { if (t != null) { xMin = Math.min(xMin, t); xMax = Math.max(xMax, t); } }
+    if (spec.times.length) { widen(spec.times[0]); widen(spec.times[spec.times.length - 1]); }
+    (spec.marks || []).forEach(function (mark) { widen(mark.at); });
+    (spec.spans || []).forEach(function (span) { widen(span.start); widen(span.end); });
+    var xScale = { time: true };
+    if (xMax >= xMin) xScale.range = [xMin, xMax > xMin ? xMax : xMin + 60];
+
     element.setAttribute("role", "img");
     element.setAttribute("aria-label", spec.title || "chart");
     var opts = {
@@ -129,11 +152,14 @@
       width: Math.max(280, element.clientWidth || 600),
       height: spec.height || 220,
       series: series,
-      scales: { x: { time: true }, y: { range: [yMin, yMax > yMin ? yMax * 1.1 : yMin + 1] } },
+      scales: { x: xScale, y: { range: [yMin, yMax > yMin ? yMax * 1.1 : yMin + 1] } },
       axes: [{}, {
         // One number of decimals for every tick, from the step between them.
-        values: function (u, ticks, space, incr) {
-          var decimals = incr >= 1 ? 0 : Math.min(3, Math.ceil(-Math.log10(incr)));
+        // uPlot calls values(u, splits, axisIdx, foundSpace, foundIncr).
+        values: function (u, ticks, axisIdx, space, incr) {
+          var decimals = 0;  // as many as the step needs: 0.25 is not "0.3"
+          while (decimals < 3 && Math.abs(Math.round(incr * Math.pow(10, decimals)) -
+            incr * Math.pow(10, decimals)) > 1e-6) decimals++;
           return ticks.map(function (v) { return v.toFixed(decimals) + (spec.unit ? " " + spec.unit : ""); });
         },
         size: 70,
