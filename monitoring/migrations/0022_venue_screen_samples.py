@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("monitoring", "0019_running_totals_for_metrics"),
+        ("monitoring", "0021_default_rules_public_components"),
     ]
 
     operations = [
