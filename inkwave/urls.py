@@ -24,6 +24,8 @@ urlpatterns = [
         orders_api.venue_open_orders,
         name="venue-open-orders",
     ),
+    # The staff dashboard (a page for people, signed in through the admin).
+    path("ops/", include("monitoring.dashboard.urls")),
     path("admin/", admin.site.urls),
 ]
 

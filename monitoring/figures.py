@@ -98,6 +98,31 @@ def client_error_rate(sums: Sums) -> float:
     )
 
 
+# The counts of a window of HTTP requests (RequestSample rows, every route of every web
+# process); the alert metrics and the dashboard compute their HTTP figures from these.
+HTTP_SUMS = {
+    "requests": Sum("requests", default=0),
+    "server_errors": Sum("server_errors", default=0),
+    "duration_sum": Sum("duration_sum_ms", default=0.0),
+    "queries": Sum("queries", default=0),
+    "query_ms": Sum("query_ms", default=0.0),
+}
+
+
+def http_server_error_percent(sums: Sums) -> float | None:
+    """5xx answers as a percentage of requests; None without requests."""
+    return 100.0 * sums["server_errors"] / sums["requests"] if sums["requests"] else None
+
+
+def http_average_ms(sums: Sums) -> float | None:
+    return sums["duration_sum"] / sums["requests"] if sums["requests"] else None
+
+
+def query_average_ms(sums: Sums) -> float | None:
+    """The average database query's time, over the queries the requests ran."""
+    return sums["query_ms"] / sums["queries"] if sums["queries"] else None
+
+
 def percentile(
     buckets: Iterable[Sequence[int]], q: float, low: float | None, high: float | None
 ) -> float | None:

@@ -12,11 +12,12 @@ class OrdersConfig(AppConfig):
         from django.contrib.auth.signals import user_logged_out
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
-        from orders import metrics, retention, revocation
+        from orders import dashboard, metrics, retention, revocation
         from orders.models import Venue, VenueAccessToken
 
         retention.register()
         metrics.register()
+        dashboard.register()
 
         post_save.connect(_announce_new_venue, sender=Venue, dispatch_uid="orders.new_venue")
         # Every way a room grant ends closes the connections it let in (orders/revocation.py).

@@ -14,6 +14,9 @@
  *     height: 220,
  *   }
  *
+ * It returns the uPlot chart; a live picture replaces its data with
+ * chart.setData([times, values...]) and the y axis follows (thresholds stay in view).
+ *
  * Colours: the Okabe-Ito palette, which stays distinguishable with the common colour vision
  * deficiencies; lines also differ by dash and thresholds are labelled, so nothing relies on
  * red against green. The chart follows its container's width (phones included).
@@ -114,13 +117,24 @@
       });
       data.push(line.values);
     });
-    var yValues = [];
-    (spec.series || []).forEach(function (line) {
-      line.values.forEach(function (v) { if (v != null) yValues.push(v); });
-    });
-    (spec.thresholds || []).forEach(function (line) { yValues.push(line.value); });
-    var yMax = yValues.length ? Math.max.apply(null, yValues) : 1;
-    var yMin = yValues.length ? Math.min(0, Math.min.apply(null, yValues)) : 0;
+    // The y range holds every value and threshold, from 0; computed from the chart's data,
+    // so a chart given new data with chart.setData (a live one) rescales to it.
+    function yRange(u) {
+      var lo = 0, hi = null;
+      u.data.slice(1).forEach(function (values) {
+        (values || []).forEach(function (v) {
+          if (v == null) return;
+          if (v < lo) lo = v;
+          if (hi == null || v > hi) hi = v;
+        });
+      });
+      (spec.thresholds || []).forEach(function (line) {
+        if (line.value < lo) lo = line.value;
+        if (hi == null || line.value > hi) hi = line.value;
+      });
+      if (hi == null) hi = 1;
+      return [lo, hi > lo ? hi * 1.1 : lo + 1];
+    }
 
     element.setAttribute("role", "img");
     element.setAttribute("aria-label", spec.title || "chart");
@@ -129,7 +143,7 @@
       width: Math.max(280, element.clientWidth || 600),
       height: spec.height || 220,
       series: series,
-      scales: { x: { time: true }, y: { range: [yMin, yMax > yMin ? yMax * 1.1 : yMin + 1] } },
+      scales: { x: { time: true }, y: { range: yRange } },
       axes: [{}, {
         // One number of decimals for every tick, from the step between them.
         values: function (u, ticks, space, incr) {
