@@ -4,18 +4,37 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('monitoring', '0019_running_totals_for_metrics'),
+        ("monitoring", "0019_running_totals_for_metrics"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='requestsample',
-            index=models.Index(fields=['recorded_at'], include=('requests', 'server_errors', 'duration_sum_ms', 'queries', 'query_ms'), name='reqsample_trend_idx'),
+            model_name="requestsample",
+            index=models.Index(
+                fields=["recorded_at"],
+                include=("requests", "server_errors", "duration_sum_ms", "queries", "query_ms"),
+                name="reqsample_trend_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='websocketsample',
-            index=models.Index(fields=['recorded_at'], include=('worker', 'interval_seconds', 'active_connections', 'memory_rss_bytes', 'messages_sent', 'messages_received', 'connections', 'rejected_connections', 'errors', 'delivery_count', 'delivery_sum_ms'), name='wssample_trend_idx'),
+            model_name="websocketsample",
+            index=models.Index(
+                fields=["recorded_at"],
+                include=(
+                    "worker",
+                    "interval_seconds",
+                    "active_connections",
+                    "memory_rss_bytes",
+                    "messages_sent",
+                    "messages_received",
+                    "connections",
+                    "rejected_connections",
+                    "errors",
+                    "delivery_count",
+                    "delivery_sum_ms",
+                ),
+                name="wssample_trend_idx",
+            ),
         ),
     ]
