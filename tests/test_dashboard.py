@@ -87,7 +87,8 @@ def test_a_months_history_is_grouped_into_six_hour_buckets_summed_over_workers(d
     assert answer["series"]["errorRatePercent"][5] == pytest.approx(20.0)
     assert answer["series"]["memoryMb"][5] == pytest.approx(200.0)
     [span] = answer["incidents"]
-    assert span["label"] == "High error rate" and span["end"] is not None
+    assert span["label"] == "High error rate"
+    assert span["end"] is not None
     assert span["url"].endswith(f"/admin/monitoring/incident/{span['id']}/change/")
 
 
@@ -141,7 +142,8 @@ def test_the_history_endpoint_and_the_page_are_for_staff_only(db: Any, plain_use
     anonymous = Client()
     assert anonymous.get(HISTORY + "?range=hour").status_code == 401
     page = anonymous.get("/ops/dashboard/")
-    assert page.status_code == 302 and page["Location"].startswith("/admin/login/")
+    assert page.status_code == 302
+    assert page["Location"].startswith("/admin/login/")
     signed_in = Client()
     signed_in.force_login(plain_user)
     assert signed_in.get(HISTORY + "?range=hour").status_code == 403

@@ -182,7 +182,7 @@ def components(
                     "label": LABELS["slack"],
                     "status": Status.DISABLED.value,
                     "lastGoodAt": _iso(last_sent),
-                    "detail": "not configured (SLACK_BOT_TOKEN, SLACK_WEBHOOK_URL unset)",
+                    "detail": "not configured: set SLACK_BOT_TOKEN or SLACK_WEBHOOK_URL",
                 }
             )
             return out

@@ -10,9 +10,10 @@ hour does.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db.models import F, FloatField, Max, Min, Sum
+from django.db.models import F, FloatField, Max, Min, QuerySet, Sum
 from django.db.models.functions import Cast
 from typing_extensions import TypedDict
 
@@ -196,26 +197,33 @@ WS_HISTORY_SUMS = {
 }
 
 
-def websocket_buckets(start: datetime, end: datetime, step: int) -> dict[int, figures.Sums]:
-    rows = (
+def websocket_query(start: datetime, end: datetime, step: int) -> QuerySet[Any]:
+    """One row per bucket: the sums of the web processes' samples (one GROUP BY)."""
+    return (
         figures.samples(start, end)
         .annotate(bucket=EpochBucket("recorded_at", step))
         .order_by()
         .values("bucket")
         .annotate(**WS_HISTORY_SUMS)
     )
-    return {row.pop("bucket"): row for row in rows}
 
 
-def http_buckets(start: datetime, end: datetime, step: int) -> dict[int, figures.Sums]:
-    rows = (
+def websocket_buckets(start: datetime, end: datetime, step: int) -> dict[int, figures.Sums]:
+    return {row.pop("bucket"): row for row in websocket_query(start, end, step)}
+
+
+def http_query(start: datetime, end: datetime, step: int) -> QuerySet[Any]:
+    return (
         RequestSample.objects.filter(recorded_at__gt=start, recorded_at__lte=end)
         .annotate(bucket=EpochBucket("recorded_at", step))
         .order_by()
         .values("bucket")
         .annotate(**figures.HTTP_SUMS)
     )
-    return {row.pop("bucket"): row for row in rows}
+
+
+def http_buckets(start: datetime, end: datetime, step: int) -> dict[int, figures.Sums]:
+    return {row.pop("bucket"): row for row in http_query(start, end, step)}
 
 
 def history(range_name: str, now: datetime) -> HistoryJSON:

@@ -113,7 +113,16 @@
         dash: line.dash || (index % 2 ? [8, 4] : undefined),
         spanGaps: false,
         value: function (u, v) { return format(v); },
-        points: { show: spec.times.length < 60 },
+        // Points on short series; on long ones only where a value stands alone between
+        // gaps (a lone reading), which a line cannot draw.
+        points: { show: true, filter: function (u, seriesIdx) {
+          var values = u.data[seriesIdx], alone = [];
+          if (values.length < 60) return null;
+          for (var i = 0; i < values.length; i++) {
+            if (values[i] != null && values[i - 1] == null && values[i + 1] == null) alone.push(i);
+          }
+          return alone;
+        } },
       });
       data.push(line.values);
     });
@@ -146,11 +155,20 @@
       scales: { x: { time: true }, y: { range: yRange } },
       axes: [{}, {
         // One number of decimals for every tick, from the step between them.
-        values: function (u, ticks, space, incr) {
-          var decimals = incr >= 1 ? 0 : Math.min(3, Math.ceil(-Math.log10(incr)));
-          return ticks.map(function (v) { return v.toFixed(decimals) + (spec.unit ? " " + spec.unit : ""); });
+        // uPlot calls it with (chart, ticks, axis index, space, increment).
+        values: function (u, ticks, axisIdx, space, incr) {
+          var decimals = incr >= 1 ? 0 : Math.min(3, Math.ceil(-Math.log10(incr) - 1e-9));
+          return ticks.map(function (v) {
+            var text = Math.abs(v) >= 1000 && decimals === 0 ? Math.round(v).toLocaleString() : v.toFixed(decimals);
+            return text + (spec.unit ? " " + spec.unit : "");
+          });
         },
-        size: 70,
+        // As wide as its longest label, so that "1,200 EUR/h" is not cut at the left edge.
+        size: function (u, values) {
+          var longest = 0;
+          (values || []).forEach(function (v) { longest = Math.max(longest, String(v).length); });
+          return Math.max(40, Math.ceil(longest * 7 + 20));
+        },
       }],
       legend: { live: true },
       plugins: [overlays(spec)],

@@ -7,7 +7,10 @@
   var root = document.getElementById("dashboard");
   var LIVE_POINTS = 200; // kept in the browser for the live charts (10 minutes at 3 s)
   var charts = window.InkwaveCharts;
-  var live = { times: [], connections: [], p50: [], p95: [], p99: [], messages: [], httpAvg: [], httpP95: [] };
+  // Starts with the moment the page opened (no values): a time axis from one point is years wide.
+  var opened = Date.now() / 1000;
+  var live = { times: [opened], connections: [null], p50: [null], p95: [null], p99: [null],
+    messages: [null], httpAvg: [null], httpP95: [null] };
   var liveCharts = {};
   var frames = 0;
   var lastFrameAt = 0;
@@ -64,7 +67,7 @@
       title: "Delivery latency", unit: "ms", times: t, height: 180,
       series: [{ label: "p50", values: live.p50 }, { label: "p95", values: live.p95 }, { label: "p99", values: live.p99 }] });
     liveCharts.messages = charts.timeSeries($("live-chart-messages"), {
-      title: "Messages per minute", unit: "/min", times: t, height: 180,
+      title: "Messages per minute", unit: "", times: t, height: 180,
       series: [{ label: "messages", values: live.messages }] });
     liveCharts.http = charts.timeSeries($("live-chart-http"), {
       title: "HTTP response time", unit: "ms", times: t, height: 180,
@@ -95,7 +98,7 @@
     text("live-messagesPerMinute", num(l.messagesPerMinute, 1));
     text("live-errorRate", pct(l.errorRate));
     text("live-clientErrorRate", "service errors; clients' " + pct(l.clientErrorRate));
-    text("live-latency", ms(l.latency.p95Ms) + " p95");
+    text("live-latency", l.latency.count ? ms(l.latency.p95Ms) + " p95" : "none");
     text("live-latency-sub", l.latency.count ? "p50 " + ms(l.latency.p50Ms) + " · p99 " + ms(l.latency.p99Ms) : "no deliveries in the window");
     text("live-memory", bytes(l.memoryRssBytes));
     text("live-memory-sub", num(l.memoryPercent, 1) + " % of the hosts' memory");
@@ -189,7 +192,7 @@
     var s = h.series, spans = h.incidents.map(function (i) { return { start: i.start, end: i.end, label: i.label }; });
     var specs = [
       { title: "Active connections (average)", unit: "", series: [{ label: "connections", values: s.activeConnections }] },
-      { title: "Messages per minute", unit: "/min", series: [{ label: "messages", values: s.messagesPerMinute }] },
+      { title: "Messages per minute", unit: "", series: [{ label: "messages", values: s.messagesPerMinute }] },
       { title: "WebSocket error rate", unit: "%", series: [{ label: "service errors", values: s.errorRatePercent }] },
       { title: "Delivery latency (average)", unit: "ms", series: [{ label: "average", values: s.deliveryAvgMs }] },
       { title: "HTTP response and database query time", unit: "ms", series: [{ label: "HTTP average", values: s.httpAvgMs }, { label: "query average", values: s.queryAvgMs }] },
@@ -197,9 +200,9 @@
       { title: "Memory (all web processes)", unit: "MB", series: [{ label: "resident", values: s.memoryMb }] },
     ];
     if (h.orders) {
-      specs.push({ title: "Orders per hour", unit: "/h", series: [{ label: "orders", values: h.orders.ordersPerHour }] });
+      specs.push({ title: "Orders per hour", unit: "", series: [{ label: "orders", values: h.orders.ordersPerHour }] });
       var currencies = Object.keys(h.orders.revenuePerHour);
-      specs.push({ title: "Revenue per hour" + (currencies.length === 1 ? " (" + currencies[0] + ")" : ""), unit: currencies.length === 1 ? currencies[0] + "/h" : "/h",
+      specs.push({ title: "Revenue per hour" + (currencies.length === 1 ? " (" + currencies[0] + ")" : ""), unit: currencies.length === 1 ? currencies[0] : "",
         series: currencies.map(function (c) { return { label: c, values: h.orders.revenuePerHour[c] }; }) });
     }
     specs.forEach(function (spec) { spec.times = h.times; spec.spans = spans; spec.height = 190; });
