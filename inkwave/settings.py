@@ -277,6 +277,8 @@ HEALTH_CHECK_TIMEOUT_SECONDS = env_float(
 )
 # /health is public: concurrent probes share one run of its checks, and reuse its result this long.
 HEALTH_CACHE_SECONDS = env_float("HEALTH_CACHE_SECONDS", 1.0, minimum=0, maximum=60)
+# The staff dashboard's live figures: one reading per web process this often, pushed to its sockets.
+DASHBOARD_PUSH_SECONDS = env_float("DASHBOARD_PUSH_SECONDS", 3.0, minimum=0.2, maximum=60)
 # Thresholds past which the WebSocket health endpoints say "degraded" (the spec's alert levels).
 WS_DEGRADED_ERROR_RATE = env_float("WS_DEGRADED_ERROR_RATE", 0.05, minimum=0, maximum=1)
 WS_DEGRADED_LATENCY_MS = env_float("WS_DEGRADED_LATENCY_MS", 1000.0, minimum=1)

@@ -26,6 +26,8 @@ urlpatterns = [
     ),
     # The public status page (/status/, /status.json, the badges).
     path("", include("monitoring.status.urls")),
+    # The staff dashboard (a page for people, signed in through the admin).
+    path("ops/", include("monitoring.dashboard.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -14,7 +14,8 @@ from django.conf import settings
 from django.db.models import Count, Max, Min, QuerySet, Sum
 
 from monitoring.histogram import add_buckets, quantile
-from monitoring.models import WebSocketSample, Worker, WorkerRole
+from monitoring.models import RequestSample, WebSocketSample, Worker, WorkerRole
+from monitoring.requests import PROBE_ROUTES
 
 
 def live_workers(now: datetime, role: str = WorkerRole.WEB) -> list[Worker]:
@@ -96,6 +97,41 @@ def client_error_rate(sums: Sums) -> float:
     return error_rate(
         sums["client_errors"], sums["connections"] + sums["rejected"], sums["received"]
     )
+
+
+def served_requests(start: datetime, end: datetime) -> QuerySet[RequestSample]:
+    """The request samples of a window that the HTTP figures count: every route of every web
+    process but the probes (PROBE_ROUTES: a /health answering 503 while a dependency is down
+    is that dependency's alert, not a failed request). The alert metrics and the dashboard
+    both read this."""
+    return RequestSample.objects.filter(recorded_at__gt=start, recorded_at__lte=end).exclude(
+        route__in=PROBE_ROUTES
+    )
+
+
+# The counts of a window of HTTP requests (served_requests); the alert metrics and the
+# dashboard compute their HTTP figures from these.
+HTTP_SUMS = {
+    "requests": Sum("requests", default=0),
+    "server_errors": Sum("server_errors", default=0),
+    "duration_sum": Sum("duration_sum_ms", default=0.0),
+    "queries": Sum("queries", default=0),
+    "query_ms": Sum("query_ms", default=0.0),
+}
+
+
+def http_server_error_percent(sums: Sums) -> float | None:
+    """5xx answers as a percentage of requests; None without requests."""
+    return 100.0 * sums["server_errors"] / sums["requests"] if sums["requests"] else None
+
+
+def http_average_ms(sums: Sums) -> float | None:
+    return sums["duration_sum"] / sums["requests"] if sums["requests"] else None
+
+
+def query_average_ms(sums: Sums) -> float | None:
+    """The average database query's time, over the queries the requests ran."""
+    return sums["query_ms"] / sums["queries"] if sums["queries"] else None
 
 
 def percentile(

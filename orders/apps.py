@@ -13,12 +13,13 @@ class OrdersConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
         from monitoring import screens
-        from orders import hub, metrics, retention, revocation
+        from orders import dashboard, hub, metrics, retention, revocation
         from orders.models import Venue, VenueAccessToken
 
         retention.register()
         metrics.register()
         screens.count_screens_with(hub.screens_per_venue)
+        dashboard.register()
 
         post_save.connect(_announce_new_venue, sender=Venue, dispatch_uid="orders.new_venue")
         # Every way a room grant ends closes the connections it let in (orders/revocation.py).

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, QuerySet, Sum
 
 from inkwave.lib.formats import money, plural
 from monitoring.models import Incident
@@ -40,13 +40,22 @@ class VenueFigures:
 
     @property
     def average(self) -> Decimal:
-        return (self.revenue / self.orders).quantize(Decimal("0.01")) if self.orders else Decimal(0)
+        return average_order(self.revenue, self.orders)
+
+
+def counted_orders(start: datetime, end: datetime) -> QuerySet[Order]:
+    """The orders the reports (and the dashboard) count: placed in [start, end), not cancelled."""
+    return Order.objects.filter(created_at__gte=start, created_at__lt=end).exclude(
+        status__in=NON_REVENUE_STATUSES
+    )
+
+
+def average_order(revenue: Decimal, orders: int) -> Decimal:
+    return (revenue / orders).quantize(Decimal("0.01")) if orders else Decimal(0)
 
 
 def figures(venue: Venue, start: datetime, end: datetime, period: str) -> VenueFigures:
-    counted = Order.objects.filter(venue=venue, created_at__gte=start, created_at__lt=end).exclude(
-        status__in=NON_REVENUE_STATUSES
-    )
+    counted = counted_orders(start, end).filter(venue=venue)
     totals = counted.aggregate(orders=Count("pk"), revenue=Sum("total", default=Decimal(0)))
     failed = OrderEvent.objects.filter(
         venue=venue, kind=OrderEventKind.CREATION_FAILED, created_at__gte=start, created_at__lt=end
@@ -86,7 +95,7 @@ def _summary_message(
     for currency, group in sorted(by_currency.items()):
         orders = sum(r.orders for r in group)
         revenue = sum((r.revenue for r in group), Decimal(0))
-        average = (revenue / orders).quantize(Decimal("0.01")) if orders else Decimal(0)
+        average = average_order(revenue, orders)
         add(
             f"Total ({currency})",
             f": {plural(orders, 'order')}, revenue {money(revenue, currency)}, "

@@ -36,6 +36,7 @@ def test_it_describes_the_orders_and_monitoring_endpoints(document: dict[str, An
         ("/api/v1/monitoring/websocket/stats", "get"),
         ("/api/v1/monitoring/websocket/health", "get"),
         ("/api/v1/monitoring/database/health", "get"),
+        ("/api/v1/monitoring/dashboard/history", "get"),
         ("/api/v1/orders", "post"),
         ("/api/v1/orders/{order_id}", "get"),
         ("/api/v1/orders/{order_id}", "patch"),
@@ -99,7 +100,7 @@ def test_every_api_and_health_url_is_described() -> None:
         for route, view in _routes(get_resolver().url_patterns)
         if route.startswith(("api/", "health"))
     ]
-    assert len(public) == 9
+    assert len(public) == 10
     undescribed = [route for route, view in public if not hasattr(view, "openapi_operations")]
     assert undescribed == []
 

@@ -25,13 +25,11 @@ from monitoring.alerting.replay import EpochBucket, Grid, sliding_max, sliding_s
 from monitoring.health import redis_reachable
 from monitoring.models import (
     Incident,
-    RequestSample,
     SlowQuery,
     WebSocketSample,
     Worker,
     WorkerRole,
 )
-from monitoring.requests import PROBE_ROUTES
 from notifications.models import OPEN_STATUSES, Destination, Notification
 
 Values = dict[str, float]
@@ -437,20 +435,12 @@ def _outbox_age_seconds(window: Window) -> Values:
 
 # --- HTTP requests (RequestSample rows, every route but the probes, every web process) ----
 
-HTTP_SUMS = {
-    "requests": Sum("requests", default=0),
-    "server_errors": Sum("server_errors", default=0),
-    "duration_sum": Sum("duration_sum_ms", default=0.0),
-}
-
 
 def _http_sums(window: Window) -> Sums:
     key = ("http", window.end, window.seconds)
     if key not in window.memo:
-        window.memo[key] = (
-            RequestSample.objects.filter(recorded_at__gt=window.start, recorded_at__lte=window.end)
-            .exclude(route__in=PROBE_ROUTES)
-            .aggregate(**HTTP_SUMS)
+        window.memo[key] = figures.served_requests(window.start, window.end).aggregate(
+            **figures.HTTP_SUMS
         )
     return window.memo[key]  # type: ignore[return-value]
 
@@ -500,10 +490,10 @@ for _metric in (
     Metric("ws.active_rooms", "Active venue rooms", "rooms", _gauge("active_rooms"),
            depends_on=_WS),
     Metric("http.error_rate", "HTTP server error rate (5xx)", "%",
-           _http(lambda s: 100.0 * s["server_errors"] / s["requests"]), maximum=100,
+           _http(figures.http_server_error_percent), maximum=100,
            depends_on=("database",)),
     Metric("http.avg_response_ms", "Average HTTP response time", "ms",
-           _http(lambda s: s["duration_sum"] / s["requests"]), depends_on=("database",)),
+           _http(figures.http_average_ms), depends_on=("database",)),
     Metric("http.slow_queries", "Slow database queries (over SLOW_QUERY_MS)", "queries",
            _slow_queries, depends_on=("database",)),
     Metric("process.memory_percent", "Process memory (of its limit)", "%", _memory_percent,

@@ -14,6 +14,9 @@
  *     height: 220,
  *   }
  *
+ * It returns the uPlot chart; a live picture replaces its data with
+ * chart.setData([times, values...]) and the y axis follows (thresholds stay in view).
+ *
  * Colours: the Okabe-Ito palette, which stays distinguishable with the common colour vision
  * deficiencies; lines also differ by dash and thresholds are labelled, so nothing relies on
  * red against green. The chart follows its container's width (phones included).
@@ -123,27 +126,54 @@
         dash: line.dash || (index % 2 ? [8, 4] : undefined),
         spanGaps: false,
         value: function (u, v) { return format(v); },
-        points: { show: spec.times.length < 60 },
+        // Points on short series; on long ones only where a value stands alone between
+        // gaps (a lone reading), which a line cannot draw.
+        points: { show: true, filter: function (u, seriesIdx) {
+          var values = u.data[seriesIdx], alone = [];
+          if (values.length < 60) return null;
+          for (var i = 0; i < values.length; i++) {
+            if (values[i] != null && values[i - 1] == null && values[i + 1] == null) alone.push(i);
+          }
+          return alone;
+        } },
       });
       data.push(line.values);
     });
-    var yValues = [];
-    (spec.series || []).forEach(function (line) {
-      line.values.forEach(function (v) { if (v != null) yValues.push(v); });
-    });
-    (spec.thresholds || []).forEach(function (line) { yValues.push(line.value); });
-    var yMax = yValues.length ? Math.max.apply(null, yValues) : 1;
-    var yMin = yValues.length ? Math.min(0, Math.min.apply(null, yValues)) : 0;
+    // The y range holds every value and threshold, from 0; computed from the chart's data,
+    // so a chart given new data with chart.setData (a live one) rescales to it.
+    function yRange(u) {
+      var lo = 0, hi = null;
+      u.data.slice(1).forEach(function (values) {
+        (values || []).forEach(function (v) {
+          if (v == null) return;
+          if (v < lo) lo = v;
+          if (hi == null || v > hi) hi = v;
+        });
+      });
+      (spec.thresholds || []).forEach(function (line) {
+        if (line.value < lo) lo = line.value;
+        if (hi == null || line.value > hi) hi = line.value;
+      });
+      if (hi == null) hi = 1;
+      return [lo, hi > lo ? hi * 1.1 : lo + 1];
+    }
 
     // The time axis covers the marks and spans too: an event after the last value (an
-    // open incident's latest events) is drawn, not cut off.
+    // open incident's latest events) is drawn, not cut off. A function of the data's own
+    // extent, so a live chart given new data with setData still moves on.
     var xMin = Infinity, xMax = -Infinity;
     function widen(t) { if (t != null) { xMin = Math.min(xMin, t); xMax = Math.max(xMax, t); } }
-    if (spec.times.length) { widen(spec.times[0]); widen(spec.times[spec.times.length - 1]); }
     (spec.marks || []).forEach(function (mark) { widen(mark.at); });
     (spec.spans || []).forEach(function (span) { widen(span.start); widen(span.end); });
-    var xScale = { time: true };
-    if (xMax >= xMin) xScale.range = [xMin, xMax > xMin ? xMax : xMin + 60];
+    var xScale = {
+      time: true,
+      range: function (u, min, max) {
+        var lo = min == null ? xMin : Math.min(min, xMin);
+        var hi = max == null ? xMax : Math.max(max, xMax);
+        if (!isFinite(lo) || !isFinite(hi)) { var now = Date.now() / 1000; return [now - 60, now]; }
+        return [lo, hi > lo ? hi : lo + 60];
+      },
+    };
 
     element.setAttribute("role", "img");
     element.setAttribute("aria-label", spec.title || "chart");
@@ -152,17 +182,25 @@
       width: Math.max(280, element.clientWidth || 600),
       height: spec.height || 220,
       series: series,
-      scales: { x: xScale, y: { range: [yMin, yMax > yMin ? yMax * 1.1 : yMin + 1] } },
+      scales: { x: xScale, y: { range: yRange } },
       axes: [{}, {
-        // One number of decimals for every tick, from the step between them.
-        // uPlot calls values(u, splits, axisIdx, foundSpace, foundIncr).
+        // One number of decimals for every tick, as many as the step between them needs
+        // (0.25 is not "0.3"). uPlot calls values(u, splits, axisIdx, foundSpace, foundIncr).
         values: function (u, ticks, axisIdx, space, incr) {
-          var decimals = 0;  // as many as the step needs: 0.25 is not "0.3"
+          var decimals = 0;
           while (decimals < 3 && Math.abs(Math.round(incr * Math.pow(10, decimals)) -
             incr * Math.pow(10, decimals)) > 1e-6) decimals++;
-          return ticks.map(function (v) { return v.toFixed(decimals) + (spec.unit ? " " + spec.unit : ""); });
+          return ticks.map(function (v) {
+            var text = Math.abs(v) >= 1000 && decimals === 0 ? Math.round(v).toLocaleString() : v.toFixed(decimals);
+            return text + (spec.unit ? " " + spec.unit : "");
+          });
         },
-        size: 70,
+        // As wide as its longest label, so that "1,200 EUR/h" is not cut at the left edge.
+        size: function (u, values) {
+          var longest = 0;
+          (values || []).forEach(function (v) { longest = Math.max(longest, String(v).length); });
+          return Math.max(40, Math.ceil(longest * 7 + 20));
+        },
       }],
       legend: { live: true },
       plugins: [overlays(spec)],
