@@ -82,6 +82,7 @@ class IncidentEventKind(models.TextChoices):
     SUPPRESSED = "suppressed", "Notification suppressed"
     NOTIFIED = "notified", "Notified"
     NOTE = "note", "Note"
+    SILENCED = "silenced", "Silenced"
 
 
 class IncidentEvent(models.Model):
