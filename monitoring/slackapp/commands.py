@@ -17,6 +17,8 @@ from monitoring.models import Incident, IncidentStatus
 from monitoring.slackapp import actions
 from monitoring.stats import websocket_health
 from notifications.formatting import fit, section_block
+from notifications.slack import blocks_for
+from notifications.slack_text import mrkdwn
 
 USAGE = "Usage: /inkwave status [public] | /inkwave incidents [public] | /inkwave ack <incident id>"
 MAX_LISTED = 10
@@ -74,10 +76,13 @@ def _incidents() -> CommandAnswer:
         return {"text": "No open incidents."}
     blocks: list[dict[str, Any]] = []
     for incident in open_ones[:MAX_LISTED]:
-        blocks.extend(messages.incident_message([incident]).blocks[1:])
+        # The header becomes a line: a message has one header, at the top.
+        _header, *rest = messages.incident_message([incident]).blocks
+        blocks.extend([section_block(mrkdwn("*{}*", incident.title)), *rest])
     more = f" (the {MAX_LISTED} latest shown)" if len(open_ones) > MAX_LISTED else ""
     composed = fit(f"Open incidents{more}", [section_block(f"Open incidents{more}:"), *blocks])
-    return {"text": composed.text, "blocks": composed.blocks}
+    # Straight to Slack from here: buttons, not the note that stands in for them.
+    return {"text": composed.text, "blocks": blocks_for(composed.blocks, interactive=True)}
 
 
 def _ack(incident_id: str, slack_user_id: str, slack_name: str) -> CommandAnswer:
