@@ -24,10 +24,15 @@ _SHARED_PROCESSORS: list[Any] = [
 
 
 # Secrets that must never reach a log line, whoever logs them (our code, a library, a
-# traceback): a Slack webhook's path (/services/T…/B…/secret), Slack tokens (xoxb-…), venue
-# device tokens (iwv_…, in a URL's query or a header) and session cookies (sessionid=…).
+# traceback): a Slack webhook's path (/services/T…/B…/secret) and a click's or a command's
+# response_url (/actions/T…/…, /commands/T…/…: whoever holds one answers as the app), Slack
+# tokens (xoxb-…), venue device tokens (iwv_…, in a URL's query or a header) and session
+# cookies (sessionid=…). The signing secret has no shape of its own (32 hex digits); it is
+# read from the environment and used only to sign, never passed to a logger.
 # Their shapes are shared with the Sentry scrubber (inkwave/sentry.py), which filters them whole.
-SLACK_WEBHOOK_PATH = re.compile(r"(/(?:services|triggers|workflows)/)T\w*/[^\s'\"<>]+")
+SLACK_WEBHOOK_PATH = re.compile(
+    r"(/(?:services|triggers|workflows|actions|commands)/)T\w*/[^\s'\"<>]+"
+)
 SLACK_TOKEN = re.compile(r"\b(xox[a-z]|xapp)-[A-Za-z0-9-]+")
 VENUE_TOKEN = re.compile(r"\biwv_[A-Za-z0-9_-]+")
 _SECRETS = (

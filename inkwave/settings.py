@@ -303,6 +303,9 @@ SLACK_BOT_TOKEN = env_secret("SLACK_BOT_TOKEN")
 SLACK_WEBHOOK_URL = env_secret("SLACK_WEBHOOK_URL")
 SLACK_OPERATIONS_CHANNEL_ID = env_str("SLACK_OPERATIONS_CHANNEL_ID")
 SLACK_ORDERS_CHANNEL_ID = env_str("SLACK_ORDERS_CHANNEL_ID")
+# The app's signing secret (Basic Information → App Credentials): with it and the bot token,
+# alert messages carry buttons and /inkwave answers; without it, both are off.
+SLACK_SIGNING_SECRET = env_secret("SLACK_SIGNING_SECRET")
 # The Web API's base URL: Slack's own, or a proxy (and the tests' local Slack server).
 SLACK_API_URL = env_str("SLACK_API_URL", "https://slack.com/api/")
 if not SLACK_API_URL.endswith("/"):

@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 
 from inkwave import openapi
 from monitoring import views as monitoring_views
+from monitoring.slackapp import views as slack_views
 from orders import api as orders_api
 
 urlpatterns = [
@@ -28,6 +29,9 @@ urlpatterns = [
     path("", include("monitoring.status.urls")),
     # The staff dashboard (a page for people, signed in through the admin).
     path("ops/", include("monitoring.dashboard.urls")),
+    # Slack's request URLs (slack-app-manifest.yaml): signed by Slack, checked before parsing.
+    path("slack/interactivity", slack_views.interactivity, name="slack-interactivity"),
+    path("slack/commands", slack_views.command, name="slack-commands"),
     path("admin/", admin.site.urls),
 ]
 

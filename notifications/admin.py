@@ -18,6 +18,7 @@ from notifications.models import (
     Notification,
     NotificationStatus,
     Route,
+    SlackUser,
 )
 from notifications.outbox import requeue
 from notifications.slack import mask_webhook_url
@@ -220,3 +221,14 @@ class NotificationAdmin(admin.ModelAdmin):
     def retry(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
         count = requeue(queryset)
         self.message_user(request, f"Queued {count} notification(s) again.", messages.SUCCESS)
+
+
+@admin.register(SlackUser)
+class SlackUserAdmin(admin.ModelAdmin):
+    """Who may act from Slack: a click or /inkwave command carries the linked user's
+    permissions (acknowledge and resolve: change incident; silence: add silence)."""
+
+    list_display = ["user", "slack_user_id"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "user__email", "slack_user_id"]
+    raw_id_fields = ["user"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from notifications.slack import NO_ACTIONS_PREFIX
 from notifications.slack_text import MARKER, Mrkdwn, cap, escape_plain, escape_text
 
 __all__ = ["MARKER", "Mrkdwn"]  # re-exported: composers and tests import them from here
@@ -123,3 +124,30 @@ def compose(title: str, pairs: list[tuple[str, str]], *, note: str = "") -> Comp
         blocks.append(section_block(note))
         text = Mrkdwn(f"{text}\n{escape_text(note, MAX_SECTION_TEXT, multiline=True)}")
     return fit(text, blocks)
+
+
+def button(text: str, action_id: str, value: str, *, style: str = "") -> dict[str, Any]:
+    """A Block Kit button; `text` is plain (Slack shows no markup on buttons)."""
+    element: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": escape_plain(text, 75), "emoji": True},
+        "action_id": action_id,
+        "value": value,
+    }
+    if style:
+        element["style"] = style
+    return element
+
+
+def actions_block(
+    block_id: str, buttons: list[dict[str, Any]], *, instead: str
+) -> list[dict[str, Any]]:
+    """Buttons, and the note that stands in for them where a message cannot carry any (a
+    webhook's): the transport keeps one of the two (notifications.slack.blocks_for)."""
+    blocks: list[dict[str, Any]] = []
+    if buttons:
+        blocks.append({"type": "actions", "block_id": block_id, "elements": buttons[:25]})
+    note = context_block(instead)
+    note["block_id"] = f"{NO_ACTIONS_PREFIX}{block_id}"
+    blocks.append(note)
+    return blocks

@@ -1,5 +1,6 @@
 """A local Slack stand-in for tests, benchmarks and demos: an HTTP server on 127.0.0.1 that
-speaks the Slack Web API (chat.postMessage, chat.update) and the incoming-webhook protocol,
+speaks the Slack Web API (chat.postMessage, chat.update), the incoming-webhook protocol and
+the response_url of clicks and slash commands (posts to /actions/...),
 records what it accepts, and can be told to fail the way Slack fails.
 
     with SlackServer() as slack:
@@ -104,7 +105,9 @@ class _Handler(BaseHTTPRequestHandler):
             if self._client_gone():
                 return  # the sender died before the answer: nothing was posted
             reply = Reply.ok()
-        webhook = self.path.startswith("/services/")
+        # Incoming webhooks, and the response_url of a click or a command: the URL is the
+        # credential, no token is sent.
+        webhook = self.path.startswith(("/services/", "/actions/", "/commands/"))
         if not webhook and self.headers.get("Authorization") != f"Bearer {TOKEN}":
             reply = Reply.error("invalid_auth")
         if reply.kind == "ok":
@@ -196,6 +199,10 @@ class SlackServer:
 
     def webhook_url(self, name: str = "T000/B000/hooksecret") -> str:
         return f"http://127.0.0.1:{self.port}/services/{name}"
+
+    def response_url(self, name: str = "T000/1234/respondsecret") -> str:
+        """Where a click's or a command's answer goes (Slack's hooks.slack.com/actions/...)."""
+        return f"http://127.0.0.1:{self.port}/actions/{name}"
 
     @property
     def posts(self) -> list[Post]:

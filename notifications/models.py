@@ -4,6 +4,7 @@ import hashlib
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
@@ -280,3 +281,41 @@ class ReportRun(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class SlackUser(models.Model):
+    """Who a Slack member is here: the Django user whose permissions their clicks and
+    commands carry. Set in the admin; nobody acts from Slack without one."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="slack_user"
+    )
+    slack_user_id = models.CharField(
+        "Slack member id",
+        max_length=32,
+        unique=True,
+        validators=[
+            RegexValidator(
+                r"^[UW][A-Z0-9]{2,31}$", "A Slack member id: U or W, then capitals and digits."
+            )
+        ],
+        help_text="In Slack: the person's profile → ⋮ → Copy member ID (e.g. U024BE7LH).",
+    )
+
+    class Meta:
+        verbose_name = "Slack user"
+
+    def __str__(self) -> str:
+        return f"{self.user} = {self.slack_user_id}"
+
+
+class SlackRequestSeen(models.Model):
+    """Signatures of Slack requests already taken: a captured request sent again within its
+    five minutes is refused (its signature is still valid then). Rows older than that are
+    pruned as new ones arrive."""
+
+    signature = models.CharField(max_length=80, unique=True)
+    received_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.received_at:%Y-%m-%d %H:%M:%S}"

@@ -380,6 +380,22 @@ def _publisher() -> ThreadPoolExecutor:
     return _publisher_pool
 
 
+def publish_task(name: str, args: tuple[Any, ...]) -> None:
+    """Queue a task by name, waiting for the broker briefly (as start_delivery does): a hung
+    broker must not hold the request that asks for it."""
+    context = contextvars.copy_context()
+    pending = _publisher().submit(context.run, _publish_logged, name, args)
+    with contextlib.suppress(FutureTimeout):
+        pending.result(timeout=settings.NOTIFICATION_DISPATCH_WAIT_SECONDS)
+
+
+def _publish_logged(name: str, args: tuple[Any, ...]) -> None:
+    try:
+        current_app.send_task(name, args=args)
+    except Exception:
+        logger.exception("task_publish_failed", task=name)
+
+
 def send_drain_task(destination_id: int) -> None:
     # By name: the task module (which delivers) is not imported by what enqueues.
     current_app.send_task("notifications.drain", args=(destination_id,))

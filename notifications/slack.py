@@ -84,7 +84,7 @@ def payload(message: SlackMessage) -> dict[str, Any]:
     """The request body for chat.postMessage / chat.update, as a plain dict."""
     body: dict[str, Any] = {"channel": message.channel, "text": message.text}
     if message.blocks:
-        body["blocks"] = message.blocks
+        body["blocks"] = blocks_for(message.blocks, interactive=True)
     if message.update_ts:
         body["ts"] = message.update_ts
     elif message.thread_ts:
@@ -98,8 +98,22 @@ def payload(message: SlackMessage) -> dict[str, Any]:
 def webhook_payload(message: SlackMessage) -> dict[str, Any]:
     body: dict[str, Any] = {"text": message.text}
     if message.blocks:
-        body["blocks"] = message.blocks
+        body["blocks"] = blocks_for(message.blocks, interactive=False)
     return body
+
+
+# A block shown only where a message cannot carry buttons (a webhook's, or before Slack's
+# interactivity is set up): how to act instead. See notifications.formatting.actions_blocks.
+NO_ACTIONS_PREFIX = "noactions:"
+
+
+def blocks_for(blocks: list[dict[str, Any]], *, interactive: bool) -> list[dict[str, Any]]:
+    """Buttons for a bot-token message that has them, else the note that stands in for them
+    (an incoming webhook's message cannot be clicked: Slack would have nowhere to send it)."""
+    has_actions = any(block.get("type") == "actions" for block in blocks)
+    if interactive and has_actions:
+        return [b for b in blocks if not str(b.get("block_id", "")).startswith(NO_ACTIONS_PREFIX)]
+    return [b for b in blocks if b.get("type") != "actions"]
 
 
 def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
@@ -236,6 +250,26 @@ class SlackTransport:
             permanent=response.status_code in PERMANENT_WEBHOOK_STATUSES,
             http_status=response.status_code,
         )
+
+    def respond(self, response_url: str, body: dict[str, Any]) -> None:
+        """Answer a click or a command through its response_url (ephemeral notes, and the
+        slash command's late answers). The URL came in a signed request; it is still held to
+        Slack's host (or SLACK_API_URL's), so a leaked secret cannot aim us elsewhere."""
+        problem = webhook_url_problem(response_url, api_url=self.api_url)
+        if problem:
+            raise TransportError(f"response URL refused: {problem}", permanent=True)
+        client = WebhookClient(response_url, timeout=self.timeout, retry_handlers=[])
+        try:
+            response = client.send_dict(body)
+        except (OSError, TimeoutError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            code = _error_code(response.body or "")
+            raise TransportError(
+                f"response_url {response.status_code}" + (f": {code}" if code else ""),
+                permanent=response.status_code in PERMANENT_WEBHOOK_STATUSES,
+                http_status=response.status_code,
+            )
 
 
 def transport_from_settings() -> SlackTransport:

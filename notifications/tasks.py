@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from celery import shared_task
@@ -11,6 +12,7 @@ from django.utils import timezone
 
 from notifications import delivery, retention
 from notifications.models import Destination
+from notifications.slack import TransportError, transport_from_settings
 
 logger = structlog.get_logger(__name__)
 
@@ -48,3 +50,15 @@ def sweep() -> int:
 @shared_task(name="notifications.prune", ignore_result=True)
 def prune() -> dict[str, int]:
     return retention.prune()
+
+
+@shared_task(name="notifications.respond", ignore_result=True)
+def respond(response_url: str, body: dict[str, Any]) -> bool:
+    """An answer to a click or a command, through its response_url (an ephemeral note)."""
+    try:
+        transport_from_settings().respond(response_url, body)
+    except TransportError as exc:
+        # Not retried: the answer is about a click made moments ago; late, it would confuse.
+        logger.warning("slack_response_failed", error=str(exc))
+        return False
+    return True

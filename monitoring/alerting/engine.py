@@ -207,24 +207,28 @@ def _still_firing(incident: Incident, value: float, now: datetime) -> None:
     notify.remind_or_escalate(incident, now)
 
 
-def resolve(incident: Incident, now: datetime, *, actor: object | None) -> None:
-    """Close an open incident (by the engine, or by a person from the admin)."""
-    if not incidents.resolve(incident, now, actor=actor):
+def resolve(incident: Incident, now: datetime, *, actor: object | None, via: str = "") -> None:
+    """Close an open incident (by the engine, or by a person from the admin or Slack)."""
+    if not incidents.resolve(incident, now, actor=actor, via=via):
         return
     notify.resolved(incident, now)
     logger.info("incident_resolved", incident=incident.pk, by=str(actor) if actor else "engine")
 
 
-def acknowledge(incident: Incident, actor: object, now: datetime | None = None) -> bool:
+def acknowledge(
+    incident: Incident, actor: object, now: datetime | None = None, *, via: str = ""
+) -> bool:
     now = now or timezone.now()
     with transaction.atomic():
-        if not incidents.acknowledge(incident, actor, now):
+        if not incidents.acknowledge(incident, actor, now, via=via):
             return False
         notify.acknowledged(incident, now)
     return True
 
 
-def resolve_by_hand(incident: Incident, actor: object, now: datetime | None = None) -> bool:
+def resolve_by_hand(
+    incident: Incident, actor: object, now: datetime | None = None, *, via: str = ""
+) -> bool:
     now = now or timezone.now()
     with transaction.atomic():
         locked = (
@@ -235,5 +239,5 @@ def resolve_by_hand(incident: Incident, actor: object, now: datetime | None = No
         )
         if locked is None:
             return False
-        resolve(locked, now, actor=actor)
+        resolve(locked, now, actor=actor, via=via)
     return True

@@ -93,7 +93,7 @@ def observed(incident: Incident, value: float) -> None:
     incident.last_value = value
 
 
-def resolve(incident: Incident, now: datetime, *, actor: Any = None) -> bool:
+def resolve(incident: Incident, now: datetime, *, actor: Any = None, via: str = "") -> bool:
     """Close an open incident (by the engine, or by a person); False if it was not open."""
     updated = Incident.objects.filter(pk=incident.pk, status=IncidentStatus.FIRING).update(
         status=IncidentStatus.RESOLVED, resolved_at=now, resolved_by=actor
@@ -106,18 +106,19 @@ def resolve(incident: Incident, now: datetime, *, actor: Any = None) -> bool:
         actor,
     )
     who = "resolved by hand" if actor else "the condition has been clear for its clear period"
-    record(incident, now, IncidentEventKind.RESOLVED, who, actor=actor)
+    record(incident, now, IncidentEventKind.RESOLVED, f"{who} {via}".strip(), actor=actor)
     return True
 
 
-def acknowledge(incident: Incident, actor: Any, now: datetime) -> bool:
-    """False if it is not firing or someone acknowledged it first."""
+def acknowledge(incident: Incident, actor: Any, now: datetime, *, via: str = "") -> bool:
+    """False if it is not firing or someone acknowledged it first. `via` says where from
+    when not the admin ("by @ana via Slack")."""
     updated = Incident.objects.filter(
         pk=incident.pk, status=IncidentStatus.FIRING, acknowledged_at__isnull=True
     ).update(acknowledged_at=now, acknowledged_by=actor)
     if not updated:
         return False
-    record(incident, now, IncidentEventKind.ACKNOWLEDGED, actor=actor)
+    record(incident, now, IncidentEventKind.ACKNOWLEDGED, via, actor=actor)
     incident.refresh_from_db()
     return True
 
@@ -148,6 +149,11 @@ def notified(incident: Incident, now: datetime) -> None:
     """A follow-up (reminder, escalation) went out: the next reminder counts from here."""
     Incident.objects.filter(pk=incident.pk).update(last_notified_at=now)
     incident.last_notified_at = now
+
+
+def silenced(incident: Incident, now: datetime, message: str, *, actor: Any) -> None:
+    """A person silenced it (a silence made for this incident, from Slack)."""
+    record(incident, now, IncidentEventKind.SILENCED, message, actor=actor)
 
 
 def escalated(incident: Incident, now: datetime) -> None:

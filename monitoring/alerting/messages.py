@@ -8,7 +8,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from inkwave.lib.formats import duration, utc_time
-from monitoring.alerting import rules
+from monitoring.alerting import buttons, rules, suppression
 from monitoring.alerting.metrics import format_value
 from monitoring.models import Incident, IncidentStatus, OnCallShift, Severity
 from notifications.formatting import (
@@ -68,7 +68,11 @@ def incident_message(incidents: Sequence[Incident]) -> Composed:
     # Firing first (worst first), then what ended.
     ordered = sorted(incidents, key=lambda i: (not i.is_open, _RANK.get(i.severity, 9), i.pk))
     lines = [_line(i) for i in ordered]
-    blocks = [header_block(title), *(section_block(line) for line in lines)]
+    now = timezone.now()
+    blocks = [header_block(title)]
+    for incident, line in zip(ordered, lines, strict=True):
+        blocks.append(section_block(line))
+        blocks.extend(buttons.incident_blocks(incident, now))
     blocks.append(context_block(f"Opened {utc_time(min(i.opened_at for i in incidents))}"))
     return fit("\n".join([title, *lines]), blocks)
 
@@ -92,6 +96,11 @@ def _single(incident: Incident, *, note: str = "") -> Composed:
         pairs.insert(0, ("Venue", incident.scope))
     if incident.acknowledged_at and not resolved:
         pairs.append(("Acknowledged", f"by {incident.acknowledged_by or 'someone'}"))
+    silence = None if resolved else suppression.silence_on(incident, timezone.now())
+    if silence is not None and silence.ends_at is not None:
+        until = silence.ends_at.astimezone(buttons.operator_zone())
+        by = f" by {silence.created_by}" if silence.created_by else ""
+        pairs.append(("Silenced", f"until {until:%Y-%m-%d %H:%M} {until.tzname()}{by}"))
     if resolved and incident.resolved_at:
         pairs.append(("Duration", duration(_lasted(incident))))
     if rule.runbook_url:
@@ -105,6 +114,7 @@ def _single(incident: Incident, *, note: str = "") -> Composed:
     if note:
         blocks.append(context_block(note))
         text = Mrkdwn(f"{text}\n{escape_text(note, TEXT_LIMIT, multiline=True)}")
+    blocks.extend(buttons.incident_blocks(incident, timezone.now()))
     return fit(text, blocks)
 
 

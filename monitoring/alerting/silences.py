@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import structlog
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
-from monitoring.alerting import incidents, messages, routing
+from monitoring.alerting import groups, incidents, messages, routing, suppression
 from monitoring.models import (
     Incident,
     IncidentEventKind,
+    IncidentStatus,
     Silence,
 )
 from notifications.models import Destination, NotificationKind
@@ -79,3 +81,37 @@ def _summarize_window(silence: Silence, start: datetime, end: datetime, now: dat
             )
     logger.info("silence_summarized", silence=silence.pk, changed=len(changed))
     return len(by_destination)
+
+
+def silence_incident(
+    incident: Incident, actor: object, until: datetime, now: datetime, *, via: str = ""
+) -> Silence | None:
+    """A one-off silence for this incident's rule and venue until `until`, made as the admin's
+    silence form makes one (validated, created_by the person); None if one already holds it
+    (two people clicking at once: the incident's row is locked, the second finds the first's).
+    """
+    with transaction.atomic():
+        locked = (
+            Incident.objects.select_for_update(of=("self",))
+            .select_related("rule")
+            .filter(pk=incident.pk, status=IncidentStatus.FIRING)
+            .first()
+        )
+        if locked is None or suppression.silence_on(locked, now) is not None:
+            return None
+        silence = Silence(
+            reason=f"{locked.title}: silenced {via}".strip()[:200],
+            rule=locked.rule,
+            scope=locked.scope,
+            starts_at=now,
+            ends_at=until,
+            timezone=settings.TIME_ZONE,
+            created_by=actor,  # type: ignore[misc]  # a user, as the admin passes it
+        )
+        silence.full_clean()
+        silence.save()
+        incidents.silenced(
+            locked, now, f"until {until:%Y-%m-%d %H:%M %Z} {via}".strip(), actor=actor
+        )
+        groups.refresh_announcements(locked, now)
+    return silence

@@ -23,6 +23,12 @@ logger = structlog.get_logger(__name__)
 
 
 def silenced(incident: Incident, now: datetime) -> str:
+    silence = silence_on(incident, now)
+    return f"silenced: {silence.reason}" if silence else ""
+
+
+def silence_on(incident: Incident, now: datetime) -> Silence | None:
+    """The silence that holds this incident's notifications back now, if any."""
     rule = incident.rule
     candidates = (
         Silence.objects.filter(Q(rule__isnull=True) | Q(rule=rule))
@@ -34,8 +40,8 @@ def silenced(incident: Incident, now: datetime) -> str:
     )
     for silence in candidates:
         if silence.matches(rule, incident.scope) and silence.active_at(now):
-            return f"silenced: {silence.reason}"
-    return ""
+            return silence
+    return None
 
 
 def inhibited(incident: Incident, now: datetime) -> str:

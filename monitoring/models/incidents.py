@@ -92,6 +92,7 @@ class IncidentEventKind(models.TextChoices):
     SUPPRESSED = "suppressed", "Notification suppressed"
     NOTIFIED = "notified", "Notified"
     NOTE = "note", "Note"
+    SILENCED = "silenced", "Silenced"
 
 
 class IncidentEvent(models.Model):

@@ -1,0 +1,626 @@
+"""Acting on incidents from Slack: signed clicks, who may act, the admin's code path, the
+message edited in place, and the refusals (ephemeral, logged, nothing changed)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import structlog.testing
+import time_machine
+from celery import current_app
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import close_old_connections
+from django.test import Client
+from django.utils import timezone
+
+from monitoring.alerting.buttons import Action
+from monitoring.alerting.engine import run_cycle
+from monitoring.models import (
+    AlertRule,
+    Incident,
+    IncidentEventKind,
+    IncidentStatus,
+    Silence,
+    WebSocketSample,
+    Worker,
+)
+from notifications import delivery
+from notifications.local_slack import SlackServer
+from notifications.models import Destination, Notification, SlackRequestSeen, SlackUser
+from notifications.slack_requests import sign
+from notifications.tasks import respond
+
+# Committed, as in production: a click's answers leave once its transaction commits.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+URL = "/slack/interactivity"
+START = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
+TRIGGERS = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def setup(settings: Any, slack_channels: SlackServer) -> None:
+    settings.SLACK_SIGNING_SECRET = SECRET
+    settings.ALERT_GROUP_WAIT_SECONDS = 0
+    settings.SLACK_MIN_INTERVAL_SECONDS = 0
+    settings.TIME_ZONE = "Europe/London"
+    settings.PUBLIC_URL = "https://ops.example.com"
+    # The request waits for its task's publish (instant on the in-memory broker) rather than
+    # the tests sleeping for it.
+    settings.NOTIFICATION_DISPATCH_WAIT_SECONDS = 30
+    AlertRule.objects.update(enabled=False)
+    published()  # what earlier tests left in the in-memory broker
+
+
+@pytest.fixture
+def clock() -> Iterator[Any]:
+    with time_machine.travel(START, tick=True) as traveller:
+        yield traveller
+
+
+def operations() -> Destination:
+    return Destination.objects.get(name="operations")
+
+
+def open_incident(name: str = "Spike test") -> Incident:
+    """A real incident: a rule over its threshold, one evaluation, its post sent to Slack."""
+    AlertRule.objects.create(
+        name=name,
+        metric="ws.new_connections_per_minute",
+        comparison="gte",
+        threshold=50,
+        window_seconds=60,
+        pending_seconds=0,
+        clear_seconds=0,
+        severity="warning",
+        repeat_interval_seconds=0,
+        escalation_delay_seconds=0,
+    )
+    now = timezone.now()
+    worker, _ = Worker.objects.get_or_create(
+        name="web-1",
+        defaults={
+            "hostname": "h",
+            "pid": 1,
+            "started_at": now - timedelta(hours=1),
+            "last_seen_at": now,
+        },
+    )
+    WebSocketSample.objects.create(
+        worker=worker, recorded_at=now, interval_seconds=10, connections=75
+    )
+    run_cycle()
+    delivery.drain(operations().pk)
+    return Incident.objects.select_related("rule").get(title=name)
+
+
+def make_user(name: str, slack_id: str, *perms: str) -> Any:
+    user = get_user_model().objects.create_user(name, f"{name}@example.com", "pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=perms))
+    SlackUser.objects.create(user=user, slack_user_id=slack_id)
+    return user
+
+
+@pytest.fixture
+def ana() -> Any:
+    return make_user("ana", "U0ANA", "change_incident", "add_silence")
+
+
+def click_body(action: str, value: str, *, user: str = "U0ANA", name: str = "ana.s") -> bytes:
+    post = Notification.objects.filter(destination__name="operations").exclude(slack_ts="").first()
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user, "username": name, "name": name, "team_id": "T000"},
+        "api_app_id": "A000",
+        "container": {
+            "type": "message",
+            "message_ts": post.slack_ts if post else "1.1",
+            "channel_id": "C0OPS",
+            "is_ephemeral": False,
+        },
+        "trigger_id": f"1.2.{next(TRIGGERS)}",
+        "response_url": SlackServer_response_url[0],
+        "actions": [
+            {
+                "action_id": action,
+                "block_id": f"incident:{value}",
+                "value": value,
+                "type": "button",
+                "action_ts": "1.3",
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+SlackServer_response_url = [""]
+
+
+@pytest.fixture(autouse=True)
+def response_url(slack_channels: SlackServer) -> None:
+    SlackServer_response_url[0] = slack_channels.response_url()
+
+
+def signed_post(
+    client: Client,
+    body: bytes,
+    *,
+    url: str = URL,
+    secret: str = SECRET,
+    at: float | None = None,
+    signature: str | None = None,
+) -> Any:
+    timestamp = str(int(time.time() if at is None else at))
+    return client.post(
+        url,
+        body,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_X_SLACK_REQUEST_TIMESTAMP=timestamp,
+        HTTP_X_SLACK_SIGNATURE=signature or sign(secret, timestamp, body),
+    )
+
+
+def published() -> list[tuple[str, tuple[Any, ...]]]:
+    """The tasks the code under test queued (the tests' broker is in memory), taken off it."""
+    tasks = []
+    with current_app.connection_for_read() as conn:
+        queue = conn.SimpleQueue("celery")
+        try:
+            while True:
+                try:
+                    message = queue.get(block=False)
+                except queue.Empty:
+                    break
+                args, _kwargs, _embed = message.decode()
+                tasks.append((message.headers["task"], tuple(args)))
+                message.ack()
+        finally:
+            queue.close()
+    return tasks
+
+
+def answers(slack: SlackServer) -> list[str]:
+    """Run the response tasks that were queued (as a worker would), and return what reached
+    the click's response_url."""
+    start = slack.count()
+    for name, args in published():
+        if name == "notifications.respond":
+            respond(*args)
+    return [
+        post.body["text"]
+        for post in slack.posts_from(start)
+        if post.path.startswith("/actions/") and post.body.get("response_type") == "ephemeral"
+    ]
+
+
+def updates(slack: SlackServer) -> list[dict[str, Any]]:
+    return [post.body for post in slack.posts if post.path == "/api/chat.update"]
+
+
+def action_ids(blocks: list[dict[str, Any]]) -> list[str]:
+    return [
+        element["action_id"]
+        for block in blocks
+        if block.get("type") == "actions"
+        for element in block["elements"]
+    ]
+
+
+# --- the buttons -----------------------------------------------------------------------------
+
+
+def test_an_alert_posted_with_the_bot_token_carries_the_four_buttons(
+    slack_channels: SlackServer,
+) -> None:
+    incident = open_incident()
+    (post,) = [p for p in slack_channels.posts if p.path == "/api/chat.postMessage"]
+    assert action_ids(post.body["blocks"]) == [a.value for a in Action]
+    buttons = next(b for b in post.body["blocks"] if b.get("type") == "actions")["elements"]
+    assert {b["value"] for b in buttons} == {str(incident.pk)}
+    assert buttons[3]["text"]["text"] == "Silence until 09:00 Europe/London"
+    # The webhook's stand-in note is not sent where the buttons are.
+    assert "in the admin" not in json.dumps(post.body["blocks"])
+
+
+def test_a_webhook_destination_gets_a_link_to_the_admin_instead_of_buttons(
+    slack_channels: SlackServer,
+) -> None:
+    Destination.objects.filter(name="operations").update(
+        slack_channel_id="", webhook_url=slack_channels.webhook_url()
+    )
+    incident = open_incident()
+    (post,) = [p for p in slack_channels.posts if p.path.startswith("/services/")]
+    assert action_ids(post.body["blocks"]) == []
+    url = f"https://ops.example.com/admin/monitoring/incident/{incident.pk}/change/"
+    assert f"<{url}|incident {incident.pk}>" in json.dumps(post.body["blocks"])
+
+
+def test_without_a_signing_secret_there_are_no_buttons_and_the_url_is_off(
+    settings: Any, slack_channels: SlackServer, ana: Any
+) -> None:
+    settings.SLACK_SIGNING_SECRET = ""
+    incident = open_incident()
+    (post,) = [p for p in slack_channels.posts if p.path == "/api/chat.postMessage"]
+    assert action_ids(post.body["blocks"]) == []
+    assert "in the admin" in json.dumps(post.body["blocks"])
+    response = signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk)))
+    assert response.status_code == 404
+
+
+# --- a click does what the admin does --------------------------------------------------------
+
+
+def test_acknowledge_from_slack_records_who_and_updates_the_message_in_place(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    incident = open_incident()
+    post = Notification.objects.get(destination__name="operations", update_target=None)
+    response = signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk)))
+    assert response.status_code == 200
+    incident.refresh_from_db()
+    assert incident.acknowledged_by == ana
+    event = incident.events.get(kind=IncidentEventKind.ACKNOWLEDGED)
+    assert (event.actor, event.message) == (ana, "by @ana.s via Slack")
+
+    delivery.drain(operations().pk)
+    (update,) = updates(slack_channels)
+    assert (update["channel"], update["ts"]) == ("C0OPS", post.slack_ts)
+    assert "Acknowledged" in update["text"]
+    assert "by ana" in update["text"]
+    # Acknowledge no longer applies; the rest still do.
+    assert action_ids(update["blocks"]) == [
+        Action.RESOLVE,
+        Action.SILENCE_HOUR,
+        Action.SILENCE_MORNING,
+    ]
+    assert answers(slack_channels) == []  # the winner sees the message change
+
+
+def test_resolve_from_slack_resolves_and_drops_every_button(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    incident = open_incident()
+    signed_post(Client(), click_body(Action.RESOLVE, str(incident.pk)))
+    incident.refresh_from_db()
+    assert (incident.status, incident.resolved_by) == (IncidentStatus.RESOLVED, ana)
+    assert incident.events.get(kind=IncidentEventKind.RESOLVED).message == (
+        "resolved by hand by @ana.s via Slack"
+    )
+    delivery.drain(operations().pk)
+    (update,) = updates(slack_channels)
+    assert update["text"].startswith("✅ Resolved: Spike test")
+    assert action_ids(update["blocks"]) == []
+    replies = [p for p in slack_channels.posts if p.body.get("thread_ts")]
+    assert replies
+    assert replies[0].body["text"].startswith("✅ Resolved by ana")
+
+
+def test_silence_until_tomorrow_morning_is_09_00_in_the_operators_time_zone(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    with time_machine.travel(datetime(2026, 1, 15, 23, 30, tzinfo=UTC), tick=True):
+        incident = open_incident()
+        signed_post(Client(), click_body(Action.SILENCE_MORNING, str(incident.pk)))
+        (silence,) = Silence.objects.all()
+        # London is on UTC in January: 23:30 on the 15th → 09:00 on the 16th.
+        assert silence.ends_at == datetime(2026, 1, 16, 9, 0, tzinfo=UTC)
+        assert (silence.rule, silence.scope, silence.created_by) == (incident.rule, "", ana)
+        event = incident.events.get(kind=IncidentEventKind.SILENCED)
+        assert event.message == "until 2026-01-16 09:00 GMT by @ana.s via Slack"
+        delivery.drain(operations().pk)
+        (update,) = updates(slack_channels)
+        assert "Silenced: until 2026-01-16 09:00 GMT by ana" in update["text"]
+        assert action_ids(update["blocks"]) == [Action.ACKNOWLEDGE, Action.RESOLVE]
+
+
+def test_silence_for_an_hour_holds_the_alerts_notifications_for_an_hour(
+    slack_channels: SlackServer, ana: Any, clock: Any
+) -> None:
+    incident = open_incident()
+    signed_post(Client(), click_body(Action.SILENCE_HOUR, str(incident.pk)))
+    (silence,) = Silence.objects.all()
+    assert silence.ends_at is not None
+    assert silence.starts_at is not None
+    assert silence.ends_at - silence.starts_at == timedelta(hours=1)
+    assert silence.active_at(timezone.now())
+
+
+# --- who may act -----------------------------------------------------------------------------
+
+
+def test_an_unlinked_slack_user_is_refused_ephemerally_logged_and_nothing_changes(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    incident = open_incident()
+    with structlog.testing.capture_logs() as logs:
+        signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk), user="U0STRANGER"))
+    (refusal,) = [entry for entry in logs if entry["event"] == "slack_action_refused"]
+    assert (refusal["slack_user"], refusal["reason"]) == ("U0STRANGER", "unlinked")
+    assert "response_url" not in str(refusal)
+    incident.refresh_from_db()
+    assert incident.acknowledged_at is None
+    (note,) = answers(slack_channels)
+    assert note.startswith("You can't do that")
+    delivery.drain(operations().pk)
+    assert updates(slack_channels) == []
+
+
+def test_a_linked_user_without_the_permission_is_refused(
+    slack_channels: SlackServer,
+) -> None:
+    make_user("bo", "U0BO", "view_incident")
+    incident = open_incident()
+    for action in (Action.ACKNOWLEDGE, Action.RESOLVE, Action.SILENCE_HOUR):
+        signed_post(Client(), click_body(action, str(incident.pk), user="U0BO"))
+    incident.refresh_from_db()
+    assert (incident.status, incident.acknowledged_at) == (IncidentStatus.FIRING, None)
+    assert not Silence.objects.exists()
+    assert [n[:17] for n in answers(slack_channels)] == ["You can't do that"] * 3
+
+
+def test_acknowledging_needs_change_incident_and_silencing_needs_add_silence(
+    slack_channels: SlackServer,
+) -> None:
+    make_user("cy", "U0CY", "add_silence")
+    incident = open_incident()
+    signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk), user="U0CY"))
+    signed_post(Client(), click_body(Action.SILENCE_HOUR, str(incident.pk), user="U0CY"))
+    incident.refresh_from_db()
+    assert incident.acknowledged_at is None
+    assert Silence.objects.count() == 1
+
+
+def test_an_incident_already_resolved_is_said_so_and_left_alone(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    incident = open_incident()
+    make_user("dee", "U0DEE", "change_incident")
+    signed_post(Client(), click_body(Action.RESOLVE, str(incident.pk), user="U0DEE"))
+    answers(slack_channels)
+    signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk)))
+    incident.refresh_from_db()
+    assert incident.acknowledged_at is None
+    assert answers(slack_channels) == ["Spike test was already resolved by dee."]
+
+
+def test_two_people_clicking_at_once_one_wins_and_the_other_is_told(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    make_user("eve", "U0EVE", "change_incident")
+    incident = open_incident()
+    bodies = {
+        "ana": click_body(Action.ACKNOWLEDGE, str(incident.pk)),
+        "eve": click_body(Action.ACKNOWLEDGE, str(incident.pk), user="U0EVE", name="eve"),
+    }
+    barrier = threading.Barrier(2)
+    statuses: dict[str, int] = {}
+
+    def click(who: str) -> None:
+        try:
+            barrier.wait()
+            statuses[who] = signed_post(Client(), bodies[who]).status_code
+        finally:
+            close_old_connections()
+
+    threads = [threading.Thread(target=click, args=(who,)) for who in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == {"ana": 200, "eve": 200}
+    incident.refresh_from_db()
+    assert incident.acknowledged_by is not None
+    winner = incident.acknowledged_by.get_username()
+    loser = "eve" if winner == "ana" else "ana"
+    assert incident.events.filter(kind=IncidentEventKind.ACKNOWLEDGED).count() == 1
+    assert answers(slack_channels) == [f"Spike test was already acknowledged by {winner}."]
+    delivery.drain(operations().pk)
+    (update,) = updates(slack_channels)
+    assert f"by {winner}" in update["text"]
+    assert f"by {loser}" not in update["text"]
+
+
+# --- the signature, and what an attacker may send --------------------------------------------
+
+
+def test_a_request_with_a_bad_signature_is_refused_before_it_is_read(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    incident = open_incident()
+    body = click_body(Action.RESOLVE, str(incident.pk))
+    assert signed_post(Client(), body, secret="not-the-secret").status_code == 401
+    assert signed_post(Client(), body, signature="v0=" + "0" * 64).status_code == 401
+    assert signed_post(Client(), body, signature="garbage\u00e9").status_code == 401
+    incident.refresh_from_db()
+    assert incident.is_open
+
+
+def test_missing_headers_and_old_or_odd_timestamps_are_refused(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    incident = open_incident()
+    body = click_body(Action.RESOLVE, str(incident.pk))
+    client = Client()
+    unsigned = client.post(URL, body, content_type="application/x-www-form-urlencoded")
+    assert unsigned.status_code == 401
+    six_minutes_ago = time.time() - 360
+    assert signed_post(client, body, at=six_minutes_ago).status_code == 401
+    assert signed_post(client, body, at=time.time() + 360).status_code == 401
+    odd = client.post(
+        URL,
+        body,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_X_SLACK_REQUEST_TIMESTAMP="1e9",
+        HTTP_X_SLACK_SIGNATURE=sign(SECRET, "1e9", body),
+    )
+    assert odd.status_code == 401
+    incident.refresh_from_db()
+    assert incident.is_open
+
+
+def test_a_replayed_request_is_refused_even_within_its_five_minutes(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    incident = open_incident()
+    body = click_body(Action.ACKNOWLEDGE, str(incident.pk))
+    timestamp = str(int(time.time()))
+    headers = {
+        "X-Slack-Request-Timestamp": timestamp,
+        "X-Slack-Signature": sign(SECRET, timestamp, body),
+    }
+    client = Client()
+    first = client.post(
+        URL, body, content_type="application/x-www-form-urlencoded", headers=headers
+    )
+    again = client.post(
+        URL, body, content_type="application/x-www-form-urlencoded", headers=headers
+    )
+    assert (first.status_code, again.status_code) == (200, 401)
+    assert SlackRequestSeen.objects.count() == 1
+
+
+def test_a_huge_body_is_refused_unread(slack_channels: SlackServer) -> None:
+    body = b"payload=" + b"x" * (300 * 1024)
+    assert signed_post(Client(), body).status_code == 413
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"payload=%7Bnot+json",
+        b"payload=%5B1%2C2%5D",
+        b"nothing=here",
+        b"payload=" + json.dumps({"type": "block_actions", "user": "x"}).encode(),
+        urlencode(
+            {
+                "payload": json.dumps(
+                    {"type": "block_actions", "user": {}, "container": {}, "actions": []}
+                )
+            }
+        ).encode(),
+        b"\xff\xfe",
+        urlencode({"payload": "[" * 50000}).encode(),
+    ],
+)
+def test_signed_but_malformed_payloads_get_a_400_not_a_500(
+    slack_channels: SlackServer, body: bytes
+) -> None:
+    assert signed_post(Client(), body).status_code == 400
+
+
+@pytest.mark.parametrize("value", ["999999", "-1", "abc", "1" * 40, ""])
+def test_an_action_for_an_incident_that_does_not_exist_is_refused_ephemerally(
+    slack_channels: SlackServer, ana: Any, value: str
+) -> None:
+    open_incident()
+    response = signed_post(Client(), click_body(Action.ACKNOWLEDGE, value))
+    assert response.status_code == 200
+    (note,) = answers(slack_channels)
+    assert note.startswith("There is no incident")
+    assert not Incident.objects.exclude(acknowledged_at=None).exists()
+
+
+def test_an_unknown_action_id_changes_nothing(slack_channels: SlackServer, ana: Any) -> None:
+    incident = open_incident()
+    response = signed_post(Client(), click_body("incident.delete", str(incident.pk)))
+    assert response.status_code == 200
+    assert answers(slack_channels) == ["That button is not one of ours."]
+    incident.refresh_from_db()
+    assert incident.is_open
+    assert incident.acknowledged_at is None
+
+
+def test_a_response_url_that_is_not_slacks_is_never_posted_to(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    SlackServer_response_url[0] = "http://169.254.169.254/latest/meta-data"
+    incident = open_incident()
+    signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk), user="U0NOBODY"))
+    sent = [respond(*args) for name, args in published() if name == "notifications.respond"]
+    assert sent == [False]
+
+
+# --- /inkwave ---------------------------------------------------------------------------------
+
+
+def command(text: str, user: str = "U0ANA") -> Any:
+    body = urlencode(
+        {
+            "command": "/inkwave",
+            "text": text,
+            "user_id": user,
+            "user_name": "ana.s",
+            "channel_id": "C0OPS",
+            "team_id": "T000",
+            "response_url": SlackServer_response_url[0].replace("/actions/", "/commands/"),
+            # Slack's trigger_id differs per request: two identical bodies signed in one
+            # second would be a replay.
+            "trigger_id": f"1.2.{next(TRIGGERS)}",
+        }
+    ).encode()
+    return signed_post(Client(), body, url="/slack/commands")
+
+
+def test_inkwave_status_answers_health_and_figures_privately_unless_public(
+    slack_channels: SlackServer,
+) -> None:
+    open_incident()
+    answer = command("status").json()
+    assert answer["response_type"] == "ephemeral"
+    assert answer["text"].startswith("Health: ")
+    assert "Connections: 0 on 1 web process(es)" in answer["text"]
+    assert "Open incidents: 1" in answer["text"]
+    assert command("status public").json()["response_type"] == "in_channel"
+
+
+def test_inkwave_incidents_lists_the_open_ones_with_their_buttons(
+    slack_channels: SlackServer,
+) -> None:
+    incident = open_incident()
+    answer = command("incidents").json()
+    assert "Spike test" in json.dumps(answer["blocks"])
+    assert action_ids(answer["blocks"]) == [a.value for a in Action]
+    assert {
+        e["value"] for b in answer["blocks"] if b["type"] == "actions" for e in b["elements"]
+    } == {str(incident.pk)}
+
+
+def test_inkwave_ack_acknowledges_for_a_linked_user_and_refuses_others(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    incident = open_incident()
+    assert (
+        command(f"ack {incident.pk}", user="U0NOBODY")
+        .json()["text"]
+        .startswith("You can't do that")
+    )
+    assert command(f"ack {incident.pk}").json()["text"] == "You acknowledged Spike test."
+    incident.refresh_from_db()
+    assert incident.acknowledged_by == ana
+    assert command(f"ack {incident.pk}").json()["text"] == (
+        "Spike test was already acknowledged by ana."
+    )
+
+
+@pytest.mark.parametrize("text", ["", "help", "ack", "ack 1 2", "status now", "<!channel>"])
+def test_inkwave_with_bad_input_answers_its_usage(slack_channels: SlackServer, text: str) -> None:
+    answer = command(text).json()
+    assert answer["text"].startswith("Usage: /inkwave status")
+    assert answer["response_type"] == "ephemeral"
+
+
+def test_an_unsigned_command_is_refused(slack_channels: SlackServer) -> None:
+    response = Client().post(
+        "/slack/commands", b"text=status", content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 401
