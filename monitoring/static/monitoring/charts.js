@@ -12,6 +12,7 @@
  *     spans: [{start, end, label}],      // shaded time ranges (incidents); end null = still open
  *     marks: [{at, label}],              // vertical marks (timeline events)
  *     height: 220,
+ *     minSpan: 120,                      // optional: at least this many seconds in view
  *   }
  *
  * It returns the uPlot chart; a live picture replaces its data with
@@ -171,6 +172,9 @@
         var lo = min == null ? xMin : Math.min(min, xMin);
         var hi = max == null ? xMax : Math.max(max, xMax);
         if (!isFinite(lo) || !isFinite(hi)) { var now = Date.now() / 1000; return [now - 60, now]; }
+        // A live chart's first seconds span a moment: without a floor its axis reads in
+        // milliseconds (":59.200"); spec.minSpan keeps at least that many seconds in view.
+        if (spec.minSpan && hi - lo < spec.minSpan) lo = hi - spec.minSpan;
         return [lo, hi > lo ? hi : lo + 60];
       },
     };
@@ -183,7 +187,9 @@
       height: spec.height || 220,
       series: series,
       scales: { x: xScale, y: { range: yRange } },
-      axes: [{}, {
+      // The time axis keeps its labels ("12:00am") apart: uPlot's default spacing lets
+      // ten-minute ticks of a three-hour chart run into each other.
+      axes: [{ space: 90 }, {
         // One number of decimals for every tick, as many as the step between them needs
         // (0.25 is not "0.3"). uPlot calls values(u, splits, axisIdx, foundSpace, foundIncr).
         values: function (u, ticks, axisIdx, space, incr) {

@@ -61,16 +61,16 @@
   function makeLiveCharts() {
     var t = live.times;
     liveCharts.connections = charts.timeSeries($("live-chart-connections"), {
-      title: "Active connections (all web processes)", unit: "", times: t, height: 180,
+      title: "Active connections (all web processes)", unit: "", times: t, height: 180, minSpan: 120,
       series: [{ label: "connections", values: live.connections }] });
     liveCharts.latency = charts.timeSeries($("live-chart-latency"), {
-      title: "Delivery latency", unit: "ms", times: t, height: 180,
+      title: "Delivery latency", unit: "ms", times: t, height: 180, minSpan: 120,
       series: [{ label: "p50", values: live.p50 }, { label: "p95", values: live.p95 }, { label: "p99", values: live.p99 }] });
     liveCharts.messages = charts.timeSeries($("live-chart-messages"), {
-      title: "Messages per minute", unit: "", times: t, height: 180,
+      title: "Messages per minute", unit: "", times: t, height: 180, minSpan: 120,
       series: [{ label: "messages", values: live.messages }] });
     liveCharts.http = charts.timeSeries($("live-chart-http"), {
-      title: "HTTP response time", unit: "ms", times: t, height: 180,
+      title: "HTTP response time", unit: "ms", times: t, height: 180, minSpan: 120,
       series: [{ label: "average", values: live.httpAvg }, { label: "p95", values: live.httpP95 }] });
   }
 
