@@ -279,6 +279,8 @@ HEALTH_CHECK_TIMEOUT_SECONDS = env_float(
 HEALTH_CACHE_SECONDS = env_float("HEALTH_CACHE_SECONDS", 1.0, minimum=0, maximum=60)
 # The staff dashboard's live figures: one reading per web process this often, pushed to its sockets.
 DASHBOARD_PUSH_SECONDS = env_float("DASHBOARD_PUSH_SECONDS", 3.0, minimum=0.2, maximum=60)
+# How soon an open dashboard notices its session ended (signed out, no longer staff).
+DASHBOARD_RECHECK_SECONDS = env_float("DASHBOARD_RECHECK_SECONDS", 30.0, minimum=0.2, maximum=600)
 # Thresholds past which the WebSocket health endpoints say "degraded" (the spec's alert levels).
 WS_DEGRADED_ERROR_RATE = env_float("WS_DEGRADED_ERROR_RATE", 0.05, minimum=0, maximum=1)
 WS_DEGRADED_LATENCY_MS = env_float("WS_DEGRADED_LATENCY_MS", 1000.0, minimum=1)

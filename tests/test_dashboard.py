@@ -194,3 +194,30 @@ async def test_two_dashboard_sockets_of_a_process_share_one_reading_per_tick(
     await first.disconnect()
     await second.disconnect()
     assert get_feed().task is None  # the last socket gone, the feed stops
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_open_dashboard_closes_when_its_user_signs_out_or_stops_being_staff(
+    staff_user: Any, settings: Any
+) -> None:
+    from django.contrib.sessions.models import Session
+
+    settings.DASHBOARD_PUSH_SECONDS = 30
+    settings.DASHBOARD_RECHECK_SECONDS = 0.2
+    cookie = await database_sync_to_async(session_cookie_for)(staff_user)
+    demoted = _socket(cookie)
+    assert (await demoted.connect())[0] is True
+    assert (await demoted.receive_json_from())["type"] == "figures"
+    staff_user.is_staff = False
+    await database_sync_to_async(staff_user.save)()
+    assert (await demoted.receive_output(timeout=5))["code"] == 4403
+
+    staff_user.is_staff = True
+    await database_sync_to_async(staff_user.save)()
+    cookie = await database_sync_to_async(session_cookie_for)(staff_user)
+    signed_out = _socket(cookie)
+    assert (await signed_out.connect())[0] is True
+    assert (await signed_out.receive_json_from())["type"] == "figures"
+    await database_sync_to_async(lambda: Session.objects.all().delete())()
+    assert (await signed_out.receive_output(timeout=5))["code"] == 4401
+    assert get_feed().task is None  # neither socket is fed any more

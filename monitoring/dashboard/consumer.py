@@ -5,13 +5,19 @@ from the cookie as the rooms' door does, with Django's own get_user (the session
 verified, so a changed password ends it). Refusals are accepted and then closed, so that
 browsers see the code: 4401 not signed in, 4403 signed in but not staff (docs/api.md).
 These sockets are staff tools, not venue traffic: the monitor does not count them.
+
+The session is read again every DASHBOARD_RECHECK_SECONDS: an operator who signs out, whose
+password changes or who stops being staff loses the live figures within that time, closed
+with the same codes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from importlib import import_module
 from typing import Any
 
+import structlog
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib import auth
@@ -19,7 +25,10 @@ from django.http import HttpRequest
 from django.urls import path
 
 from inkwave.db import database_sync_to_async
+from inkwave.logcontext import spawn
 from monitoring.dashboard.feed import get_feed
+
+logger = structlog.get_logger(__name__)
 
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
@@ -42,18 +51,33 @@ def staff_status(session_key: str | None) -> int | None:
 
 class DashboardConsumer(AsyncWebsocketConsumer):
     subscribed = False
+    recheck: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         cookies: dict[str, str] = self.scope.get("cookies") or {}
-        refusal = await database_sync_to_async(staff_status)(
-            cookies.get(settings.SESSION_COOKIE_NAME)
-        )
+        session_key = cookies.get(settings.SESSION_COOKIE_NAME)
+        refusal = await database_sync_to_async(staff_status)(session_key)
         await self.accept()
         if refusal is not None:
             await self.close(code=refusal)
             return
         self.subscribed = True
+        self.recheck = spawn(self.keep_checking(session_key))
         await get_feed().subscribe(self.push)
+
+    async def keep_checking(self, session_key: str | None) -> None:
+        """Closes the socket once its session no longer belongs to active staff."""
+        while True:
+            await asyncio.sleep(settings.DASHBOARD_RECHECK_SECONDS)
+            try:
+                refusal = await database_sync_to_async(staff_status)(session_key)
+            except Exception as exc:  # the database is down: the feed says so; try later
+                logger.info("dashboard_recheck_failed", error=type(exc).__name__)
+                continue
+            if refusal is not None:
+                self.stop_feed()
+                await self.close(code=refusal)
+                return
 
     async def push(self, frame: str) -> None:
         await self.send(text_data=frame)
@@ -62,6 +86,12 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         """The dashboard only listens; what a client sends is ignored."""
 
     async def disconnect(self, code: int) -> None:
+        self.stop_feed()
+        if self.recheck is not None:
+            self.recheck.cancel()
+            self.recheck = None
+
+    def stop_feed(self) -> None:
         if self.subscribed:
             self.subscribed = False
             get_feed().unsubscribe(self.push)
