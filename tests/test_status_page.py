@@ -257,6 +257,23 @@ def test_an_open_incident_sets_its_component_state_in_plain_words(
     ]
 
 
+def test_an_incident_its_cause_holds_back_does_not_keep_the_page_in_outage(
+    rules: None, client: Client, clock: Any
+) -> None:
+    # Redis was down until a minute ago; the error rate it shaped fires after it is back,
+    # held back (not announced) while the outage is still in that rule's 5-minute window.
+    incident("Redis unreachable", NOW - timedelta(minutes=3), NOW - timedelta(minutes=1))
+    incident("High error rate", NOW - timedelta(seconds=40), None)
+    data = snapshot(client)
+    assert component(data, LIVE)["state"] == "operational"
+    assert data["incidents"] == []
+    cache.clear()
+    clock.shift(5 * 60)  # the outage has left the window: the error rate is its own news now
+    data = snapshot(client)
+    assert component(data, LIVE)["state"] == "outage"
+    assert [i["component"] for i in data["incidents"]] == ["live_updates"]
+
+
 def test_what_an_operator_writes_replaces_the_plain_sentence(rules: None, client: Client) -> None:
     incident(
         "API server down",
