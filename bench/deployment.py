@@ -9,7 +9,8 @@ each with its own INKWAVE_VAR_DIR), one Celery worker and one Celery beat, all w
 SECRET_KEY, MONITORING_TOKEN and Redis key prefix. Then it writes, in --dir:
 
 - `env.sh`: the shared environment (`set -a; . DIR/env.sh; set +a` before `manage.py ...`);
-- `state.json`: ports, pids, the venue and its device token, the Slack server's URL;
+- `state.json`: ports, pids, the venue and its device token, the Slack server's URL and the
+  signing secret Slack's requests to us are signed with;
 - `slack-posts.jsonl`: every message the Slack server accepted, one JSON object a line
   (`path`, `body`, `at`: epoch seconds of arrival);
 - `web-1.log`, `web-2.log`, `worker.log`, `beat.log`.
@@ -94,6 +95,7 @@ class Topology:
         self.redis_url: str = args.redis_url
         self.prefix = ""
         self.recorder: threading.Thread | None = None
+        self.signing_secret = secrets.token_urlsafe(24)
 
     def env(self, slack: SlackServer, database_url: str, prefix: str) -> dict[str, str]:
         env = clean_environ(("SLACK_", "DATABASE_", "REDIS_", "CELERY_", "CHANNEL_LAYER_"))
@@ -110,6 +112,9 @@ class Topology:
             SLACK_BOT_TOKEN=TOKEN,
             SLACK_OPERATIONS_CHANNEL_ID=OPERATIONS_CHANNEL,
             SLACK_ORDERS_CHANNEL_ID=ORDERS_CHANNEL,
+            # Slack's requests to us (buttons, /inkwave) are signed with it; state.json has it,
+            # so that a run can sign a click as Slack would.
+            SLACK_SIGNING_SECRET=self.signing_secret,
             PUBLIC_URL=f"http://127.0.0.1:{self.args.ports.split(',')[0]}",
             LOG_LEVEL="info",
             PYTHONDONTWRITEBYTECODE="1",
@@ -243,6 +248,7 @@ class Topology:
             "database": self.args.database,
             "redis_url": self.redis_url,
             "monitoring_token": env["MONITORING_TOKEN"],
+            "slack_signing_secret": env["SLACK_SIGNING_SECRET"],
         }
         (self.dir / "state.json").write_text(json.dumps(state, indent=2))
         return state
