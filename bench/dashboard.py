@@ -4,13 +4,17 @@
 
 Targets (issue 13): the first load under 300 KB of JavaScript; a 30-day range fetched and
 drawn in under 1 s with a month of samples from 4 workers; the downsampling query reads an
-index, not every row. A month of rows is generated in the database as the flushers write
-them (a WebSocket sample and a request sample per worker per 10 s) with a month of orders,
-then a real server process serves the page to Debian's Chromium (Playwright, headless),
-signed in through the admin's login form. Prints the JavaScript bytes the page loaded, the
-time from asking for the month to the last chart drawn (median of --renders, in the
-browser), and EXPLAIN (ANALYZE, BUFFERS) of the month's downsampling query.
-Uses its own database, inkwave_bench_dashboard, on the local PostgreSQL (dropped first).
+index, not every row (the month reads 720 hourly rollups by their time index). A month of
+rows is generated in the database as the flushers write them (a WebSocket sample and a
+request sample per worker per 10 s) with a month of orders, the rollup task catches up on
+them, then a real server process serves the page to Debian's Chromium (Playwright,
+headless), signed in through the admin's login form. Prints the JavaScript bytes the page
+loaded, the time from asking for the month to the last chart drawn (median of --renders, in
+the browser), how long the rollup task (monitoring.dashboard.trends.roll_up) takes to catch up
+on the month and to write one hour, and EXPLAIN (ANALYZE, BUFFERS) of the month's queries
+(the hourly rollups and the samples not rolled up yet).
+Uses its own database, inkwave_bench_dashboard, on the local PostgreSQL (dropped first,
+unless --reuse; drop it when done).
 """
 
 from __future__ import annotations
@@ -102,23 +106,49 @@ def seed(url: str, args: argparse.Namespace) -> dict[str, int]:
     return counts
 
 
-def explain_month(env: dict[str, str]) -> str:
-    """EXPLAIN of the month's downsampling queries, as the dashboard's code builds them."""
-    script = (
-        "import django; django.setup()\n"
-        "from datetime import timedelta\n"
-        "from django.utils import timezone\n"
-        "from monitoring.dashboard import figures\n"
-        "now = timezone.now(); seconds, step = figures.RANGES['month']\n"
-        "start = now - timedelta(seconds=seconds)\n"
-        "for name, build in (('websocket samples', figures.websocket_query),\n"
-        "                    ('request samples', figures.http_query)):\n"
-        "    query = build(start, now, step)\n"
-        "    print('--- ' + name); print(query.explain(analyze=True, buffers=True))\n"
-    )
+ROLLUP = """
+import time
+from monitoring.dashboard import trends
+from monitoring.models import TrendRollup
+TrendRollup.objects.all().delete()
+began = time.perf_counter(); hours = trends.roll_up(); month = time.perf_counter() - began
+TrendRollup.objects.order_by("-ends_at")[0].delete()  # as if the last hour had just ended
+began = time.perf_counter(); last = trends.roll_up(); one = time.perf_counter() - began
+print(f"rollup: catch-up of {hours} hours in {month:.2f} s; {last} hour in {one * 1000:.0f} ms")
+"""
+EXPLAIN = """
+from datetime import timedelta
+from django.utils import timezone
+from monitoring.dashboard import figures, trends
+now = timezone.now(); seconds, step = figures.RANGES["month"]
+start = now - timedelta(seconds=seconds)
+first, until = trends._ceil_hour(start), trends.rolled_up_until(now)
+for name, query in (
+    ("rollups of the whole hours", trends.rollup_query(first, until, step)),
+    ("websocket samples after the last rollup", trends.websocket_query(until, now, step)),
+    ("request samples after the last rollup", trends.http_query(until, now, step)),
+    ("websocket samples of the first, partial hour", trends.websocket_query(start, first, step)),
+):
+    print("--- " + name); print(query.explain(analyze=True, buffers=True))
+"""
+
+
+def django_script(env: dict[str, str], body: str) -> str:
+    script = "import django; django.setup()\n" + body
     return subprocess.run(
         [PYTHON, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
+
+
+def roll_up_month(env: dict[str, str]) -> str:
+    """The rollup task's catch-up of the whole month (from none), then of one hour."""
+    return django_script(env, ROLLUP)
+
+
+def explain_month(env: dict[str, str]) -> str:
+    """EXPLAIN of the month's queries, as the dashboard's code builds them: the hourly
+    rollups, and the samples not rolled up (the newest minutes, the first partial hour)."""
+    return django_script(env, EXPLAIN)
 
 
 def browse(base_url: str, renders: int) -> tuple[int, dict[str, int], list[float]]:
@@ -188,6 +218,8 @@ def main() -> None:
     migrate(env)
     if not args.reuse:
         seed_all(env, url, args)
+    env.update(METRICS_RETENTION_DAYS=str(args.days + 1))  # the catch-up covers the month
+    print(roll_up_month(env), end="")
     print(explain_month(env))
 
     prefix = new_redis_prefix() if redis_available() else None

@@ -269,6 +269,10 @@ if WORKER_LIVENESS_SECONDS <= METRICS_FLUSH_SECONDS:
     raise ImproperlyConfigured("WORKER_LIVENESS_SECONDS must be longer than METRICS_FLUSH_SECONDS")
 METRICS_RETENTION_DAYS = env_int("METRICS_RETENTION_DAYS", 14, minimum=1)
 METRICS_PRUNE_SECONDS = env_int("METRICS_PRUNE_SECONDS", 3600, minimum=1)
+# The dashboard's hourly rollups of the samples (its week and month trends): how often beat
+# writes the complete hours, and how long they are kept (longer than the samples).
+TREND_ROLLUP_SECONDS = env_int("TREND_ROLLUP_SECONDS", 300, minimum=10)
+TREND_RETENTION_DAYS = env_int("TREND_RETENTION_DAYS", 400, minimum=90)
 # Window of the "recent" figures (error rate, latency percentiles) of the stats endpoints.
 STATS_WINDOW_SECONDS = env_int("STATS_WINDOW_SECONDS", 300, minimum=10)
 MONITORING_TOKEN = env_secret("MONITORING_TOKEN")
@@ -426,6 +430,10 @@ CELERY_BEAT_SCHEDULE = {
     "prune-notifications": {
         "task": "notifications.prune",
         "schedule": float(RETENTION_PRUNE_SECONDS),
+    },
+    "dashboard-trend-rollup": {
+        "task": "monitoring.trend_rollup",
+        "schedule": float(TREND_ROLLUP_SECONDS),
     },
     "status-daily-uptime": {
         "task": "monitoring.status_rollup",

@@ -77,8 +77,9 @@ def prune_incidents(
 
 
 def prune(now: datetime | None = None) -> dict[str, int]:
-    """Beat's run over incidents and the status page's history (samples have their own
-    task, monitoring.prune_samples)."""
+    """Beat's run over incidents, the status page's history and the dashboard's hourly
+    trends (samples have their own task, monitoring.prune_samples)."""
+    from monitoring.dashboard import trends
     from monitoring.status import rollup
 
     return run_each(
@@ -87,6 +88,7 @@ def prune(now: datetime | None = None) -> dict[str, int]:
             ("incidents", prune_incidents),
             ("component_days", rollup.prune_component_days),
             ("maintenance_windows", rollup.prune_maintenance_windows),
+            ("trend_rollups", trends.prune_trend_rollups),
         ],
         now or timezone.now(),
     )
@@ -114,3 +116,8 @@ def register() -> None:
 
     retention.register(ComponentDay, rollup.prune_component_days, "STATUS_HISTORY_DAYS")
     retention.register(MaintenanceWindow, rollup.prune_maintenance_windows, "STATUS_HISTORY_DAYS")
+
+    from monitoring.dashboard import trends
+    from monitoring.models import TrendRollup
+
+    retention.register(TrendRollup, trends.prune_trend_rollups, "TREND_RETENTION_DAYS")

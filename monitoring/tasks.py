@@ -27,6 +27,13 @@ def status_rollup() -> int:
     return rollup.roll_up()
 
 
+@shared_task(name="monitoring.trend_rollup", ignore_result=True)
+def trend_rollup() -> int:
+    from monitoring.dashboard import trends
+
+    return trends.roll_up()
+
+
 @shared_task(name="monitoring.release_dead_workers", ignore_result=True)
 def release_dead_workers() -> int:
     return recording.release_dead_workers()

@@ -408,6 +408,7 @@ def test_every_append_only_table_has_a_registered_prune_and_a_setting() -> None:
         "monitoring.Incident",
         "monitoring.ComponentDay",
         "monitoring.MaintenanceWindow",
+        "monitoring.TrendRollup",
         "notifications.Notification",
         "notifications.DeliveryAttempt",
         "notifications.ReportRun",

@@ -3,22 +3,20 @@
 Live: monitoring.stats' deployment totals (the sum over live web processes, as
 /api/v1/monitoring/websocket/stats answers), the HTTP window from figures.HTTP_SUMS, and the
 orders as the reports count them. History: the sample rows of a range grouped into buckets
-by the database (one GROUP BY per table, whatever the range), so a month costs about what an
-hour does.
+by the database; the week and month read hourly rollups of them instead
+(monitoring.dashboard.trends), so a month costs about what an hour does.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
-from django.db.models import F, FloatField, Max, Min, QuerySet, Sum
-from django.db.models.functions import Cast
+from django.db.models import Max, Min, Sum
 from typing_extensions import TypedDict
 
 from monitoring import figures, stats
-from monitoring.alerting.replay import EpochBucket
+from monitoring.dashboard import trends
 from monitoring.dashboard.alerts import incidents_between
 from monitoring.dashboard.business import OrdersHistoryJSON, OrdersLiveJSON, registered
 
@@ -130,6 +128,9 @@ RANGES: dict[str, tuple[int, int]] = {
     "week": (7 * 86400, 3600),
     "month": (30 * 86400, 6 * 3600),
 }
+# The ranges read from the hourly rollups (monitoring.dashboard.trends), the others from the
+# samples.
+ROLLED_UP = frozenset({"week", "month"})
 
 
 class SpanJSON(TypedDict):
@@ -179,58 +180,14 @@ def _covered(bucket: int, step: int, start: float, end: float) -> float:
     return max(0.0, min((bucket + 1) * step, end) - max(bucket * step, start))
 
 
-WS_HISTORY_SUMS = {
-    "connection_seconds": Sum(
-        Cast(F("active_connections"), FloatField()) * F("interval_seconds"), default=0.0
-    ),
-    "memory_seconds": Sum(
-        Cast(F("memory_rss_bytes"), FloatField()) * F("interval_seconds"), default=0.0
-    ),
-    "sent": Sum("messages_sent", default=0),
-    "received": Sum("messages_received", default=0),
-    "connections": Sum("connections", default=0),
-    "rejected": Sum("rejected_connections", default=0),
-    "errors": Sum("errors", default=0),
-    "delivery_count": Sum("delivery_count", default=0),
-    "delivery_sum": Sum("delivery_sum_ms", default=0.0),
-}
-
-
-def websocket_query(start: datetime, end: datetime, step: int) -> QuerySet[Any]:
-    """One row per bucket: the sums of the web processes' samples (one GROUP BY)."""
-    return (
-        figures.samples(start, end)
-        .annotate(bucket=EpochBucket("recorded_at", step))
-        .order_by()
-        .values("bucket")
-        .annotate(**WS_HISTORY_SUMS)
-    )
-
-
-def websocket_buckets(start: datetime, end: datetime, step: int) -> dict[int, figures.Sums]:
-    return {row.pop("bucket"): row for row in websocket_query(start, end, step)}
-
-
-def http_query(start: datetime, end: datetime, step: int) -> QuerySet[Any]:
-    return (
-        figures.served_requests(start, end)
-        .annotate(bucket=EpochBucket("recorded_at", step))
-        .order_by()
-        .values("bucket")
-        .annotate(**figures.HTTP_SUMS)
-    )
-
-
-def http_buckets(start: datetime, end: datetime, step: int) -> dict[int, figures.Sums]:
-    return {row.pop("bucket"): row for row in http_query(start, end, step)}
-
-
 def history(range_name: str, now: datetime) -> HistoryJSON:
     seconds, step = RANGES[range_name]
     start = now - timedelta(seconds=seconds)
     buckets = bucket_numbers(start, now, step)
-    ws = websocket_buckets(start, now, step)
-    http = http_buckets(start, now, step)
+    if range_name in ROLLED_UP:
+        ws, http = trends.trend_buckets(start, now, step)
+    else:
+        ws, http = trends.raw_buckets(start, now, step)
     t0, t1 = start.timestamp(), now.timestamp()
     series: HistorySeriesJSON = {
         "activeConnections": [],

@@ -23,6 +23,7 @@ from monitoring.models.samples import (
 )
 from monitoring.models.schedules import OnCallShift, Silence
 from monitoring.models.status import ComponentDay, MaintenanceWindow, PublicComponent
+from monitoring.models.trends import TrendRollup
 
 __all__ = [
     "AlertRule",
@@ -45,6 +46,7 @@ __all__ = [
     "SlowQuery",
     "SlowRequest",
     "SlowStatement",
+    "TrendRollup",
     "VenueScreenSample",
     "WebSocketSample",
     "Worker",
