@@ -202,3 +202,26 @@ def test_beat_rolls_up_the_trends() -> None:
     entries = django_settings.CELERY_BEAT_SCHEDULE.values()
     assert "monitoring.trend_rollup" in {entry["task"] for entry in entries}
     assert "monitoring.trend_rollup" in celery_app.tasks
+
+
+def test_a_deployment_started_inside_a_bucket_reads_as_itself_not_diluted() -> None:
+    # Started 10 minutes ago: two processes, 15 connections and 130 MB each, every 10 s.
+    now = HOUR_END + timedelta(minutes=20)
+    workers = [_worker("web-1"), _worker("web-2")]
+    rows = []
+    for worker in workers:
+        at = now - timedelta(minutes=10) + timedelta(seconds=10)
+        while at <= now:
+            sample = _ws(worker, at, 0)
+            sample.interval_seconds = 10
+            sample.active_connections = 15
+            sample.memory_rss_bytes = 130_000_000
+            rows.append(sample)
+            at += timedelta(seconds=10)
+    WebSocketSample.objects.bulk_create(rows)
+    for range_name in ("day", "week", "month"):
+        series = history(range_name, now)["series"]
+        # The last bucket (10 min, 1 h or 6 h) holds only these ten minutes.
+        assert series["activeConnections"][-1] == pytest.approx(30, abs=0.5), range_name
+        assert series["memoryMb"][-1] == pytest.approx(260, abs=1), range_name
+        assert series["messagesPerMinute"][-1] == pytest.approx(2 * 150 * 6, rel=0.02), range_name

@@ -200,8 +200,10 @@ def history(range_name: str, now: datetime) -> HistoryJSON:
         "httpServerErrorPercent": [],
         "queryAvgMs": [],
     }
+    began = trends.first_data(start, now)
+    t_data = t0 if began is None else max(t0, began)
     for bucket in buckets:
-        covered = _covered(bucket, step, t0, t1) or float(step)
+        covered = _covered(bucket, step, t_data, t1) or _covered(bucket, step, t0, t1) or step
         w, h = ws.get(bucket), http.get(bucket)
         series["activeConnections"].append(
             None if w is None else round(w["connection_seconds"] / covered, 2)

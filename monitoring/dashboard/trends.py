@@ -231,3 +231,28 @@ def prune_trend_rollups(
     cutoff = (now or timezone.now()) - timedelta(days=settings.TREND_RETENTION_DAYS)
     old = TrendRollup.objects.filter(ends_at__lt=cutoff)
     return delete_in_batches(old, dry_run=dry_run, max_batches=max_batches)
+
+
+def first_data(start: datetime, end: datetime) -> float | None:
+    """When the web processes began reporting within (start, end], in epoch seconds: an
+    hour-true answer from the rollups, a sample-true one from the samples. A bucket's
+    per-minute and time-weighted figures are over the part of it that has data, so a
+    deployment started ten minutes ago does not read as one sixth of itself over a
+    6-hour bucket."""
+    rolled = (
+        TrendRollup.objects.filter(ends_at__gt=start, ends_at__lte=end, ws_samples__gt=0)
+        .order_by("ends_at")
+        .values_list("ends_at", flat=True)
+        .first()
+    )
+    sample = (
+        figures.samples(start, end)
+        .order_by("recorded_at")
+        .values_list("recorded_at", "interval_seconds")
+        .first()
+    )
+    # The samples' answer while they reach back that far (the same whether or not the hour
+    # is rolled up yet); the rollups' where the samples were pruned.
+    if sample is not None and (rolled is None or sample[0] <= rolled):
+        return sample[0].timestamp() - sample[1]
+    return None if rolled is None else rolled.timestamp() - HOUR
