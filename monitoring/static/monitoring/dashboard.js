@@ -154,16 +154,22 @@
     $("components").replaceChildren(body);
   }
 
+  // One part that cannot draw (a figure missing during an outage) must not keep the others,
+  // or the "Live" state line, from updating.
+  function guarded(part, value) {
+    try { part(value); } catch (error) { console.error(error); }
+  }
+
   function onFrame(f) {
     frames += 1;
     lastFrameAt = Date.now();
-    if (f.live) { showLive(f.live); pushLive(f); }
-    showComponents(f.components);
-    showIncidents(f.incidents);
     var state = $("dash-state");
     state.className = "dash-state";
     state.replaceChildren(el("b", {}, [f.live ? "Live" : "Figures unavailable"]),
       " · updated " + clock(f.live ? f.live.timestamp : new Date().toISOString()));
+    if (f.live) { guarded(showLive, f.live); guarded(pushLive, f); }
+    guarded(showComponents, f.components);
+    guarded(showIncidents, f.incidents);
     root.dataset.frames = String(frames);
   }
 
