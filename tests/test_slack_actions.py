@@ -34,8 +34,14 @@ from monitoring.models import (
     Worker,
 )
 from notifications import delivery
-from notifications.local_slack import SlackServer
-from notifications.models import Destination, Notification, SlackRequestSeen, SlackUser
+from notifications.local_slack import Reply, SlackServer
+from notifications.models import (
+    Destination,
+    Notification,
+    SlackLinkSource,
+    SlackRequestSeen,
+    SlackUser,
+)
 from notifications.slack_requests import sign
 from notifications.tasks import respond
 
@@ -105,9 +111,14 @@ def open_incident(name: str = "Spike test") -> Incident:
 
 
 def make_user(name: str, slack_id: str, *perms: str) -> Any:
-    user = get_user_model().objects.create_user(name, f"{name}@example.com", "pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=perms))
+    user = unlinked_user(name, f"{name}@example.com", *perms)
     SlackUser.objects.create(user=user, slack_user_id=slack_id)
+    return user
+
+
+def unlinked_user(name: str, email: str, *perms: str, active: bool = True) -> Any:
+    user = get_user_model().objects.create_user(name, email, "pw", is_staff=True, is_active=active)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=perms))
     return user
 
 
@@ -345,7 +356,9 @@ def test_an_unlinked_slack_user_is_refused_ephemerally_logged_and_nothing_change
     with structlog.testing.capture_logs() as logs:
         signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk), user="U0STRANGER"))
     (refusal,) = [entry for entry in logs if entry["event"] == "slack_action_refused"]
-    assert (refusal["slack_user"], refusal["reason"]) == ("U0STRANGER", "unlinked")
+    assert refusal["slack_user"] == "U0STRANGER"
+    # Slack was asked (users.info) and knows no such member: nobody to match by e-mail.
+    assert refusal["reason"] == "unlinked: Slack refused the lookup"
     assert "response_url" not in str(refusal)
     incident.refresh_from_db()
     assert incident.acknowledged_at is None
@@ -353,6 +366,110 @@ def test_an_unlinked_slack_user_is_refused_ephemerally_logged_and_nothing_change
     assert note.startswith("You can't do that")
     delivery.drain(operations().pk)
     assert updates(slack_channels) == []
+
+
+def test_a_member_whose_confirmed_email_is_a_users_is_linked_once_and_acts(
+    slack_channels: SlackServer,
+) -> None:
+    fay = unlinked_user("fay", "fay@example.com", "change_incident")
+    slack_channels.add_member("U0FAY", "Fay@Example.COM")
+    incident = open_incident()
+    with structlog.testing.capture_logs() as logs:
+        signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk), user="U0FAY"))
+    incident.refresh_from_db()
+    assert incident.acknowledged_by == fay
+    link = SlackUser.objects.get(slack_user_id="U0FAY")
+    assert (link.user, link.linked_via) == (fay, SlackLinkSource.EMAIL)
+    (linked,) = [entry for entry in logs if entry["event"] == "slack_user_linked"]
+    assert (linked["slack_user"], linked["user"]) == ("U0FAY", fay.pk)
+    assert "fay@" not in str(logs).lower()  # ids only: the address is not logged
+    # Matched once: the next click finds the link and asks Slack nothing.
+    signed_post(Client(), click_body(Action.RESOLVE, str(incident.pk), user="U0FAY"))
+    incident.refresh_from_db()
+    assert incident.resolved_by == fay
+    assert slack_channels.lookups() == ["U0FAY"]
+    assert answers(slack_channels) == []
+
+
+def refused_link(slack: SlackServer, incident: Incident, member: str = "U0GUS") -> str:
+    """A click by an unlinked member: nothing changes, no link, and what they were told."""
+    with structlog.testing.capture_logs() as logs:
+        response = signed_post(
+            Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk), user=member)
+        )
+    assert response.status_code == 200
+    incident.refresh_from_db()
+    assert incident.acknowledged_at is None
+    assert not SlackUser.objects.filter(slack_user_id=member).exists()
+    (refusal,) = [entry for entry in logs if entry["event"] == "slack_action_refused"]
+    assert refusal["reason"].startswith("unlinked")
+    (note,) = answers(slack)
+    return note
+
+
+def test_an_unconfirmed_email_links_nobody(slack_channels: SlackServer) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident")
+    slack_channels.add_member("U0GUS", "gus@example.com", confirmed=False)
+    assert refused_link(slack_channels, open_incident()).startswith("You can't do that")
+    assert slack_channels.lookups() == ["U0GUS"]
+
+
+def test_an_email_two_users_share_links_neither(slack_channels: SlackServer) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident")
+    unlinked_user("gus2", "GUS@example.com", "change_incident")
+    slack_channels.add_member("U0GUS", "gus@example.com")
+    assert refused_link(slack_channels, open_incident()).startswith("You can't do that")
+
+
+def test_an_inactive_users_email_links_nobody(slack_channels: SlackServer) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident", active=False)
+    slack_channels.add_member("U0GUS", "gus@example.com")
+    assert refused_link(slack_channels, open_incident()).startswith("You can't do that")
+
+
+@pytest.mark.parametrize("kind", ["is_bot", "deleted", "guest"])
+def test_bots_deactivated_members_and_guests_are_never_matched_by_email(
+    slack_channels: SlackServer, kind: str
+) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident")
+    slack_channels.add_member("U0GUS", "gus@example.com", **{kind: True})
+    assert refused_link(slack_channels, open_incident()).startswith("You can't do that")
+
+
+def test_a_user_linked_to_another_member_is_not_taken_over_by_email(
+    slack_channels: SlackServer,
+) -> None:
+    make_user("gus", "U0GUSOLD", "change_incident")
+    slack_channels.add_member("U0GUS", "gus@example.com")
+    assert refused_link(slack_channels, open_incident()).startswith("You can't do that")
+    assert SlackUser.objects.get(user__username="gus").slack_user_id == "U0GUSOLD"
+
+
+def test_slack_answering_the_lookup_with_an_error_refuses_cleanly(
+    slack_channels: SlackServer,
+) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident")
+    incident = open_incident()
+    # Not a member Slack knows (user_not_found), then a missing scope.
+    assert refused_link(slack_channels, incident).startswith("You can't do that")
+    slack_channels.add_member("U0GUS", "gus@example.com")
+    slack_channels.fail_next(Reply.error("missing_scope"))
+    assert refused_link(slack_channels, incident).startswith("You can't do that")
+
+
+@pytest.mark.parametrize("failure", [Reply.drop(), Reply.status(503), Reply.hang(5)])
+def test_slack_unreachable_for_the_lookup_refuses_with_a_clear_note_in_time(
+    slack_channels: SlackServer, failure: Reply
+) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident")
+    slack_channels.add_member("U0GUS", "gus@example.com")
+    incident = open_incident()
+    slack_channels.fail_next(failure)
+    started = time.monotonic()
+    note = refused_link(slack_channels, incident)
+    assert note.startswith("Inkwave couldn't ask Slack who you are, so nothing changed")
+    # A hung users.info is given one second: the click is still answered within Slack's 3.
+    assert time.monotonic() - started < 2.5
 
 
 def test_a_linked_user_without_the_permission_is_refused(
