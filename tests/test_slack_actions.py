@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -18,7 +19,7 @@ import time_machine
 from celery import current_app
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.test import Client
 from django.utils import timezone
 
@@ -33,6 +34,7 @@ from monitoring.models import (
     WebSocketSample,
     Worker,
 )
+from monitoring.slackapp.views import DATABASE_DOWN
 from notifications import delivery
 from notifications.local_slack import Reply, SlackServer
 from notifications.models import (
@@ -44,6 +46,7 @@ from notifications.models import (
 )
 from notifications.slack_requests import sign
 from notifications.tasks import respond
+from tests.fakes import closed_port
 
 # Committed, as in production: a click's answers leave once its transaction commits.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -545,6 +548,85 @@ def test_two_people_clicking_at_once_one_wins_and_the_other_is_told(
     (update,) = updates(slack_channels)
     assert f"by {winner}" in update["text"]
     assert f"by {loser}" not in update["text"]
+
+
+# --- without a database ----------------------------------------------------------------------
+
+
+@contextmanager
+def database_unreachable() -> Iterator[None]:
+    """This thread's connection (and a pool of its own, waiting 1 s) aimed at a port nothing
+    listens on, as a database that went away; the real one back after."""
+    wrapper = connections["default"]
+    wrapper.close()
+    pools = type(wrapper)._connection_pools  # type: ignore[attr-defined]
+    saved_settings, saved_pool = wrapper.settings_dict, pools.pop(wrapper.alias, None)
+    options = {**saved_settings["OPTIONS"], "connect_timeout": 1}
+    if "pool" in options:
+        options["pool"] = {**options["pool"], "timeout": 1}
+    wrapper.settings_dict = {
+        **saved_settings,
+        "HOST": "127.0.0.1",
+        "PORT": closed_port(),
+        "OPTIONS": options,
+    }
+    try:
+        yield
+    finally:
+        wrapper.close()
+        dead = pools.pop(wrapper.alias, None)
+        if dead is not None:
+            dead.close()
+        wrapper.settings_dict = saved_settings
+        if saved_pool is not None:
+            pools[wrapper.alias] = saved_pool
+
+
+def test_a_click_without_a_database_gets_a_note_through_its_response_url_not_a_500(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    incident = open_incident()
+    body = click_body(Action.ACKNOWLEDGE, str(incident.pk))
+    with structlog.testing.capture_logs() as logs, database_unreachable():
+        response = signed_post(Client(), body)
+    assert response.status_code == 200
+    assert response.content == b""
+    assert DATABASE_DOWN.startswith("Inkwave can't reach its database")
+    assert answers(slack_channels) == [DATABASE_DOWN]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "slack_request_without_database"
+    ]
+    incident.refresh_from_db()
+    assert incident.acknowledged_at is None
+    # The signature was checked, not recorded: once the database is back, the same click
+    # (still within its five minutes) is taken.
+    assert not SlackRequestSeen.objects.exists()
+    assert signed_post(Client(), body).status_code == 200
+    incident.refresh_from_db()
+    assert incident.acknowledged_by == ana
+
+
+def test_a_forged_click_without_a_database_is_still_refused_and_never_answered(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    body = click_body(Action.ACKNOWLEDGE, "1")
+    with database_unreachable():
+        assert signed_post(Client(), body, secret="not-the-secret").status_code == 401
+    assert answers(slack_channels) == []
+
+
+def test_a_command_without_a_database_gets_the_note_not_a_500(
+    slack_channels: SlackServer,
+) -> None:
+    start = slack_channels.count()
+    with database_unreachable():
+        response = command("status")
+    assert (response.status_code, response.content) == (200, b"")
+    for name, args in published():
+        if name == "notifications.respond":
+            respond(*args)
+    (note,) = [p.body for p in slack_channels.posts_from(start) if p.path.startswith("/commands/")]
+    assert (note["response_type"], note["text"]) == ("ephemeral", DATABASE_DOWN)
 
 
 # --- the signature, and what an attacker may send --------------------------------------------
