@@ -81,8 +81,14 @@ def operations() -> Destination:
     return Destination.objects.get(name="operations")
 
 
-def open_incident(name: str = "Spike test") -> Incident:
+def open_incident(name: str = "Spike test", **rule: Any) -> Incident:
     """A real incident: a rule over its threshold, one evaluation, its post sent to Slack."""
+    fields = {
+        "severity": "warning",
+        "repeat_interval_seconds": 0,
+        "escalation_delay_seconds": 0,
+        **rule,
+    }
     AlertRule.objects.create(
         name=name,
         metric="ws.new_connections_per_minute",
@@ -91,14 +97,20 @@ def open_incident(name: str = "Spike test") -> Incident:
         window_seconds=60,
         pending_seconds=0,
         clear_seconds=0,
-        severity="warning",
-        repeat_interval_seconds=0,
-        escalation_delay_seconds=0,
+        **fields,
     )
+    evaluate()
+    delivery.drain(operations().pk)
+    return Incident.objects.select_related("rule").get(title=name)
+
+
+def evaluate() -> None:
+    """One evaluation cycle over a fresh sample above the threshold, and its posts sent."""
     now = timezone.now()
-    worker, _ = Worker.objects.get_or_create(
+    worker, _ = Worker.objects.update_or_create(
         name="web-1",
-        defaults={
+        defaults={"hostname": "h", "pid": 1, "last_seen_at": now},
+        create_defaults={
             "hostname": "h",
             "pid": 1,
             "started_at": now - timedelta(hours=1),
@@ -110,7 +122,6 @@ def open_incident(name: str = "Spike test") -> Incident:
     )
     run_cycle()
     delivery.drain(operations().pk)
-    return Incident.objects.select_related("rule").get(title=name)
 
 
 def make_user(name: str, slack_id: str, *perms: str) -> Any:
@@ -317,6 +328,42 @@ def test_resolve_from_slack_resolves_and_drops_every_button(
     replies = [p for p in slack_channels.posts if p.body.get("thread_ts")]
     assert replies
     assert replies[0].body["text"].startswith("✅ Resolved by ana")
+
+
+def test_a_click_updates_the_escalation_reply_too_so_no_stale_buttons_are_left(
+    slack_channels: SlackServer, ana: Any, clock: Any
+) -> None:
+    incident = open_incident(severity="critical", escalation_delay_seconds=60)
+    clock.shift(120)
+    evaluate()
+    post = Notification.objects.get(destination__name="operations", thread_parent=None)
+    escalation = Notification.objects.get(thread_parent=post, text__startswith="🚨")
+    sent = next(p for p in slack_channels.posts if p.ts == escalation.slack_ts)
+    assert sent.body["reply_broadcast"] is True  # shown in the channel: it is acted on there
+    assert action_ids(sent.body["blocks"]) == [a.value for a in Action]
+
+    signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk)))
+    delivery.drain(operations().pk)
+    edited = {u["ts"]: u for u in updates(slack_channels)}
+    assert set(edited) == {post.slack_ts, escalation.slack_ts}
+    for update in edited.values():
+        assert action_ids(update["blocks"]) == [
+            Action.RESOLVE,
+            Action.SILENCE_HOUR,
+            Action.SILENCE_MORNING,
+        ]
+    # The escalation says what it said (how long it had fired, nobody on call), and now who
+    # acknowledged it.
+    again = edited[escalation.slack_ts]
+    assert again["text"].startswith(escalation.text.split("\n")[0])
+    assert "nobody is on call" in again["blocks"][0]["text"]["text"]
+    assert "Acknowledged: by ana" in again["text"]
+
+    signed_post(Client(), click_body(Action.RESOLVE, str(incident.pk)))
+    delivery.drain(operations().pk)
+    last = {u["ts"]: u for u in updates(slack_channels)[2:]}
+    assert set(last) == {post.slack_ts, escalation.slack_ts}
+    assert all(action_ids(u["blocks"]) == [] for u in last.values())
 
 
 def test_silence_until_tomorrow_morning_is_09_00_in_the_operators_time_zone(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TypedDict
 
 from django.utils import timezone
 
@@ -167,6 +168,18 @@ def reminder(incident: Incident) -> Composed:
 
 
 def escalation(incident: Incident, shift: OnCallShift | None) -> Composed:
+    return escalation_again(incident, escalation_head(incident, shift))
+
+
+class EscalationHead(TypedDict):
+    """What an escalation said when it was sent, kept in its row's context: edits in place
+    (the incident acknowledged, resolved or silenced) keep it and renew the rest."""
+
+    header: str
+    text: str  # mrkdwn, escaped when it was composed
+
+
+def escalation_head(incident: Incident, shift: OnCallShift | None) -> EscalationHead:
     open_for = duration((timezone.now() - incident.opened_at).total_seconds())
     if shift is None:
         # Nobody to page is itself an emergency: said first, in the header.
@@ -186,11 +199,18 @@ def escalation(incident: Incident, shift: OnCallShift | None) -> Composed:
             open_for,
             shift.mention,
         )
+    return {"header": header, "text": text}
+
+
+def escalation_again(incident: Incident, head: EscalationHead) -> Composed:
+    """The escalation with the incident as it is now: its state, and the buttons that still
+    apply (none once it is resolved)."""
+    text = Mrkdwn(head["text"])
     detail = _single(incident)
     # detail.text was escaped by fit() above.
     return fit(
         Mrkdwn(f"{text}\n{detail.text}"),
-        [header_block(header), section_block(text), *detail.blocks[1:]],
+        [header_block(head["header"]), section_block(text), *detail.blocks[1:]],
     )
 
 
