@@ -23,6 +23,7 @@ from django.db import close_old_connections, connections
 from django.test import Client
 from django.utils import timezone
 
+from monitoring.alerting import messages
 from monitoring.alerting.buttons import Action
 from monitoring.alerting.engine import run_cycle
 from monitoring.models import (
@@ -36,14 +37,18 @@ from monitoring.models import (
 )
 from monitoring.slackapp.views import DATABASE_DOWN
 from notifications import delivery
+from notifications.formatting import MARKER
 from notifications.local_slack import Reply, SlackServer
 from notifications.models import (
     Destination,
     Notification,
+    NotificationKind,
     SlackLinkSource,
     SlackRequestSeen,
     SlackUser,
 )
+from notifications.outbox import enqueue
+from notifications.slack import SlackMessage, webhook_payload
 from notifications.slack_requests import sign
 from notifications.tasks import respond
 from tests.fakes import closed_port
@@ -394,6 +399,45 @@ def test_silence_for_an_hour_holds_the_alerts_notifications_for_an_hour(
     assert silence.starts_at is not None
     assert silence.ends_at - silence.starts_at == timedelta(hours=1)
     assert silence.active_at(timezone.now())
+
+
+def test_a_group_of_30_alerts_stays_within_slacks_50_blocks_and_says_how_many_more(
+    slack_channels: SlackServer,
+) -> None:
+    rule = AlertRule.objects.create(
+        name="Venue errors", metric="ws.error_rate", threshold=0.05, severity="warning"
+    )
+    now = timezone.now()
+    group = [
+        Incident.objects.create(
+            rule=rule,
+            scope=f"venue-{n:02d}",
+            title=f"Venue errors at venue-{n:02d}",
+            severity="warning",
+            opened_at=now,
+            last_seen_at=now,
+            first_value=0.1,
+            peak_value=0.1,
+            last_value=0.1,
+        )
+        for n in range(30)
+    ]
+    message = messages.incident_message(group)
+    (row,) = enqueue(NotificationKind.WEBSOCKET_ALERT, message, destinations=[operations()])
+    delivery.drain(operations().pk)
+    (post,) = [p for p in slack_channels.posts if p.path == "/api/chat.postMessage"]
+    blocks = post.body["blocks"]
+    assert len(blocks) <= 50
+    rows = [b for b in blocks if b["type"] == "actions"]
+    assert len(rows) == messages.MAX_MEMBERS_WITH_BUTTONS
+    text = json.dumps(blocks)
+    assert f"and {30 - messages.MAX_MEMBERS_WITH_BUTTONS} more firing without buttons" in text
+    assert "/inkwave incidents" in text
+    # Every member is still named, those without buttons in one list.
+    assert all(f"venue-{n:02d}" in text for n in range(30))
+    assert MARKER not in text
+    # A webhook's copy (the admin note in place of each button row) fits as well.
+    assert len(webhook_payload(SlackMessage(text=row.text, blocks=row.blocks))["blocks"]) <= 50
 
 
 # --- who may act -----------------------------------------------------------------------------

@@ -71,11 +71,29 @@ def incident_message(incidents: Sequence[Incident]) -> Composed:
     lines = [_line(i) for i in ordered]
     now = timezone.now()
     blocks = [header_block(title)]
-    for incident, line in zip(ordered, lines, strict=True):
+    # Each member with buttons takes three blocks (its line, its buttons, the note that
+    # stands in for them on a webhook); Slack takes 50 in a message. The first members, the
+    # worst firing ones, get theirs; the rest are listed together.
+    shown = MAX_MEMBERS_WITH_BUTTONS
+    for incident, line in zip(ordered[:shown], lines[:shown], strict=True):
         blocks.append(section_block(line))
         blocks.extend(buttons.incident_blocks(incident, now))
+    if lines[shown:]:
+        blocks.append(section_block("\n".join(lines[shown:])))
+        more = sum(1 for i in ordered[shown:] if i.is_open)
+        if more:
+            blocks.append(
+                context_block(
+                    f"and {more} more firing without buttons here — /inkwave incidents (or the "
+                    "admin) to act on them"
+                )
+            )
     blocks.append(context_block(f"Opened {utc_time(min(i.opened_at for i in incidents))}"))
     return fit("\n".join([title, *lines]), blocks)
+
+
+# Members of a group message that get a button row each: 1 + 3 x 12 + 3 blocks, within 50.
+MAX_MEMBERS_WITH_BUTTONS = 12
 
 
 _RANK: dict[str, int] = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
