@@ -228,7 +228,9 @@ class SlackUserAdmin(admin.ModelAdmin):
     """Who may act from Slack: a click or /inkwave command carries the linked user's
     permissions (acknowledge and resolve: change incident; silence: add silence)."""
 
-    list_display = ["user", "slack_user_id"]
+    list_display = ["user", "slack_user_id", "linked_via", "linked_at"]
+    list_filter = ["linked_via"]
+    readonly_fields = ["linked_via", "linked_at"]
     list_select_related = ["user"]
     search_fields = ["user__username", "user__email", "slack_user_id"]
     raw_id_fields = ["user"]

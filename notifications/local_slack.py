@@ -1,6 +1,6 @@
 """A local Slack stand-in for tests, benchmarks and demos: an HTTP server on 127.0.0.1 that
-speaks the Slack Web API (chat.postMessage, chat.update), the incoming-webhook protocol and
-the response_url of clicks and slash commands (posts to /actions/...),
+speaks the Slack Web API (chat.postMessage, chat.update, users.info), the incoming-webhook
+protocol and the response_url of clicks and slash commands (posts to /actions/...),
 records what it accepts, and can be told to fail the way Slack fails.
 
     with SlackServer() as slack:
@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 TOKEN = "xoxb-test-token"  # noqa: S105 (the stand-in's fixed bot token, not a secret)
 
@@ -76,6 +76,8 @@ class SlackState:
     counter: int = 0
     request_started: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    # The workspace's members, as users.info answers them (by member id).
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -85,10 +87,17 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:
-        state = self.server.state
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length).decode()
-        body = self._parse(raw)
+        self._serve(self.path, self._parse(raw))
+
+    def do_GET(self) -> None:
+        # users.info is a GET with its arguments in the query string (slack_sdk sends it so).
+        parts = urlsplit(self.path)
+        self._serve(parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()})
+
+    def _serve(self, path: str, body: dict[str, Any]) -> None:
+        state = self.server.state
         state.request_started.set()
         with state.lock:
             reply = (
@@ -107,16 +116,20 @@ class _Handler(BaseHTTPRequestHandler):
             reply = Reply.ok()
         # Incoming webhooks, and the response_url of a click or a command: the URL is the
         # credential, no token is sent.
-        webhook = self.path.startswith(("/services/", "/actions/", "/commands/"))
+        webhook = path.startswith(("/services/", "/actions/", "/commands/"))
         if not webhook and self.headers.get("Authorization") != f"Bearer {TOKEN}":
             reply = Reply.error("invalid_auth")
         if reply.kind == "ok":
             with state.lock:
                 state.counter += 1
                 ts = f"{1700000000 + state.counter}.{state.counter:06d}"
-                state.posts.append(Post(self.path, body, time.time(), ts))
+                state.posts.append(Post(path, body, time.time(), ts))
+                member = state.users.get(body.get("user", ""))
             if webhook:
                 self._send(200, "ok", "text/plain")
+            elif path.endswith("/users.info"):
+                found = {"ok": True, "user": member} if member else None
+                self._send(200, json.dumps(found or {"ok": False, "error": "user_not_found"}))
             else:
                 channel = body.get("channel", "")
                 self._send(
@@ -217,6 +230,35 @@ class SlackServer:
     def count(self) -> int:
         with self.state.lock:
             return len(self.state.posts)
+
+    def add_member(
+        self,
+        member_id: str,
+        email: str,
+        *,
+        confirmed: bool = True,
+        is_bot: bool = False,
+        deleted: bool = False,
+        guest: bool = False,
+    ) -> None:
+        """A workspace member, as users.info describes one (with the users:read.email scope)."""
+        with self.state.lock:
+            self.state.users[member_id] = {
+                "id": member_id,
+                "team_id": "T000",
+                "name": email.partition("@")[0],
+                "deleted": deleted,
+                "is_bot": is_bot,
+                "is_app_user": False,
+                "is_restricted": guest,
+                "is_ultra_restricted": False,
+                "is_email_confirmed": confirmed,
+                "profile": {"email": email, "real_name": email.partition("@")[0]},
+            }
+
+    def lookups(self) -> list[str]:
+        """The member ids users.info was asked about, in order."""
+        return [p.body.get("user", "") for p in self.posts if p.path.endswith("/users.info")]
 
     def fail_next(self, *replies: Reply) -> None:
         with self.state.lock:

@@ -283,9 +283,15 @@ class ReportRun(models.Model):
         return self.key
 
 
+class SlackLinkSource(models.TextChoices):
+    ADMIN = "admin", "Set in the admin"
+    EMAIL = "email", "Matched by confirmed e-mail"
+
+
 class SlackUser(models.Model):
     """Who a Slack member is here: the Django user whose permissions their clicks and
-    commands carry. Set in the admin; nobody acts from Slack without one."""
+    commands carry. Set in the admin, or matched once by the e-mail Slack has confirmed
+    (notifications.slack_users); nobody acts from Slack without one."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="slack_user"
@@ -301,6 +307,13 @@ class SlackUser(models.Model):
         ],
         help_text="In Slack: the person's profile → ⋮ → Copy member ID (e.g. U024BE7LH).",
     )
+    linked_via = models.CharField(
+        max_length=8,
+        choices=SlackLinkSource.choices,
+        default=SlackLinkSource.ADMIN,
+        editable=False,
+    )
+    linked_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         verbose_name = "Slack user"

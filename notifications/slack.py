@@ -38,6 +38,8 @@ PERMANENT_API_ERRORS = frozenset(
         "message_not_found",
         "cant_update_message",
         "edit_window_closed",
+        "user_not_found",
+        "user_not_visible",
     }
 )
 PERMANENT_WEBHOOK_STATUSES = frozenset({400, 403, 404, 410})
@@ -78,6 +80,24 @@ class SlackMessage:
 class Delivered:
     ts: str
     channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlackMember:
+    """What users.info says of a member: enough to decide whether their e-mail vouches for
+    them (see notifications.slack_users)."""
+
+    id: str
+    email: str  # "" without the users:read.email scope, or for a bot
+    email_confirmed: bool
+    is_bot: bool
+    deleted: bool
+    guest: bool  # a single- or multi-channel guest (is_restricted / is_ultra_restricted)
+
+
+# users.info is asked while a click waits for its answer, and Slack gives a click 3 s: the
+# lookup gets one second (a lookup is made once per member; see notifications.slack_users).
+LOOKUP_TIMEOUT_SECONDS = 1
 
 
 def payload(message: SlackMessage) -> dict[str, Any]:
@@ -249,6 +269,41 @@ class SlackTransport:
             error,
             permanent=response.status_code in PERMANENT_WEBHOOK_STATUSES,
             http_status=response.status_code,
+        )
+
+    def member(self, user_id: str) -> SlackMember:
+        """users.info of one member, within LOOKUP_TIMEOUT_SECONDS; TransportError otherwise
+        (permanent for user_not_found, missing_scope and the like)."""
+        client = WebClient(
+            token=self.token,
+            base_url=self.api_url,
+            timeout=min(self.timeout, LOOKUP_TIMEOUT_SECONDS),
+            retry_handlers=[],
+        )
+        try:
+            response = client.users_info(user=user_id)
+        except SlackApiError as exc:
+            data = exc.response.data if isinstance(exc.response.data, dict) else {}
+            raise _classify(
+                exc.response.status_code,
+                _error_code(str(data.get("error", ""))),
+                exc.response.headers,
+            ) from exc
+        except (SlackRequestError, OSError, TimeoutError) as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        user = response.get("user")
+        if not isinstance(user, dict) or user.get("id") != user_id:
+            raise TransportError("users.info: no such user in the answer", permanent=True)
+        profile = user.get("profile")
+        email = profile.get("email") if isinstance(profile, dict) else None
+        return SlackMember(
+            id=user_id,
+            email=email.strip() if isinstance(email, str) else "",
+            # Only a literal true vouches for the address: absent or odd means no.
+            email_confirmed=user.get("is_email_confirmed") is True,
+            is_bot=user.get("is_bot") is not False or bool(user.get("is_app_user")),
+            deleted=user.get("deleted") is not False,
+            guest=bool(user.get("is_restricted") or user.get("is_ultra_restricted")),
         )
 
     def respond(self, response_url: str, body: dict[str, Any]) -> None:

@@ -45,13 +45,9 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
 
 
-def signature_problem(
-    body: bytes, headers: Mapping[str, str], *, secret: str, now: datetime
-) -> str:
-    """Why this request is not Slack's, or "" when it is (and was not seen before).
-
-    Reads nothing but the two headers and the raw bytes; records the signature when taken.
-    """
+def forgery_problem(body: bytes, headers: Mapping[str, str], *, secret: str, now: datetime) -> str:
+    """Why this request was not signed by Slack just now, or "" when it was. Reads nothing
+    but the two headers and the raw bytes, and no database."""
     if not secret:
         return "no signing secret configured"
     timestamp = headers.get("X-Slack-Request-Timestamp", "")
@@ -65,9 +61,13 @@ def signature_problem(
     expected = sign(secret, timestamp, body)
     if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
         return "bad signature"
-    if not _first_sight(expected, now):
-        return "replayed"
     return ""
+
+
+def first_sight(headers: Mapping[str, str], now: datetime) -> bool:
+    """Records the signature of a request `forgery_problem` took; False if it was recorded
+    before (a replay). The database write: it raises when there is no database."""
+    return _first_sight(headers.get("X-Slack-Signature", ""), now)
 
 
 def _first_sight(signature: str, now: datetime) -> bool:
@@ -174,12 +174,22 @@ def block_actions(body: bytes) -> BlockActionsJSON:
     }
 
 
-def answer_later(response_url: str, text: str) -> None:
-    """An ephemeral note to whoever clicked, sent by a worker once this transaction commits
-    (Slack has its answer by then: a click's HTTP answer carries no message)."""
-    body = {
+def _note(text: str) -> dict[str, Any]:
+    return {
         "response_type": "ephemeral",
         "replace_original": False,
         "text": escape_text(text, MAX_NOTE, multiline=True),
     }
+
+
+def answer_later(response_url: str, text: str) -> None:
+    """An ephemeral note to whoever clicked, sent by a worker once this transaction commits
+    (Slack has its answer by then: a click's HTTP answer carries no message)."""
+    body = _note(text)
     transaction.on_commit(lambda: publish_task("notifications.respond", (response_url, body)))
+
+
+def answer_now(response_url: str, text: str) -> None:
+    """`answer_later` without the transaction: for when there is no database to commit to
+    (asking Django whether a transaction is open would try to connect)."""
+    publish_task("notifications.respond", (response_url, _note(text)))

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -18,10 +19,11 @@ import time_machine
 from celery import current_app
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.test import Client
 from django.utils import timezone
 
+from monitoring.alerting import messages
 from monitoring.alerting.buttons import Action
 from monitoring.alerting.engine import run_cycle
 from monitoring.models import (
@@ -33,11 +35,23 @@ from monitoring.models import (
     WebSocketSample,
     Worker,
 )
+from monitoring.slackapp.views import DATABASE_DOWN
 from notifications import delivery
-from notifications.local_slack import SlackServer
-from notifications.models import Destination, Notification, SlackRequestSeen, SlackUser
+from notifications.formatting import MARKER
+from notifications.local_slack import Reply, SlackServer
+from notifications.models import (
+    Destination,
+    Notification,
+    NotificationKind,
+    SlackLinkSource,
+    SlackRequestSeen,
+    SlackUser,
+)
+from notifications.outbox import enqueue
+from notifications.slack import SlackMessage, webhook_payload
 from notifications.slack_requests import sign
 from notifications.tasks import respond
+from tests.fakes import closed_port
 
 # Committed, as in production: a click's answers leave once its transaction commits.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -72,8 +86,14 @@ def operations() -> Destination:
     return Destination.objects.get(name="operations")
 
 
-def open_incident(name: str = "Spike test") -> Incident:
+def open_incident(name: str = "Spike test", **rule: Any) -> Incident:
     """A real incident: a rule over its threshold, one evaluation, its post sent to Slack."""
+    fields = {
+        "severity": "warning",
+        "repeat_interval_seconds": 0,
+        "escalation_delay_seconds": 0,
+        **rule,
+    }
     AlertRule.objects.create(
         name=name,
         metric="ws.new_connections_per_minute",
@@ -82,14 +102,20 @@ def open_incident(name: str = "Spike test") -> Incident:
         window_seconds=60,
         pending_seconds=0,
         clear_seconds=0,
-        severity="warning",
-        repeat_interval_seconds=0,
-        escalation_delay_seconds=0,
+        **fields,
     )
+    evaluate()
+    delivery.drain(operations().pk)
+    return Incident.objects.select_related("rule").get(title=name)
+
+
+def evaluate() -> None:
+    """One evaluation cycle over a fresh sample above the threshold, and its posts sent."""
     now = timezone.now()
-    worker, _ = Worker.objects.get_or_create(
+    worker, _ = Worker.objects.update_or_create(
         name="web-1",
-        defaults={
+        defaults={"hostname": "h", "pid": 1, "last_seen_at": now},
+        create_defaults={
             "hostname": "h",
             "pid": 1,
             "started_at": now - timedelta(hours=1),
@@ -101,13 +127,17 @@ def open_incident(name: str = "Spike test") -> Incident:
     )
     run_cycle()
     delivery.drain(operations().pk)
-    return Incident.objects.select_related("rule").get(title=name)
 
 
 def make_user(name: str, slack_id: str, *perms: str) -> Any:
-    user = get_user_model().objects.create_user(name, f"{name}@example.com", "pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__in=perms))
+    user = unlinked_user(name, f"{name}@example.com", *perms)
     SlackUser.objects.create(user=user, slack_user_id=slack_id)
+    return user
+
+
+def unlinked_user(name: str, email: str, *perms: str, active: bool = True) -> Any:
+    user = get_user_model().objects.create_user(name, email, "pw", is_staff=True, is_active=active)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=perms))
     return user
 
 
@@ -305,6 +335,42 @@ def test_resolve_from_slack_resolves_and_drops_every_button(
     assert replies[0].body["text"].startswith("✅ Resolved by ana")
 
 
+def test_a_click_updates_the_escalation_reply_too_so_no_stale_buttons_are_left(
+    slack_channels: SlackServer, ana: Any, clock: Any
+) -> None:
+    incident = open_incident(severity="critical", escalation_delay_seconds=60)
+    clock.shift(120)
+    evaluate()
+    post = Notification.objects.get(destination__name="operations", thread_parent=None)
+    escalation = Notification.objects.get(thread_parent=post, text__startswith="🚨")
+    sent = next(p for p in slack_channels.posts if p.ts == escalation.slack_ts)
+    assert sent.body["reply_broadcast"] is True  # shown in the channel: it is acted on there
+    assert action_ids(sent.body["blocks"]) == [a.value for a in Action]
+
+    signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk)))
+    delivery.drain(operations().pk)
+    edited = {u["ts"]: u for u in updates(slack_channels)}
+    assert set(edited) == {post.slack_ts, escalation.slack_ts}
+    for update in edited.values():
+        assert action_ids(update["blocks"]) == [
+            Action.RESOLVE,
+            Action.SILENCE_HOUR,
+            Action.SILENCE_MORNING,
+        ]
+    # The escalation says what it said (how long it had fired, nobody on call), and now who
+    # acknowledged it.
+    again = edited[escalation.slack_ts]
+    assert again["text"].startswith(escalation.text.split("\n")[0])
+    assert "nobody is on call" in again["blocks"][0]["text"]["text"]
+    assert "Acknowledged: by ana" in again["text"]
+
+    signed_post(Client(), click_body(Action.RESOLVE, str(incident.pk)))
+    delivery.drain(operations().pk)
+    last = {u["ts"]: u for u in updates(slack_channels)[2:]}
+    assert set(last) == {post.slack_ts, escalation.slack_ts}
+    assert all(action_ids(u["blocks"]) == [] for u in last.values())
+
+
 def test_silence_until_tomorrow_morning_is_09_00_in_the_operators_time_zone(
     slack_channels: SlackServer, ana: Any
 ) -> None:
@@ -335,6 +401,45 @@ def test_silence_for_an_hour_holds_the_alerts_notifications_for_an_hour(
     assert silence.active_at(timezone.now())
 
 
+def test_a_group_of_30_alerts_stays_within_slacks_50_blocks_and_says_how_many_more(
+    slack_channels: SlackServer,
+) -> None:
+    rule = AlertRule.objects.create(
+        name="Venue errors", metric="ws.error_rate", threshold=0.05, severity="warning"
+    )
+    now = timezone.now()
+    group = [
+        Incident.objects.create(
+            rule=rule,
+            scope=f"venue-{n:02d}",
+            title=f"Venue errors at venue-{n:02d}",
+            severity="warning",
+            opened_at=now,
+            last_seen_at=now,
+            first_value=0.1,
+            peak_value=0.1,
+            last_value=0.1,
+        )
+        for n in range(30)
+    ]
+    message = messages.incident_message(group)
+    (row,) = enqueue(NotificationKind.WEBSOCKET_ALERT, message, destinations=[operations()])
+    delivery.drain(operations().pk)
+    (post,) = [p for p in slack_channels.posts if p.path == "/api/chat.postMessage"]
+    blocks = post.body["blocks"]
+    assert len(blocks) <= 50
+    rows = [b for b in blocks if b["type"] == "actions"]
+    assert len(rows) == messages.MAX_MEMBERS_WITH_BUTTONS
+    text = json.dumps(blocks)
+    assert f"and {30 - messages.MAX_MEMBERS_WITH_BUTTONS} more firing without buttons" in text
+    assert "/inkwave incidents" in text
+    # Every member is still named, those without buttons in one list.
+    assert all(f"venue-{n:02d}" in text for n in range(30))
+    assert MARKER not in text
+    # A webhook's copy (the admin note in place of each button row) fits as well.
+    assert len(webhook_payload(SlackMessage(text=row.text, blocks=row.blocks))["blocks"]) <= 50
+
+
 # --- who may act -----------------------------------------------------------------------------
 
 
@@ -345,7 +450,9 @@ def test_an_unlinked_slack_user_is_refused_ephemerally_logged_and_nothing_change
     with structlog.testing.capture_logs() as logs:
         signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk), user="U0STRANGER"))
     (refusal,) = [entry for entry in logs if entry["event"] == "slack_action_refused"]
-    assert (refusal["slack_user"], refusal["reason"]) == ("U0STRANGER", "unlinked")
+    assert refusal["slack_user"] == "U0STRANGER"
+    # Slack was asked (users.info) and knows no such member: nobody to match by e-mail.
+    assert refusal["reason"] == "unlinked: Slack refused the lookup"
     assert "response_url" not in str(refusal)
     incident.refresh_from_db()
     assert incident.acknowledged_at is None
@@ -353,6 +460,110 @@ def test_an_unlinked_slack_user_is_refused_ephemerally_logged_and_nothing_change
     assert note.startswith("You can't do that")
     delivery.drain(operations().pk)
     assert updates(slack_channels) == []
+
+
+def test_a_member_whose_confirmed_email_is_a_users_is_linked_once_and_acts(
+    slack_channels: SlackServer,
+) -> None:
+    fay = unlinked_user("fay", "fay@example.com", "change_incident")
+    slack_channels.add_member("U0FAY", "Fay@Example.COM")
+    incident = open_incident()
+    with structlog.testing.capture_logs() as logs:
+        signed_post(Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk), user="U0FAY"))
+    incident.refresh_from_db()
+    assert incident.acknowledged_by == fay
+    link = SlackUser.objects.get(slack_user_id="U0FAY")
+    assert (link.user, link.linked_via) == (fay, SlackLinkSource.EMAIL)
+    (linked,) = [entry for entry in logs if entry["event"] == "slack_user_linked"]
+    assert (linked["slack_user"], linked["user"]) == ("U0FAY", fay.pk)
+    assert "fay@" not in str(logs).lower()  # ids only: the address is not logged
+    # Matched once: the next click finds the link and asks Slack nothing.
+    signed_post(Client(), click_body(Action.RESOLVE, str(incident.pk), user="U0FAY"))
+    incident.refresh_from_db()
+    assert incident.resolved_by == fay
+    assert slack_channels.lookups() == ["U0FAY"]
+    assert answers(slack_channels) == []
+
+
+def refused_link(slack: SlackServer, incident: Incident, member: str = "U0GUS") -> str:
+    """A click by an unlinked member: nothing changes, no link, and what they were told."""
+    with structlog.testing.capture_logs() as logs:
+        response = signed_post(
+            Client(), click_body(Action.ACKNOWLEDGE, str(incident.pk), user=member)
+        )
+    assert response.status_code == 200
+    incident.refresh_from_db()
+    assert incident.acknowledged_at is None
+    assert not SlackUser.objects.filter(slack_user_id=member).exists()
+    (refusal,) = [entry for entry in logs if entry["event"] == "slack_action_refused"]
+    assert refusal["reason"].startswith("unlinked")
+    (note,) = answers(slack)
+    return note
+
+
+def test_an_unconfirmed_email_links_nobody(slack_channels: SlackServer) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident")
+    slack_channels.add_member("U0GUS", "gus@example.com", confirmed=False)
+    assert refused_link(slack_channels, open_incident()).startswith("You can't do that")
+    assert slack_channels.lookups() == ["U0GUS"]
+
+
+def test_an_email_two_users_share_links_neither(slack_channels: SlackServer) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident")
+    unlinked_user("gus2", "GUS@example.com", "change_incident")
+    slack_channels.add_member("U0GUS", "gus@example.com")
+    assert refused_link(slack_channels, open_incident()).startswith("You can't do that")
+
+
+def test_an_inactive_users_email_links_nobody(slack_channels: SlackServer) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident", active=False)
+    slack_channels.add_member("U0GUS", "gus@example.com")
+    assert refused_link(slack_channels, open_incident()).startswith("You can't do that")
+
+
+@pytest.mark.parametrize("kind", ["is_bot", "deleted", "guest"])
+def test_bots_deactivated_members_and_guests_are_never_matched_by_email(
+    slack_channels: SlackServer, kind: str
+) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident")
+    slack_channels.add_member("U0GUS", "gus@example.com", **{kind: True})
+    assert refused_link(slack_channels, open_incident()).startswith("You can't do that")
+
+
+def test_a_user_linked_to_another_member_is_not_taken_over_by_email(
+    slack_channels: SlackServer,
+) -> None:
+    make_user("gus", "U0GUSOLD", "change_incident")
+    slack_channels.add_member("U0GUS", "gus@example.com")
+    assert refused_link(slack_channels, open_incident()).startswith("You can't do that")
+    assert SlackUser.objects.get(user__username="gus").slack_user_id == "U0GUSOLD"
+
+
+def test_slack_answering_the_lookup_with_an_error_refuses_cleanly(
+    slack_channels: SlackServer,
+) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident")
+    incident = open_incident()
+    # Not a member Slack knows (user_not_found), then a missing scope.
+    assert refused_link(slack_channels, incident).startswith("You can't do that")
+    slack_channels.add_member("U0GUS", "gus@example.com")
+    slack_channels.fail_next(Reply.error("missing_scope"))
+    assert refused_link(slack_channels, incident).startswith("You can't do that")
+
+
+@pytest.mark.parametrize("failure", [Reply.drop(), Reply.status(503), Reply.hang(5)])
+def test_slack_unreachable_for_the_lookup_refuses_with_a_clear_note_in_time(
+    slack_channels: SlackServer, failure: Reply
+) -> None:
+    unlinked_user("gus", "gus@example.com", "change_incident")
+    slack_channels.add_member("U0GUS", "gus@example.com")
+    incident = open_incident()
+    slack_channels.fail_next(failure)
+    started = time.monotonic()
+    note = refused_link(slack_channels, incident)
+    assert note.startswith("Inkwave couldn't ask Slack who you are, so nothing changed")
+    # A hung users.info is given one second: the click is still answered within Slack's 3.
+    assert time.monotonic() - started < 2.5
 
 
 def test_a_linked_user_without_the_permission_is_refused(
@@ -428,6 +639,85 @@ def test_two_people_clicking_at_once_one_wins_and_the_other_is_told(
     (update,) = updates(slack_channels)
     assert f"by {winner}" in update["text"]
     assert f"by {loser}" not in update["text"]
+
+
+# --- without a database ----------------------------------------------------------------------
+
+
+@contextmanager
+def database_unreachable() -> Iterator[None]:
+    """This thread's connection (and a pool of its own, waiting 1 s) aimed at a port nothing
+    listens on, as a database that went away; the real one back after."""
+    wrapper = connections["default"]
+    wrapper.close()
+    pools = type(wrapper)._connection_pools  # type: ignore[attr-defined]
+    saved_settings, saved_pool = wrapper.settings_dict, pools.pop(wrapper.alias, None)
+    options = {**saved_settings["OPTIONS"], "connect_timeout": 1}
+    if "pool" in options:
+        options["pool"] = {**options["pool"], "timeout": 1}
+    wrapper.settings_dict = {
+        **saved_settings,
+        "HOST": "127.0.0.1",
+        "PORT": closed_port(),
+        "OPTIONS": options,
+    }
+    try:
+        yield
+    finally:
+        wrapper.close()
+        dead = pools.pop(wrapper.alias, None)
+        if dead is not None:
+            dead.close()
+        wrapper.settings_dict = saved_settings
+        if saved_pool is not None:
+            pools[wrapper.alias] = saved_pool
+
+
+def test_a_click_without_a_database_gets_a_note_through_its_response_url_not_a_500(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    incident = open_incident()
+    body = click_body(Action.ACKNOWLEDGE, str(incident.pk))
+    with structlog.testing.capture_logs() as logs, database_unreachable():
+        response = signed_post(Client(), body)
+    assert response.status_code == 200
+    assert response.content == b""
+    assert DATABASE_DOWN.startswith("Inkwave can't reach its database")
+    assert answers(slack_channels) == [DATABASE_DOWN]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "slack_request_without_database"
+    ]
+    incident.refresh_from_db()
+    assert incident.acknowledged_at is None
+    # The signature was checked, not recorded: once the database is back, the same click
+    # (still within its five minutes) is taken.
+    assert not SlackRequestSeen.objects.exists()
+    assert signed_post(Client(), body).status_code == 200
+    incident.refresh_from_db()
+    assert incident.acknowledged_by == ana
+
+
+def test_a_forged_click_without_a_database_is_still_refused_and_never_answered(
+    slack_channels: SlackServer, ana: Any
+) -> None:
+    body = click_body(Action.ACKNOWLEDGE, "1")
+    with database_unreachable():
+        assert signed_post(Client(), body, secret="not-the-secret").status_code == 401
+    assert answers(slack_channels) == []
+
+
+def test_a_command_without_a_database_gets_the_note_not_a_500(
+    slack_channels: SlackServer,
+) -> None:
+    start = slack_channels.count()
+    with database_unreachable():
+        response = command("status")
+    assert (response.status_code, response.content) == (200, b"")
+    for name, args in published():
+        if name == "notifications.respond":
+            respond(*args)
+    (note,) = [p.body for p in slack_channels.posts_from(start) if p.path.startswith("/commands/")]
+    assert (note["response_type"], note["text"]) == ("ephemeral", DATABASE_DOWN)
 
 
 # --- the signature, and what an attacker may send --------------------------------------------

@@ -193,8 +193,23 @@ def lock(post: Notification) -> None:
     Notification.objects.select_for_update().filter(pk=post.pk).values_list("pk").first()
 
 
+def escalations(incident: Incident) -> list[Notification]:
+    """The incident's escalations that can be edited in place (sent with the bot token to a
+    channel; a webhook's message has no timestamp to edit, and carries no buttons)."""
+    return [
+        event.notification
+        for event in incident.events.filter(
+            kind=IncidentEventKind.ESCALATED, notification__isnull=False
+        )
+        .exclude(notification__destination__slack_channel_id="")
+        .select_related("notification", "notification__destination")
+        if event.notification is not None and "escalation" in event.notification.context
+    ]
+
+
 def refresh_announcements(incident: Incident, now: datetime) -> None:
-    """Show the incident's new state in its original message(s), in place."""
+    """Show the incident's new state in its original message(s) and in its escalations, in
+    place: every message that carries its buttons shows the ones that still apply."""
     for post in announcements(incident):
         # Locked before its members are read: two transactions editing one post (a
         # resolution and an acknowledgement) take turns, and the later sees the earlier.
@@ -210,4 +225,22 @@ def refresh_announcements(incident: Incident, now: datetime) -> None:
                 IncidentEventKind.NOTE,
                 f"original message in {post.destination.name} updated in place",
                 notification=row,
+            )
+    refresh_escalations(incident, now)
+
+
+def refresh_escalations(incident: Incident, now: datetime) -> None:
+    # An escalation is shown in the channel on purpose (the announcement may be far up):
+    # whoever it pages acts on it there, so it keeps its buttons and they stay true.
+    for row in escalations(incident):
+        lock(row)
+        message = messages.escalation_again(incident, row.context["escalation"])
+        edited = edit(row, message, routing.kind_for(incident.rule), now)
+        if edited.pk != row.pk:
+            incidents.record(
+                incident,
+                now,
+                IncidentEventKind.NOTE,
+                f"escalation in {row.destination.name} updated in place",
+                notification=edited,
             )

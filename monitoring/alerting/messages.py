@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TypedDict
 
 from django.utils import timezone
 
@@ -70,11 +71,29 @@ def incident_message(incidents: Sequence[Incident]) -> Composed:
     lines = [_line(i) for i in ordered]
     now = timezone.now()
     blocks = [header_block(title)]
-    for incident, line in zip(ordered, lines, strict=True):
+    # Each member with buttons takes three blocks (its line, its buttons, the note that
+    # stands in for them on a webhook); Slack takes 50 in a message. The first members, the
+    # worst firing ones, get theirs; the rest are listed together.
+    shown = MAX_MEMBERS_WITH_BUTTONS
+    for incident, line in zip(ordered[:shown], lines[:shown], strict=True):
         blocks.append(section_block(line))
         blocks.extend(buttons.incident_blocks(incident, now))
+    if lines[shown:]:
+        blocks.append(section_block("\n".join(lines[shown:])))
+        more = sum(1 for i in ordered[shown:] if i.is_open)
+        if more:
+            blocks.append(
+                context_block(
+                    f"and {more} more firing without buttons here — /inkwave incidents (or the "
+                    "admin) to act on them"
+                )
+            )
     blocks.append(context_block(f"Opened {utc_time(min(i.opened_at for i in incidents))}"))
     return fit("\n".join([title, *lines]), blocks)
+
+
+# Members of a group message that get a button row each: 1 + 3 x 12 + 3 blocks, within 50.
+MAX_MEMBERS_WITH_BUTTONS = 12
 
 
 _RANK: dict[str, int] = {Severity.CRITICAL: 0, Severity.WARNING: 1, Severity.INFO: 2}
@@ -167,6 +186,18 @@ def reminder(incident: Incident) -> Composed:
 
 
 def escalation(incident: Incident, shift: OnCallShift | None) -> Composed:
+    return escalation_again(incident, escalation_head(incident, shift))
+
+
+class EscalationHead(TypedDict):
+    """What an escalation said when it was sent, kept in its row's context: edits in place
+    (the incident acknowledged, resolved or silenced) keep it and renew the rest."""
+
+    header: str
+    text: str  # mrkdwn, escaped when it was composed
+
+
+def escalation_head(incident: Incident, shift: OnCallShift | None) -> EscalationHead:
     open_for = duration((timezone.now() - incident.opened_at).total_seconds())
     if shift is None:
         # Nobody to page is itself an emergency: said first, in the header.
@@ -186,11 +217,18 @@ def escalation(incident: Incident, shift: OnCallShift | None) -> Composed:
             open_for,
             shift.mention,
         )
+    return {"header": header, "text": text}
+
+
+def escalation_again(incident: Incident, head: EscalationHead) -> Composed:
+    """The escalation with the incident as it is now: its state, and the buttons that still
+    apply (none once it is resolved)."""
+    text = Mrkdwn(head["text"])
     detail = _single(incident)
     # detail.text was escaped by fit() above.
     return fit(
         Mrkdwn(f"{text}\n{detail.text}"),
-        [header_block(header), section_block(text), *detail.blocks[1:]],
+        [header_block(head["header"]), section_block(text), *detail.blocks[1:]],
     )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 from django.conf import settings
@@ -184,6 +185,7 @@ def _send(
     kind_event: str,
     to: Iterable[Destination] | None = None,
     broadcast: bool = False,
+    context: dict[str, Any] | None = None,
 ) -> None:
     """A follow-up in the incident's thread in each destination (plainly where it has none)."""
     posts = {n.destination_id: n for n in groups.announcements(incident)}
@@ -194,7 +196,7 @@ def _send(
             message,
             destinations=[destination],
             thread_parent=parent,
-            context={"incident": incident.pk},
+            context={"incident": incident.pk, **(context or {})},
             broadcast=broadcast and parent is not None,
         )
         incidents.record(incident, now, kind_event, f"to {destination.name}", notification=row)
@@ -260,13 +262,17 @@ def _escalate(incident: Incident, now: datetime) -> None:
     target = incident.rule.escalation_destination
     # In the incident's thread, shown in the channel too: everyone sees that nobody has
     # acknowledged a critical alert (and, loudest, when nobody is on call).
+    head = messages.escalation_head(incident, shift)
     _send(
         incident,
         now,
-        messages.escalation(incident, shift),
+        messages.escalation_again(incident, head),
         to=[target] if target else None,
         kind_event=IncidentEventKind.ESCALATED,
         broadcast=True,
+        # It carries the incident's buttons: kept up to date with the announcement
+        # (groups.refresh_announcements), its opening lines as they were sent.
+        context={"escalation": head},
     )
     logger.warning(
         "incident_escalated", incident=incident.pk, on_call=shift.person if shift else None

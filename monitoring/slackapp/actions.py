@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
 
 from monitoring.alerting import buttons, engine, silences
 from monitoring.alerting.buttons import Action
 from monitoring.models import Incident
+from notifications import slack_users
 from notifications.models import SlackUser
 
 logger = structlog.get_logger(__name__)
@@ -29,6 +32,16 @@ REFUSED = (
     "You can't do that: your Slack account is not linked to an Inkwave Ops user who may "
     "(ask an admin to add you under Notifications → Slack users)."
 )
+SLACK_UNREACHABLE = (
+    "Inkwave couldn't ask Slack who you are, so nothing changed: try again in a moment, "
+    "or use the admin."
+)
+
+# Slack gives up after 3 s: a row lock held longer (an evaluation cycle on this incident)
+# fails the click cleanly rather than late. A first click also waits for Slack's users.info
+# (1 s at most), which comes off this.
+LOCK_TIMEOUT_MS = 2000
+MIN_LOCK_TIMEOUT_MS = 500
 
 
 @dataclass(frozen=True)
@@ -55,10 +68,34 @@ def refuse(slack_user_id: str, action: str, reason: str, incident_id: str = "") 
         incident=incident_id,
         reason=reason,
     )
-    return Outcome(False, REFUSED if reason in ("unlinked", "no_permission") else reason)
+    if reason == slack_users.NotLinked.SLACK_UNREACHABLE:
+        return Outcome(False, SLACK_UNREACHABLE)
+    refused = reason in ("unlinked", "no_permission") or reason in set(slack_users.NotLinked)
+    return Outcome(False, REFUSED if refused else reason)
 
 
 def perform(
+    action: Action, incident_id: str, slack_user_id: str, slack_name: str, now: datetime
+) -> Outcome:
+    """Link the member if nobody has (a Web API call, made before any transaction so that no
+    lock waits on Slack), then act in one short transaction."""
+    started = time.monotonic()
+    not_linked = slack_users.link(slack_user_id)
+    if not_linked is not None:
+        return refuse(slack_user_id, action, not_linked, incident_id)
+    spent_ms = int((time.monotonic() - started) * 1000)
+    with transaction.atomic():
+        _lock_timeout(max(MIN_LOCK_TIMEOUT_MS, LOCK_TIMEOUT_MS - spent_ms))
+        return _perform(action, incident_id, slack_user_id, slack_name, now)
+
+
+def _lock_timeout(ms: int) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = {int(ms)}")
+
+
+def _perform(
     action: Action, incident_id: str, slack_user_id: str, slack_name: str, now: datetime
 ) -> Outcome:
     user = django_user(slack_user_id)
