@@ -576,7 +576,12 @@ def test_a_linked_user_without_the_permission_is_refused(
     incident.refresh_from_db()
     assert (incident.status, incident.acknowledged_at) == (IncidentStatus.FIRING, None)
     assert not Silence.objects.exists()
-    assert [n[:17] for n in answers(slack_channels)] == ["You can't do that"] * 3
+    notes = answers(slack_channels)
+    assert [n[:17] for n in notes] == ["You can't do that"] * 3
+    # Linked already: told which permission is missing, not sent to link their account.
+    assert "may not change incidents" in notes[0]
+    assert "may not add silences" in notes[2]
+    assert not any("not linked" in note for note in notes)
 
 
 def test_acknowledging_needs_change_incident_and_silencing_needs_add_silence(

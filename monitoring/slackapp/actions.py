@@ -32,6 +32,13 @@ REFUSED = (
     "You can't do that: your Slack account is not linked to an Inkwave Ops user who may "
     "(ask an admin to add you under Notifications → Slack users)."
 )
+NO_PERMISSION = (
+    "You can't do that: your Inkwave Ops user may not {what} (ask an admin for the permission)."
+)
+WHAT = {
+    "monitoring.change_incident": "change incidents",
+    "monitoring.add_silence": "add silences",
+}
 SLACK_UNREACHABLE = (
     "Inkwave couldn't ask Slack who you are, so nothing changed: try again in a moment, "
     "or use the admin."
@@ -70,7 +77,11 @@ def refuse(slack_user_id: str, action: str, reason: str, incident_id: str = "") 
     )
     if reason == slack_users.NotLinked.SLACK_UNREACHABLE:
         return Outcome(False, SLACK_UNREACHABLE)
-    refused = reason in ("unlinked", "no_permission") or reason in set(slack_users.NotLinked)
+    if reason == "no_permission" and action in set(Action):
+        # Linked, so "not linked" would send them to the wrong admin page.
+        what = WHAT.get(PERMISSIONS[Action(action)], "do that")
+        return Outcome(False, NO_PERMISSION.format(what=what))
+    refused = reason == "unlinked" or reason in set(slack_users.NotLinked)
     return Outcome(False, REFUSED if refused else reason)
 
 
