@@ -196,7 +196,13 @@ class SlackServer:
     def __init__(self, port: int = 0) -> None:
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.state = SlackState()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            # shutdown() waits up to one poll: 0.5 s by default, a second of every test's
+            # teardown with two servers.
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
 
     @property
     def state(self) -> SlackState:

@@ -144,7 +144,13 @@ class _Server(ThreadingHTTPServer):
 class SentryServer:
     def __init__(self) -> None:
         self._server = _Server()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            # shutdown() waits up to one poll: 0.5 s by default, a second of every test's
+            # teardown with two servers.
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
 
     @property
     def dsn(self) -> str:

@@ -73,7 +73,7 @@ def refuse(slack_user_id: str, action: str, reason: str, incident_id: str = "") 
         slack_user=slack_user_id,
         action=action,
         incident=incident_id,
-        reason=reason,
+        reason=str(reason),  # a NotLinked member logs as its text, not its repr
     )
     if reason == slack_users.NotLinked.SLACK_UNREACHABLE:
         return Outcome(False, SLACK_UNREACHABLE)
