@@ -107,7 +107,6 @@ def register() -> None:
     retention.register(RequestSample, pruning.prune_request_samples, "METRICS_RETENTION_DAYS")
     retention.register(SlowQuery, pruning.prune_slow_queries, "METRICS_RETENTION_DAYS")
     retention.register(SlowRequest, pruning.prune_slow_requests, "METRICS_RETENTION_DAYS")
-    retention.register(VenueScreenSample, pruning.prune_screen_samples, "METRICS_RETENTION_DAYS")
     retention.register(IncidentEvent, prune_incident_events, "INCIDENT_RETENTION_DAYS")
     retention.register(Incident, prune_incidents, "INCIDENT_RETENTION_DAYS")
 
