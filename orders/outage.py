@@ -15,6 +15,11 @@ the database: an OrderEvent per refused request (`order.creation_failed` or
 device token proves it (a session cannot be checked without the database), and one
 message to Slack that counts them. A refusal that could not even be spooled (a full disk)
 is counted in memory and announced with the next batch.
+
+Recording is idempotent: each spooled refusal carries an id, stored in its event's payload
+(`spoolId`). A commit whose answer was lost (the connection cut after COMMIT was sent) puts
+the entries back, and the next drain skips those the database already holds, so nothing is
+recorded or announced twice.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import fcntl
 import functools
 import json
 import os
+import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -58,7 +64,8 @@ PROBE_INTERVAL_SECONDS = 1.0
 REASON = "database unavailable"
 
 
-class RefusedRequest(TypedDict):
+class RefusedRequest(TypedDict, total=False):
+    id: str  # unique per refusal; absent in spools written before ids were kept
     at: str
     method: str
     venue: int | None
@@ -129,6 +136,7 @@ def refused_request(request: HttpRequest, order_id: int | None) -> RefusedReques
     scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
     token = raw.strip() if scheme.lower() == "bearer" and 0 < len(raw.strip()) <= 100 else ""
     return {
+        "id": f"{random.getrandbits(96):024x}",
         "at": datetime.now(UTC).isoformat(),
         "method": request.method or "",
         "venue": venue if isinstance(venue, int) and not isinstance(venue, bool) else None,
@@ -298,17 +306,44 @@ def _put_back(entries: list[RefusedRequest]) -> None:
 
 def record_refused(unspooled: int = 0) -> int:
     """Record the spooled refusals (and announce them with `unspooled` more); needs the
-    database. Returns how many were recorded. On failure they are put back for next time."""
+    database. Returns how many were recorded. On failure they are put back for next time;
+    those a lost commit did record are skipped then."""
     entries = take_spool()
     if not entries and not unspooled:
         return 0
     try:
         with transaction.atomic():
-            _record(entries, unspooled)
+            entries = _not_yet_recorded(entries)
+            if entries or unspooled:
+                _record(entries, unspooled)
     except Exception:
         _put_back(entries)
         raise
     return len(entries)
+
+
+def _not_yet_recorded(entries: list[RefusedRequest]) -> list[RefusedRequest]:
+    ids = [e["id"] for e in entries if isinstance(e.get("id"), str)]
+    if not ids:
+        return entries
+    found = OrderEvent.objects.filter(
+        kind__in=[OrderEventKind.CREATION_FAILED, OrderEventKind.UPDATE_FAILED],
+        payload__spoolId__in=ids,
+    )
+    # An event is written after its refusal: the (kind, created_at) index bounds the search
+    # (with a day's margin for another host's clock).
+    times = [_parsed(e.get("at")) for e in entries]
+    if all(times):
+        found = found.filter(created_at__gte=min(t for t in times if t) - timedelta(days=1))
+    recorded = set(found.values_list("payload__spoolId", flat=True))
+    return [e for e in entries if e.get("id") not in recorded]
+
+
+def _parsed(at: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        return None
 
 
 def _record(entries: list[RefusedRequest], unspooled: int) -> None:
@@ -330,6 +365,8 @@ def _record(entries: list[RefusedRequest], unspooled: int) -> None:
         venue_id = claimed if claimed is not None and claimed == token_venue else None
         per_venue[venue_id] += 1
         payload: dict[str, Any] = {"reason": REASON, "refusedAt": entry.get("at", "")}
+        if entry.get("id"):
+            payload["spoolId"] = entry["id"]
         if entry.get("method") == "PATCH":
             kind = OrderEventKind.UPDATE_FAILED
             payload["changes"] = entry.get("changes", {})

@@ -119,22 +119,23 @@ async def test_order_requests_get_a_json_503_while_the_database_is_gone_and_are_
         )
         assert status == 200
 
-    expected_events = [
-        (OrderEventKind.CREATION_FAILED, venue.pk, None),
-        (OrderEventKind.CREATION_FAILED, venue.pk, None),
-        (OrderEventKind.UPDATE_FAILED, venue.pk, placed["id"]),
-    ]
-    recorded = await poll_until(
-        lambda: asyncio.to_thread(refusals),
-        lambda found: len(found["announced"]) == 1,
-        seconds=SETTLE_SECONDS,
-        interval=0.2,
-    )
-    assert recorded["events"] == expected_events
-    [text] = recorded["announced"]
-    assert text.startswith("❌ 3 order requests refused: database unavailable"), text
-    assert "Main Branch: 3" in text
-    assert (var_dir / "orders-refused.jsonl").read_text() == ""
+        # Checked with the proxy still up: closing it under the drain would cut its commit.
+        expected_events = [
+            (OrderEventKind.CREATION_FAILED, venue.pk, None),
+            (OrderEventKind.CREATION_FAILED, venue.pk, None),
+            (OrderEventKind.UPDATE_FAILED, venue.pk, placed["id"]),
+        ]
+        recorded = await poll_until(
+            lambda: asyncio.to_thread(refusals),
+            lambda found: len(found["announced"]) == 1,
+            seconds=SETTLE_SECONDS,
+            interval=0.2,
+        )
+        assert recorded["events"] == expected_events
+        [text] = recorded["announced"]
+        assert text.startswith("❌ 3 order requests refused: database unavailable"), text
+        assert "Main Branch: 3" in text
+        assert (var_dir / "orders-refused.jsonl").read_text() == ""
 
 
 async def test_refusals_spooled_by_a_process_are_recorded_by_the_next_one_after_a_restart(

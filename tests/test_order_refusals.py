@@ -80,3 +80,34 @@ def test_a_refusal_that_could_not_be_spooled_is_still_counted_in_the_announcemen
     )
     assert text.startswith("❌ 2 order requests refused")
     assert "Not spooled (counted only): 2" in text
+
+
+def test_refusals_put_back_after_a_commit_whose_answer_was_lost_are_not_recorded_twice(
+    venue: Venue, venue_token: str
+) -> None:
+    gate = DatabaseGate()
+    refuse(gate, "POST", "/api/v1/orders", {"venue": venue.pk, "table": "Table 5"}, venue_token)
+    refuse(gate, "POST", "/api/v1/orders", {"venue": venue.pk, "table": "Table 6"}, venue_token)
+    spooled = spool_path().read_text()
+    assert record_refused() == 2
+    # The connection was cut after COMMIT was sent: the drain saw an error and put the
+    # entries back, although the database had them. One more refusal came in meanwhile.
+    spool_path().write_text(spooled)
+    refuse(gate, "POST", "/api/v1/orders", {"venue": venue.pk, "table": "Table 7"}, venue_token)
+
+    assert record_refused() == 1
+
+    tables = list(OrderEvent.objects.order_by("pk").values_list("payload__table", flat=True))
+    assert tables == ["Table 5", "Table 6", "Table 7"]
+    announced = Notification.objects.filter(kind=NotificationKind.ORDER_FAILED).order_by("pk")
+    texts = list(dict.fromkeys(announced.values_list("text", flat=True)))  # one per channel
+    assert [t.split(":")[0] for t in texts] == [
+        "❌ 2 order requests refused",
+        "❌ 1 order request refused",
+    ]
+    # Put back once more with nothing new: nothing recorded, nothing announced.
+    spool_path().write_text(spooled)
+    assert record_refused() == 0
+    assert OrderEvent.objects.count() == 3
+    assert set(announced.values_list("text", flat=True)) == set(texts)
+    assert spool_path().read_text() == ""
