@@ -379,6 +379,11 @@ DELIVERY_ATTEMPT_RETENTION_DAYS = env_int("DELIVERY_ATTEMPT_RETENTION_DAYS", 30,
 # Counted from when an incident resolved; the weekly report counts the past two weeks.
 INCIDENT_RETENTION_DAYS = env_int("INCIDENT_RETENTION_DAYS", 90, minimum=14)
 ORDER_EVENT_RETENTION_DAYS = env_int("ORDER_EVENT_RETENTION_DAYS", 90, minimum=14)
+# Venue activity (orders.activity): a quarter hour per row, the baseline reads 8 weeks back.
+VENUE_ACTIVITY_RETENTION_DAYS = env_int("VENUE_ACTIVITY_RETENTION_DAYS", 70, minimum=57)
+VENUE_ACTIVITY_ROLLUP_SECONDS = env_int("VENUE_ACTIVITY_ROLLUP_SECONDS", 300, minimum=60)
+# A venue that just opened is left alone this long (staff switch screens on, first guests sit).
+VENUE_WARMUP_MINUTES = env_int("VENUE_WARMUP_MINUTES", 20, minimum=0, maximum=240)
 # Claims of sent reports; a week's report is claimed during the week after it.
 REPORT_RUN_RETENTION_DAYS = env_int("REPORT_RUN_RETENTION_DAYS", 30, minimum=14)
 RETENTION_PRUNE_SECONDS = env_int("RETENTION_PRUNE_SECONDS", 3600, minimum=60)
@@ -438,6 +443,10 @@ CELERY_BEAT_SCHEDULE = {
     "status-daily-uptime": {
         "task": "monitoring.status_rollup",
         "schedule": float(STATUS_ROLLUP_SECONDS),
+    },
+    "venue-activity-rollup": {
+        "task": "orders.activity_rollup",
+        "schedule": float(VENUE_ACTIVITY_ROLLUP_SECONDS),
     },
     "prune-order-events": {
         "task": "orders.prune",

@@ -4,28 +4,98 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
-from orders.models import Order, OrderEvent, OrderItem, Venue, VenueAccessToken
+from orders import hours
+from orders.models import (
+    OpeningException,
+    OpeningHours,
+    Order,
+    OrderEvent,
+    OrderItem,
+    Venue,
+    VenueAccessToken,
+)
 from orders.pictures import venue_day
 
 # A token created by save_model, until response_add shows it: only ever in this request.
 _issued: WeakKeyDictionary[VenueAccessToken, str] = WeakKeyDictionary()
 
 
+class OpeningHoursFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
+    def clean(self) -> None:
+        super().clean()
+        services = [
+            (form.cleaned_data["weekday"], form.cleaned_data["opens"], form.cleaned_data["closes"])
+            for form in self.forms
+            if form.cleaned_data
+            and not form.cleaned_data.get("DELETE")
+            and all(form.cleaned_data.get(f) is not None for f in ("weekday", "opens", "closes"))
+        ]
+        clash = hours.first_overlap(services)
+        if clash is not None:
+            raise ValidationError(f"Two services overlap: {clash[0]} and {clash[1]}.")
+
+
+class OpeningHoursInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = OpeningHours
+    formset = OpeningHoursFormSet
+    fields = ["weekday", "opens", "closes"]
+    extra = 0
+
+
+class OpeningExceptionFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
+    def clean(self) -> None:
+        super().clean()
+        days: dict[object, list[bool]] = {}
+        for form in self.forms:
+            data = form.cleaned_data
+            if data and not data.get("DELETE") and data.get("date") is not None:
+                days.setdefault(data["date"], []).append(bool(data.get("closed")))
+        for day, closed in sorted(days.items(), key=lambda item: str(item[0])):
+            if any(closed) and len(closed) > 1:
+                raise ValidationError(
+                    f"{day} is marked closed and also given hours: keep one or the other."
+                )
+
+
+class OpeningExceptionInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = OpeningException
+    formset = OpeningExceptionFormSet
+    fields = ["date", "closed", "opens", "closes", "note"]
+    extra = 0
+
+
 @admin.register(Venue)
 class VenueAdmin(admin.ModelAdmin):
     change_form_template = "admin/orders/venue/change_form.html"
-    list_display = ["name", "id", "slug", "timezone", "currency", "is_active", "created_at"]
+    list_display = [
+        "name",
+        "id",
+        "slug",
+        "timezone",
+        "open_now",
+        "currency",
+        "is_active",
+        "created_at",
+    ]
     list_filter = ["is_active", "currency"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     filter_horizontal = ["members"]
+    inlines = [OpeningHoursInline, OpeningExceptionInline]
+
+    @admin.display(description="Open now", boolean=True)
+    def open_now(self, venue: Venue) -> bool:
+        schedule = hours.schedule(venue.pk)
+        return schedule is not None and schedule.is_open(timezone.now())
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view(self.at_a_glance)

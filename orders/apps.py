@@ -13,11 +13,12 @@ class OrdersConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
         from monitoring import screens
-        from orders import dashboard, hub, metrics, retention, revocation
+        from orders import anomaly, dashboard, hub, metrics, retention, revocation
         from orders.models import Venue, VenueAccessToken
 
         retention.register()
         metrics.register()
+        anomaly.register_metrics()
         screens.count_screens_with(hub.screens_per_venue)
         dashboard.register()
 

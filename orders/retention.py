@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from inkwave.retention import MAX_BATCHES, delete_in_batches, run_each
-from orders.models import OrderEvent
+from orders.models import OrderEvent, VenueActivity
 
 
 def prune_order_events(
@@ -24,12 +24,24 @@ def prune_order_events(
     return delete_in_batches(eligible, dry_run=dry_run, max_batches=max_batches)
 
 
+def prune_venue_activity(
+    now: datetime | None = None, *, dry_run: bool = False, max_batches: int = MAX_BATCHES
+) -> int:
+    cutoff = (now or timezone.now()) - timedelta(days=settings.VENUE_ACTIVITY_RETENTION_DAYS)
+    eligible = VenueActivity.objects.filter(starts_at__lt=cutoff)
+    return delete_in_batches(eligible, dry_run=dry_run, max_batches=max_batches)
+
+
 def prune(now: datetime | None = None) -> dict[str, int]:
     """Beat's run over this app's tables."""
-    return run_each([("order_events", prune_order_events)], now or timezone.now())
+    return run_each(
+        [("order_events", prune_order_events), ("venue_activity", prune_venue_activity)],
+        now or timezone.now(),
+    )
 
 
 def register() -> None:
     from inkwave import retention
 
     retention.register(OrderEvent, prune_order_events, "ORDER_EVENT_RETENTION_DAYS")
+    retention.register(VenueActivity, prune_venue_activity, "VENUE_ACTIVITY_RETENTION_DAYS")

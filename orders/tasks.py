@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
-from orders import reports, retention
+from orders import activity, reports, retention
 
 
 # Named as when it lived in notifications: beat's schedule (and queued tasks) keep working.
@@ -18,3 +18,8 @@ def daily_and_weekly_reports() -> int:
 @shared_task(name="orders.prune", ignore_result=True)
 def prune() -> dict[str, int]:
     return retention.prune()
+
+
+@shared_task(name="orders.activity_rollup", ignore_result=True)
+def activity_rollup() -> int:
+    return activity.roll_up_recent()

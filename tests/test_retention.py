@@ -48,7 +48,7 @@ from notifications.models import (
     Route,
 )
 from orders import retention as orders_retention
-from orders.models import OrderEvent, OrderEventKind
+from orders.models import OrderEvent, OrderEventKind, Venue, VenueActivity
 
 pytestmark = pytest.mark.django_db
 
@@ -375,8 +375,18 @@ def test_order_events_are_pruned_in_batches_of_a_thousand(db: Any) -> None:
     # Two batches of 1,000 this run; the rest next run.
     assert orders_retention.prune_order_events(LATER, max_batches=2) == 2000
     assert OrderEvent.objects.count() == 501
-    assert orders_retention.prune(LATER) == {"order_events": 500}
+    assert orders_retention.prune(LATER) == {"order_events": 500, "venue_activity": 0}
     assert remaining(OrderEvent.objects.all()) == {fresh.pk}
+
+
+def test_venue_activity_goes_after_its_retention_and_the_baseline_weeks_stay(
+    venue: Venue,
+) -> None:
+    cutoff = LATER - timedelta(days=70)
+    for starts_at in (cutoff - timedelta(minutes=15), cutoff):
+        VenueActivity.objects.create(venue=venue, starts_at=starts_at, week_slot=0, open=True)
+    assert orders_retention.prune_venue_activity(LATER) == 1
+    assert list(VenueActivity.objects.values_list("starts_at", flat=True)) == [cutoff]
 
 
 def test_samples_are_pruned_in_batches_and_their_workers_after_them(db: Any) -> None:
@@ -414,6 +424,7 @@ def test_every_append_only_table_has_a_registered_prune_and_a_setting() -> None:
         "notifications.ReportRun",
         "notifications.RateLimitSlot",
         "orders.OrderEvent",
+        "orders.VenueActivity",
     }
     for prune in prunes.values():
         if prune.label != "notifications.RateLimitSlot":  # not history: idle slots go

@@ -166,6 +166,9 @@ class PaymentStatus(models.TextChoices):
     REFUNDED = "refunded", "Refunded"
 
 
+# An order in these has not been taken by the kitchen (a cancel is not a take).
+TAKEN_NOT = (OrderStatus.PLACED, OrderStatus.CANCELLED)
+
 # Orders that no longer count as revenue.
 NON_REVENUE_STATUSES = (OrderStatus.CANCELLED,)
 
@@ -184,6 +187,8 @@ class Order(models.Model):
     total = models.DecimalField(max_digits=12, decimal_places=2)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # When the kitchen first took it (its status left `placed` other than by a cancel).
+    accepted_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -193,10 +198,26 @@ class Order(models.Model):
                 condition=models.Q(total__gte=0), name="order_total_not_negative"
             ),
         ]
-        indexes = [models.Index(fields=["venue", "created_at"], name="order_venue_created_idx")]
+        indexes = [
+            models.Index(fields=["venue", "created_at"], name="order_venue_created_idx"),
+            # The tickets nobody has taken yet (orders.anomaly): a small index, always.
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(status="placed"),
+                name="order_placed_created_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.number} at {self.venue_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.accepted_at is None and self.status not in TAKEN_NOT:
+            self.accepted_at = timezone.now()
+            fields = kwargs.get("update_fields")
+            if fields is not None:
+                kwargs["update_fields"] = [*fields, "accepted_at"]
+        super().save(*args, **kwargs)
 
     @property
     def item_count(self) -> int:
@@ -259,3 +280,10 @@ class OrderEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} @ {self.created_at:%Y-%m-%d %H:%M}"
+
+
+# The models of the anomaly detection (orders.anomaly), re-exported for the app registry.
+from orders.models.activity import VenueActivity as VenueActivity  # noqa: E402
+from orders.models.hours import OpeningException as OpeningException  # noqa: E402
+from orders.models.hours import OpeningHours as OpeningHours  # noqa: E402
+from orders.models.hours import Weekday as Weekday  # noqa: E402

@@ -1,0 +1,157 @@
+"""The quarter-hour rollup of each venue's orders, takes, payments and screens.
+
+A beat task (`orders.activity_rollup`) writes VenueActivity rows for the quarter hours
+that ended since the last run, and again for the hour before (an order taken or paid a
+little after its quarter hour ended is counted with the quarter it was placed in). It is
+idempotent (an upsert per venue and quarter) and catches up after downtime, at most
+ACTIVITY_CATCH_UP back. The live metrics never wait for it: they read the current hour
+from the orders themselves, and only the baseline (past weeks) from these rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Q, Sum
+from django.utils import timezone
+
+from monitoring.alerting.replay import EpochFloor
+from monitoring.models import VenueScreenSample
+from orders import hours
+from orders.models import Order, PaymentStatus, VenueActivity
+from orders.models.activity import SLOT_SECONDS, SLOTS_PER_DAY
+
+logger = structlog.get_logger(__name__)
+
+QUARTER = timedelta(seconds=SLOT_SECONDS)
+# Quarters written again on every run: late takes and payments of recent orders.
+REDO = timedelta(hours=1)
+ACTIVITY_CATCH_UP = timedelta(days=63)
+# A catch-up is written a day at a time, so memory stays bounded.
+CHUNK = timedelta(days=1)
+
+
+def quarter_floor(at: datetime) -> datetime:
+    seconds = int(at.timestamp()) // SLOT_SECONDS * SLOT_SECONDS
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def week_slot(starts_at: datetime, schedule: hours.Schedule) -> int:
+    local = starts_at.astimezone(schedule.zone)
+    return local.weekday() * SLOTS_PER_DAY + (local.hour * 60 + local.minute) // 15
+
+
+def roll_up_recent(now: datetime | None = None) -> int:
+    """The periodic run: from an hour before the last quarter written to the last ended one."""
+    now = now or timezone.now()
+    end = quarter_floor(now)
+    last = VenueActivity.objects.aggregate(last=Max("starts_at"))["last"]
+    start = (last + QUARTER - REDO) if last is not None else end - REDO
+    start = max(start, end - ACTIVITY_CATCH_UP)
+    return roll_up(start, end)
+
+
+def roll_up(start: datetime, end: datetime) -> int:
+    """Write the rows of the quarters in [start, end) (rounded down to quarters)."""
+    start, end = quarter_floor(start), quarter_floor(end)
+    written = 0
+    chunk_start = start
+    while chunk_start < end:
+        chunk_end = min(end, chunk_start + CHUNK)
+        written += _roll_up_chunk(chunk_start, chunk_end)
+        chunk_start = chunk_end
+    if written:
+        logger.info("venue_activity_rolled_up", start=start.isoformat(), rows=written)
+    return written
+
+
+Key = tuple[int, int]  # (venue id, quarter index since the epoch)
+
+
+def _roll_up_chunk(start: datetime, end: datetime) -> int:
+    rows: dict[Key, dict[str, Any]] = defaultdict(dict)
+    for row in _orders(start, end):
+        taken = row.pop("taken")
+        row["accept_seconds"] = taken.total_seconds() if taken else 0.0
+        rows[(row.pop("venue_id"), row.pop("quarter"))].update(row)
+    for venue, quarter, screens in _screens(start, end):
+        rows[(venue, quarter)]["screens"] = screens
+    schedules = hours.schedules()
+    open_quarters = _open_quarters(schedules, start, end)
+    for key in open_quarters:
+        rows.setdefault(key, {})
+    objects = []
+    for (venue, quarter), values in rows.items():
+        schedule = schedules.get(venue)
+        if schedule is None:
+            continue  # a venue deleted since
+        starts_at = datetime.fromtimestamp(quarter * SLOT_SECONDS, tz=UTC)
+        objects.append(
+            VenueActivity(
+                venue_id=venue,
+                starts_at=starts_at,
+                week_slot=week_slot(starts_at, schedule),
+                open=(venue, quarter) in open_quarters,
+                **values,
+            )
+        )
+    VenueActivity.objects.bulk_create(
+        objects,
+        batch_size=2000,
+        update_conflicts=True,
+        unique_fields=["venue", "starts_at"],
+        update_fields=[
+            "week_slot",
+            "open",
+            "orders",
+            "accepted",
+            "accept_seconds",
+            "payments_paid",
+            "payments_failed",
+            "screens",
+        ],
+    )
+    return len(objects)
+
+
+def _orders(start: datetime, end: datetime) -> Any:
+    wait = ExpressionWrapper(F("accepted_at") - F("created_at"), output_field=DurationField())
+    return (
+        Order.objects.filter(created_at__gte=start, created_at__lt=end)
+        .annotate(quarter=EpochFloor("created_at", SLOT_SECONDS))
+        .values("venue_id", "quarter")
+        .annotate(
+            orders=Count("pk"),
+            accepted=Count("pk", filter=Q(accepted_at__isnull=False)),
+            taken=Sum(wait, filter=Q(accepted_at__isnull=False)),
+            payments_paid=Count("pk", filter=Q(payment_status=PaymentStatus.PAID)),
+            payments_failed=Count("pk", filter=Q(payment_status=PaymentStatus.FAILED)),
+        )
+        .order_by()
+    )
+
+
+def _screens(start: datetime, end: datetime) -> Any:
+    return (
+        VenueScreenSample.objects.filter(recorded_at__gte=start, recorded_at__lt=end)
+        .annotate(quarter=EpochFloor("recorded_at", SLOT_SECONDS))
+        .values_list("venue_id", "quarter")
+        .annotate(most=Max("screens"))
+        .order_by()
+    )
+
+
+def _open_quarters(
+    schedules: dict[int, hours.Schedule], start: datetime, end: datetime
+) -> set[Key]:
+    """The quarters in [start, end) each venue was open for, whole."""
+    found: set[Key] = set()
+    for venue, schedule in schedules.items():
+        for begin, finish in schedule.spans(start, end):
+            first = -(-int(max(begin, start).timestamp()) // SLOT_SECONDS)
+            last = int(min(finish, end).timestamp()) // SLOT_SECONDS
+            found.update((venue, q) for q in range(first, last))
+    return found

@@ -1,0 +1,89 @@
+"""What a venue usually does in a quarter hour of its week: read from VenueActivity rows.
+
+The baseline of a (venue, week slot) is taken over the past BASELINE_WEEKS weeks, only the
+weeks in which the venue was open for that quarter hour (a holiday or a closure does not
+count as a quiet evening). Orders per quarter hour are a trimmed mean: the busiest and the
+quietest week are left out, so a single odd week (a festival, an outage) moves nothing.
+With fewer than BASELINE_MIN_WEEKS weeks there is no baseline: the venue is still learned.
+
+One query for every venue and slot asked: an index range on (week_slot, starts_at).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Max, Min, Q, Sum
+
+from orders.models import VenueActivity
+
+BASELINE_WEEKS = 8
+BASELINE_MIN_WEEKS = 3
+
+
+@dataclass(frozen=True)
+class SlotBaseline:
+    weeks: int  # weeks the venue was open for the quarter hour
+    orders: float  # usual orders in the quarter hour (trimmed mean)
+    accepted: int  # over those weeks: orders the kitchen took, and the seconds it took
+    accept_seconds: float
+    payments_paid: int
+    payments_failed: int
+    screen_weeks: int  # weeks with a screen connected in the quarter hour
+
+    @property
+    def known(self) -> bool:
+        return self.weeks >= BASELINE_MIN_WEEKS
+
+
+def trimmed_mean(total: float, highest: float, lowest: float, n: int) -> float:
+    """The mean without the highest and lowest values (the median of three)."""
+    if n >= 3:
+        return (total - highest - lowest) / (n - 2)
+    return total / n if n else 0.0
+
+
+def baselines(
+    slots: Iterable[int], now: datetime, venues: Iterable[int] | None = None
+) -> dict[tuple[int, int], SlotBaseline]:
+    """{(venue id, week slot): its baseline} for the slots asked, from the weeks before now."""
+    wanted = sorted(set(slots))
+    if not wanted:
+        return {}
+    rows = VenueActivity.objects.filter(
+        week_slot__in=wanted,
+        open=True,
+        starts_at__gte=now - timedelta(weeks=BASELINE_WEEKS, hours=2),
+        # The same local slot a week ago is at least 6 days and 23 hours back (a clock change).
+        starts_at__lt=now - timedelta(days=6, hours=12),
+    )
+    if venues is not None:
+        rows = rows.filter(venue_id__in=list(venues))
+    found = {}
+    for row in (
+        rows.values("venue_id", "week_slot")
+        .annotate(
+            weeks=Count("pk"),
+            total=Sum("orders"),
+            highest=Max("orders"),
+            lowest=Min("orders"),
+            accepted=Sum("accepted"),
+            accept_seconds=Sum("accept_seconds"),
+            paid=Sum("payments_paid"),
+            failed=Sum("payments_failed"),
+            screen_weeks=Count("pk", filter=Q(screens__gt=0)),
+        )
+        .order_by()
+    ):
+        found[(row["venue_id"], row["week_slot"])] = SlotBaseline(
+            weeks=row["weeks"],
+            orders=trimmed_mean(row["total"], row["highest"], row["lowest"], row["weeks"]),
+            accepted=row["accepted"],
+            accept_seconds=row["accept_seconds"],
+            payments_paid=row["paid"],
+            payments_failed=row["failed"],
+            screen_weeks=row["screen_weeks"],
+        )
+    return found

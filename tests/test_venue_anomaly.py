@@ -1,0 +1,401 @@
+"""Venue-aware metrics: each just over and just under its line, closed venues, warm-up."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from inkwave.lib.counts import binomial_sf, nb_cdf, nb_sf, nb_two_sided, nb_zero
+from monitoring.alerting import engine
+from monitoring.alerting.metrics import REGISTRY, Values, Window
+from monitoring.models import AlertRule, Incident, VenueScreenSample, Worker
+from notifications.defaults import create_default_routes
+from notifications.models import Destination, Route
+from orders import activity, anomaly, baseline
+from orders.models import (
+    OpeningHours,
+    Order,
+    OrderStatus,
+    PaymentStatus,
+    Venue,
+    VenueActivity,
+)
+
+pytestmark = pytest.mark.django_db
+
+# A Wednesday, 19:00 in London (BST): the venue opens at 12:00 and closes at 23:00 daily.
+NOW = datetime(2026, 6, 10, 18, 0, tzinfo=UTC)
+WEEKS = 8
+
+
+@pytest.fixture(autouse=True)
+def setup(db: Any) -> None:
+    create_default_routes(Destination, Route)
+    AlertRule.objects.update(enabled=False)
+
+
+def open_daily(venue: Venue, opens: time = time(12), closes: time = time(23)) -> Venue:
+    venue.timezone = "Europe/London"
+    venue.save()
+    for day in range(7):
+        OpeningHours.objects.create(venue=venue, weekday=day, opens=opens, closes=closes)
+    return venue
+
+
+@pytest.fixture
+def bistro(venue: Venue) -> Venue:
+    return open_daily(venue)
+
+
+def usual(venue: Venue, *, hours_back: int = 5, weeks: int = WEEKS, **values: Any) -> None:
+    """The same hours of the past `weeks` Wednesdays, each quarter hour with these values."""
+    rows = []
+    for week in range(1, weeks + 1):
+        end = activity.quarter_floor(NOW - timedelta(weeks=week)) + timedelta(hours=1)
+        for q in range(4 * (hours_back + 1)):
+            starts_at = end - timedelta(minutes=15 * q)
+            slot = activity.week_slot(starts_at, anomaly.hours.schedules()[venue.pk])
+            rows.append(
+                VenueActivity(venue=venue, starts_at=starts_at, week_slot=slot, open=True, **values)
+            )
+    VenueActivity.objects.bulk_create(rows)
+
+
+def order(venue: Venue, at: datetime, **fields: Any) -> Order:
+    venue.order_counter += 1
+    accepted_at = fields.pop("accepted_at", None)
+    made = Order.objects.create(
+        venue=venue, number=venue.order_counter, table="T1", currency="GBP", total=10, **fields
+    )
+    Order.objects.filter(pk=made.pk).update(created_at=at, accepted_at=accepted_at)
+    return made
+
+
+def value(metric: str, venue: Venue, now: datetime = NOW, seconds: int = 3600) -> float | None:
+    values: Values = REGISTRY[metric].compute(Window(now, seconds))
+    return values.get(str(venue.pk))
+
+
+def rule(metric: str, comparison: str, threshold: float, **fields: Any) -> AlertRule:
+    return AlertRule(metric=metric, comparison=comparison, threshold=threshold, **fields)
+
+
+# --- the count model ----------------------------------------------------------------------
+
+
+def test_the_count_model_matches_its_closed_forms() -> None:
+    # Negative binomial pmf by lgamma, summed: the recurrence gives the same.
+    mean, k = 7.5, 4.0
+    p = k / (k + mean)
+
+    def pmf(i: int) -> float:
+        log = math.lgamma(i + k) - math.lgamma(k) - math.lgamma(i + 1)
+        return math.exp(log + k * math.log(p) + i * math.log1p(-p))
+
+    assert nb_zero(mean, k) == pytest.approx(pmf(0))
+    assert nb_cdf(5, mean, k) == pytest.approx(sum(pmf(i) for i in range(6)))
+    assert nb_sf(12, mean, k) == pytest.approx(1 - sum(pmf(i) for i in range(12)))
+    # A very large dispersion is Poisson.
+    assert nb_zero(3.0, 1e9) == pytest.approx(math.exp(-3.0))
+    assert nb_two_sided(3, 3.0, 16) == 1.0
+    assert binomial_sf(3, 10, 0.1) == pytest.approx(
+        1 - sum(math.comb(10, i) * 0.1**i * 0.9 ** (10 - i) for i in range(3))
+    )
+    assert binomial_sf(0, 10, 0.5) == 1.0
+    assert binomial_sf(11, 10, 0.5) == 0.0
+
+
+# --- orders stopped -----------------------------------------------------------------------
+
+
+def test_orders_stopped_crosses_its_line_when_the_silence_becomes_unlikely(bistro: Venue) -> None:
+    usual(bistro, orders=4)  # 16 an hour at this time on a Wednesday
+    alert = rule(anomaly.SILENCE, "lt", 0.01)
+    # 4 an hour-quarter, negative binomial with dispersion 16: P(0) < 0.01% after 46.7 min.
+    last = order(bistro, NOW - timedelta(minutes=46))
+    under = value(anomaly.SILENCE, bistro)
+    assert under is not None
+    assert not alert.breaches(under)
+    Order.objects.filter(pk=last.pk).update(created_at=NOW - timedelta(minutes=47))
+    over = value(anomaly.SILENCE, bistro)
+    assert over is not None
+    assert alert.breaches(over)
+    assert over == pytest.approx(100 * nb_zero(4 * 47 / 15, anomaly.ORDER_DISPERSION))
+
+
+def test_twenty_quiet_minutes_alarm_a_busy_venue_and_not_a_quiet_one(
+    bistro: Venue, other_venue: Venue
+) -> None:
+    quiet = open_daily(other_venue)
+    usual(bistro, orders=17)  # about 200 an evening
+    usual(quiet, orders=0, hours_back=1)
+    # 2 a night: an order in a quarter hour of this hour in 2 weeks out of 8.
+    VenueActivity.objects.filter(
+        venue=quiet, starts_at__gt=NOW - timedelta(weeks=2, hours=1)
+    ).update(orders=1)
+    for venue in (bistro, quiet):
+        order(venue, NOW - timedelta(minutes=20))
+    alert = rule(anomaly.SILENCE, "lt", 0.01)
+    busy_value, quiet_value = value(anomaly.SILENCE, bistro), value(anomaly.SILENCE, quiet)
+    assert busy_value is not None
+    assert alert.breaches(busy_value)
+    assert quiet_value is not None
+    assert quiet_value > 50
+
+
+def test_a_venue_still_being_learned_has_no_value(bistro: Venue) -> None:
+    usual(bistro, orders=4, weeks=baseline.BASELINE_MIN_WEEKS - 1)
+    assert value(anomaly.SILENCE, bistro) is None
+    VenueActivity.objects.all().delete()
+    usual(bistro, orders=4, weeks=baseline.BASELINE_MIN_WEEKS)
+    assert value(anomaly.SILENCE, bistro) is not None
+
+
+def test_one_odd_week_does_not_move_the_baseline(bistro: Venue) -> None:
+    usual(bistro, orders=4)
+    week_slot = activity.week_slot(
+        activity.quarter_floor(NOW), anomaly.hours.schedules()[bistro.pk]
+    )
+    rows = VenueActivity.objects.filter(venue=bistro, week_slot=week_slot).order_by("starts_at")
+    VenueActivity.objects.filter(pk=rows[0].pk).update(orders=400)  # a festival
+    VenueActivity.objects.filter(pk=rows[1].pk).update(orders=0)  # an outage
+    found = baseline.baselines([week_slot], NOW)[(bistro.pk, week_slot)]
+    assert found.weeks == WEEKS
+    assert found.orders == 4
+
+
+# --- closed venues and warm-up ------------------------------------------------------------
+
+METRICS = [
+    anomaly.SILENCE,
+    anomaly.VOLUME,
+    anomaly.SCREENS,
+    anomaly.WAITING,
+    anomaly.ACCEPT_RATIO,
+    anomaly.PAYMENTS,
+]
+
+
+def a_bad_evening(venue: Venue, now: datetime, *, history: bool = True) -> None:
+    """Screens usually on, none now; a rush of 40 orders, then none for half an hour; none
+    taken; every payment failed."""
+    if history:
+        usual(venue, orders=4, screens=2, accepted=4, accept_seconds=4 * 60, payments_paid=4)
+    for i in range(40):
+        at = now - timedelta(minutes=31, seconds=40 * i)
+        order(venue, at, payment_status=PaymentStatus.FAILED)
+
+
+def rules_for_every_metric() -> list[AlertRule]:
+    lines = {
+        anomaly.SILENCE: ("lt", 5.0),
+        anomaly.VOLUME: ("lt", 5.0),
+        anomaly.SCREENS: ("lt", 1.0),
+        anomaly.WAITING: ("gt", 5.0),
+        anomaly.ACCEPT_RATIO: ("gt", 2.0),
+        anomaly.PAYMENTS: ("lt", 5.0),
+    }
+    return [
+        AlertRule.objects.create(
+            name=f"Venue {metric}",
+            metric=metric,
+            comparison=comparison,
+            threshold=threshold,
+            window_seconds=3600,
+            pending_seconds=0,
+            clear_seconds=0,
+        )
+        for metric, (comparison, threshold) in lines.items()
+    ]
+
+
+def test_every_metric_fires_for_an_open_venue_and_none_for_a_closed_one(bistro: Venue) -> None:
+    a_bad_evening(bistro, NOW)
+    rules_for_every_metric()
+    values = {metric: value(metric, bistro) for metric in METRICS}
+    assert None not in values.values(), values
+
+    engine.run_cycle(NOW)
+    fired = set(Incident.objects.values_list("rule__metric", "scope"))
+    assert fired == {(metric, str(bistro.pk)) for metric in METRICS}
+
+    # The same evening an hour after closing (23:00 London): nothing has a value.
+    Incident.objects.all().delete()
+    late = NOW + timedelta(hours=5)
+    a_bad_evening(bistro, late, history=False)
+    assert {metric: value(metric, bistro, late) for metric in METRICS} == dict.fromkeys(METRICS)
+    engine.run_cycle(late)
+    assert not Incident.objects.filter(opened_at__gte=late).exists()
+
+
+def test_a_closed_day_never_alerts(bistro: Venue) -> None:
+    a_bad_evening(bistro, NOW)
+    bistro.opening_exceptions.create(date=NOW.date(), closed=True)
+    assert {metric: value(metric, bistro) for metric in METRICS} == dict.fromkeys(METRICS)
+
+
+@override_settings(VENUE_WARMUP_MINUTES=20)
+def test_a_venue_that_just_opened_is_left_alone_for_the_warm_up(venue: Venue) -> None:
+    opened = open_daily(venue, opens=time(18, 45))  # 18:45 London, 17:45 UTC
+    usual(opened, orders=4, screens=1)
+    assert value(anomaly.SCREENS, opened, NOW + timedelta(minutes=4), 300) is None
+    assert value(anomaly.SCREENS, opened, NOW + timedelta(minutes=5), 300) == 0.0
+
+
+# --- the other metrics, each side of its line ---------------------------------------------
+
+
+def test_unusual_volume_either_way(bistro: Venue) -> None:
+    usual(bistro, orders=4)  # 16 in the hour
+    alert = rule(anomaly.VOLUME, "lt", 0.1)
+    for minutes in range(16):
+        order(bistro, NOW - timedelta(minutes=3 * minutes + 1))
+    usual_hour = value(anomaly.VOLUME, bistro)
+    assert usual_hour == 100.0
+    # Busier: the line is crossed at the first count whose two-sided chance is under 0.1%.
+    line = next(n for n in range(16, 200) if 100 * nb_two_sided(n, 16, 16) < 0.1)
+    for extra in range(line - 16 - 1):
+        order(bistro, NOW - timedelta(minutes=30, seconds=extra))
+    under = value(anomaly.VOLUME, bistro)
+    assert under is not None
+    assert not alert.breaches(under)
+    order(bistro, NOW - timedelta(minutes=31))
+    over = value(anomaly.VOLUME, bistro)
+    assert over is not None
+    assert alert.breaches(over)
+    # Quieter: none at all in the hour.
+    Order.objects.all().delete()
+    quiet = value(anomaly.VOLUME, bistro)
+    assert quiet is not None
+    assert alert.breaches(quiet)
+
+
+def test_screens_dark_only_for_a_venue_that_uses_them(bistro: Venue, other_venue: Venue) -> None:
+    without = open_daily(other_venue)
+    usual(bistro, screens=2)
+    usual(without, screens=0)
+    web = Worker.objects.create(
+        name="web:h:1", hostname="h", pid=1, started_at=NOW - timedelta(days=1), last_seen_at=NOW
+    )
+    alert = rule(anomaly.SCREENS, "lt", 1, window_seconds=300)
+    # The last screen left 5 minutes and 1 second ago: dark for the whole window.
+    VenueScreenSample.objects.create(
+        worker=web, venue_id=bistro.pk, recorded_at=NOW - timedelta(seconds=301), screens=1
+    )
+    dark = value(anomaly.SCREENS, bistro, seconds=300)
+    assert dark == 0.0
+    assert alert.breaches(dark)
+    VenueScreenSample.objects.create(
+        worker=web, venue_id=bistro.pk, recorded_at=NOW - timedelta(seconds=299), screens=1
+    )
+    lit = value(anomaly.SCREENS, bistro, seconds=300)
+    assert lit == 1.0
+    assert not alert.breaches(lit)
+    assert value(anomaly.SCREENS, without, seconds=300) is None
+
+
+def test_tickets_nobody_takes(bistro: Venue) -> None:
+    alert = rule(anomaly.WAITING, "gt", 10)
+    waiting = order(bistro, NOW - timedelta(minutes=10))
+    assert value(anomaly.WAITING, bistro) == 10.0
+    assert not alert.breaches(10.0)
+    order(bistro, NOW - timedelta(minutes=10, seconds=6))
+    assert value(anomaly.WAITING, bistro) == pytest.approx(10.1)
+    Order.objects.update(status=OrderStatus.ACCEPTED, accepted_at=NOW)
+    assert value(anomaly.WAITING, bistro) == 0.0
+    assert waiting.pk
+
+
+def test_a_kitchen_slower_than_its_usual(bistro: Venue) -> None:
+    usual(bistro, orders=4, accepted=4, accept_seconds=4 * 120)  # two minutes, usually
+    alert = rule(anomaly.ACCEPT_RATIO, "gt", 3)
+    for i in range(5):
+        placed = NOW - timedelta(minutes=30 + i)
+        order(
+            bistro, placed, status=OrderStatus.ACCEPTED, accepted_at=placed + timedelta(minutes=6)
+        )
+    assert value(anomaly.ACCEPT_RATIO, bistro) == pytest.approx(3.0)
+    assert not alert.breaches(3.0)
+    # Still waiting counts as waiting so far: six more, placed 6.5 minutes ago.
+    for _ in range(6):
+        order(bistro, NOW - timedelta(minutes=6, seconds=30))
+    over = value(anomaly.ACCEPT_RATIO, bistro)
+    assert over is not None
+    assert alert.breaches(over)
+    assert over == pytest.approx(3.25)
+
+
+def test_payment_failures_against_the_venue_and_the_platform(
+    bistro: Venue, other_venue: Venue
+) -> None:
+    usual(bistro, orders=4, payments_paid=4)
+    alert = rule(anomaly.PAYMENTS, "lt", 0.01)
+    # Judged against 2% (the floor: this venue's usual is lower): 4 failures in 20 settled
+    # payments have a chance of 0.06%, 5 of 0.005%.
+    for i in range(20):
+        status = PaymentStatus.FAILED if i < 4 else PaymentStatus.PAID
+        order(bistro, NOW - timedelta(minutes=i + 1), payment_status=status)
+    under = value(anomaly.PAYMENTS, bistro)
+    assert under is not None
+    assert not alert.breaches(under)
+    Order.objects.filter(venue=bistro, payment_status=PaymentStatus.PAID).filter(
+        pk__in=Order.objects.filter(venue=bistro, payment_status=PaymentStatus.PAID).values("pk")[
+            :1
+        ]
+    ).update(payment_status=PaymentStatus.FAILED)
+    over = value(anomaly.PAYMENTS, bistro)
+    assert over is not None
+    assert alert.breaches(over)
+    # The platform fails as often everywhere (a payment provider's outage): not this venue's.
+    for i in range(30):
+        order(other_venue, NOW - timedelta(minutes=i + 1), payment_status=PaymentStatus.FAILED)
+    for i in range(10):
+        order(other_venue, NOW - timedelta(minutes=i + 1), payment_status=PaymentStatus.PAID)
+    shared = value(anomaly.PAYMENTS, bistro)
+    assert shared is not None
+    assert not alert.breaches(shared)
+
+
+# --- the rollup ---------------------------------------------------------------------------
+
+
+def test_the_rollup_writes_each_open_quarter_once_in_the_venues_own_week(bistro: Venue) -> None:
+    web = Worker.objects.create(
+        name="web:h:2", hostname="h", pid=2, started_at=NOW - timedelta(days=1), last_seen_at=NOW
+    )
+    quarter = NOW - timedelta(minutes=15)  # 18:45 London, a Wednesday
+    taken = {"status": OrderStatus.ACCEPTED, "accepted_at": quarter + timedelta(minutes=3)}
+    order(bistro, quarter + timedelta(minutes=1), payment_status=PaymentStatus.PAID, **taken)
+    order(bistro, quarter + timedelta(minutes=14, seconds=59), payment_status=PaymentStatus.FAILED)
+    order(bistro, NOW, status=OrderStatus.ACCEPTED, accepted_at=NOW)  # the next quarter
+    VenueScreenSample.objects.create(
+        worker=web, venue_id=bistro.pk, recorded_at=quarter + timedelta(minutes=5), screens=3
+    )
+    assert activity.roll_up(NOW - timedelta(hours=2), NOW) == 8
+    rows = {r.starts_at: r for r in VenueActivity.objects.filter(venue=bistro)}
+    assert len(rows) == 8
+    assert all(r.open for r in rows.values())
+    row = rows[quarter]
+    assert row.week_slot == 2 * 96 + 18 * 4 + 3  # Wednesday 18:45 local
+    assert (row.orders, row.accepted, row.accept_seconds) == (2, 1, 120.0)
+    assert (row.payments_paid, row.payments_failed, row.screens) == (1, 1, 3)
+    assert rows[quarter - timedelta(minutes=15)].orders == 0
+    # Again: the same rows, nothing doubled.
+    assert activity.roll_up(NOW - timedelta(hours=2), NOW) == 8
+    assert VenueActivity.objects.count() == 8
+    # Closed at night: an order then is written (not open), the empty quarters are not.
+    night = datetime(2026, 6, 11, 1, 0, tzinfo=UTC)  # 02:00 London
+    order(bistro, night + timedelta(minutes=2))
+    assert activity.roll_up(night, night + timedelta(hours=1)) == 1
+    assert not VenueActivity.objects.get(starts_at=night).open
+
+
+def test_the_periodic_rollup_catches_up_from_its_last_row(bistro: Venue) -> None:
+    assert activity.roll_up_recent(NOW) == 4  # the last hour, on a first run
+    later = NOW + timedelta(hours=3)
+    assert activity.roll_up_recent(later) == 4 * 4  # the hour again, and three more
+    assert VenueActivity.objects.count() == 4 * 4
