@@ -13,12 +13,14 @@ class OrdersConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
         from monitoring import screens
+        from monitoring.alerting import scopes
         from orders import anomaly, dashboard, hub, metrics, retention, revocation
         from orders.models import Venue, VenueAccessToken
 
         retention.register()
         metrics.register()
         anomaly.register_metrics()
+        scopes.name_scopes_with(_venue_name)
         screens.count_screens_with(hub.screens_per_venue)
         dashboard.register()
 
@@ -45,3 +47,11 @@ def _announce_new_venue(
         from orders.events import venue_signed_up
 
         venue_signed_up(instance)  # type: ignore[arg-type]
+
+
+def _venue_name(scope: str) -> str | None:
+    from orders.models import Venue
+
+    if not scope.isdigit() or len(scope) > 18:
+        return None
+    return Venue.objects.filter(pk=int(scope)).values_list("name", flat=True).first()

@@ -21,7 +21,7 @@ from django.test import Client
 from django.utils import timezone
 
 from monitoring import notices
-from monitoring.alerting import direct, messages
+from monitoring.alerting import direct, incidents, messages
 from monitoring.alerting.engine import run_cycle
 from monitoring.models import (
     AlertRule,
@@ -269,7 +269,7 @@ def make_incident(rule: AlertRule, scope: str, status: str = IncidentStatus.FIRI
     return Incident.objects.create(
         rule=rule,
         scope=scope,
-        title=f"{rule.name} (venue {scope})" if scope else rule.name,  # as the engine names it
+        title=incidents.title_for(rule, scope),  # as the engine names it
         severity=rule.severity,
         status=status,
         opened_at=now - timedelta(minutes=30),
@@ -305,7 +305,7 @@ def test_rule_names_descriptions_scopes_and_on_call_names_are_inert(db: Any, raw
     ]
     for message in composed:
         assert_inert(body_of(message), raw)
-    assert f"Venue: {inert(raw)}" in composed[0].text
+    assert f"Venue: venue {inert(raw)}" in composed[0].text
     assert f"Described {inert(raw)}" in composed[0].text
     assert f"(venue {inert(raw)})" in composed[1].text
     assert f"On call: {inert(raw)}" in composed[4].text
@@ -315,6 +315,17 @@ def test_rule_names_descriptions_scopes_and_on_call_names_are_inert(db: Any, raw
     resolved = make_incident(make_rule(f"{raw} 3"), scope="", status=IncidentStatus.RESOLVED)
     assert_inert(body_of(messages.resolved_reply(resolved)), raw)
     assert_inert(body_of(messages.incident_message([resolved])), raw)
+
+
+@pytest.mark.parametrize("raw", INJECTIONS)
+def test_a_venue_named_by_its_owner_is_shown_inert_in_its_alerts(db: Any, raw: str) -> None:
+    venue = Venue.objects.create(name=raw, slug="evil")
+    firing = make_incident(make_rule("Orders stopped"), scope=str(venue.pk))
+    assert firing.title == f"Rule Orders stopped ({raw}, venue {venue.pk})"
+    for message in (messages.incident_message([firing]), messages.reminder(firing)):
+        assert_inert(body_of(message), raw)
+    text = messages.incident_message([firing]).text
+    assert f"Venue: {inert(raw)}, venue {venue.pk}" in text
 
 
 @pytest.mark.parametrize("raw", INJECTIONS)

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db.models import F
 
+from monitoring.alerting.scopes import scope_name
 from monitoring.models import (
     AlertRule,
     Comparison,
@@ -49,7 +50,7 @@ def record(
 
 
 def title_for(rule: AlertRule, scope: str) -> str:
-    return f"{rule.name}{f' (venue {scope})' if scope else ''}"
+    return f"{rule.name} ({scope_name(scope)})" if scope else rule.name
 
 
 def open_incident(

@@ -11,6 +11,7 @@ from django.utils import timezone
 from inkwave.lib.formats import duration, utc_time
 from monitoring.alerting import buttons, rules, suppression
 from monitoring.alerting.metrics import format_value
+from monitoring.alerting.scopes import scope_name
 from monitoring.models import Incident, IncidentStatus, OnCallShift, Severity
 from notifications.formatting import (
     Composed,
@@ -112,7 +113,7 @@ def _single(incident: Incident, *, note: str = "") -> Composed:
         ("Since", utc_time(incident.opened_at)),
     ]
     if incident.scope:
-        pairs.insert(0, ("Venue", incident.scope))
+        pairs.insert(0, ("Venue", scope_name(incident.scope)))
     if incident.acknowledged_at and not resolved:
         pairs.append(("Acknowledged", f"by {incident.acknowledged_by or 'someone'}"))
     silence = None if resolved else suppression.silence_on(incident, timezone.now())
