@@ -11,9 +11,10 @@ One query for every venue and slot asked: an index range on (week_slot, starts_a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db.models import Count, Max, Min, Q, Sum
 
@@ -45,6 +46,42 @@ def trimmed_mean(total: float, highest: float, lowest: float, n: int) -> float:
     return total / n if n else 0.0
 
 
+# The rows a baseline at `now` reads: the past weeks' same local slot, not this week's.
+def since(now: datetime) -> datetime:
+    return now - timedelta(weeks=BASELINE_WEEKS, hours=2)
+
+
+def until(now: datetime) -> datetime:
+    # The same local slot a week ago is at least 6 days and 23 hours back (a clock change).
+    return now - timedelta(days=6, hours=12)
+
+
+class ActivityRow(NamedTuple):
+    orders: int
+    accepted: int
+    accept_seconds: float
+    payments_paid: int
+    payments_failed: int
+    screens: int
+
+
+ROW_FIELDS = ActivityRow._fields
+
+
+def summarize(rows: Sequence[ActivityRow]) -> SlotBaseline:
+    """The baseline of one slot from its open rows (what baselines() has the database do)."""
+    orders = [r.orders for r in rows]
+    return SlotBaseline(
+        weeks=len(rows),
+        orders=trimmed_mean(sum(orders), max(orders, default=0), min(orders, default=0), len(rows)),
+        accepted=sum(r.accepted for r in rows),
+        accept_seconds=sum(r.accept_seconds for r in rows),
+        payments_paid=sum(r.payments_paid for r in rows),
+        payments_failed=sum(r.payments_failed for r in rows),
+        screen_weeks=sum(1 for r in rows if r.screens > 0),
+    )
+
+
 def baselines(
     slots: Iterable[int], now: datetime, venues: Iterable[int] | None = None
 ) -> dict[tuple[int, int], SlotBaseline]:
@@ -55,9 +92,8 @@ def baselines(
     rows = VenueActivity.objects.filter(
         week_slot__in=wanted,
         open=True,
-        starts_at__gte=now - timedelta(weeks=BASELINE_WEEKS, hours=2),
-        # The same local slot a week ago is at least 6 days and 23 hours back (a clock change).
-        starts_at__lt=now - timedelta(days=6, hours=12),
+        starts_at__gte=since(now),
+        starts_at__lt=until(now),
     )
     if venues is not None:
         rows = rows.filter(venue_id__in=list(venues))

@@ -15,7 +15,7 @@ from monitoring.alerting.metrics import REGISTRY, Values, Window
 from monitoring.models import AlertRule, Incident, VenueScreenSample, Worker
 from notifications.defaults import create_default_routes
 from notifications.models import Destination, Route
-from orders import activity, anomaly, baseline
+from orders import activity, anomaly, baseline, hours
 from orders.models import (
     OpeningHours,
     Order,
@@ -58,7 +58,7 @@ def usual(venue: Venue, *, hours_back: int = 5, weeks: int = WEEKS, **values: An
         end = activity.quarter_floor(NOW - timedelta(weeks=week)) + timedelta(hours=1)
         for q in range(4 * (hours_back + 1)):
             starts_at = end - timedelta(minutes=15 * q)
-            slot = activity.week_slot(starts_at, anomaly.hours.schedules()[venue.pk])
+            slot = activity.week_slot(starts_at, hours.schedules()[venue.pk])
             rows.append(
                 VenueActivity(venue=venue, starts_at=starts_at, week_slot=slot, open=True, **values)
             )
@@ -157,9 +157,7 @@ def test_a_venue_still_being_learned_has_no_value(bistro: Venue) -> None:
 
 def test_one_odd_week_does_not_move_the_baseline(bistro: Venue) -> None:
     usual(bistro, orders=4)
-    week_slot = activity.week_slot(
-        activity.quarter_floor(NOW), anomaly.hours.schedules()[bistro.pk]
-    )
+    week_slot = activity.week_slot(activity.quarter_floor(NOW), hours.schedules()[bistro.pk])
     rows = VenueActivity.objects.filter(venue=bistro, week_slot=week_slot).order_by("starts_at")
     VenueActivity.objects.filter(pk=rows[0].pk).update(orders=400)  # a festival
     VenueActivity.objects.filter(pk=rows[1].pk).update(orders=0)  # an outage

@@ -50,6 +50,9 @@ class Window:
 Point = tuple[datetime, float | None]
 # One value per evaluation step over [start, end], for a window of `seconds` (see replay.py).
 History = Callable[[datetime, datetime, int], list[Point]]
+# The same per scope, for the scopes asked, or (None) for those the metric's owner picks (a
+# per-venue metric: the busiest venues).
+ScopedHistory = Callable[[datetime, datetime, int, list[str] | None], dict[str, list[Point]]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Metric:
     per_venue: bool = False
     # How the metric looked over the past (for the rule preview); None: it has no history.
     history: History | None = field(default=None, compare=False)
+    # A per-scope metric's past, one series per scope (for the preview and incident charts).
+    scoped_history: ScopedHistory | None = field(default=None, compare=False)
     # Whether an outage of a dependency that ended inside the window still shapes the value
     # (clients thrown out by a Redis outage reconnect into it), so that a rule stays held
     # back until its window no longer covers the outage. False for a value that leaves the

@@ -64,6 +64,7 @@ def preview_chart(rule: AlertRule, result: Preview) -> ChartSpec | None:
             label=f"would have opened, peak {incident.peak_text}",
         )
         for incident in result.incidents
+        if incident.scope == result.shown_scope
     ]
     return spec(
         _title(metric),
@@ -85,13 +86,19 @@ def incident_period(incident: Incident, now: datetime | None = None) -> tuple[da
 def incident_chart(incident: Incident, now: datetime | None = None) -> ChartSpec | None:
     """The rule's metric around the incident, the threshold, the incident as a shaded span
     and its timeline (the history rows) as marks. None when the metric has no history to
-    draw: a live check, or a per-venue value (the history is the whole deployment's)."""
+    draw: a live check, or a per-venue value whose history is the whole deployment's."""
     rule = incident.rule
     metric = REGISTRY.get(rule.metric)
-    if metric is None or metric.history is None or (metric.per_venue and incident.scope):
+    if metric is None:
         return None
     start, end = incident_period(incident, now)
-    points = metric.history(start, end, rule.window_seconds)
+    if metric.scoped_history is not None and incident.scope:
+        scoped = metric.scoped_history(start, end, rule.window_seconds, [incident.scope])
+        points = scoped.get(incident.scope, [])
+    elif metric.history is not None and not (metric.per_venue and incident.scope):
+        points = metric.history(start, end, rule.window_seconds)
+    else:
+        return None
     resolved = incident.resolved_at
     span = Span(
         start=epoch(incident.opened_at),

@@ -1,0 +1,178 @@
+"""Each venue metric's value from what was seen, as pure functions.
+
+The live metrics (orders.anomaly.live) gather what was seen with a few SQL aggregates over
+every open venue; the replay (orders.anomaly.replay) gathers the same from rows loaded for
+a period. Both end here, so the preview and the benchmark judge what the engine judges.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from inkwave.lib.counts import binomial_sf, nb_two_sided, nb_zero
+from orders.activity import quarter_floor
+from orders.baseline import SlotBaseline
+from orders.models.activity import SLOT_SECONDS, SLOTS_PER_WEEK
+
+# Negative binomial dispersion of a venue's orders in a stretch of an evening: the larger,
+# the closer to Poisson. 16 allows a day 25% busier or quieter than usual (1 / 0.25²).
+ORDER_DISPERSION = 16.0
+# A silence is looked back at this far at most: by then any rule has long fired.
+SILENCE_LOOKBACK = timedelta(hours=4)
+# Below this many orders in the window, a median wait says little.
+ACCEPT_MIN_ORDERS = 3
+# ... and below this many taken orders in the baseline, the venue's usual is unknown.
+ACCEPT_MIN_BASELINE = 10
+# Failures are judged against at least this rate (a card declined now and then is normal).
+PAYMENT_FLOOR_RATE = 0.02
+# The other venues' rate needs this many settled payments in the window to be a yardstick.
+PLATFORM_MIN_PAYMENTS = 20
+# An order still waiting after this long is abandoned, not waiting (left out).
+WAITING_LOOKBACK = timedelta(hours=12)
+
+QUARTER = timedelta(seconds=SLOT_SECONDS)
+
+
+@dataclass(frozen=True)
+class OpenVenue:
+    id: int
+    since: datetime  # when its current opening began
+    slot: int  # the week slot of the quarter hour holding "now"
+
+
+class Baselines(Protocol):
+    def get(self, key: tuple[int, int], /) -> SlotBaseline | None: ...
+
+
+def slots_back(venue: OpenVenue, start: datetime, now: datetime) -> list[tuple[int, float]]:
+    """(week slot, seconds of it inside [start, now]) for each quarter hour of the span.
+
+    The slots of earlier quarters are counted back from now's (within a clock change's
+    hour this is off by one quarter, which the baseline's smoothness absorbs)."""
+    found = []
+    quarter = quarter_floor(now)
+    i = 0
+    while quarter + QUARTER > start:
+        seconds = (min(now, quarter + QUARTER) - max(start, quarter)).total_seconds()
+        if seconds > 0:
+            found.append(((venue.slot - i) % SLOTS_PER_WEEK, seconds))
+        quarter -= QUARTER
+        i += 1
+    return found
+
+
+def _learned(venue: OpenVenue, known: Baselines) -> bool:
+    current = known.get((venue.id, venue.slot))
+    return current is not None and current.known
+
+
+def expected_orders(
+    venue: OpenVenue, start: datetime, now: datetime, known: Baselines
+) -> float | None:
+    """The orders the venue usually gets in [start, now]; None while it is still learned."""
+    if not _learned(venue, known):
+        return None
+    total = 0.0
+    for slot, seconds in slots_back(venue, start, now):
+        base = known.get((venue.id, slot))
+        if base is not None:  # never open then in past weeks: nothing expected
+            total += base.orders * seconds / SLOT_SECONDS
+    return total
+
+
+def silence_value(
+    venue: OpenVenue, last_order: datetime | None, now: datetime, known: Baselines
+) -> float | None:
+    """In %: the chance of no order since the last one (or the opening), were it usual."""
+    since = max(last_order or venue.since, venue.since, now - SILENCE_LOOKBACK)
+    expected = expected_orders(venue, since, now, known)
+    return None if expected is None else 100.0 * nb_zero(expected, ORDER_DISPERSION)
+
+
+def span_start(venue: OpenVenue, window_start: datetime) -> datetime:
+    """The window's start, or the opening if that came later."""
+    return max(window_start, venue.since)
+
+
+def volume_value(
+    venue: OpenVenue, seen: int, window_start: datetime, now: datetime, known: Baselines
+) -> float | None:
+    """In %: the chance of a count at least this far from the usual, either way. `seen`
+    counts the orders since span_start()."""
+    expected = expected_orders(venue, span_start(venue, window_start), now, known)
+    return None if expected is None else 100.0 * nb_two_sided(seen, expected, ORDER_DISPERSION)
+
+
+def uses_screens(venue: OpenVenue, known: Baselines) -> bool:
+    """Its room had a screen at this time in at least half of the past weeks."""
+    base = known.get((venue.id, venue.slot))
+    return base is not None and base.known and 2 * base.screen_weeks >= base.weeks
+
+
+def screens_value(venue: OpenVenue, most: int, known: Baselines) -> float | None:
+    return float(most) if uses_screens(venue, known) else None
+
+
+def waiting_value(oldest_placed: datetime | None, now: datetime) -> float:
+    return 0.0 if oldest_placed is None else (now - oldest_placed).total_seconds() / 60.0
+
+
+def usual_accept_seconds(
+    venue: OpenVenue, start: datetime, now: datetime, known: Baselines
+) -> float | None:
+    accepted, seconds = 0, 0.0
+    for slot, _ in slots_back(venue, start, now):
+        base = known.get((venue.id, slot))
+        if base is not None:
+            accepted += base.accepted
+            seconds += base.accept_seconds
+    if accepted < ACCEPT_MIN_BASELINE or seconds <= 0:
+        return None
+    return seconds / accepted
+
+
+def accept_value(
+    venue: OpenVenue, waits: Sequence[float], window_start: datetime, now: datetime,
+    known: Baselines,
+) -> float | None:  # fmt: skip
+    """The median wait of the orders placed since span_start() (so far, for those still
+    waiting) as a multiple of the venue's usual."""
+    if len(waits) < ACCEPT_MIN_ORDERS:
+        return None
+    usual = usual_accept_seconds(venue, span_start(venue, window_start), now, known)
+    return None if usual is None else statistics.median(waits) / usual
+
+
+def usual_failure_rate(venue: OpenVenue, start: datetime, now: datetime, known: Baselines) -> float:
+    paid = failed = 0
+    for slot, _ in slots_back(venue, start, now):
+        base = known.get((venue.id, slot))
+        if base is not None:
+            paid, failed = paid + base.payments_paid, failed + base.payments_failed
+    # One failure in a few payments is no rate: shrunk towards the floor.
+    return (failed + PAYMENT_FLOOR_RATE * 20) / (paid + failed + 20)
+
+
+def others_failure_rate(platform: tuple[int, int], own: tuple[int, int]) -> float | None:
+    """Every other venue's failure rate in the window, if they settled enough payments.
+    Both pairs are (paid, failed)."""
+    paid, failed = platform[0] - own[0], platform[1] - own[1]
+    return failed / (paid + failed) if paid + failed >= PLATFORM_MIN_PAYMENTS else None
+
+
+def payment_value(
+    venue: OpenVenue, own: tuple[int, int], platform: tuple[int, int], window_start: datetime,
+    now: datetime, known: Baselines,
+) -> float | None:  # fmt: skip
+    """In %: the chance of at least this many failures among the settled payments, at the
+    venue's usual rate or the other venues' rate now, whichever is higher."""
+    paid, failed = own
+    if not paid + failed:
+        return None
+    usual = usual_failure_rate(venue, span_start(venue, window_start), now, known)
+    rate = max(usual, others_failure_rate(platform, own) or 0.0, PAYMENT_FLOOR_RATE)
+    return 100.0 * binomial_sf(failed, paid + failed, rate)

@@ -1,0 +1,346 @@
+"""The venue metrics over a past period, one value per evaluation step (preview, benchmark).
+
+The rows of the period are loaded once (orders, screen samples, activity rows, the other
+venues' payments in buckets); at each step the same formulas as the live metrics are fed
+with what the live queries would have returned at that moment:
+
+- the opening, the warm-up and the week slot from the venue's schedule;
+- the baseline of a slot from the activity rows the baseline query reads at that moment;
+- an order still waiting at a moment: not yet taken then (accepted_at later or never),
+  nor cancelled (a cancelled order that was never taken stopped waiting at its last
+  change). A payment counts with its final state (the history keeps no earlier one).
+
+A test checks the replay against the live metrics at the same moments.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Count, Q
+
+from monitoring.alerting.metrics import Point, ScopedHistory
+from monitoring.alerting.replay import EpochBucket, Grid, moments
+from monitoring.models import VenueScreenSample
+from orders import hours
+from orders.activity import quarter_floor, week_slot
+from orders.anomaly import formulas
+from orders.anomaly.formulas import OpenVenue
+from orders.baseline import ROW_FIELDS, ActivityRow, SlotBaseline, since, summarize, until
+from orders.models import Order, OrderStatus, PaymentStatus, Venue, VenueActivity
+
+SlotKey = tuple[int, int]
+
+
+class _BaselinesAt:
+    """The baselines a live cycle at `now` would read, from rows held in memory."""
+
+    def __init__(self, rows: dict[SlotKey, tuple[list[datetime], list[ActivityRow]]]) -> None:
+        self._rows = rows
+        self._cache: dict[tuple[SlotKey, int, int], SlotBaseline] = {}
+        self.now = datetime.min.replace(tzinfo=UTC)
+
+    def get(self, key: SlotKey, /) -> SlotBaseline | None:
+        found = self._rows.get(key)
+        if found is None:
+            return None
+        starts, rows = found
+        lo, hi = bisect_left(starts, since(self.now)), bisect_left(starts, until(self.now))
+        if hi <= lo:
+            return None
+        cached = self._cache.get((key, lo, hi))
+        if cached is None:
+            cached = self._cache[(key, lo, hi)] = summarize(rows[lo:hi])
+        return cached
+
+
+@dataclass
+class _Venue:
+    created: list[datetime] = field(default_factory=list)
+    accepted: list[datetime | None] = field(default_factory=list)
+    left: list[datetime | None] = field(default_factory=list)  # stopped waiting
+    paid: list[int] = field(default_factory=lambda: [0])  # prefix sums by creation
+    failed: list[int] = field(default_factory=lambda: [0])
+    screens_at: list[datetime] = field(default_factory=list)
+    screens: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Period:
+    """What the replay of [start, end] needs, loaded once for the venues asked."""
+
+    start: datetime
+    end: datetime
+    window: int
+    venues: dict[int, _Venue]
+    baselines: _BaselinesAt
+    # Every venue's payments in 10-second buckets from `first_bucket` on, as prefix sums.
+    first_bucket: int
+    paid_prefix: list[int]
+    failed_prefix: list[int]
+
+
+LOOKBACK = max(formulas.SILENCE_LOOKBACK, formulas.WAITING_LOOKBACK)
+BUCKET = 10
+
+
+def load(start: datetime, end: datetime, window: int, venue_ids: Iterable[int]) -> Period:
+    ids = list(venue_ids)
+    first = start - max(LOOKBACK, timedelta(seconds=window))
+    venues = {v: _Venue() for v in ids}
+    for venue_id, created, accepted, status, updated, payment in (
+        Order.objects.filter(venue_id__in=ids, created_at__gt=first, created_at__lte=end)
+        .order_by("created_at")
+        .values_list(
+            "venue_id", "created_at", "accepted_at", "status", "updated_at", "payment_status"
+        )
+    ):
+        rows = venues[venue_id]
+        rows.created.append(created)
+        rows.accepted.append(accepted)
+        cancelled = status == OrderStatus.CANCELLED and accepted is None
+        rows.left.append(accepted if accepted is not None else updated if cancelled else None)
+        rows.paid.append(rows.paid[-1] + (payment == PaymentStatus.PAID))
+        rows.failed.append(rows.failed[-1] + (payment == PaymentStatus.FAILED))
+    for venue_id, at, screens in (
+        VenueScreenSample.objects.filter(
+            venue_id__in=ids,
+            recorded_at__gt=start - timedelta(seconds=window),
+            recorded_at__lte=end,
+        )
+        .order_by("recorded_at")
+        .values_list("venue_id", "recorded_at", "screens")
+    ):
+        venues[venue_id].screens_at.append(at)
+        venues[venue_id].screens.append(screens)
+    activity: dict[SlotKey, tuple[list[datetime], list[ActivityRow]]] = defaultdict(
+        lambda: ([], [])
+    )
+    for venue_id, slot, starts_at, *values in (
+        VenueActivity.objects.filter(
+            venue_id__in=ids, open=True, starts_at__gte=since(first), starts_at__lt=until(end)
+        )
+        .order_by("starts_at")
+        .values_list("venue_id", "week_slot", "starts_at", *ROW_FIELDS)
+    ):
+        starts, rows_ = activity[(venue_id, slot)]
+        starts.append(starts_at)
+        rows_.append(ActivityRow(*values))
+    buckets = {
+        row["bucket"]: (row["paid"], row["failed"])
+        for row in Order.objects.filter(
+            created_at__gt=start - timedelta(seconds=window), created_at__lte=end
+        )
+        .annotate(bucket=EpochBucket("created_at", BUCKET))
+        .values("bucket")
+        .annotate(
+            paid=Count("pk", filter=Q(payment_status=PaymentStatus.PAID)),
+            failed=Count("pk", filter=Q(payment_status=PaymentStatus.FAILED)),
+        )
+        .order_by()
+    }
+    first_bucket = int(start.timestamp() - window) // BUCKET - 1
+    paid, failed = [0], [0]
+    for bucket in range(first_bucket, int(end.timestamp()) // BUCKET + 1):
+        found = buckets.get(bucket, (0, 0))
+        paid.append(paid[-1] + found[0])
+        failed.append(failed[-1] + found[1])
+    return Period(
+        start, end, window, venues, _BaselinesAt(dict(activity)), first_bucket, paid, failed
+    )
+
+
+def _platform_between(period: Period, start: datetime, end: datetime) -> tuple[int, int]:
+    """(paid, failed) of every venue's orders placed in (start, end]: the buckets from
+    start / 10 s to end / 10 s - 1 (both are whole multiples of 10 s at every step)."""
+    lo = int(start.timestamp()) // BUCKET - period.first_bucket
+    hi = int(end.timestamp()) // BUCKET - period.first_bucket
+    return (
+        period.paid_prefix[hi] - period.paid_prefix[lo],
+        period.failed_prefix[hi] - period.failed_prefix[lo],
+    )
+
+
+Formula = Callable[[Period, _Venue, OpenVenue, datetime, "_Waiting"], float | None]
+
+
+class _Waiting:
+    """The oldest order still waiting, as time moves forward (each order enters once)."""
+
+    def __init__(self, rows: _Venue) -> None:
+        self.rows = rows
+        self.next = 0
+        self.heap: list[tuple[datetime, int]] = []
+
+    def oldest(self, now: datetime) -> datetime | None:
+        rows = self.rows
+        while self.next < len(rows.created) and rows.created[self.next] <= now:
+            heapq.heappush(self.heap, (rows.created[self.next], self.next))
+            self.next += 1
+        cutoff = now - formulas.WAITING_LOOKBACK
+        while self.heap:
+            created, i = self.heap[0]
+            left = rows.left[i]
+            if created > cutoff and (left is None or left > now):
+                return created
+            heapq.heappop(self.heap)  # taken (or too old): it never waits again later
+        return None
+
+
+def _since(rows: _Venue, start: datetime) -> int:
+    """The index of the first order placed after `start`."""
+    return bisect_right(rows.created, start)
+
+
+def _silence(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waiting) -> float | None:
+    i = bisect_right(rows.created, now) - 1
+    last = rows.created[i] if i >= 0 and rows.created[i] > now - formulas.SILENCE_LOOKBACK else None
+    return formulas.silence_value(venue, last, now, p.baselines)
+
+
+def _window_start(p: Period, now: datetime) -> datetime:
+    return now - timedelta(seconds=p.window)
+
+
+def _volume(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waiting) -> float | None:
+    start = _window_start(p, now)
+    seen = bisect_right(rows.created, now) - _since(rows, formulas.span_start(venue, start))
+    return formulas.volume_value(venue, seen, start, now, p.baselines)
+
+
+def _screens(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waiting) -> float | None:
+    lo = bisect_right(rows.screens_at, _window_start(p, now))
+    hi = bisect_right(rows.screens_at, now)
+    return formulas.screens_value(venue, max(rows.screens[lo:hi], default=0), p.baselines)
+
+
+def _waiting(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, w: _Waiting) -> float:
+    return formulas.waiting_value(w.oldest(now), now)
+
+
+def _accept(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waiting) -> float | None:
+    start = _window_start(p, now)
+    lo = _since(rows, formulas.span_start(venue, start))
+    hi = bisect_right(rows.created, now)
+    waits = []
+    for i in range(lo, hi):
+        taken = rows.accepted[i]
+        waits.append((taken if taken is not None and taken <= now else now) - rows.created[i])
+    seconds = [w.total_seconds() for w in waits]
+    return formulas.accept_value(venue, seconds, start, now, p.baselines)
+
+
+def _payments(
+    p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waiting
+) -> float | None:
+    start = _window_start(p, now)
+    lo = _since(rows, formulas.span_start(venue, start))
+    hi = bisect_right(rows.created, now)
+    own = (rows.paid[hi] - rows.paid[lo], rows.failed[hi] - rows.failed[lo])
+    platform = _platform_between(p, start, now)
+    return formulas.payment_value(venue, own, platform, start, now, p.baselines)
+
+
+FORMULAS: dict[str, Formula] = {
+    "venue.orders_silence_chance": _silence,
+    "venue.order_volume_chance": _volume,
+    "venue.screens_online": _screens,
+    "venue.oldest_waiting_minutes": _waiting,
+    "venue.accept_time_ratio": _accept,
+    "venue.payment_failure_chance": _payments,
+}
+
+
+def history(
+    metric: str, start: datetime, end: datetime, window: int, venue_ids: Iterable[int]
+) -> dict[str, list[Point]]:
+    """{venue id: the metric at every evaluation step in (start, end]} for those venues."""
+    formula = FORMULAS[metric]
+    period = load(start, end, window, venue_ids)
+    schedules = hours.schedules()
+    warmup = timedelta(minutes=settings.VENUE_WARMUP_MINUTES)
+    steps = [
+        datetime.fromtimestamp(m, tz=UTC) for m in moments(start, end, Grid.for_window(window).step)
+    ]
+    found: dict[str, list[Point]] = {}
+    for venue_id, rows in period.venues.items():
+        schedule = schedules.get(venue_id)
+        points: list[Point] = []
+        found[str(venue_id)] = points
+        if schedule is None:
+            points.extend((t, None) for t in steps)
+            continue
+        spans = schedule.spans(start - timedelta(days=2), end + timedelta(seconds=1))
+        begins = [b for b, _ in spans]
+        waiting = _Waiting(rows)
+        slot_quarter, slot = None, 0
+        for t in steps:
+            opened = _opened(schedule, spans, begins, t)
+            if opened is None or t - opened < warmup:
+                if metric == "venue.oldest_waiting_minutes":
+                    waiting.oldest(t)  # keep the sweep moving
+                points.append((t, None))
+                continue
+            quarter = quarter_floor(t)
+            if quarter != slot_quarter:
+                slot_quarter, slot = quarter, week_slot(quarter, schedule)
+            period.baselines.now = t
+            points.append((t, formula(period, rows, OpenVenue(venue_id, opened, slot), t, waiting)))
+    return found
+
+
+def _opened(
+    schedule: hours.Schedule, spans: list[hours.Span], begins: list[datetime], t: datetime
+) -> datetime | None:
+    """Schedule.open_since(t), from spans computed once for the period."""
+    if not schedule.active:
+        return None
+    if schedule.always_open:
+        return t - timedelta(days=2)
+    i = bisect_right(begins, t) - 1
+    if i >= 0 and spans[i][0] <= t < spans[i][1]:
+        return spans[i][0]
+    return None
+
+
+# The preview replays a per-venue rule for this many venues, the busiest of the period.
+PREVIEW_VENUES = 20
+
+
+def busiest_venues(start: datetime, end: datetime, limit: int = PREVIEW_VENUES) -> list[int]:
+    busiest = list(
+        Order.objects.filter(created_at__gt=start, created_at__lte=end)
+        .values_list("venue_id")
+        .annotate(n=Count("pk"))
+        .order_by("-n", "venue_id")
+        .values_list("venue_id", flat=True)[:limit]
+    )
+    if len(busiest) < limit:  # then venues without orders (screens may still matter)
+        busiest += list(
+            Venue.objects.filter(is_active=True)
+            .exclude(pk__in=busiest)
+            .order_by("pk")
+            .values_list("pk", flat=True)[: limit - len(busiest)]
+        )
+    return busiest
+
+
+def scoped_history(metric: str) -> ScopedHistory:
+    """The metric's replay as the registry's per-scope history."""
+
+    def replayed(
+        start: datetime, end: datetime, window: int, scopes: list[str] | None
+    ) -> dict[str, list[Point]]:
+        if scopes is None:
+            venues = busiest_venues(start, end)
+        else:
+            venues = [int(s) for s in scopes if s.isdigit() and len(s) <= 18]
+        return history(metric, start, end, window, venues)
+
+    return replayed
