@@ -75,7 +75,7 @@ def preview(rule: AlertRule, now: datetime | None = None, days: int = PREVIEW_DA
         per_scope = {"": metric.history(start, now, rule.window_seconds)}
     result = Preview(True, days, step_seconds=grid.step, resolution_seconds=grid.resolution)
     for scope, series in per_scope.items():
-        _replay(rule, scope, series, result)
+        replay_series(rule, scope, series, result)
     result.points = sum(len(series) for series in per_scope.values())
     # The chart draws one series: the scope with the most incidents (the first, if none).
     shown = max(per_scope, key=lambda s: sum(i.scope == s for i in result.incidents), default="")
@@ -101,7 +101,7 @@ def preview(rule: AlertRule, now: datetime | None = None, days: int = PREVIEW_DA
     return result
 
 
-def _replay(rule: AlertRule, scope: str, series: list[Point], result: Preview) -> None:
+def replay_series(rule: AlertRule, scope: str, series: list[Point], result: Preview) -> None:
     """The engine's state machine over one scope's series, counted into `result`."""
     tracker = Tracker()
     current: ReplayedIncident | None = None

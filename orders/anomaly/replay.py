@@ -61,7 +61,7 @@ class _BaselinesAt:
 
 
 @dataclass
-class _Venue:
+class VenueRows:
     created: list[datetime] = field(default_factory=list)
     accepted: list[datetime | None] = field(default_factory=list)
     left: list[datetime | None] = field(default_factory=list)  # stopped waiting
@@ -78,7 +78,7 @@ class Period:
     start: datetime
     end: datetime
     window: int
-    venues: dict[int, _Venue]
+    venues: dict[int, VenueRows]
     baselines: _BaselinesAt
     # Every venue's payments in 10-second buckets from `first_bucket` on, as prefix sums.
     first_bucket: int
@@ -93,7 +93,7 @@ BUCKET = 10
 def load(start: datetime, end: datetime, window: int, venue_ids: Iterable[int]) -> Period:
     ids = list(venue_ids)
     first = start - max(LOOKBACK, timedelta(seconds=window))
-    venues = {v: _Venue() for v in ids}
+    venues = {v: VenueRows() for v in ids}
     for venue_id, created, accepted, status, updated, payment in (
         Order.objects.filter(venue_id__in=ids, created_at__gt=first, created_at__lte=end)
         .order_by("created_at")
@@ -156,7 +156,7 @@ def load(start: datetime, end: datetime, window: int, venue_ids: Iterable[int]) 
     )
 
 
-def _platform_between(period: Period, start: datetime, end: datetime) -> tuple[int, int]:
+def platform_between(period: Period, start: datetime, end: datetime) -> tuple[int, int]:
     """(paid, failed) of every venue's orders placed in (start, end]: the buckets from
     start / 10 s to end / 10 s - 1 (both are whole multiples of 10 s at every step)."""
     lo = int(start.timestamp()) // BUCKET - period.first_bucket
@@ -167,13 +167,13 @@ def _platform_between(period: Period, start: datetime, end: datetime) -> tuple[i
     )
 
 
-Formula = Callable[[Period, _Venue, OpenVenue, datetime, "_Waiting"], float | None]
+Formula = Callable[[Period, VenueRows, OpenVenue, datetime, "WaitingSweep"], float | None]
 
 
-class _Waiting:
+class WaitingSweep:
     """The oldest order still waiting, as time moves forward (each order enters once)."""
 
-    def __init__(self, rows: _Venue) -> None:
+    def __init__(self, rows: VenueRows) -> None:
         self.rows = rows
         self.next = 0
         self.heap: list[tuple[datetime, int]] = []
@@ -193,40 +193,48 @@ class _Waiting:
         return None
 
 
-def _since(rows: _Venue, start: datetime) -> int:
+def first_after(rows: VenueRows, start: datetime) -> int:
     """The index of the first order placed after `start`."""
     return bisect_right(rows.created, start)
 
 
-def _silence(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waiting) -> float | None:
+def _silence(
+    p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
+) -> float | None:
     i = bisect_right(rows.created, now) - 1
     last = rows.created[i] if i >= 0 and rows.created[i] > now - formulas.SILENCE_LOOKBACK else None
     return formulas.silence_value(venue, last, now, p.baselines)
 
 
-def _window_start(p: Period, now: datetime) -> datetime:
+def window_start(p: Period, now: datetime) -> datetime:
     return now - timedelta(seconds=p.window)
 
 
-def _volume(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waiting) -> float | None:
-    start = _window_start(p, now)
-    seen = bisect_right(rows.created, now) - _since(rows, formulas.span_start(venue, start))
+def _volume(
+    p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
+) -> float | None:
+    start = window_start(p, now)
+    seen = bisect_right(rows.created, now) - first_after(rows, formulas.span_start(venue, start))
     return formulas.volume_value(venue, seen, start, now, p.baselines)
 
 
-def _screens(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waiting) -> float | None:
-    lo = bisect_right(rows.screens_at, _window_start(p, now))
+def _screens(
+    p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
+) -> float | None:
+    lo = bisect_right(rows.screens_at, window_start(p, now))
     hi = bisect_right(rows.screens_at, now)
     return formulas.screens_value(venue, max(rows.screens[lo:hi], default=0), p.baselines)
 
 
-def _waiting(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, w: _Waiting) -> float:
+def _waiting(p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, w: WaitingSweep) -> float:
     return formulas.waiting_value(w.oldest(now), now)
 
 
-def _accept(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waiting) -> float | None:
-    start = _window_start(p, now)
-    lo = _since(rows, formulas.span_start(venue, start))
+def _accept(
+    p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
+) -> float | None:
+    start = window_start(p, now)
+    lo = first_after(rows, formulas.span_start(venue, start))
     hi = bisect_right(rows.created, now)
     waits = []
     for i in range(lo, hi):
@@ -237,13 +245,13 @@ def _accept(p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waitin
 
 
 def _payments(
-    p: Period, rows: _Venue, venue: OpenVenue, now: datetime, _: _Waiting
+    p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
 ) -> float | None:
-    start = _window_start(p, now)
-    lo = _since(rows, formulas.span_start(venue, start))
+    start = window_start(p, now)
+    lo = first_after(rows, formulas.span_start(venue, start))
     hi = bisect_right(rows.created, now)
     own = (rows.paid[hi] - rows.paid[lo], rows.failed[hi] - rows.failed[lo])
-    platform = _platform_between(p, start, now)
+    platform = platform_between(p, start, now)
     return formulas.payment_value(venue, own, platform, start, now, p.baselines)
 
 
@@ -261,13 +269,23 @@ def history(
     metric: str, start: datetime, end: datetime, window: int, venue_ids: Iterable[int]
 ) -> dict[str, list[Point]]:
     """{venue id: the metric at every evaluation step in (start, end]} for those venues."""
-    formula = FORMULAS[metric]
-    period = load(start, end, window, venue_ids)
+    return replay_formula(FORMULAS[metric], start, end, window, venue_ids)
+
+
+def replay_formula(
+    formula: Formula,
+    start: datetime,
+    end: datetime,
+    window: int,
+    venue_ids: Iterable[int],
+    period: Period | None = None,
+) -> dict[str, list[Point]]:
+    """`formula` at every step, for venues open then and past their warm-up (None else)."""
+    period = period or load(start, end, window, venue_ids)
     schedules = hours.schedules()
     warmup = timedelta(minutes=settings.VENUE_WARMUP_MINUTES)
-    steps = [
-        datetime.fromtimestamp(m, tz=UTC) for m in moments(start, end, Grid.for_window(window).step)
-    ]
+    step = Grid.for_window(window).step
+    steps = [datetime.fromtimestamp(m, tz=UTC) for m in moments(start, end, step)]
     found: dict[str, list[Point]] = {}
     for venue_id, rows in period.venues.items():
         schedule = schedules.get(venue_id)
@@ -278,13 +296,12 @@ def history(
             continue
         spans = schedule.spans(start - timedelta(days=2), end + timedelta(seconds=1))
         begins = [b for b, _ in spans]
-        waiting = _Waiting(rows)
+        waiting = WaitingSweep(rows)
         slot_quarter, slot = None, 0
         for t in steps:
-            opened = _opened(schedule, spans, begins, t)
+            opened = opened_at(schedule, spans, begins, t)
             if opened is None or t - opened < warmup:
-                if metric == "venue.oldest_waiting_minutes":
-                    waiting.oldest(t)  # keep the sweep moving
+                waiting.oldest(t)  # keeps the sweep moving
                 points.append((t, None))
                 continue
             quarter = quarter_floor(t)
@@ -295,7 +312,7 @@ def history(
     return found
 
 
-def _opened(
+def opened_at(
     schedule: hours.Schedule, spans: list[hours.Span], begins: list[datetime], t: datetime
 ) -> datetime | None:
     """Schedule.open_since(t), from spans computed once for the period."""
