@@ -405,27 +405,24 @@ def cost(args: argparse.Namespace) -> None:
     from django.db import connection
 
     from monitoring.alerting import engine
-    from monitoring.models import AlertRule, Worker
+    from monitoring.models import AlertRule, AlertState, Incident
+    from orders.models import Venue
 
     now = datetime(2026, 11, 27, 19, 0, tzinfo=UTC)  # a Friday evening
     began = time.perf_counter()
+    if args.reuse and Venue.objects.exists():
+        Incident.objects.all().delete()
+        AlertState.objects.all().delete()
+    else:
+        _seed_cost(args, now)
     with connection.cursor() as cursor:
-        for statement in COST_SEED.split(";")[:-1]:
-            cursor.execute(statement, {"venues": args.cost_venues, "now": now})
-    worker = Worker.objects.create(
-        name="web:bench:1", hostname="bench", pid=1, started_at=now - timedelta(days=1),
-        last_seen_at=now,
-    )  # fmt: skip
-    with connection.cursor() as cursor:
-        cursor.execute(COST_SAMPLES, {"worker": worker.pk, "now": now})
-        cursor.execute("ANALYZE")
         cursor.execute("SELECT count(*) FROM orders_venueactivity")
         activity = cursor.fetchone()[0]  # type: ignore[index]
         cursor.execute("SELECT count(*) FROM orders_order")
         orders = cursor.fetchone()[0]  # type: ignore[index]
     print(f"{args.cost_venues:,} venues open, {activity:,} activity rows, {orders:,} orders "
           f"this evening, written in {time.perf_counter() - began:.0f} s")  # fmt: skip
-    AlertRule.objects.update(enabled=False)
+    AlertRule.objects.all().delete()
     for d in detectors()[:4] + detectors()[5:]:
         AlertRule.objects.create(
             name=f"bench {d.kind}", metric=d.metric, comparison=d.rule.comparison,
@@ -436,16 +433,35 @@ def cost(args: argparse.Namespace) -> None:
         name="bench waiting", metric="venue.oldest_waiting_minutes", comparison="gt",
         threshold=15, window_seconds=300,
     )  # fmt: skip
+    # The first cycle of a quarter hour reads the baselines; the others reuse them.
     timings = []
     for i in range(args.cycles):
         began = time.perf_counter()
-        result = engine.run_cycle(now + timedelta(minutes=i))
+        result = engine.run_cycle(now + timedelta(seconds=20 * i))
         timings.append(time.perf_counter() - began)
         print(f"cycle {i + 1}: {timings[-1]:.2f} s, {result.evaluated} rules, "
               f"{len(result.opened)} opened, errors {result.errors or 'none'}")  # fmt: skip
     median = statistics.median(timings)
-    print(f"one evaluation cycle over {args.cost_venues:,} venues: median {median:.2f} s "
-          f"(target under 2 s): {'met' if median < 2 else 'MISSED'}")  # fmt: skip
+    print(f"one evaluation cycle over {args.cost_venues:,} venues: median {median:.2f} s, "
+          f"first of the quarter hour {timings[0]:.2f} s (target under 2 s): "
+          f"{'met' if max(timings) < 2 else 'MISSED'}")  # fmt: skip
+
+
+def _seed_cost(args: argparse.Namespace, now: datetime) -> None:
+    from django.db import connection
+
+    from monitoring.models import Worker
+
+    with connection.cursor() as cursor:
+        for statement in COST_SEED.split(";")[:-1]:
+            cursor.execute(statement, {"venues": args.cost_venues, "now": now})
+    worker = Worker.objects.create(
+        name="web:bench:1", hostname="bench", pid=1, started_at=now - timedelta(days=1),
+        last_seen_at=now,
+    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(COST_SAMPLES, {"worker": worker.pk, "now": now})
+        cursor.execute("ANALYZE")
 
 
 # 5,000 venues open 11:00 to 23:00 UTC every day; 8 weeks of quarter hours (open ones with
@@ -496,9 +512,10 @@ def main() -> None:
     parser.add_argument("--cost", action="store_true", help="measure a cycle's cost instead")
     parser.add_argument("--cost-venues", type=int, default=5000)
     parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--reuse", action="store_true", help="--cost: keep the last run's rows")
     args = parser.parse_args()
 
-    url = ensure_database(DATABASE + ("_cost" if args.cost else ""), fresh=True)
+    url = ensure_database(DATABASE + ("_cost" if args.cost else ""), fresh=not args.reuse)
     env = base_env(Path(tempfile.mkdtemp(prefix="inkwave-bench-anomaly-")), url)
     migrate(env)
     os.environ.update(env)

@@ -21,6 +21,7 @@ from django.utils import timezone
 from monitoring.alerting.replay import EpochFloor
 from monitoring.models import VenueScreenSample
 from orders import hours
+from orders.baseline import quarter_floor
 from orders.models import Order, PaymentStatus, VenueActivity
 from orders.models.activity import SLOT_SECONDS, SLOTS_PER_DAY
 
@@ -32,11 +33,6 @@ REDO = timedelta(hours=1)
 ACTIVITY_CATCH_UP = timedelta(days=63)
 # A catch-up is written a day at a time, so memory stays bounded.
 CHUNK = timedelta(days=1)
-
-
-def quarter_floor(at: datetime) -> datetime:
-    seconds = int(at.timestamp()) // SLOT_SECONDS * SLOT_SECONDS
-    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def week_slot(starts_at: datetime, schedule: hours.Schedule) -> int:

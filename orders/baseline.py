@@ -12,20 +12,21 @@ One query for every venue and slot asked: an index range on (week_slot, starts_a
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import NamedTuple
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
+from django.db import connection
 from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models.expressions import RawSQL
 
 from orders.models import VenueActivity
+from orders.models.activity import SLOT_SECONDS
 
 BASELINE_WEEKS = 8
 BASELINE_MIN_WEEKS = 3
 
 
-@dataclass(frozen=True)
-class SlotBaseline:
+class SlotBaseline(NamedTuple):  # a tuple: a cycle builds some 100,000 of them
     weeks: int  # weeks the venue was open for the quarter hour
     orders: float  # usual orders in the quarter hour (trimmed mean)
     accepted: int  # over those weeks: orders the kitchen took, and the seconds it took
@@ -39,6 +40,20 @@ class SlotBaseline:
         return self.weeks >= BASELINE_MIN_WEEKS
 
 
+def quarter_floor(at: datetime) -> datetime:
+    seconds = int(at.timestamp()) // SLOT_SECONDS * SLOT_SECONDS
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def among(ids: Iterable[int]) -> Any:
+    """The right side of `venue_id__in` for thousands of ids: one array parameter on
+    PostgreSQL (a list is a parameter per id, each resolved by Django), a list elsewhere."""
+    values = [int(i) for i in ids]
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT unnest(%s::bigint[])", (values,))
+    return values
+
+
 def trimmed_mean(total: float, highest: float, lowest: float, n: int) -> float:
     """The mean without the highest and lowest values (the median of three)."""
     if n >= 3:
@@ -46,14 +61,16 @@ def trimmed_mean(total: float, highest: float, lowest: float, n: int) -> float:
     return total / n if n else 0.0
 
 
-# The rows a baseline at `now` reads: the past weeks' same local slot, not this week's.
+# The rows a baseline at `now` reads: the past weeks' same local slot, not this week's. The
+# bounds move a quarter hour at a time, so a baseline holds for the whole quarter hour (a
+# process may keep it that long: orders.anomaly.live).
 def since(now: datetime) -> datetime:
-    return now - timedelta(weeks=BASELINE_WEEKS, hours=2)
+    return quarter_floor(now) - timedelta(weeks=BASELINE_WEEKS, hours=2)
 
 
 def until(now: datetime) -> datetime:
     # The same local slot a week ago is at least 6 days and 23 hours back (a clock change).
-    return now - timedelta(days=6, hours=12)
+    return quarter_floor(now) - timedelta(days=6, hours=12)
 
 
 class ActivityRow(NamedTuple):
@@ -96,10 +113,10 @@ def baselines(
         starts_at__lt=until(now),
     )
     if venues is not None:
-        rows = rows.filter(venue_id__in=list(venues))
+        rows = rows.filter(venue_id__in=among(venues))
     found = {}
-    for row in (
-        rows.values("venue_id", "week_slot")
+    for venue, slot, weeks, total, highest, lowest, accepted, seconds, paid, failed, screens in (
+        rows.values_list("venue_id", "week_slot")
         .annotate(
             weeks=Count("pk"),
             total=Sum("orders"),
@@ -113,13 +130,8 @@ def baselines(
         )
         .order_by()
     ):
-        found[(row["venue_id"], row["week_slot"])] = SlotBaseline(
-            weeks=row["weeks"],
-            orders=trimmed_mean(row["total"], row["highest"], row["lowest"], row["weeks"]),
-            accepted=row["accepted"],
-            accept_seconds=row["accept_seconds"],
-            payments_paid=row["paid"],
-            payments_failed=row["failed"],
-            screen_weeks=row["screen_weeks"],
-        )
+        found[(venue, slot)] = SlotBaseline(
+            weeks, trimmed_mean(total, highest, lowest, weeks), accepted, seconds, paid, failed,
+            screens,
+        )  # fmt: skip
     return found

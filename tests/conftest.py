@@ -124,6 +124,15 @@ def no_pooled_connection_leaks(django_db_setup: Any) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def fresh_venue_baselines() -> None:
+    """Each test's venue baselines are read from its own rows (a process keeps them for a
+    quarter hour)."""
+    from orders.anomaly.live import forget_baselines
+
+    forget_baselines()
+
+
+@pytest.fixture(autouse=True)
 def fresh_monitor() -> Iterator[WebSocketMonitor]:
     """Each test counts from zero in this process, with no cached health."""
     from monitoring.health import WebSocketCheck, public_checks

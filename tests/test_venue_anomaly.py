@@ -16,6 +16,7 @@ from monitoring.models import AlertRule, Incident, VenueScreenSample, Worker
 from notifications.defaults import create_default_routes
 from notifications.models import Destination, Route
 from orders import activity, anomaly, baseline, hours
+from orders.anomaly.live import forget_baselines
 from orders.models import (
     OpeningHours,
     Order,
@@ -112,19 +113,48 @@ def test_the_count_model_matches_its_closed_forms() -> None:
 # --- orders stopped -----------------------------------------------------------------------
 
 
+def at_the_usual_pace(venue: Venue, per_hour: float, until: datetime) -> None:
+    """Orders every 60 / per_hour minutes in the three hours before `until` (included)."""
+    step = timedelta(minutes=60 / per_hour)
+    at = until
+    while at > until - timedelta(hours=3):
+        order(venue, at)
+        at -= step
+
+
 def test_orders_stopped_crosses_its_line_when_the_silence_becomes_unlikely(bistro: Venue) -> None:
     usual(bistro, orders=4)  # 16 an hour at this time on a Wednesday
     alert = rule(anomaly.SILENCE, "lt", 0.01)
-    # 4 an hour-quarter, negative binomial with dispersion 16: P(0) < 0.01% after 46.7 min.
-    last = order(bistro, NOW - timedelta(minutes=46))
-    under = value(anomaly.SILENCE, bistro)
-    assert under is not None
-    assert not alert.breaches(under)
-    Order.objects.filter(pk=last.pk).update(created_at=NOW - timedelta(minutes=47))
-    over = value(anomaly.SILENCE, bistro)
-    assert over is not None
-    assert alert.breaches(over)
-    assert over == pytest.approx(100 * nb_zero(4 * 47 / 15, anomaly.ORDER_DISPERSION))
+    # The evening goes at its usual pace, then nothing for `quiet` minutes: negative binomial
+    # (dispersion 25) around 4 a quarter hour times today's pace.
+    values = {}
+    for quiet in range(36, 48):
+        Order.objects.all().delete()
+        at_the_usual_pace(bistro, 16, NOW - timedelta(minutes=quiet))
+        found = value(anomaly.SILENCE, bistro)
+        assert found is not None
+        # The pace: the orders of the two hours before the silence against the usual.
+        paced = NOW - timedelta(hours=2)
+        seen = Order.objects.filter(created_at__gt=paced).count()
+        pace = (seen + 8) / (4 * (120 - quiet) / 15 + 8)
+        assert found == pytest.approx(
+            100 * nb_zero(4 * quiet / 15 * pace, anomaly.ORDER_DISPERSION)
+        )
+        values[quiet] = found
+    # Just under the line at 40 quiet minutes, over it from 41.
+    assert [q for q, v in values.items() if alert.breaches(v)] == list(range(41, 48))
+
+
+def test_a_quiet_day_makes_a_silence_less_alarming(bistro: Venue, other_venue: Venue) -> None:
+    slow = open_daily(other_venue)
+    for venue in (bistro, slow):
+        usual(venue, orders=4)
+    at_the_usual_pace(bistro, 16, NOW - timedelta(minutes=30))
+    at_the_usual_pace(slow, 4, NOW - timedelta(minutes=30))  # a quarter of its usual today
+    busy, quiet = value(anomaly.SILENCE, bistro), value(anomaly.SILENCE, slow)
+    assert busy is not None
+    assert quiet is not None
+    assert busy < 1 < quiet
 
 
 def test_twenty_quiet_minutes_alarm_a_busy_venue_and_not_a_quiet_one(
@@ -137,8 +167,8 @@ def test_twenty_quiet_minutes_alarm_a_busy_venue_and_not_a_quiet_one(
     VenueActivity.objects.filter(
         venue=quiet, starts_at__gt=NOW - timedelta(weeks=2, hours=1)
     ).update(orders=1)
-    for venue in (bistro, quiet):
-        order(venue, NOW - timedelta(minutes=20))
+    at_the_usual_pace(bistro, 68, NOW - timedelta(minutes=20))
+    order(quiet, NOW - timedelta(minutes=20))
     alert = rule(anomaly.SILENCE, "lt", 0.01)
     busy_value, quiet_value = value(anomaly.SILENCE, bistro), value(anomaly.SILENCE, quiet)
     assert busy_value is not None
@@ -152,6 +182,7 @@ def test_a_venue_still_being_learned_has_no_value(bistro: Venue) -> None:
     assert value(anomaly.SILENCE, bistro) is None
     VenueActivity.objects.all().delete()
     usual(bistro, orders=4, weeks=baseline.BASELINE_MIN_WEEKS)
+    forget_baselines()  # a process keeps them for the quarter hour
     assert value(anomaly.SILENCE, bistro) is not None
 
 
@@ -249,13 +280,15 @@ def test_a_venue_that_just_opened_is_left_alone_for_the_warm_up(venue: Venue) ->
 
 def test_unusual_volume_either_way(bistro: Venue) -> None:
     usual(bistro, orders=4)  # 16 in the hour
+    at_the_usual_pace(bistro, 16, NOW - timedelta(minutes=60))  # 32 in the 2 hours before: 1
     alert = rule(anomaly.VOLUME, "lt", 0.1)
     for minutes in range(16):
         order(bistro, NOW - timedelta(minutes=3 * minutes + 1))
     usual_hour = value(anomaly.VOLUME, bistro)
     assert usual_hour == 100.0
     # Busier: the line is crossed at the first count whose two-sided chance is under 0.1%.
-    line = next(n for n in range(16, 200) if 100 * nb_two_sided(n, 16, 16) < 0.1)
+    k = anomaly.ORDER_DISPERSION
+    line = next(n for n in range(16, 200) if 100 * nb_two_sided(n, 16, k) < 0.1)
     for extra in range(line - 16 - 1):
         order(bistro, NOW - timedelta(minutes=30, seconds=extra))
     under = value(anomaly.VOLUME, bistro)
@@ -266,7 +299,7 @@ def test_unusual_volume_either_way(bistro: Venue) -> None:
     assert over is not None
     assert alert.breaches(over)
     # Quieter: none at all in the hour.
-    Order.objects.all().delete()
+    Order.objects.filter(created_at__gt=NOW - timedelta(minutes=60)).delete()
     quiet = value(anomaly.VOLUME, bistro)
     assert quiet is not None
     assert alert.breaches(quiet)

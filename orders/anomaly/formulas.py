@@ -7,22 +7,27 @@ a period. Both end here, so the preview and the benchmark judge what the engine 
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from inkwave.lib.counts import binomial_sf, nb_two_sided, nb_zero
-from orders.activity import quarter_floor
 from orders.baseline import SlotBaseline
 from orders.models.activity import SLOT_SECONDS, SLOTS_PER_WEEK
 
-# Negative binomial dispersion of a venue's orders in a stretch of an evening: the larger,
-# the closer to Poisson. 16 allows a day 25% busier or quieter than usual (1 / 0.25²).
-ORDER_DISPERSION = 16.0
+# Negative binomial dispersion of a venue's orders in a stretch of an evening, once today's
+# pace is known: the larger, the closer to Poisson. 25 allows an hour 20% busier or quieter
+# than the pace says (1 / 0.2²).
+ORDER_DISPERSION = 25.0
 # A silence is looked back at this far at most: by then any rule has long fired.
-SILENCE_LOOKBACK = timedelta(hours=4)
+SILENCE_LOOKBACK = timedelta(hours=2)
+# Today's pace is read from the orders of this long before what is judged ...
+LEVEL_LOOKBACK = timedelta(hours=2)
+# ... weighed against a usual evening's this many orders (the less seen, the closer to 1).
+LEVEL_PRIOR_ORDERS = 8.0
+# A window is judged as if at least this many orders were usual in it: a venue whose past
+# weeks were empty at this hour is not "unusual" with its first two orders.
+VOLUME_MIN_EXPECTED = 1.0
 # Below this many orders in the window, a median wait says little.
 ACCEPT_MIN_ORDERS = 3
 # ... and below this many taken orders in the baseline, the venue's usual is unknown.
@@ -42,26 +47,28 @@ class OpenVenue:
     id: int
     since: datetime  # when its current opening began
     slot: int  # the week slot of the quarter hour holding "now"
+    quarter: datetime  # that quarter hour's start
 
 
 class Baselines(Protocol):
     def get(self, key: tuple[int, int], /) -> SlotBaseline | None: ...
 
 
-def slots_back(venue: OpenVenue, start: datetime, now: datetime) -> list[tuple[int, float]]:
-    """(week slot, seconds of it inside [start, now]) for each quarter hour of the span.
+def slots_back(venue: OpenVenue, start: datetime, end: datetime) -> list[tuple[int, float]]:
+    """(week slot, seconds of it inside [start, end]) for each quarter hour of the span.
 
     The slots of earlier quarters are counted back from now's (within a clock change's
     hour this is off by one quarter, which the baseline's smoothness absorbs)."""
+    first, last = start.timestamp(), end.timestamp()
+    quarter = int(last) // SLOT_SECONDS * SLOT_SECONDS
+    back = round((venue.quarter.timestamp() - quarter) / SLOT_SECONDS)
     found = []
-    quarter = quarter_floor(now)
-    i = 0
-    while quarter + QUARTER > start:
-        seconds = (min(now, quarter + QUARTER) - max(start, quarter)).total_seconds()
+    while quarter + SLOT_SECONDS > first:
+        seconds = min(last, quarter + SLOT_SECONDS) - max(first, quarter)
         if seconds > 0:
-            found.append(((venue.slot - i) % SLOTS_PER_WEEK, seconds))
-        quarter -= QUARTER
-        i += 1
+            found.append(((venue.slot - back) % SLOTS_PER_WEEK, seconds))
+        quarter -= SLOT_SECONDS
+        back += 1
     return found
 
 
@@ -71,26 +78,43 @@ def _learned(venue: OpenVenue, known: Baselines) -> bool:
 
 
 def expected_orders(
-    venue: OpenVenue, start: datetime, now: datetime, known: Baselines
+    venue: OpenVenue, start: datetime, end: datetime, known: Baselines
 ) -> float | None:
-    """The orders the venue usually gets in [start, now]; None while it is still learned."""
+    """The orders the venue usually gets in [start, end]; None while it is still learned."""
     if not _learned(venue, known):
         return None
     total = 0.0
-    for slot, seconds in slots_back(venue, start, now):
+    for slot, seconds in slots_back(venue, start, end):
         base = known.get((venue.id, slot))
         if base is not None:  # never open then in past weeks: nothing expected
             total += base.orders * seconds / SLOT_SECONDS
     return total
 
 
+def pace_start(venue: OpenVenue, until: datetime) -> datetime:
+    """Today's pace is read from here to `until`: LEVEL_LOOKBACK, within this opening."""
+    return max(venue.since, until - LEVEL_LOOKBACK)
+
+
+def pace(venue: OpenVenue, seen: int, start: datetime, end: datetime, known: Baselines) -> float:
+    """Today's pace against the usual, from the orders seen in (start, end] (the hours before
+    what is judged): 1 on a usual day, 1.3 on one 30% busier. A usual evening's
+    LEVEL_PRIOR_ORDERS are added to both sides, so a few orders do not swing it."""
+    expected = expected_orders(venue, start, end, known) or 0.0
+    return (seen + LEVEL_PRIOR_ORDERS) / (expected + LEVEL_PRIOR_ORDERS)
+
+
 def silence_value(
-    venue: OpenVenue, last_order: datetime | None, now: datetime, known: Baselines
+    venue: OpenVenue, last_order: datetime | None, seen: int, now: datetime, known: Baselines
 ) -> float | None:
-    """In %: the chance of no order since the last one (or the opening), were it usual."""
+    """In %: the chance of no order since the last one (or the opening), were it usual.
+    `seen` counts the orders after pace_start(venue, now): today's pace."""
     since = max(last_order or venue.since, venue.since, now - SILENCE_LOOKBACK)
     expected = expected_orders(venue, since, now, known)
-    return None if expected is None else 100.0 * nb_zero(expected, ORDER_DISPERSION)
+    if expected is None:
+        return None
+    level = pace(venue, seen, pace_start(venue, now), since, known)
+    return 100.0 * nb_zero(expected * level, ORDER_DISPERSION)
 
 
 def span_start(venue: OpenVenue, window_start: datetime) -> datetime:
@@ -99,12 +123,18 @@ def span_start(venue: OpenVenue, window_start: datetime) -> datetime:
 
 
 def volume_value(
-    venue: OpenVenue, seen: int, window_start: datetime, now: datetime, known: Baselines
-) -> float | None:
+    venue: OpenVenue, seen: int, seen_before: int, window_start: datetime, now: datetime,
+    known: Baselines,
+) -> float | None:  # fmt: skip
     """In %: the chance of a count at least this far from the usual, either way. `seen`
-    counts the orders since span_start()."""
+    counts the orders since span_start(); `seen_before` those from
+    pace_start(venue, window_start) to window_start: today's pace."""
     expected = expected_orders(venue, span_start(venue, window_start), now, known)
-    return None if expected is None else 100.0 * nb_two_sided(seen, expected, ORDER_DISPERSION)
+    if expected is None:
+        return None
+    level = pace(venue, seen_before, pace_start(venue, window_start), window_start, known)
+    usual = max(expected * level, VOLUME_MIN_EXPECTED)
+    return 100.0 * nb_two_sided(seen, usual, ORDER_DISPERSION)
 
 
 def uses_screens(venue: OpenVenue, known: Baselines) -> bool:
@@ -136,15 +166,15 @@ def usual_accept_seconds(
 
 
 def accept_value(
-    venue: OpenVenue, waits: Sequence[float], window_start: datetime, now: datetime,
+    venue: OpenVenue, median_wait: float, count: int, window_start: datetime, now: datetime,
     known: Baselines,
 ) -> float | None:  # fmt: skip
-    """The median wait of the orders placed since span_start() (so far, for those still
-    waiting) as a multiple of the venue's usual."""
-    if len(waits) < ACCEPT_MIN_ORDERS:
+    """The median wait of the `count` orders placed since span_start() (so far, for those
+    still waiting) as a multiple of the venue's usual."""
+    if count < ACCEPT_MIN_ORDERS:
         return None
     usual = usual_accept_seconds(venue, span_start(venue, window_start), now, known)
-    return None if usual is None else statistics.median(waits) / usual
+    return None if usual is None else median_wait / usual
 
 
 def usual_failure_rate(venue: OpenVenue, start: datetime, now: datetime, known: Baselines) -> float:

@@ -6,22 +6,40 @@ baselines of their slots, the orders of the window.
 
 from __future__ import annotations
 
+import statistics
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db.models import Count, Max, Min, Q
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Func,
+    Max,
+    Min,
+    Q,
+    Value,
+)
+from django.db.models.functions import Coalesce
 
 from monitoring.alerting.metrics import Values, Window
 from monitoring.models import VenueScreenSample
 from orders import hours
 from orders.activity import quarter_floor, week_slot
 from orders.anomaly.formulas import (
+    LEVEL_LOOKBACK,
     SILENCE_LOOKBACK,
     WAITING_LOOKBACK,
     OpenVenue,
     accept_value,
+    pace_start,
     payment_value,
     screens_value,
     silence_value,
@@ -30,7 +48,7 @@ from orders.anomaly.formulas import (
     volume_value,
     waiting_value,
 )
-from orders.baseline import SlotBaseline, baselines
+from orders.baseline import SlotBaseline, among, baselines
 from orders.models import Order, OrderStatus, PaymentStatus
 
 T = TypeVar("T")
@@ -50,7 +68,8 @@ def open_venues(now: datetime) -> dict[int, OpenVenue]:
     for venue, schedule in hours.schedules().items():
         since = schedule.open_since(now)
         if since is not None and now - since >= warmup:
-            found[venue] = OpenVenue(venue, since, week_slot(quarter_floor(now), schedule))
+            quarter = quarter_floor(now)
+            found[venue] = OpenVenue(venue, since, week_slot(quarter, schedule), quarter)
     return found
 
 
@@ -58,16 +77,54 @@ def _open(window: Window) -> dict[int, OpenVenue]:
     return _memo(window, ("open_venues", window.end), lambda: open_venues(window.end))
 
 
+class _Kept:
+    """The baselines this process read in the current quarter hour (they hold for all of it:
+    orders.baseline), with the (venue, slot) pairs asked so far."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.quarter: datetime | None = None
+        self.known: Known = {}
+        self.asked: set[tuple[int, int]] = set()
+
+
+_kept = _Kept()
+
+
+def forget_baselines() -> None:
+    """Read the baselines again (after activity rows of past weeks were written: tests)."""
+    with _kept.lock:
+        _kept.quarter = None
+
+
 def _baselines(window: Window, lookback: timedelta) -> Known:
-    """The baselines of every open venue's slots over the lookback (memoised per cycle)."""
+    """The baselines of every open venue's slots over the lookback: read once a quarter hour
+    per process, and for pairs not asked before (a venue that opened, a longer window)."""
 
     def load() -> Known:
         venues = _open(window)
-        slots: set[int] = set()
+        needed = set()
         for venue in venues.values():
-            slots.add(venue.slot)
-            slots.update(s for s, _ in slots_back(venue, window.end - lookback, window.end))
-        return baselines(slots, window.end, venues)
+            needed.add((venue.id, venue.slot))
+            for slot, _ in slots_back(venue, window.end - lookback, window.end):
+                needed.add((venue.id, slot))
+        quarter = quarter_floor(window.end)
+        with _kept.lock:
+            if _kept.quarter != quarter:
+                _kept.quarter, _kept.known, _kept.asked = quarter, {}, set()
+            missing = needed - _kept.asked
+            known = _kept.known
+        if missing:
+            ids, slots = {v for v, _ in missing}, {s for _, s in missing}
+            found = baselines(slots, window.end, ids)
+            with _kept.lock:
+                if _kept.quarter == quarter:
+                    _kept.known.update(found)
+                    _kept.asked.update((v, s) for v in ids for s in slots)
+                    known = _kept.known
+                else:
+                    known = found
+        return known
 
     return _memo(window, ("baselines", window.end, lookback), load)
 
@@ -83,37 +140,81 @@ def silence(window: Window) -> Values:
     known = _baselines(window, SILENCE_LOOKBACK)
     last = dict(
         Order.objects.filter(
-            venue_id__in=list(venues), created_at__gt=now - SILENCE_LOOKBACK, created_at__lte=now
+            venue_id__in=among(venues), created_at__gt=now - SILENCE_LOOKBACK, created_at__lte=now
         )
         .values_list("venue_id")
         .annotate(last=Max("created_at"))
         .order_by()
     )
+    seen = _counts_after(venues, lambda v: pace_start(v, now), now)
     values = {}
     for venue in venues.values():
-        value = silence_value(venue, last.get(venue.id), now, known)
+        value = silence_value(venue, last.get(venue.id), seen.get(venue.id, 0), now, known)
         if value is not None:
             values[str(venue.id)] = value
     return values
 
 
+def _counts_after(
+    venues: dict[int, OpenVenue], start: Callable[[OpenVenue], datetime], end: datetime
+) -> dict[int, int]:
+    """Each venue's orders in (start(venue), end]: one count for the venues whose start is
+    the common LEVEL_LOOKBACK before `end`, and the rows of the few others (opened since)."""
+    common = end - LEVEL_LOOKBACK
+    starts = {v.id: start(v) for v in venues.values()}
+    usual = [v for v, at in starts.items() if at == common]
+    found = dict(
+        Order.objects.filter(venue_id__in=among(usual), created_at__gt=common, created_at__lte=end)
+        .values_list("venue_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    ) if usual else {}  # fmt: skip
+    others = {v: at for v, at in starts.items() if at != common and at < end}
+    if others:
+        for venue_id, created in Order.objects.filter(
+            venue_id__in=among(others), created_at__gt=min(others.values()), created_at__lte=end
+        ).values_list("venue_id", "created_at"):
+            if created > others[venue_id]:
+                found[venue_id] = found.get(venue_id, 0) + 1
+    return found
+
+
 def _orders_in_window(window: Window) -> dict[int, dict[str, Any]]:
-    """Per open venue: orders, paid and failed since span_start (one query, or two when a
-    venue opened inside the window)."""
+    """Per open venue: orders, paid and failed since span_start: one count for the venues
+    open all the window, and the rows of the few that opened inside it."""
 
     def load() -> dict[int, dict[str, Any]]:
         venues = _open(window)
-        if not venues:
-            return {}
+        whole = [v.id for v in venues.values() if v.since <= window.start]
+        late = {v.id: v.since for v in venues.values() if v.since > window.start}
         found: dict[int, dict[str, Any]] = {}
-        for venue_id, created, payment in Order.objects.filter(
-            venue_id__in=list(venues), created_at__gt=window.start, created_at__lte=window.end
-        ).values_list("venue_id", "created_at", "payment_status"):
-            if created > venues[venue_id].since:
-                row = found.setdefault(venue_id, {"n": 0, "paid": 0, "failed": 0})
-                row["n"] += 1
-                row["paid"] += payment == PaymentStatus.PAID
-                row["failed"] += payment == PaymentStatus.FAILED
+        if whole:
+            for venue_id, n, paid, failed in (
+                Order.objects.filter(
+                    venue_id__in=among(whole),
+                    created_at__gt=window.start,
+                    created_at__lte=window.end,
+                )
+                .values_list("venue_id")
+                .annotate(
+                    n=Count("pk"),
+                    paid=Count("pk", filter=Q(payment_status=PaymentStatus.PAID)),
+                    failed=Count("pk", filter=Q(payment_status=PaymentStatus.FAILED)),
+                )
+                .order_by()
+            ):
+                found[venue_id] = {"n": n, "paid": paid, "failed": failed}
+        if late:
+            for venue_id, created, payment in Order.objects.filter(
+                venue_id__in=among(late),
+                created_at__gt=min(late.values()),
+                created_at__lte=window.end,
+            ).values_list("venue_id", "created_at", "payment_status"):
+                if created > late[venue_id]:
+                    row = found.setdefault(venue_id, {"n": 0, "paid": 0, "failed": 0})
+                    row["n"] += 1
+                    row["paid"] += payment == PaymentStatus.PAID
+                    row["failed"] += payment == PaymentStatus.FAILED
         return found
 
     return _memo(window, ("orders_in_window", window.end, window.seconds), load)
@@ -123,12 +224,13 @@ def volume(window: Window) -> Values:
     venues = _open(window)
     if not venues:
         return {}
-    known = _window_baselines(window)
+    known = _baselines(window, timedelta(seconds=window.seconds) + LEVEL_LOOKBACK)
     counts = _orders_in_window(window)
+    before = _counts_after(venues, lambda v: pace_start(v, window.start), window.start)
     values = {}
     for venue in venues.values():
         seen = counts.get(venue.id, {}).get("n", 0)
-        value = volume_value(venue, seen, window.start, window.end, known)
+        value = volume_value(venue, seen, before.get(venue.id, 0), window.start, window.end, known)
         if value is not None:
             values[str(venue.id)] = value
     return values
@@ -141,7 +243,7 @@ def screens(window: Window) -> Values:
     known = _window_baselines(window)
     most = dict(
         VenueScreenSample.objects.filter(
-            venue_id__in=list(venues), recorded_at__gt=window.start, recorded_at__lte=window.end
+            venue_id__in=among(venues), recorded_at__gt=window.start, recorded_at__lte=window.end
         )
         .values_list("venue_id")
         .annotate(most=Max("screens"))
@@ -164,7 +266,7 @@ def oldest_waiting(window: Window) -> Values:
             status=OrderStatus.PLACED,
             created_at__gt=now - WAITING_LOOKBACK,
             created_at__lte=now,
-            venue_id__in=list(venues),
+            venue_id__in=among(venues),
         )
         .values_list("venue_id")
         .annotate(oldest=Min("created_at"))
@@ -173,20 +275,62 @@ def oldest_waiting(window: Window) -> Values:
     return {str(v): waiting_value(oldest.get(v), now) for v in venues}
 
 
+class _Median(Aggregate):
+    """PostgreSQL's interpolated median (what statistics.median gives)."""
+
+    function = "PERCENTILE_CONT"
+    template = "%(function)s(0.5) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+
+def _median_waits(window: Window, venues: dict[int, OpenVenue]) -> dict[int, tuple[float, int]]:
+    """Per venue: the median wait in seconds of the orders placed since span_start (so far,
+    for those not taken), and their count. PostgreSQL takes the median of the venues open
+    all the window; the rows of the others (or of every venue, on SQLite) are read."""
+    now = window.end
+    found: dict[int, tuple[float, int]] = {}
+    read = dict(venues)
+    if connection.vendor == "postgresql":
+        whole = [v.id for v in venues.values() if v.since <= window.start]
+        wait = Func(
+            ExpressionWrapper(
+                Coalesce("accepted_at", Value(now)) - F("created_at"),
+                output_field=DurationField(),
+            ),
+            template="EXTRACT(EPOCH FROM %(expressions)s)",
+            output_field=FloatField(),
+        )
+        for venue_id, median, count in (
+            Order.objects.filter(
+                venue_id__in=among(whole), created_at__gt=window.start, created_at__lte=now
+            )
+            .values_list("venue_id")
+            .annotate(median=_Median(wait), n=Count("pk"))
+            .order_by()
+        ):
+            found[venue_id] = (float(median), count)
+        taken = set(whole)
+        read = {v: venues[v] for v in venues if v not in taken}
+    if read:
+        waits: dict[int, list[float]] = {}
+        for venue_id, created, accepted in Order.objects.filter(
+            venue_id__in=among(read), created_at__gt=window.start, created_at__lte=now
+        ).values_list("venue_id", "created_at", "accepted_at"):
+            if created > span_start(read[venue_id], window.start):
+                waits.setdefault(venue_id, []).append(((accepted or now) - created).total_seconds())
+        for venue_id, seen in waits.items():
+            found[venue_id] = (statistics.median(seen), len(seen))
+    return found
+
+
 def accept_ratio(window: Window) -> Values:
     now, venues = window.end, _open(window)
     if not venues:
         return {}
     known = _window_baselines(window)
-    waits: dict[int, list[float]] = {}
-    for venue_id, created, accepted in Order.objects.filter(
-        venue_id__in=list(venues), created_at__gt=window.start, created_at__lte=now
-    ).values_list("venue_id", "created_at", "accepted_at"):
-        if created > span_start(venues[venue_id], window.start):
-            waits.setdefault(venue_id, []).append(((accepted or now) - created).total_seconds())
     values = {}
-    for venue_id, seen in waits.items():
-        value = accept_value(venues[venue_id], seen, window.start, now, known)
+    for venue_id, (median, count) in _median_waits(window, venues).items():
+        value = accept_value(venues[venue_id], median, count, window.start, now, known)
         if value is not None:
             values[str(venue_id)] = value
     return values

@@ -16,6 +16,7 @@ A test checks the replay against the live metrics at the same moments.
 from __future__ import annotations
 
 import heapq
+import statistics
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -86,7 +87,7 @@ class Period:
     failed_prefix: list[int]
 
 
-LOOKBACK = max(formulas.SILENCE_LOOKBACK, formulas.WAITING_LOOKBACK)
+LOOKBACK = max(formulas.SILENCE_LOOKBACK, formulas.WAITING_LOOKBACK) + formulas.LEVEL_LOOKBACK
 BUCKET = 10
 
 
@@ -201,9 +202,11 @@ def first_after(rows: VenueRows, start: datetime) -> int:
 def _silence(
     p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
 ) -> float | None:
-    i = bisect_right(rows.created, now) - 1
+    hi = bisect_right(rows.created, now)
+    i = hi - 1
     last = rows.created[i] if i >= 0 and rows.created[i] > now - formulas.SILENCE_LOOKBACK else None
-    return formulas.silence_value(venue, last, now, p.baselines)
+    seen = hi - first_after(rows, formulas.pace_start(venue, now))
+    return formulas.silence_value(venue, last, seen, now, p.baselines)
 
 
 def window_start(p: Period, now: datetime) -> datetime:
@@ -215,7 +218,9 @@ def _volume(
 ) -> float | None:
     start = window_start(p, now)
     seen = bisect_right(rows.created, now) - first_after(rows, formulas.span_start(venue, start))
-    return formulas.volume_value(venue, seen, start, now, p.baselines)
+    paced = formulas.pace_start(venue, start)
+    before = max(0, first_after(rows, start) - first_after(rows, paced))
+    return formulas.volume_value(venue, seen, before, start, now, p.baselines)
 
 
 def _screens(
@@ -240,8 +245,10 @@ def _accept(
     for i in range(lo, hi):
         taken = rows.accepted[i]
         waits.append((taken if taken is not None and taken <= now else now) - rows.created[i])
-    seconds = [w.total_seconds() for w in waits]
-    return formulas.accept_value(venue, seconds, start, now, p.baselines)
+    if len(waits) < formulas.ACCEPT_MIN_ORDERS:
+        return None
+    median = statistics.median(w.total_seconds() for w in waits)
+    return formulas.accept_value(venue, median, len(waits), start, now, p.baselines)
 
 
 def _payments(
@@ -308,7 +315,8 @@ def replay_formula(
             if quarter != slot_quarter:
                 slot_quarter, slot = quarter, week_slot(quarter, schedule)
             period.baselines.now = t
-            points.append((t, formula(period, rows, OpenVenue(venue_id, opened, slot), t, waiting)))
+            venue = OpenVenue(venue_id, opened, slot, quarter)
+            points.append((t, formula(period, rows, venue, t, waiting)))
     return found
 
 
