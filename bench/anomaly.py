@@ -173,6 +173,23 @@ class Detector:
     sweep: list[RuleSpec] = field(default_factory=list)
 
 
+def shipped(metric: str) -> RuleSpec:
+    """The venue rule shipped for the metric (orders.anomaly.defaults), as the bench runs it."""
+    from orders.anomaly.defaults import VENUE_RULES
+
+    [spec] = [r for r in VENUE_RULES if r["metric"] == metric]
+    comparison, threshold = spec["comparison"], spec["threshold"]
+    sign = "<" if comparison == "lt" else ">"
+    return RuleSpec(
+        f"{sign} {threshold:g} over {spec['window_seconds'] // 60}m",
+        comparison,
+        threshold,
+        spec["window_seconds"],
+        spec.get("pending_seconds", 0),
+        spec.get("clear_seconds", 120),
+    )
+
+
 def detectors() -> list[Detector]:
     from orders import anomaly
 
@@ -194,22 +211,21 @@ def detectors() -> list[Detector]:
         for r in (2, 2.5, 3, 4)
     ]
     return [
-        Detector("outage", anomaly.SILENCE, RuleSpec("chance < 0.01%", "lt", 0.01, 300),
+        Detector("outage", anomaly.SILENCE, shipped(anomaly.SILENCE),
                  "minutes since the last order",
                  grid("gt", [10, 15, 20, 30, 45, 60, 90, 120], 300), chances([300])),
-        Detector("surge", anomaly.VOLUME, RuleSpec("chance < 0.01%", "lt", 0.01, 1800),
+        Detector("surge", anomaly.VOLUME, shipped(anomaly.VOLUME),
                  "orders in the window", grid("gt", [10, 15, 20, 30, 40, 60, 80, 120], 1800),
                  chances([900, 1800, 3600])),
-        Detector("screens_dark", anomaly.SCREENS, RuleSpec("< 1 over 5 min", "lt", 1, 300),
+        Detector("screens_dark", anomaly.SCREENS, shipped(anomaly.SCREENS),
                  "screens online", screens, screens),
-        Detector("slow_kitchen", anomaly.ACCEPT_RATIO, RuleSpec("> 3x usual", "gt", 3, 1800),
+        Detector("slow_kitchen", anomaly.ACCEPT_RATIO, shipped(anomaly.ACCEPT_RATIO),
                  "median wait to be taken (s)",
                  grid("gt", [180, 240, 300, 420, 600, 900, 1200], 1800), ratios),
-        Detector("tickets_ignored", anomaly.ACCEPT_RATIO,
-                 RuleSpec("> 3x usual", "gt", 3, 1800),
+        Detector("tickets_ignored", anomaly.ACCEPT_RATIO, shipped(anomaly.ACCEPT_RATIO),
                  "oldest order nobody has taken (min)",
                  grid("gt", [5, 8, 10, 15, 20, 30, 45], 300), ratios),
-        Detector("payment_burst", anomaly.PAYMENTS, RuleSpec("chance < 0.01%", "lt", 0.01, 1800),
+        Detector("payment_burst", anomaly.PAYMENTS, shipped(anomaly.PAYMENTS),
                  "failed payments (%)", grid("gt", [5, 10, 15, 20, 30, 40, 50], 1800),
                  chances([900, 1800])),
     ]  # fmt: skip
@@ -422,17 +438,9 @@ def cost(args: argparse.Namespace) -> None:
         orders = cursor.fetchone()[0]  # type: ignore[index]
     print(f"{args.cost_venues:,} venues open, {activity:,} activity rows, {orders:,} orders "
           f"this evening, written in {time.perf_counter() - began:.0f} s")  # fmt: skip
-    AlertRule.objects.all().delete()
-    for d in detectors()[:4] + detectors()[5:]:
-        AlertRule.objects.create(
-            name=f"bench {d.kind}", metric=d.metric, comparison=d.rule.comparison,
-            threshold=d.rule.threshold, window_seconds=d.rule.window,
-            pending_seconds=d.rule.pending, clear_seconds=d.rule.clear,
-        )  # fmt: skip
-    AlertRule.objects.create(
-        name="bench waiting", metric="venue.oldest_waiting_minutes", comparison="gt",
-        threshold=15, window_seconds=300,
-    )  # fmt: skip
+    # The six shipped venue rules (orders.anomaly.defaults), and nothing else.
+    AlertRule.objects.filter(name__startswith="bench ").delete()
+    AlertRule.objects.exclude(metric__startswith="venue.").update(enabled=False)
     # The first cycle of a quarter hour reads the baselines; the others reuse them.
     timings = []
     for i in range(args.cycles):

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
 
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminTimeWidget
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse
@@ -44,10 +47,17 @@ class OpeningHoursFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
             raise ValidationError(f"Two services overlap: {clash[0]} and {clash[1]}.")
 
 
+# Hours as people write them: 18:00, not 18:00:00.
+HOURS_AND_MINUTES: Mapping[type[models.Field[Any, Any]], Mapping[str, Any]] = {
+    models.TimeField: {"widget": AdminTimeWidget(format="%H:%M")}
+}
+
+
 class OpeningHoursInline(admin.TabularInline):  # type: ignore[type-arg]
     model = OpeningHours
     formset = OpeningHoursFormSet
     fields = ["weekday", "opens", "closes"]
+    formfield_overrides = HOURS_AND_MINUTES
     extra = 0
 
 
@@ -70,6 +80,7 @@ class OpeningExceptionInline(admin.TabularInline):  # type: ignore[type-arg]
     model = OpeningException
     formset = OpeningExceptionFormSet
     fields = ["date", "closed", "opens", "closes", "note"]
+    formfield_overrides = HOURS_AND_MINUTES
     extra = 0
 
 

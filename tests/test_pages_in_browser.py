@@ -12,7 +12,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -103,7 +103,11 @@ def seed() -> Incident:
     create_default_routes(Destination, NotificationRoute)
     install_defaults()
     AlertRule.objects.exclude(name="Elevated error rate").update(enabled=False)
-    venue = Venue.objects.create(name="Main Branch", slug="main-branch")
+    venue = Venue.objects.create(name="Main Branch", slug="main-branch", timezone="Europe/Paris")
+    for day in range(7):
+        venue.opening_hours.create(weekday=day, opens=time(11, 30), closes=time(14, 30))
+        venue.opening_hours.create(weekday=day, opens=time(18), closes=time(1))
+    venue.opening_exceptions.create(date=date(2026, 12, 25), closed=True, note="Christmas Day")
     get_user_model().objects.create_superuser("op", "op@example.com", "pw-op-12345")
     now = timezone.now()
     worker = Worker.objects.create(
@@ -358,3 +362,20 @@ def test_a_venue_at_a_glance_draws_its_screens_and_orders(operator: Any, world: 
     )
     assert [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]][-2:] == [2, 1]
     on_a_phone(operator, "venue-glance", "#screens-chart")
+
+
+def test_a_venues_opening_hours_and_exceptions_are_edited_on_its_page(
+    operator: Any, world: World
+) -> None:
+    operator.goto(f"{operator.base}/admin/orders/venue/{world.venue_id}/change/")
+    content = operator.inner_text("#content").lower()  # inline headings are in capitals
+    assert "opening hours" in content
+    assert "opening exceptions" in content
+    # The seeded venue's hours: lunch and a late evening past midnight; Christmas closed.
+    assert operator.input_value("#id_opening_hours-1-closes") == "01:00"
+    assert operator.is_checked("#id_opening_exceptions-0-closed")
+    shoot(operator, "venue-hours")
+    no_sideways_scroll(operator)
+    operator.goto(f"{operator.base}/admin/orders/venue/")
+    assert "open now" in operator.inner_text("#result_list").lower()
+    shoot(operator, "venue-list")

@@ -430,3 +430,20 @@ def test_the_periodic_rollup_catches_up_from_its_last_row(bistro: Venue) -> None
     later = NOW + timedelta(hours=3)
     assert activity.roll_up_recent(later) == 4 * 4  # the hour again, and three more
     assert VenueActivity.objects.count() == 4 * 4
+
+
+def test_the_shipped_venue_rules_are_valid_and_held_back_by_what_they_need() -> None:
+    from monitoring.alerting import rules as rule_checks
+    from monitoring.models import Inhibition
+    from orders.anomaly.defaults import NEEDS, VENUE_RULES
+
+    assert {spec["metric"] for spec in VENUE_RULES} == set(anomaly.METRICS)
+    for spec in VENUE_RULES:
+        rule = AlertRule.objects.get(name=spec["name"])  # installed by the migration
+        rule.full_clean()
+        assert rule_checks.problems(rule.metric, rule.threshold) == {}
+        assert NEEDS[rule.metric] == REGISTRY[rule.metric].depends_on
+        causes = set(
+            Inhibition.objects.filter(target=rule).values_list("source__metric", flat=True)
+        )
+        assert causes == {f"dependency.{d}_down" for d in NEEDS[rule.metric]}
