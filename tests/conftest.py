@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import io
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db.backends.postgresql.operations import DatabaseOperations
 from django.test import Client
 
 from monitoring.monitor import WebSocketMonitor, reset_monitor
@@ -21,6 +22,41 @@ from notifications.local_slack import TOKEN, SlackServer
 from notifications.models import Destination, Route
 from orders.models import Venue, VenueAccessToken
 from tests.servers import ROOT, RedisServer, ServerGroup
+
+# --- the flush after each transactional test -----------------------------------------------
+
+_truncate = DatabaseOperations.sql_flush
+
+
+def _sql_flush_by_delete(
+    self: Any,
+    style: Any,
+    tables: Sequence[str],
+    *,
+    reset_sequences: bool = False,
+    allow_cascade: bool = False,
+) -> list[str]:
+    """Django's flush after a transactional test, with DELETE instead of TRUNCATE.
+
+    PostgreSQL's TRUNCATE gives each of the ~50 tables new files, synced at commit: 0.3 to 1.4 s
+    a flush, after each of about 250 tests. A DELETE of a test's few rows takes milliseconds.
+    The tables are locked first, as TRUNCATE locks them (a connection still writing is waited
+    for, none writes meanwhile), and the foreign keys (Django's are deferrable) are checked at
+    the commit, when every table is empty. Resetting sequences or cascading: TRUNCATE, as ever.
+    """
+    if not tables or reset_sequences or allow_cascade:
+        return _truncate(
+            self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+        )
+    names = [style.SQL_FIELD(self.quote_name(table)) for table in tables]
+    return [
+        f"LOCK TABLE {', '.join(names)} IN ACCESS EXCLUSIVE MODE;",
+        "SET CONSTRAINTS ALL DEFERRED;",
+        *(f"DELETE FROM {name};" for name in names),  # noqa: S608 (quoted table names)
+    ]
+
+
+DatabaseOperations.sql_flush = _sql_flush_by_delete  # type: ignore[method-assign]
 
 # The test running now, for the leak report below.
 _current_test: list[str] = [""]

@@ -600,9 +600,10 @@ def test_dependents_stay_held_while_their_window_still_covers_the_outage(
     window; the outage's incident resolves first, and the error-rate alert must not then go
     out as if it were news of its own."""
     only_default_rules("Redis unreachable", "High error rate")
+    up = settings.REDIS_URL  # the run's own Redis database, not a fixed one
     settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
     run_cycle()
-    settings.REDIS_URL = "redis://127.0.0.1:6379/0"
+    settings.REDIS_URL = up
     for _ in range(2):  # Redis answers again; its incident resolves after its clear period
         clock.shift(61)
         run_cycle()

@@ -8,6 +8,7 @@ orders' invariants. Derandomized: the same requests every run, so a failure is r
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,10 @@ CHECKS = [
     negative_data_rejection,
 ]
 SEEDED_ORDERS = 5
+# Generated cases per orders operation: 200 by default (about 30 s fewer than the 700 it was; the
+# HTML 404 of /api/v1/orders/-1 the fuzzing once found, put back, still fails the run at 200).
+# FUZZ_EXAMPLES=700 or more is a deeper run, worth one after a change to the API or its models.
+ORDER_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 
 
 # Loaded as a client would, from the endpoint, through the WSGI handler the cases are sent to.
@@ -231,7 +236,7 @@ def fuzz_settings(examples: int) -> Any:
 # thousands of requests stay fast.
 @pytest.mark.django_db
 @schema.include(path_regex=ORDERS).parametrize()
-@fuzz_settings(examples=700)
+@fuzz_settings(examples=ORDER_EXAMPLES)
 def test_no_generated_order_request_fails_or_breaks_what_is_stored(case: Any, fuzz: Fuzz) -> None:
     fuzz.send(case)
 

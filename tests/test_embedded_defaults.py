@@ -54,10 +54,22 @@ def get_json(url: str) -> tuple[int, dict[str, object]]:
         return error.code, json.loads(error.read())
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def module_slack() -> Iterator[SlackServer]:
+    """The local Slack server, for the whole module's one run of the system."""
+    with SlackServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def embedded(
-    tmp_path: Path, slack_server: SlackServer
+    tmp_path_factory: pytest.TempPathFactory, module_slack: SlackServer
 ) -> Iterator[tuple[int, dict[str, str], Path]]:
+    """scripts/run, started once for the module's tests (about 15 s of start and stop each):
+    they add their own venues and read back only what they made, and the stop on Ctrl-C is
+    checked once, after both."""
+    tmp_path = tmp_path_factory.mktemp("embedded")
+    slack_server = module_slack
     env = {
         key: value
         for key, value in os.environ.items()
@@ -148,7 +160,7 @@ def manage(env: dict[str, str], code: str) -> str:
 
 
 def test_the_whole_system_runs_on_embedded_defaults(
-    embedded: tuple[int, dict[str, str], Path], slack_server: SlackServer
+    embedded: tuple[int, dict[str, str], Path],
 ) -> None:
     port, env, var_dir = embedded
     status, body = get_json(f"http://127.0.0.1:{port}/health")
@@ -164,7 +176,7 @@ def test_the_whole_system_runs_on_embedded_defaults(
     token = manage(
         env,
         "from orders.models import Venue, VenueAccessToken\n"
-        "v = Venue.objects.create(name='Main Branch', slug='main')\n"
+        "v = Venue.objects.create(name='Harbour', slug='harbour')\n"
         "print(v.pk, VenueAccessToken.issue(v, 'kitchen')[1])",
     )
     venue_id, raw = token.split()
@@ -232,8 +244,9 @@ def post_order(port: int, token: str, venue_id: str) -> int:
 
 
 def test_an_order_reaches_the_room_and_slack_through_the_real_worker(
-    embedded: tuple[int, dict[str, str], Path], slack_server: SlackServer
+    embedded: tuple[int, dict[str, str], Path], module_slack: SlackServer
 ) -> None:
+    slack_server = module_slack
     port, env, _ = embedded
     venue_id, raw = manage(
         env,
@@ -264,6 +277,6 @@ def test_an_order_reaches_the_room_and_slack_through_the_real_worker(
     assert order_post.body["blocks"][0]["type"] == "header"
     # The sign-up of the new venue went to #operations, through the same worker.
     assert any(
-        p.body.get("channel") == "C0OPS" and p.body["text"].startswith("🎉 New Venue")
+        p.body.get("channel") == "C0OPS" and p.body["text"].startswith("🎉 New Venue: Main Branch")
         for p in slack_server.posts
     )

@@ -50,6 +50,11 @@ def staff_status(session_key: str | None) -> int | None:
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
+    # No channel of its own (an alias with no layer): the figures come from this process's
+    # feed, and nothing is sent to the socket through the layer. With one, every socket kept
+    # a Redis BRPOP waiting, which a disconnect's cancel could not always interrupt: the
+    # consumer outlived its socket by up to two BRPOP timeouts (10 s).
+    channel_layer_alias = "dashboard-has-no-channel"
     subscribed = False
     recheck: asyncio.Task[None] | None = None
 
