@@ -346,7 +346,7 @@ def detection(args: argparse.Namespace) -> None:
           "time (screens: all), then of all lengths in brackets\n")  # fmt: skip
     columns = f"{'recall':>16} {'false/mo':>8} {'delay':>6}"
     header = (f"{'kind':<16} {'n':>4} | {'venue-aware rule':<17} {columns} | "
-              f"{'best fixed rule':<26} {columns}")  # fmt: skip
+              f"{'best fixed line':<26} {columns}")  # fmt: skip
     print(header)
     print("-" * len(header))
     verdicts = []
@@ -365,10 +365,11 @@ def detection(args: argparse.Namespace) -> None:
         ])  # fmt: skip
         print(f"{detector.kind:<16} {aware.long:>4} | {aware.rule.label:<17} "
               f"{_recall(aware):>13} {aware.false_rate:>8.2f} {aware.delay:>5.1f}m | "
-              f"{(detector.plain + ' ' + fixed.rule.label)[:26]:<26} {_recall(fixed):>13} "
+              f"{fixed.rule.label:<26} {_recall(fixed):>13} "
               f"{fixed.false_rate:>8.2f} {fixed.delay:>5.1f}m")  # fmt: skip
         verdicts.append((detector.kind, aware, fixed))
-    print(f"\nreplayed and scored in {time.perf_counter() - began:.0f} s")
+    print("\nthe fixed rules' metrics: " + "; ".join(f"{d.kind}: {d.plain}" for d in detectors()))
+    print(f"replayed and scored in {time.perf_counter() - began:.0f} s")
     _verdict(verdicts)
     if args.sweep:
         print("\nthe venue-aware metrics at other lines and windows:")
