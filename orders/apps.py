@@ -14,8 +14,8 @@ class OrdersConfig(AppConfig):
 
         from monitoring import screens
         from monitoring.alerting import scopes
-        from orders import anomaly, dashboard, hub, metrics, retention, revocation
-        from orders.models import Venue, VenueAccessToken
+        from orders import anomaly, dashboard, hours, hub, metrics, retention, revocation
+        from orders.models import OpeningException, OpeningHours, Venue, VenueAccessToken
 
         retention.register()
         metrics.register()
@@ -25,6 +25,10 @@ class OrdersConfig(AppConfig):
         dashboard.register()
 
         post_save.connect(_announce_new_venue, sender=Venue, dispatch_uid="orders.new_venue")
+        # Opening hours: an edit in this process is seen at once (others': orders.hours).
+        for model in (Venue, OpeningHours, OpeningException):
+            for changed in (post_save, post_delete):
+                changed.connect(hours.forget, sender=model, dispatch_uid=f"orders.hours.{model}")
         # Every way a room grant ends closes the connections it let in (orders/revocation.py).
         user = get_user_model()
         for signal, receiver, sender in (

@@ -19,6 +19,7 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic
 from zoneinfo import ZoneInfo
 
 from django.db.models import Count, Max
@@ -106,6 +107,13 @@ class _Cache:
         self.lock = threading.Lock()
         self.version: object = None
         self.schedules: dict[int, Schedule] = {}
+        self.checked = 0.0  # monotonic() of the last version check
+
+
+# Edits in another process are seen at most this long after they are made (an edit in this
+# process at once: orders.apps forgets the cache on save and delete). A list of 100 venues
+# with their "Open now" is then one version check, not one per row.
+RECHECK_SECONDS = 1.0
 
 
 _cache = _Cache()
@@ -126,13 +134,17 @@ def _version() -> object:
 
 def schedules() -> dict[int, Schedule]:
     """Every venue's schedule, by venue id (read again only after a change)."""
+    with _cache.lock:
+        if _cache.version is not None and monotonic() - _cache.checked < RECHECK_SECONDS:
+            return _cache.schedules
     version = _version()
     with _cache.lock:
         if version == _cache.version:
+            _cache.checked = monotonic()
             return _cache.schedules
     loaded = _load()
     with _cache.lock:
-        _cache.version, _cache.schedules = version, loaded
+        _cache.version, _cache.schedules, _cache.checked = version, loaded, monotonic()
     return loaded
 
 
@@ -140,8 +152,9 @@ def schedule(venue_id: int) -> Schedule | None:
     return schedules().get(venue_id)
 
 
-def forget() -> None:
-    """Read the rules again on the next call (after a change a count cannot see)."""
+def forget(*args: object, **kwargs: object) -> None:
+    """Read the rules again on the next call (connected to this process's saves and deletes
+    of venues, hours and exceptions)."""
     with _cache.lock:
         _cache.version = None
 

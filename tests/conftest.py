@@ -163,9 +163,11 @@ def no_pooled_connection_leaks(django_db_setup: Any) -> Iterator[None]:
 def fresh_venue_baselines() -> None:
     """Each test's venue baselines are read from its own rows (a process keeps them for a
     quarter hour)."""
+    from orders import hours
     from orders.anomaly.live import forget_baselines
 
     forget_baselines()
+    hours.forget()  # a rolled-back venue sends no signal
 
 
 @pytest.fixture(autouse=True)
