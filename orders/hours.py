@@ -31,6 +31,7 @@ WEEKDAY_NAMES = dict(Weekday.choices)
 
 Service = tuple[time, time]
 Span = tuple[datetime, datetime]
+WHOLE_DAY: Service = (time(0), time(0))
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,14 @@ class Schedule:
 
     @property
     def always_open(self) -> bool:
-        return self.active and not self.weekly
+        """Open at all times: no weekly hours, and no exception that says otherwise."""
+        return self.active and not self.weekly and not self.exceptions
 
     def services_starting(self, day: date) -> list[Service]:
         if day in self.exceptions:
             return self.exceptions[day]
+        if not self.weekly:  # open all day, every day, but for its exceptions
+            return [WHOLE_DAY]
         return self.weekly.get(day.weekday(), [])
 
     def spans(self, start: datetime, end: datetime) -> list[Span]:
@@ -120,15 +124,16 @@ _cache = _Cache()
 
 
 def _version() -> object:
-    """Changes whenever a venue, its hours or its exceptions are added, edited or deleted."""
-    parts = []
-    for model, stamp in (
-        (OpeningHours, "updated_at"),
-        (OpeningException, "updated_at"),
-        (Venue, "pk"),
-    ):
-        parts.append(tuple(model.objects.aggregate(n=Count("pk"), last=Max(stamp)).values()))
-    parts.append(tuple(Venue.objects.filter(is_active=True).aggregate(n=Count("pk")).values()))
+    """Changes whenever a venue (its zone, whether it is active), its hours or its
+    exceptions are added, edited or deleted."""
+    parts: list[object] = []
+    for model in (OpeningHours, OpeningException):
+        parts.append(tuple(model.objects.aggregate(n=Count("pk"), last=Max("updated_at")).values()))
+    # Venues have no time of their last change: what the schedules read of them, hashed
+    # (a few milliseconds for thousands, at most once a second).
+    parts.append(
+        hash(tuple(Venue.objects.order_by("pk").values_list("pk", "timezone", "is_active")))
+    )
     return tuple(parts)
 
 

@@ -328,6 +328,15 @@ def test_a_venue_named_by_its_owner_is_shown_inert_in_its_alerts(db: Any, raw: s
     assert f"Venue: {inert(raw)}, venue {venue.pk}" in text
 
 
+def test_a_long_rule_name_and_venue_name_still_make_an_incident(db: Any) -> None:
+    venue = Venue.objects.create(name="V" * 200, slug="long")
+    rule = make_rule("R" * 190)
+    title = incidents.title_for(rule, str(venue.pk))
+    assert len(title) == 300
+    assert title.endswith("…)")
+    assert make_incident(rule, scope=str(venue.pk)).title == title  # stored, not refused
+
+
 @pytest.mark.parametrize("raw", INJECTIONS)
 def test_a_runbook_that_is_not_an_http_link_is_shown_inert(db: Any, raw: str) -> None:
     # Saved without validation (an old row, a script): still no link, no mention.

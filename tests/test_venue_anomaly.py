@@ -338,6 +338,9 @@ def test_tickets_nobody_takes(bistro: Venue) -> None:
     assert value(anomaly.WAITING, bistro) == pytest.approx(10.1)
     Order.objects.update(status=OrderStatus.ACCEPTED, accepted_at=NOW)
     assert value(anomaly.WAITING, bistro) == 0.0
+    # Left from before the opening (12:00 London, 11:00 UTC): it has waited since then.
+    order(bistro, NOW - timedelta(hours=8))
+    assert value(anomaly.WAITING, bistro) == 7 * 60
     assert waiting.pk
 
 

@@ -185,3 +185,22 @@ def test_a_list_of_venues_reads_the_hours_once(
         page.content.decode().count('alt="False"') + page.content.decode().count('alt="True"')
         >= 2 * 30
     )  # is_active and Open now, for each
+
+
+def test_a_venue_without_weekly_hours_is_closed_on_its_closed_days() -> None:
+    christmas = Schedule(LONDON, exceptions={date(2026, 12, 25): []})
+    assert christmas.is_open(london(2026, 12, 24, 23, 0))
+    assert not christmas.is_open(london(2026, 12, 25, 12, 0))
+    assert christmas.open_since(london(2026, 12, 26, 9, 0)) == london(2026, 12, 26, 0, 0)
+
+
+@pytest.mark.django_db
+def test_a_zone_changed_by_another_process_is_seen_within_a_second(venue: Venue) -> None:
+    assert hours.schedules()[venue.pk].zone == ZoneInfo(venue.timezone)
+    # As another process writes it: no signal reaches this one.
+    Venue.objects.filter(pk=venue.pk).update(timezone="Pacific/Auckland")
+    hours._cache.checked -= hours.RECHECK_SECONDS  # a second has passed
+    assert hours.schedules()[venue.pk].zone == ZoneInfo("Pacific/Auckland")
+    Venue.objects.filter(pk=venue.pk).update(is_active=False)
+    hours._cache.checked -= hours.RECHECK_SECONDS
+    assert not hours.schedules()[venue.pk].active

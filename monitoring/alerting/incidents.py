@@ -50,7 +50,13 @@ def record(
 
 
 def title_for(rule: AlertRule, scope: str) -> str:
-    return f"{rule.name} ({scope_name(scope)})" if scope else rule.name
+    """The rule and its venue, within the title's 300 characters (a venue's name is its
+    owner's, up to 200)."""
+    if not scope:
+        return rule.name
+    limit = Incident._meta.get_field("title").max_length or 300
+    title = f"{rule.name} ({scope_name(scope)})"
+    return title if len(title) <= limit else title[: limit - 2] + "…)"
 
 
 def open_incident(

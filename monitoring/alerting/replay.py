@@ -84,9 +84,10 @@ class EpochFloor(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        x = f"((julianday(%(expressions)s) - 2440587.5) * 86400.0 / {self.resolution})"
-        # Rounded to a millisecond first: julianday's float may put 12:15:00 at 12:14:59.9999.
-        template = f"CAST(ROUND({x} * 1000) / 1000 AS INTEGER)"
+        # Whole milliseconds first (julianday's float may put 12:15:00 at 12:14:59.9999),
+        # then integer division: the bucket of 12:14:59.7 is 12:00's.
+        ms = "CAST(ROUND((julianday(%(expressions)s) - 2440587.5) * 86400000.0) AS INTEGER)"
+        template = f"({ms} / {self.resolution * 1000})"
         return self.as_sql(compiler, connection, template=template, **extra)
 
 

@@ -147,8 +147,12 @@ def screens_value(venue: OpenVenue, most: int, known: Baselines) -> float | None
     return float(most) if uses_screens(venue, known) else None
 
 
-def waiting_value(oldest_placed: datetime | None, now: datetime) -> float:
-    return 0.0 if oldest_placed is None else (now - oldest_placed).total_seconds() / 60.0
+def waiting_value(venue: OpenVenue, oldest_placed: datetime | None, now: datetime) -> float:
+    """Minutes the oldest order nobody has taken has waited while the venue was open (one
+    left from before the opening counts from the opening)."""
+    if oldest_placed is None:
+        return 0.0
+    return (now - max(oldest_placed, venue.since)).total_seconds() / 60.0
 
 
 def usual_accept_seconds(

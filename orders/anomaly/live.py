@@ -122,8 +122,10 @@ def _baselines(window: Window, lookback: timedelta) -> Known:
                     _kept.known.update(found)
                     _kept.asked.update((v, s) for v in ids for s in slots)
                     known = _kept.known
-                else:
-                    known = found
+                    return known
+            # Another thread moved the cache to another quarter hour meanwhile: read all
+            # this cycle needs itself.
+            known = baselines({s for _, s in needed}, window.end, {v for v, _ in needed})
         return known
 
     return _memo(window, ("baselines", window.end, lookback), load)
@@ -272,7 +274,11 @@ def oldest_waiting(window: Window) -> Values:
         .annotate(oldest=Min("created_at"))
         .order_by()
     )
-    return {str(v): waiting_value(oldest.get(v), now) for v in venues}
+    return {str(v.id): waiting_value(v, oldest.get(v.id), now) for v in venues.values()}
+
+
+# An order cancelled before anyone took it waits no more (and says nothing of the kitchen).
+CANCELLED_UNTAKEN = Q(status=OrderStatus.CANCELLED, accepted_at__isnull=True)
 
 
 class _Median(Aggregate):
@@ -304,6 +310,7 @@ def _median_waits(window: Window, venues: dict[int, OpenVenue]) -> dict[int, tup
             Order.objects.filter(
                 venue_id__in=among(whole), created_at__gt=window.start, created_at__lte=now
             )
+            .exclude(CANCELLED_UNTAKEN)
             .values_list("venue_id")
             .annotate(median=_Median(wait), n=Count("pk"))
             .order_by()
@@ -313,9 +320,13 @@ def _median_waits(window: Window, venues: dict[int, OpenVenue]) -> dict[int, tup
         read = {v: venues[v] for v in venues if v not in taken}
     if read:
         waits: dict[int, list[float]] = {}
-        for venue_id, created, accepted in Order.objects.filter(
-            venue_id__in=among(read), created_at__gt=window.start, created_at__lte=now
-        ).values_list("venue_id", "created_at", "accepted_at"):
+        for venue_id, created, accepted in (
+            Order.objects.filter(
+                venue_id__in=among(read), created_at__gt=window.start, created_at__lte=now
+            )
+            .exclude(CANCELLED_UNTAKEN)
+            .values_list("venue_id", "created_at", "accepted_at")
+        ):
             if created > span_start(read[venue_id], window.start):
                 waits.setdefault(venue_id, []).append(((accepted or now) - created).total_seconds())
         for venue_id, seen in waits.items():

@@ -16,6 +16,7 @@ A test checks the replay against the live metrics at the same moments.
 from __future__ import annotations
 
 import heapq
+import math
 import statistics
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
@@ -37,6 +38,7 @@ from orders.baseline import ROW_FIELDS, ActivityRow, SlotBaseline, since, summar
 from orders.models import Order, OrderStatus, PaymentStatus, Venue, VenueActivity
 
 SlotKey = tuple[int, int]
+BUCKET = 10  # seconds: the other venues' payments are counted in buckets this long
 
 
 class _BaselinesAt:
@@ -66,6 +68,7 @@ class VenueRows:
     created: list[datetime] = field(default_factory=list)
     accepted: list[datetime | None] = field(default_factory=list)
     left: list[datetime | None] = field(default_factory=list)  # stopped waiting
+    cancelled: list[bool] = field(default_factory=list)  # cancelled before anyone took it
     paid: list[int] = field(default_factory=lambda: [0])  # prefix sums by creation
     failed: list[int] = field(default_factory=lambda: [0])
     screens_at: list[datetime] = field(default_factory=list)
@@ -81,19 +84,20 @@ class Period:
     window: int
     venues: dict[int, VenueRows]
     baselines: _BaselinesAt
-    # Every venue's payments in 10-second buckets from `first_bucket` on, as prefix sums.
+    # Every venue's payments in `bucket`-second buckets from `first_bucket` on, as prefix
+    # sums (10 s, or less when the window or the step is not a multiple of 10 s).
     first_bucket: int
     paid_prefix: list[int]
     failed_prefix: list[int]
+    bucket: int = BUCKET
 
 
 LOOKBACK = max(formulas.SILENCE_LOOKBACK, formulas.WAITING_LOOKBACK) + formulas.LEVEL_LOOKBACK
-BUCKET = 10
 
 
 def load(start: datetime, end: datetime, window: int, venue_ids: Iterable[int]) -> Period:
     ids = list(venue_ids)
-    first = start - max(LOOKBACK, timedelta(seconds=window))
+    first = start - max(LOOKBACK, timedelta(seconds=window) + formulas.LEVEL_LOOKBACK)
     venues = {v: VenueRows() for v in ids}
     for venue_id, created, accepted, status, updated, payment in (
         Order.objects.filter(venue_id__in=ids, created_at__gt=first, created_at__lte=end)
@@ -107,6 +111,7 @@ def load(start: datetime, end: datetime, window: int, venue_ids: Iterable[int]) 
         rows.accepted.append(accepted)
         cancelled = status == OrderStatus.CANCELLED and accepted is None
         rows.left.append(accepted if accepted is not None else updated if cancelled else None)
+        rows.cancelled.append(cancelled)
         rows.paid.append(rows.paid[-1] + (payment == PaymentStatus.PAID))
         rows.failed.append(rows.failed[-1] + (payment == PaymentStatus.FAILED))
     for venue_id, at, screens in (
@@ -133,12 +138,13 @@ def load(start: datetime, end: datetime, window: int, venue_ids: Iterable[int]) 
         starts, rows_ = activity[(venue_id, slot)]
         starts.append(starts_at)
         rows_.append(ActivityRow(*values))
+    size = math.gcd(BUCKET, window, Grid.for_window(window).step)
     buckets = {
         row["bucket"]: (row["paid"], row["failed"])
         for row in Order.objects.filter(
             created_at__gt=start - timedelta(seconds=window), created_at__lte=end
         )
-        .annotate(bucket=EpochBucket("created_at", BUCKET))
+        .annotate(bucket=EpochBucket("created_at", size))
         .values("bucket")
         .annotate(
             paid=Count("pk", filter=Q(payment_status=PaymentStatus.PAID)),
@@ -146,22 +152,22 @@ def load(start: datetime, end: datetime, window: int, venue_ids: Iterable[int]) 
         )
         .order_by()
     }
-    first_bucket = int(start.timestamp() - window) // BUCKET - 1
+    first_bucket = int(start.timestamp() - window) // size - 1
     paid, failed = [0], [0]
-    for bucket in range(first_bucket, int(end.timestamp()) // BUCKET + 1):
+    for bucket in range(first_bucket, int(end.timestamp()) // size + 1):
         found = buckets.get(bucket, (0, 0))
         paid.append(paid[-1] + found[0])
         failed.append(failed[-1] + found[1])
     return Period(
-        start, end, window, venues, _BaselinesAt(dict(activity)), first_bucket, paid, failed
+        start, end, window, venues, _BaselinesAt(dict(activity)), first_bucket, paid, failed, size
     )
 
 
 def platform_between(period: Period, start: datetime, end: datetime) -> tuple[int, int]:
     """(paid, failed) of every venue's orders placed in (start, end]: the buckets from
     start / 10 s to end / 10 s - 1 (both are whole multiples of 10 s at every step)."""
-    lo = int(start.timestamp()) // BUCKET - period.first_bucket
-    hi = int(end.timestamp()) // BUCKET - period.first_bucket
+    lo = int(start.timestamp()) // period.bucket - period.first_bucket
+    hi = int(end.timestamp()) // period.bucket - period.first_bucket
     return (
         period.paid_prefix[hi] - period.paid_prefix[lo],
         period.failed_prefix[hi] - period.failed_prefix[lo],
@@ -232,7 +238,7 @@ def _screens(
 
 
 def _waiting(p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, w: WaitingSweep) -> float:
-    return formulas.waiting_value(w.oldest(now), now)
+    return formulas.waiting_value(venue, w.oldest(now), now)
 
 
 def _accept(
@@ -244,6 +250,8 @@ def _accept(
     waits = []
     for i in range(lo, hi):
         taken = rows.accepted[i]
+        if rows.cancelled[i]:
+            continue  # cancelled before anyone took it (as live: orders.anomaly.live)
         waits.append((taken if taken is not None and taken <= now else now) - rows.created[i])
     if len(waits) < formulas.ACCEPT_MIN_ORDERS:
         return None
