@@ -21,9 +21,9 @@ from django.utils import timezone
 from monitoring.alerting.replay import EpochFloor
 from monitoring.models import VenueScreenSample
 from orders import hours
-from orders.baseline import quarter_floor
+from orders.baseline import local_slot, quarter_floor
 from orders.models import Order, PaymentStatus, VenueActivity
-from orders.models.activity import SLOT_SECONDS, SLOTS_PER_DAY
+from orders.models.activity import SLOT_SECONDS
 
 logger = structlog.get_logger(__name__)
 
@@ -36,8 +36,7 @@ CHUNK = timedelta(days=1)
 
 
 def week_slot(starts_at: datetime, schedule: hours.Schedule) -> int:
-    local = starts_at.astimezone(schedule.zone)
-    return local.weekday() * SLOTS_PER_DAY + (local.hour * 60 + local.minute) // 15
+    return local_slot(starts_at, schedule.zone)
 
 
 def roll_up_recent(now: datetime | None = None) -> int:

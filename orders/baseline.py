@@ -12,7 +12,7 @@ One query for every venue and slot asked: an index range on (week_slot, starts_a
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, NamedTuple
 
 from django.db import connection
@@ -20,7 +20,7 @@ from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.expressions import RawSQL
 
 from orders.models import VenueActivity
-from orders.models.activity import SLOT_SECONDS
+from orders.models.activity import SLOT_SECONDS, SLOTS_PER_DAY
 
 BASELINE_WEEKS = 8
 BASELINE_MIN_WEEKS = 3
@@ -52,6 +52,12 @@ def among(ids: Iterable[int]) -> Any:
     if connection.vendor == "postgresql":
         return RawSQL("SELECT unnest(%s::bigint[])", (values,))
     return values
+
+
+def local_slot(starts_at: datetime, zone: tzinfo) -> int:
+    """The week slot of a quarter hour in a zone: local weekday * 96 + quarter of the day."""
+    local = starts_at.astimezone(zone)
+    return local.weekday() * SLOTS_PER_DAY + (local.hour * 60 + local.minute) // 15
 
 
 def trimmed_mean(total: float, highest: float, lowest: float, n: int) -> float:

@@ -450,3 +450,25 @@ def test_the_shipped_venue_rules_are_valid_and_held_back_by_what_they_need() -> 
             Inhibition.objects.filter(target=rule).values_list("source__metric", flat=True)
         )
         assert causes == {f"dependency.{d}_down" for d in NEEDS[rule.metric]}
+
+
+def test_the_quarter_hours_before_a_clock_change_keep_their_own_local_slots() -> None:
+    from zoneinfo import ZoneInfo
+
+    from orders.anomaly.formulas import OpenVenue, slots_back
+
+    london = ZoneInfo("Europe/London")
+    # Sunday 29 March 2026, 01:30 UTC = 02:30 BST, half an hour after the clocks went forward.
+    now = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    venue = OpenVenue(1, now - timedelta(hours=5), 6 * 96 + 10, now, london)
+    found = slots_back(venue, now - timedelta(hours=1), now)
+    # 01:15 and 01:00 UTC are 02:15 and 02:00 BST; 00:45 and 00:30 UTC are 00:45 and 00:30 GMT.
+    assert [slot for slot, _ in found] == [6 * 96 + 9, 6 * 96 + 8, 6 * 96 + 3, 6 * 96 + 2]
+    # Away from a change, the same as counting back.
+    summer = datetime(2026, 6, 14, 18, 0, tzinfo=UTC)
+    venue = OpenVenue(1, summer - timedelta(hours=5), 6 * 96 + 76, summer, london)
+    assert [s for s, _ in slots_back(venue, summer - timedelta(minutes=45), summer)] == [
+        6 * 96 + 75,
+        6 * 96 + 74,
+        6 * 96 + 73,
+    ]

@@ -8,11 +8,11 @@ a period. Both end here, so the preview and the benchmark judge what the engine 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
 from inkwave.lib.counts import binomial_sf, nb_two_sided, nb_zero
-from orders.baseline import SlotBaseline
+from orders.baseline import SlotBaseline, local_slot
 from orders.models.activity import SLOT_SECONDS, SLOTS_PER_WEEK
 
 # Negative binomial dispersion of a venue's orders in a stretch of an evening, once today's
@@ -48,6 +48,7 @@ class OpenVenue:
     since: datetime  # when its current opening began
     slot: int  # the week slot of the quarter hour holding "now"
     quarter: datetime  # that quarter hour's start
+    zone: tzinfo = UTC  # the venue's time zone (for the slots across a clock change)
 
 
 class Baselines(Protocol):
@@ -57,16 +58,22 @@ class Baselines(Protocol):
 def slots_back(venue: OpenVenue, start: datetime, end: datetime) -> list[tuple[int, float]]:
     """(week slot, seconds of it inside [start, end]) for each quarter hour of the span.
 
-    The slots of earlier quarters are counted back from now's (within a clock change's
-    hour this is off by one quarter, which the baseline's smoothness absorbs)."""
+    The slots of earlier quarters are counted back from now's; across a clock change in
+    the venue's zone each quarter's local time is looked up instead."""
     first, last = start.timestamp(), end.timestamp()
     quarter = int(last) // SLOT_SECONDS * SLOT_SECONDS
     back = round((venue.quarter.timestamp() - quarter) / SLOT_SECONDS)
+    offset = venue.quarter.astimezone(venue.zone).utcoffset()
+    changed = start.astimezone(venue.zone).utcoffset() != offset  # between start and now
     found = []
     while quarter + SLOT_SECONDS > first:
         seconds = min(last, quarter + SLOT_SECONDS) - max(first, quarter)
         if seconds > 0:
-            found.append(((venue.slot - back) % SLOTS_PER_WEEK, seconds))
+            if changed:
+                slot = local_slot(datetime.fromtimestamp(quarter, tz=UTC), venue.zone)
+            else:
+                slot = (venue.slot - back) % SLOTS_PER_WEEK
+            found.append((slot, seconds))
         quarter -= SLOT_SECONDS
         back += 1
     return found

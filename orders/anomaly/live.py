@@ -69,7 +69,8 @@ def open_venues(now: datetime) -> dict[int, OpenVenue]:
         since = schedule.open_since(now)
         if since is not None and now - since >= warmup:
             quarter = quarter_floor(now)
-            found[venue] = OpenVenue(venue, since, week_slot(quarter, schedule), quarter)
+            slot = week_slot(quarter, schedule)
+            found[venue] = OpenVenue(venue, since, slot, quarter, schedule.zone)
     return found
 
 

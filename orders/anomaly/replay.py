@@ -323,7 +323,7 @@ def replay_formula(
             if quarter != slot_quarter:
                 slot_quarter, slot = quarter, week_slot(quarter, schedule)
             period.baselines.now = t
-            venue = OpenVenue(venue_id, opened, slot, quarter)
+            venue = OpenVenue(venue_id, opened, slot, quarter, schedule.zone)
             points.append((t, formula(period, rows, venue, t, waiting)))
     return found
 
