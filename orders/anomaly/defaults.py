@@ -49,8 +49,8 @@ VENUE_RULES: list[dict[str, Any]] = [
         "name": "Venue kitchen slow to take orders",
         "metric": "venue.accept_time_ratio",
         "comparison": "gt",
-        "threshold": 3,
-        "window_seconds": 1800,
+        "threshold": 2.5,
+        "window_seconds": 900,
         "severity": "warning",
         "group_by": "rule",
         "description": "Orders of the last {window} wait to be taken more than {threshold} "
