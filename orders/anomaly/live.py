@@ -10,7 +10,7 @@ import statistics
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import connection
@@ -149,76 +149,66 @@ def silence(window: Window) -> Values:
         .annotate(last=Max("created_at"))
         .order_by()
     )
-    seen = _counts_after(venues, lambda v: pace_start(v, now), now)
+    seen = _counts_after(venues, lambda v: pace_start(v, now), now, now - LEVEL_LOOKBACK)
     values = {}
     for venue in venues.values():
-        value = silence_value(venue, last.get(venue.id), seen.get(venue.id, 0), now, known)
+        value = silence_value(
+            venue, last.get(venue.id), seen.get(venue.id, {}).get("n", 0), now, known
+        )
         if value is not None:
             values[str(venue.id)] = value
     return values
 
 
+Counts = dict[int, dict[str, int]]  # venue id -> orders "n", "paid", "failed"
+
+
 def _counts_after(
-    venues: dict[int, OpenVenue], start: Callable[[OpenVenue], datetime], end: datetime
-) -> dict[int, int]:
-    """Each venue's orders in (start(venue), end]: one count for the venues whose start is
-    the common LEVEL_LOOKBACK before `end`, and the rows of the few others (opened since)."""
-    common = end - LEVEL_LOOKBACK
+    venues: dict[int, OpenVenue],
+    start: Callable[[OpenVenue], datetime],
+    end: datetime,
+    common: datetime,
+) -> Counts:
+    """Each venue's orders in (start(venue), end], with how many were paid and failed: one
+    aggregate for the venues whose start is `common`, and the rows of the few others (a
+    venue that opened since)."""
     starts = {v.id: start(v) for v in venues.values()}
     usual = [v for v, at in starts.items() if at == common]
-    found = dict(
-        Order.objects.filter(venue_id__in=among(usual), created_at__gt=common, created_at__lte=end)
-        .values_list("venue_id")
-        .annotate(n=Count("pk"))
-        .order_by()
-    ) if usual else {}  # fmt: skip
+    found: Counts = {}
+    if usual:
+        for venue_id, n, paid, failed in (
+            Order.objects.filter(
+                venue_id__in=among(usual), created_at__gt=common, created_at__lte=end
+            )
+            .values_list("venue_id")
+            .annotate(
+                n=Count("pk"),
+                paid=Count("pk", filter=Q(payment_status=PaymentStatus.PAID)),
+                failed=Count("pk", filter=Q(payment_status=PaymentStatus.FAILED)),
+            )
+            .order_by()
+        ):
+            found[venue_id] = {"n": n, "paid": paid, "failed": failed}
     others = {v: at for v, at in starts.items() if at != common and at < end}
     if others:
-        for venue_id, created in Order.objects.filter(
+        for venue_id, created, payment in Order.objects.filter(
             venue_id__in=among(others), created_at__gt=min(others.values()), created_at__lte=end
-        ).values_list("venue_id", "created_at"):
+        ).values_list("venue_id", "created_at", "payment_status"):
             if created > others[venue_id]:
-                found[venue_id] = found.get(venue_id, 0) + 1
+                row = found.setdefault(venue_id, {"n": 0, "paid": 0, "failed": 0})
+                row["n"] += 1
+                row["paid"] += payment == PaymentStatus.PAID
+                row["failed"] += payment == PaymentStatus.FAILED
     return found
 
 
-def _orders_in_window(window: Window) -> dict[int, dict[str, Any]]:
-    """Per open venue: orders, paid and failed since span_start: one count for the venues
-    open all the window, and the rows of the few that opened inside it."""
+def _orders_in_window(window: Window) -> Counts:
+    """Per open venue: orders, paid and failed since span_start (memoised per cycle)."""
 
-    def load() -> dict[int, dict[str, Any]]:
-        venues = _open(window)
-        whole = [v.id for v in venues.values() if v.since <= window.start]
-        late = {v.id: v.since for v in venues.values() if v.since > window.start}
-        found: dict[int, dict[str, Any]] = {}
-        if whole:
-            for venue_id, n, paid, failed in (
-                Order.objects.filter(
-                    venue_id__in=among(whole),
-                    created_at__gt=window.start,
-                    created_at__lte=window.end,
-                )
-                .values_list("venue_id")
-                .annotate(
-                    n=Count("pk"),
-                    paid=Count("pk", filter=Q(payment_status=PaymentStatus.PAID)),
-                    failed=Count("pk", filter=Q(payment_status=PaymentStatus.FAILED)),
-                )
-                .order_by()
-            ):
-                found[venue_id] = {"n": n, "paid": paid, "failed": failed}
-        if late:
-            for venue_id, created, payment in Order.objects.filter(
-                venue_id__in=among(late),
-                created_at__gt=min(late.values()),
-                created_at__lte=window.end,
-            ).values_list("venue_id", "created_at", "payment_status"):
-                if created > late[venue_id]:
-                    row = found.setdefault(venue_id, {"n": 0, "paid": 0, "failed": 0})
-                    row["n"] += 1
-                    row["paid"] += payment == PaymentStatus.PAID
-                    row["failed"] += payment == PaymentStatus.FAILED
-        return found
+    def load() -> Counts:
+        return _counts_after(
+            _open(window), lambda v: span_start(v, window.start), window.end, window.start
+        )
 
     return _memo(window, ("orders_in_window", window.end, window.seconds), load)
 
@@ -229,11 +219,14 @@ def volume(window: Window) -> Values:
         return {}
     known = _baselines(window, timedelta(seconds=window.seconds) + LEVEL_LOOKBACK)
     counts = _orders_in_window(window)
-    before = _counts_after(venues, lambda v: pace_start(v, window.start), window.start)
+    start = window.start
+    before = _counts_after(venues, lambda v: pace_start(v, start), start, start - LEVEL_LOOKBACK)
     values = {}
     for venue in venues.values():
         seen = counts.get(venue.id, {}).get("n", 0)
-        value = volume_value(venue, seen, before.get(venue.id, 0), window.start, window.end, known)
+        value = volume_value(
+            venue, seen, before.get(venue.id, {}).get("n", 0), window.start, window.end, known
+        )
         if value is not None:
             values[str(venue.id)] = value
     return values
