@@ -19,7 +19,8 @@ It runs until --minutes have passed, or SIGINT / SIGTERM, then stops every proce
 (SIGTERM, then SIGKILL) and, with --drop-database, drops the database. `--web2-redis-url` puts the
 second web process on another Redis (one you may stop or hang to see /health answer 503
 without touching the shared one). `--own-redis` starts a Redis of its own on a spare port for
-every process, and `--database-proxy` puts a TCP proxy in front of PostgreSQL, so that a fault
+every process, `--own-postgres` a PostgreSQL cluster of its own (to restart; removed at the
+end), and `--database-proxy` puts a TCP proxy in front of PostgreSQL, so that a fault
 run (bench/faults.py, which drives `Topology` directly) can stop, hang or refuse them; the
 shared Redis and PostgreSQL are never touched. Bounded: nothing runs past --minutes.
 """
@@ -49,7 +50,8 @@ from bench.common import (  # noqa: E402
     ensure_database,
     stop_processes,
 )
-from bench.faultkit import OwnRedis, TcpProxy  # noqa: E402
+from bench.common import database_url as shared_database_url  # noqa: E402
+from bench.faultkit import OwnPostgres, OwnRedis, TcpProxy  # noqa: E402
 from notifications.local_slack import TOKEN, SlackServer  # noqa: E402
 
 OPERATIONS_CHANNEL = "C0OPERATIONS"
@@ -75,6 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--database-proxy", action="store_true", help="processes reach PostgreSQL via a proxy"
     )
     parser.add_argument(
+        "--own-postgres",
+        action="store_true",
+        help="a PostgreSQL cluster of its own on a spare port (to restart), removed at the end",
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="extra environment"
     )
     return parser.parse_args(argv)
@@ -92,6 +99,7 @@ class Topology:
         self.stopping = threading.Event()
         self.redis: OwnRedis | None = None
         self.proxy: TcpProxy | None = None
+        self.postgres: OwnPostgres | None = None
         self.redis_url: str = args.redis_url
         self.prefix = ""
         self.recorder: threading.Thread | None = None
@@ -169,12 +177,18 @@ class Topology:
                 self.stopping.wait(0.2)
 
     def database_url(self) -> str:
-        url = ensure_database(self.args.database)
+        if self.args.own_postgres:
+            self.postgres = OwnPostgres()
+            self.postgres.start()
+            url = self.postgres.create_database(self.args.database)
+        else:
+            url = ensure_database(self.args.database)
         if not self.args.database_proxy:
             return url
-        self.proxy = TcpProxy(("127.0.0.1", 5432))
+        port = self.postgres.port if self.postgres is not None else 5432
+        self.proxy = TcpProxy(("127.0.0.1", port))
         self.proxy.open()
-        return url.replace("127.0.0.1:5432", f"127.0.0.1:{self.proxy.port}")
+        return url.replace(f"127.0.0.1:{port}", f"127.0.0.1:{self.proxy.port}")
 
     def setup(self, env: dict[str, str]) -> list[dict[str, Any]]:
         """Migrates and creates the venues; returns [{"venue": id, "token": raw}, ...]."""
@@ -246,6 +260,9 @@ class Topology:
             "slack_webhook_url": slack.webhook_url(),
             "prefix": self.prefix,
             "database": self.args.database,
+            "database_url": self.postgres.url(self.args.database)
+            if self.postgres is not None
+            else shared_database_url(self.args.database),
             "redis_url": self.redis_url,
             "monitoring_token": env["MONITORING_TOKEN"],
             "slack_signing_secret": env["SLACK_SIGNING_SECRET"],
@@ -267,7 +284,9 @@ class Topology:
             delete_redis_keys(self.prefix, self.args.web2_redis_url)
         if self.proxy is not None:
             self.proxy.close()
-        if self.args.drop_database:
+        if self.postgres is not None:
+            self.postgres.remove()
+        elif self.args.drop_database:
             drop_database(self.args.database)
 
     def run(self) -> int:

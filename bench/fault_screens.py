@@ -62,6 +62,8 @@ class RecordingClient(RoomClient):
         self.replaying = False  # between a resume's welcome and its `live`
         self.port: int | None = None
         self.socket: ClientConnection | None = None
+        self.frames_in = 0  # every frame received (welcome, events, pongs, errors)
+        self.frames_out = 0  # every frame sent (the heartbeat's pings)
 
     def url(self) -> str:
         self.server_index = random.randrange(len(self.urls))
@@ -81,6 +83,13 @@ class RecordingClient(RoomClient):
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         self.socket = ws  # started as soon as the connection is open
+        send = ws.send
+
+        async def counted(message: Any) -> None:
+            await send(message)
+            self.frames_out += 1
+
+        ws.send = counted  # type: ignore[method-assign,assignment]
         await super()._heartbeat(ws)
 
     def cut(self) -> None:
@@ -91,6 +100,7 @@ class RecordingClient(RoomClient):
             self.socket.transport.abort()
 
     async def _handle(self, frame: dict[str, Any]) -> None:
+        self.frames_in += 1
         kind = frame.get("type")
         now = time.time()
         if kind == "welcome":
@@ -128,6 +138,8 @@ class RecordingClient(RoomClient):
         return {
             "venue": self.venue,
             "connects": self.connects,
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
             "received": self.received,
             "closes": self.close_log,
             "resyncs": self.resync_log,

@@ -1,19 +1,24 @@
-"""Dependencies the fault bench may break: a Redis of its own and a TCP proxy to PostgreSQL.
+"""Dependencies the fault bench may break: a Redis and a PostgreSQL of its own, and a TCP proxy.
 
 The shared Redis on 6379 and the shared PostgreSQL serve everyone's tests: never stop or hang
 them. `OwnRedis` is a redis-server on a spare loopback port, keeping nothing on disk, to stop,
-hang (SIGSTOP) and bring back on the same port. `TcpProxy` stands between the deployment's
-processes and PostgreSQL; closing it refuses new connections and cuts open ones, as a
-database that went away does. (The tests have their own copies; bench never imports tests/.)
+hang (SIGSTOP) and bring back on the same port. `OwnPostgres` is a PostgreSQL cluster of its
+own (initdb in a temp dir, the machine's PostgreSQL binaries) on a spare port, to restart as an
+operator or a crash would. `TcpProxy` stands between the deployment's processes and
+PostgreSQL; closing it refuses new connections and cuts open ones, as a database that went away
+does. (The tests have their own copies; bench never imports tests/.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -91,6 +96,80 @@ class OwnRedis:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
         self.paused = False
+
+
+def _postgres_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name) or ""]
+    if not found[-1]:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed")
+    return found[-1]
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of its own on a spare loopback port (trust auth, user postgres,
+    fsync off: a bench's data, not anyone's). initdb and the server refuse to run as root, so
+    as root they run as the postgres user, in a temp dir it owns."""
+
+    def __init__(self) -> None:
+        self.port = spare_port()
+        self.root = Path(tempfile.mkdtemp(prefix="inkwave-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+        self.started = False
+
+    def _run(self, *argv: str, timeout: float = 120) -> None:
+        command = list(argv)
+        if self.as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(
+            command, check=True, timeout=timeout, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+
+    def url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        if not self.data.exists():
+            self._run(
+                _postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                "--no-sync", "-E", "UTF8",
+            )  # fmt: skip
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        self._run(
+            _postgres_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
+            "-w", "-t", "60", "start",
+        )  # fmt: skip
+        self.started = True
+
+    def restart(self) -> None:
+        """A fast restart: open connections are ended, new ones refused until it is back."""
+        self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "restart")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Down: `fast` ends every session and shuts down cleanly, `immediate` as a crash."""
+        if self.started:
+            with contextlib.suppress(subprocess.SubprocessError):
+                self._run(_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "stop")
+            self.started = False
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class TcpProxy:

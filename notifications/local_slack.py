@@ -72,6 +72,7 @@ class SlackState:
     script: deque[Reply] = field(default_factory=deque)
     posts: list[Post] = field(default_factory=list)
     down: bool = False
+    always: Reply | None = None  # the answer to every request not scripted (None: ok)
     lock: threading.Lock = field(default_factory=threading.Lock)
     counter: int = 0
     request_started: threading.Event = field(default_factory=threading.Event)
@@ -103,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = (
                 Reply("drop")
                 if state.down
-                else (state.script.popleft() if state.script else Reply.ok())
+                else (state.script.popleft() if state.script else state.always or Reply.ok())
             )
         if reply.kind == "drop":
             self.close_connection = True
@@ -269,6 +270,11 @@ class SlackServer:
     def fail_next(self, *replies: Reply) -> None:
         with self.state.lock:
             self.state.script.extend(replies)
+
+    def answer_all(self, reply: Reply | None) -> None:
+        """From now on, answer every request not scripted with `reply` (None: as Slack does)."""
+        with self.state.lock:
+            self.state.always = reply
 
     def go_down(self) -> None:
         self.state.down = True

@@ -32,10 +32,18 @@ class Probe:
 class Observer:
     """Probes /health, reads the database directly (not through the proxy), supervises."""
 
-    def __init__(self, topology: Topology, ports: list[int], database: str = DATABASE) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        ports: list[int],
+        database: str = DATABASE,
+        url: str | None = None,
+        interval: float = 0.5,
+    ) -> None:
         self.topology = topology
         self.ports = ports
-        self.url = database_url(database)  # read directly, not through the proxy
+        self.url = url or database_url(database)  # read directly, not through the proxy
+        self.interval = interval
         self.probes: list[Probe] = []
         self.outbox: list[tuple[float, int, float | None]] = []  # at, open rows, oldest age
         self.exits: list[tuple[float, str, int]] = []  # at, process, return code
@@ -60,7 +68,7 @@ class Observer:
         while not self.stop.is_set():
             for port in self.ports:
                 self.probes.append(probe_health(port))
-            self.stop.wait(0.5)
+            self.stop.wait(self.interval)
 
     def _database(self) -> None:
         while not self.stop.is_set():

@@ -9,10 +9,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from bench.common import percentile
 from bench.fault_run.inject import FaultRun
-from bench.fault_run.observer import Observer, Probe, healthy, query
+from bench.fault_run.observer import DIRECT_URL, Observer, Probe, healthy
+from bench.fault_run.observer import query as read
 from bench.fault_run.workload import Clients, OrderResult
 from notifications.local_slack import SlackServer
 
@@ -33,7 +35,10 @@ class Evidence:
     posts: list[tuple[float, str, str, str]]  # at, path, ts, text
 
 
-def gather(slack: SlackServer) -> Evidence:
+def gather(slack: SlackServer, url: str = DIRECT_URL) -> Evidence:
+    def query(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        return read(sql, *params, url=url)
+
     stored = Counter(
         {
             tag: n

@@ -164,6 +164,11 @@ class Clients(OnItsOwnLoop):
     events: list[ClientEvent] = field(default_factory=list)
     received: Counter[str] = field(default_factory=Counter)  # order tag -> frames received
     open_now: int = 0
+    # Devices that come and go: each leaves (a normal close) after a stay drawn from this
+    # range of seconds, and comes back after half as long. None: each stays while it can.
+    stay: tuple[float, float] | None = None
+    opens: int = 0  # connections welcomed
+    frames_in: int = 0  # frames received, the welcome included
     stop: threading.Event = field(default_factory=threading.Event)
     loop: asyncio.AbstractEventLoop | None = None
     thread: threading.Thread | None = None
@@ -206,14 +211,13 @@ class Clients(OnItsOwnLoop):
                         raise ValueError(welcome.get("type"))
                     opened, failures = True, 0
                     self.open_now += 1
+                    self.opens += 1
+                    self.frames_in += 1
                     self._note("open")
-                    async for frame in ws:
-                        message = json.loads(frame)
-                        if message.get("event") == "order.placed":
-                            self.received[str(message["data"].get("table"))] += 1
+                    left = await self._listen(ws)
                 finally:
                     await ws.close()
-                self._note(f"close:{ws.close_code}")
+                self._note("left" if left else f"close:{ws.close_code}")
             except InvalidStatus as exc:
                 self._note(f"http:{exc.response.status_code}")
             except ConnectionRefusedError:
@@ -233,7 +237,27 @@ class Clients(OnItsOwnLoop):
                     self.open_now -= 1
             failures += 1
             delay = min(8.0, 0.5 * 2 ** min(failures, 4)) if not opened else 0.5
+            if opened and self.stay is not None:
+                delay = random.uniform(*self.stay) / 2
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+
+    async def _listen(self, ws: Any) -> bool:
+        """Receives until the server closes (False) or the stay is over (True: it left)."""
+        deadline = None
+        if self.stay is not None:
+            deadline = asyncio.get_running_loop().time() + random.uniform(*self.stay)
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for frame in ws:
+                    self.frames_in += 1
+                    message = json.loads(frame)
+                    if message.get("event") == "order.placed":
+                        self.received[str(message["data"].get("table"))] += 1
+        except TimeoutError:
+            if deadline is None:
+                raise
+            return True
+        return False
 
 
 @dataclass

@@ -1,0 +1,373 @@
+"""The soak: the whole deployment under 2,000 kitchen screens and a stream of orders, broken on
+purpose one dependency after another, and a report of what it cost.
+
+    .venv/bin/python bench/soak.py            # 2,000 screens over 50 venues, about 15 minutes
+    .venv/bin/python bench/soak.py --short    # 120 screens over 6 venues, short faults, ~4 min
+
+Starts bench/deployment.py's topology with a PostgreSQL cluster and a Redis of their own (to
+restart and stop; the shared ones are never touched): two web processes, a Celery worker, beat
+and the local Slack server. Then, on loopback:
+
+- `--screens` kitchen screens (the reference room client, bench/fault_screens.py, in two
+  processes) spread over `--venues` venues and, at random at every connect, both web processes;
+  they ping every 15 s and resume after every reconnect;
+- `--churn` devices that come and go (a stay of 5-30 s, back after half as long);
+- orders through `POST /api/v1/orders` at `--rate` a second, with a burst of five times that
+  for 10 s of every minute, alternating between the web processes;
+- /health probed on both web processes every 0.5 s, the outbox read straight from PostgreSQL.
+
+After a quiet minute, one after the other (bench/soak_run/plan.py): an attack (20,000 bad API
+requests, a WebSocket client sending garbage, oversized frames and floods), Redis stopped,
+PostgreSQL stopped and started again, web-2 SIGKILLed, the worker SIGKILLed while a message is
+in flight to Slack, and Slack answering 429 (Retry-After) for a minute, 500 for a minute, then
+down for five. Each is followed by a bounded wait for recovery. Then the orders stop, the outbox
+drains, the screens stop, and bench/soak_run/report.py judges everything from the database, the
+clients, the Slack server and the probes. Exit status 1 if any check failed.
+
+Bounded in count and time: fixed client counts, every wait with a timeout, the whole run
+stopped after `--limit` minutes whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import spare_port  # noqa: E402
+from bench.deployment import Topology  # noqa: E402
+from bench.deployment import parse_args as deployment_args  # noqa: E402
+from bench.fault_run.observer import Observer, query, wait_drained, wait_listening  # noqa: E402
+from bench.fault_run.workload import Clients, Orders  # noqa: E402
+from bench.rooms.clients import ClientProcess  # noqa: E402
+from bench.soak_run.abuse import AbusiveClient, BadRequests  # noqa: E402
+from bench.soak_run.plan import Fault, plan  # noqa: E402
+from bench.soak_run.report import Run, Window, report  # noqa: E402
+from notifications.local_slack import Reply, SlackServer  # noqa: E402
+
+DATABASE = "inkwave_soak"
+
+# The system's settings, except where a figure needs otherwise (bench/README.md says why).
+SETTINGS = {
+    "ALERT_EVALUATION_SECONDS": "10",  # the default 60 s would hide detection in its period
+    "ORDER_NOTIFY_LIMIT": "0",  # one message per order, so each can be checked once
+    "SLACK_MIN_INTERVAL_SECONDS": "0.1",  # the orders' rate must fit a channel's
+    "LOG_LEVEL": "warning",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--short", action="store_true", help="few clients, short faults")
+    parser.add_argument("--screens", type=int, default=None, help="kitchen screens")
+    parser.add_argument("--venues", type=int, default=None)
+    parser.add_argument("--churn", type=int, default=None, help="devices that come and go")
+    parser.add_argument("--rate", type=float, default=None, help="orders per second")
+    parser.add_argument("--bad-requests", type=int, default=None)
+    parser.add_argument("--only", default="", help="comma-separated faults to run, in order")
+    parser.add_argument("--limit", type=float, default=40.0, help="minutes, at most")
+    parser.add_argument("--dir", type=Path, default=None, help="logs (default: temp, removed)")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench/results/soak.json")
+    args = parser.parse_args(argv)
+    short = args.short
+    defaults = {
+        "screens": 120 if short else 2000,
+        "venues": 6 if short else 50,
+        "churn": 20 if short else 100,
+        "rate": 2.0,
+        "bad_requests": 2000 if short else 20_000,
+    }
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if not 1 <= args.screens <= 4000 or not 1 <= args.venues <= 100 or not 0 < args.rate <= 10:
+        parser.error("--screens 1-4000, --venues 1-100, --rate up to 10")
+    if not 0 <= args.bad_requests <= 50_000 or not 0 <= args.churn <= 500:
+        parser.error("--bad-requests up to 50,000, --churn up to 500")
+    faults = plan(short)
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = set(wanted) - {f.name for f in faults}
+        if unknown:
+            parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
+        faults = [f for f in faults if f.name in wanted]
+    args.faults = faults
+    args.quiet = 20.0 if short else 60.0  # before the first fault
+    args.settle = 10.0 if short else 20.0  # after each recovery
+    args.recovery_limit = 60.0 if short else 180.0
+    return args
+
+
+class OrdersWithBursts(Orders):
+    """Orders at `rate`, and at five times that for 10 s of every minute."""
+
+    def _schedule(self) -> None:
+        start = time.monotonic()
+        due = start
+        while not self.stop.is_set():
+            self.seq += 1
+            self.pool.submit(self._one, self.seq)
+            burst = (time.monotonic() - start) % 60 < 10
+            due += 1 / (self.rate * (5 if burst else 1))
+            self.stop.wait(max(0.0, due - time.monotonic()))
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace, work: Path, slack: SlackServer) -> None:
+        self.args = args
+        self.work = work
+        self.slack = slack
+        self.ports = [spare_port(), spare_port()]
+        argv = [
+            *("--dir", str(work), "--database", DATABASE, "--ports"),
+            ",".join(map(str, self.ports)),
+            *("--venues", str(args.venues), "--own-redis", "--own-postgres"),
+        ]
+        for name, value in SETTINGS.items():
+            argv += ["--set", f"{name}={value}"]
+        self.topology = Topology(deployment_args(argv))
+        self.state: dict[str, Any] = {}
+        self.screens: list[ClientProcess] = []
+        self.observer: Observer | None = None
+        self.churn: Clients | None = None
+        self.orders: OrdersWithBursts | None = None
+        self.abuse: tuple[BadRequests, AbusiveClient] | None = None
+        self.memory: dict[str, dict[str, int]] = {}
+        self.deadline = time.monotonic() + args.limit * 60
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.state = self.topology.start(self.slack)
+        wait_listening(self.ports, 120)
+        print(f"topology up in {self.work} (web :{self.ports[0]} :{self.ports[1]})", flush=True)
+        self.observer = Observer(self.topology, self.ports, url=self.state["database_url"])
+        self.observer.start()
+        venues = self.state["venues"]
+        began = time.time()
+        half = (self.args.screens + 1) // 2
+        for part in range(2):
+            numbers = range(part * half, min(self.args.screens, (part + 1) * half))
+            spec = {
+                "screens": [
+                    [
+                        [f"ws://127.0.0.1:{p}/ws/venues/{venues[i % len(venues)]['venue']}/"
+                         for p in self.ports],
+                        venues[i % len(venues)]["token"],
+                        venues[i % len(venues)]["venue"],
+                    ]
+                    for i in numbers
+                ],
+                "heartbeat_seconds": 15,
+            }  # fmt: skip
+            log = (self.work / f"screens-{part + 1}.log").open("ab")
+            self.screens.append(ClientProcess(spec, log, module="bench.fault_screens"))
+        self.ready = [s.expect("ready", time.monotonic() + 300) for s in self.screens]
+        print(f"{self.args.screens} screens live in {time.time() - began:.0f} s", flush=True)
+        self.churn = Clients(self.ports, venues, self.args.churn, stay=(5.0, 30.0))
+        self.churn.start()
+        self.orders = OrdersWithBursts(self.ports, venues, self.args.rate)
+        self.orders.start()
+
+    def measure_memory(self, when: str) -> None:
+        for name, process in self.topology.processes.items():
+            try:
+                rss = psutil.Process(process.pid).memory_info().rss
+            except psutil.Error:
+                continue
+            self.memory.setdefault(name, {})[when] = rss
+            self.memory[name][f"{when} pid"] = process.pid
+
+    def faults(self) -> list[Window]:
+        windows: list[Window] = []
+        for fault in self.args.faults:
+            if time.monotonic() > self.deadline:
+                print(f"- {fault.name}: skipped, past --limit", flush=True)
+                break
+            window = Window(fault, time.time())
+            if windows:
+                windows[-1].end = window.start
+            windows.append(window)
+            print(f"- {fault.name}: ", end="", flush=True)
+            window.note = self.inject(fault, window)
+            window.restored = time.time()
+            print(window.note, flush=True)
+            window.recovered = self.wait_recovery(window)
+            shown = "—" if window.recovered is None else f"+{window.recovered:.1f} s"
+            print(f"  /health 200 everywhere and an order taken {shown} after the undo", flush=True)
+            time.sleep(self.args.settle)
+        return windows
+
+    def inject(self, fault: Fault, window: Window) -> str:
+        topology, observer = self.topology, self.observer
+        assert observer is not None
+        redis, postgres = topology.redis, topology.postgres
+        assert redis is not None
+        assert postgres is not None
+        if fault.name == "abuse":
+            return self.attack()
+        if fault.name == "redis-down":
+            redis.stop()
+            time.sleep(fault.hold)
+            redis.start()
+            return f"Redis stopped for {fault.hold:.0f} s"
+        if fault.name == "postgres-restart":
+            postgres.stop("fast")
+            time.sleep(fault.hold)
+            postgres.start()
+            return f"PostgreSQL stopped (fast) and started {fault.hold:.0f} s later"
+        if fault.name in ("web-killed", "worker-killed"):
+            name = "web-2" if fault.name == "web-killed" else "worker"
+            caught = ""
+            if name == "worker":
+                caught = self.mid_delivery()
+            observer.expected_down.add(name)
+            topology.kill(name)
+            window.killed_at = time.time()
+            time.sleep(fault.hold)
+            topology.start_process(name)
+            if name == "web-2":
+                wait_listening([self.ports[1]], 60)
+            observer.expected_down.discard(name)
+            return f"{name} SIGKILLed{caught}, started again after {fault.hold:.0f} s"
+        if fault.name == "slack":
+            rate_limited, failing, down = fault.phases
+            self.slack.answer_all(Reply.rate_limited(10))
+            time.sleep(rate_limited)
+            self.slack.answer_all(Reply.status(500))
+            time.sleep(failing)
+            self.slack.answer_all(None)
+            self.slack.go_down()
+            time.sleep(down)
+            self.slack.come_back()
+            return (
+                f"Slack: 429 with Retry-After 10 for {rate_limited:.0f} s, 500 for "
+                f"{failing:.0f} s, down for {down:.0f} s"
+            )
+        raise ValueError(fault.name)
+
+    def mid_delivery(self) -> str:
+        """Holds Slack's answer to the next message and waits until the worker is sending one."""
+        self.slack.fail_next(Reply.hang(10))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rows = query(
+                "SELECT count(*) FROM notifications_notification WHERE status = 'sending'",
+                url=self.state["database_url"],
+            )
+            if rows[0][0]:
+                return " with a message in flight to Slack"
+            time.sleep(0.05)
+        return " (no message was in flight: none sent within 20 s)"
+
+    def attack(self) -> str:
+        venue = self.state["venues"][0]
+        bad = BadRequests(self.ports, venue["venue"], venue["token"], self.args.bad_requests)
+        abusive = AbusiveClient(self.ports, venue["venue"], venue["token"])
+        self.abuse = (bad, abusive)
+        thread = threading.Thread(target=abusive.run, daemon=True)
+        thread.start()
+        bad.run()
+        thread.join(120)
+        took = bad.ended - bad.started
+        return f"{len(bad.answers)} bad requests in {took:.0f} s; WebSocket abuse"
+
+    def wait_recovery(self, window: Window) -> float | None:
+        """Seconds from the undo until both web processes say 200 and an order got a 201."""
+        assert self.observer is not None
+        assert self.orders is not None
+        limit = time.time() + self.args.recovery_limit
+        while time.time() < limit:
+            probes = [p for p in list(self.observer.probes) if p.at >= window.restored]
+            latest = {p.port: p for p in probes}
+            taken = [
+                r.answered
+                for r in self.orders.snapshot()
+                if r.sent >= window.restored and r.status == 201
+            ]
+            healthy = all(p.status == 200 for p in latest.values())
+            if set(latest) == set(self.ports) and healthy and taken:
+                return max(min(taken), max(p.at for p in latest.values())) - window.restored
+            time.sleep(0.5)
+        return None
+
+    def finish(self, windows: list[Window]) -> dict[str, Any]:
+        assert self.orders is not None
+        assert self.churn is not None
+        assert self.observer is not None
+        self.orders.finish()
+        time.sleep(3)  # the last orders' broadcasts
+        end = time.time()
+        if windows:
+            windows[-1].end = end
+        drained = wait_drained(self.observer, 120)
+        print(f"orders stopped; outbox empty after {drained}", flush=True)
+        self.measure_memory("after")
+        self.churn.finish()
+        results = []
+        for screens in self.screens:
+            screens.send("stop")
+        for screens in self.screens:
+            results += screens.expect("result", time.monotonic() + 180)["clients"]
+        time.sleep(2 * float(self.topology.args.flush_seconds) + 1)  # the last counts flushed
+        self.observer.finish()
+        return {"clients": results, "end": end, "drained": drained}
+
+    def close(self) -> None:
+        if self.orders is not None:
+            self.orders.stop.set()
+        if self.churn is not None:
+            self.churn.finish()
+        for screens in self.screens:
+            screens.finish()
+        if self.observer is not None:
+            self.observer.finish()
+        self.topology.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = (args.dir or Path(tempfile.mkdtemp(prefix="inkwave-soak-"))).resolve()
+    began = time.time()
+    with SlackServer() as slack:
+        soak = Soak(args, work, slack)
+        try:
+            soak.start()
+            time.sleep(args.quiet)
+            soak.measure_memory("before")
+            windows = soak.faults()
+            ended = soak.finish(windows)
+            assert soak.orders is not None
+            assert soak.observer is not None
+            assert soak.churn is not None
+            run = Run(
+                args=args, state=soak.state, ports=soak.ports, windows=windows,
+                ready=soak.ready, clients=ended["clients"], orders=soak.orders.snapshot(),
+                churn=soak.churn, observer=soak.observer, slack=slack, abuse=soak.abuse,
+                memory=soak.memory, began=began, end=ended["end"], drained=ended["drained"],
+                flush_seconds=float(soak.topology.args.flush_seconds),
+            )  # fmt: skip
+            failed = report(run)
+        finally:
+            soak.close()
+    if args.dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(failed, indent=2))
+    print(f"soak took {time.time() - began:.0f} s")
+    return 1 if failed["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""The soak's report: every check of the issue, read at the end from the database, the clients,
+the Slack server and the probes. Each check prints its figures; those that fail are also listed
+at the end (and make the soak exit 1)."""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.common import percentile
+from bench.fault_run import rooms
+from bench.fault_run.observer import Observer, Probe, query
+from bench.fault_run.verdict import Evidence, first_line, gather, order_posts, table
+from bench.fault_run.workload import Clients, OrderResult
+from bench.soak_run.abuse import AbusiveClient, BadRequests
+from bench.soak_run.plan import Fault
+from notifications.local_slack import SlackServer
+
+HEALTH_ANSWER_SECONDS = 2.0  # /health must answer within this, always
+HEALTH_EDGE_SECONDS = 2.0  # a probe this close to a fault's start or undo may say either
+RECONNECT_PROMISE_SECONDS = 10.0  # bench/reconnect.py: back within the restart spread (5 s)
+
+
+@dataclass
+class Window:
+    fault: Fault
+    start: float
+    end: float = 0.0  # the next fault's start, or the end of the orders
+    restored: float = 0.0  # when the fault was undone
+    recovered: float | None = None  # after the undo: /health 200 everywhere and a 201
+    killed_at: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    state: dict[str, Any]
+    ports: list[int]
+    windows: list[Window]
+    ready: list[dict[str, Any]]
+    clients: list[dict[str, Any]]  # the screens' summaries
+    orders: list[OrderResult]
+    churn: Clients
+    observer: Observer
+    slack: SlackServer
+    abuse: tuple[BadRequests, AbusiveClient] | None
+    memory: dict[str, dict[str, int]]
+    began: float
+    end: float
+    drained: float | None
+    flush_seconds: float
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return str(self.state["database_url"])
+
+    def fail(self, text: str) -> None:
+        self.failures.append(text)
+        print(f"  FAILED: {text}")
+
+
+def report(run: Run) -> dict[str, Any]:
+    evidence = gather(run.slack, run.url)
+    sections = [
+        ("Orders", lambda: orders(run, evidence)),
+        ("Kitchen screens", lambda: screens(run)),
+        ("Statistics against the clients", lambda: statistics(run)),
+        ("Incidents and Slack, per fault", lambda: incidents(run, evidence)),
+        ("/health", lambda: health(run)),
+        ("Attack", lambda: attack(run)),
+        ("Memory", lambda: memory(run)),
+    ]
+    figures: dict[str, Any] = {}
+    for title, section in sections:
+        print(f"\n## {title}")
+        figures[title] = section()
+    print(f"\n{len(run.failures)} checks failed" if run.failures else "\nevery check passed")
+    for failure in run.failures:
+        print(f"  - {failure}")
+    return {"failures": run.failures, "figures": figures}
+
+
+# --- orders ---------------------------------------------------------------------------------
+
+
+def orders(run: Run, evidence: Evidence) -> dict[str, Any]:
+    posts = order_posts(evidence, run.slack)
+    results = run.orders
+    status = Counter("no answer" if o.status is None else str(o.status) for o in results)
+    created = [o for o in results if o.status == 201]
+    refused = [o for o in results if o.status == 503]
+    events = Counter(
+        {
+            str(tag): int(n)
+            for tag, n in query(
+                'SELECT o."table", count(e.id) FROM orders_order o LEFT JOIN orders_orderevent e '
+                "ON e.order_id = o.id AND e.kind = 'order.placed' WHERE o.\"table\" LIKE 'F%%' "
+                "GROUP BY 1",
+                url=run.url,
+            )
+        }
+    )
+    stored_not_once = [o.tag for o in created if evidence.stored[o.tag] != 1]
+    not_one_event = [o.tag for o in created if events[o.tag] != 1]
+    not_posted_once = [o.tag for o in created if posts[o.tag] != 1]
+    unrecorded = [o.tag for o in refused if o.tag not in evidence.refusals_recorded]
+    unanswered = [o for o in results if o.status is None]
+    unanswered_stored = [o.tag for o in unanswered if evidence.stored[o.tag]]
+    print(
+        f"{len(results)} orders sent: {dict(status)}; of the {len(created)} 201s: stored once "
+        f"{len(created) - len(stored_not_once)}, one room event "
+        f"{len(created) - len(not_one_event)}, "
+        f"on Slack once {len(created) - len(not_posted_once)}; 503s recorded as refused "
+        f"{len(refused) - len(unrecorded)}/{len(refused)}; no answer {len(unanswered)} "
+        f"(stored anyway: {len(unanswered_stored)})"
+    )
+    if stored_not_once:
+        run.fail(f"201 orders not stored exactly once: {stored_not_once[:5]}")
+    if not_one_event:
+        run.fail(f"201 orders without exactly one room event: {not_one_event[:5]}")
+    if not_posted_once:
+        run.fail(f"201 orders not on Slack exactly once: {not_posted_once[:5]}")
+    if unrecorded:
+        run.fail(f"503 orders never recorded as refused: {unrecorded[:5]}")
+    others = {k: v for k, v in status.items() if k not in ("201", "503")}
+    if others:
+        run.fail(f"orders answered neither 201 nor 503: {others}")
+    return {"sent": len(results), "status": dict(status)}
+
+
+# --- screens --------------------------------------------------------------------------------
+
+
+def screens(run: Run) -> dict[str, Any]:
+    venues = [v["venue"] for v in run.state["venues"]]
+    rows = query(
+        "SELECT venue_id, seq, created_at FROM orders_orderevent "
+        "WHERE seq IS NOT NULL AND venue_id = ANY(%s)",
+        venues,
+        url=run.url,
+    )
+    recorded = {(int(v), int(s)): at.timestamp() for v, s, at in rows}
+    final = {
+        int(k): int(v)
+        for k, v in query("SELECT id, room_seq FROM orders_venue WHERE id = ANY(%s)", venues,
+                          url=run.url)
+    }  # fmt: skip
+    windows = [rooms.Window(w.fault.name, w.start, w.end, w.restored) for w in run.windows] or [
+        rooms.Window("(none)", run.end, run.end + 1, run.end)
+    ]
+    seqs = [s for ready in run.ready for s in ready["seqs"]]
+    tallies, before, problems = rooms.judge_screens(run.clients, seqs, recorded, final, windows)
+    out = [rooms.row(rooms.Window("(quiet)", 0.0), before)]
+    for window, tally in zip(windows, tallies, strict=True):
+        window.recovered_s = max(tally.back, default=None)
+        out.append(rooms.row(window, tally))
+    print(table(out))
+    deliveries = sum(t.deliveries for t in tallies) + before.deliveries
+    print(f"{len(run.clients)} screens, {len(recorded)} room events, {deliveries} deliveries")
+    if problems:
+        run.fail(f"{len(problems)} screens lost, doubled or reordered events: {problems[:3]}")
+    else:
+        print("every screen had every event of its venue exactly once, in order")
+    for soaked, tally in zip(run.windows, tallies, strict=True):
+        if soaked.fault.name == "web-killed" and tally.back:
+            worst = max(tally.back)
+            print(f"web-killed: {tally.disrupted} screens cut, all back within {worst:.1f} s "
+                  f"of the kill (promise: {RECONNECT_PROMISE_SECONDS:.0f} s)")  # fmt: skip
+            if worst > RECONNECT_PROMISE_SECONDS:
+                run.fail(f"the killed process's screens took {worst:.1f} s to come back")
+    latencies = quiet_latencies(run, recorded)
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    print(
+        f"broadcast latency outside the faults (event recorded to screen): {len(latencies)} "
+        f"deliveries, p50 {1000 * (p50 or 0):.0f} ms, p99 {1000 * (p99 or 0):.0f} ms"
+    )
+    return {"rows": out, "problems": problems[:20], "latency p50 s": p50, "latency p99 s": p99}
+
+
+def quiet_latencies(run: Run, recorded: dict[tuple[int, int], float]) -> list[float]:
+    """Live deliveries of events recorded outside every fault (its start to its undo, and the
+    settle after it)."""
+    busy = [(w.start, w.restored + run.args.settle) for w in run.windows]
+    found = []
+    for client in run.clients:
+        for seq, got_at, _, how in client["received"]:
+            made = recorded.get((client["venue"], seq))
+            if made is None or how != "live" or any(a <= made <= b for a, b in busy):
+                continue
+            found.append(got_at - made)
+    return sorted(found)
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def statistics(run: Run) -> dict[str, Any]:
+    stats = fetch_stats(run)
+    if stats is None:
+        run.fail("the statistics endpoint did not answer")
+        return {}
+    abusive = run.abuse[1] if run.abuse else None
+    clients = {
+        "connections": sum(c["connects"] for c in run.clients) + run.churn.opens
+        + (abusive.connections if abusive else 0),
+        "frames received by the server": sum(c["frames_out"] for c in run.clients)
+        + (abusive.frames_sent if abusive else 0),
+        "frames sent by the server": sum(c["frames_in"] for c in run.clients)
+        + run.churn.frames_in + (abusive.frames_received if abusive else 0),
+    }  # fmt: skip
+    server = {
+        "connections": stats["totalConnections"],
+        "frames received by the server": stats["totalMessagesReceived"],
+        "frames sent by the server": stats["totalMessagesSent"],
+    }
+    print(
+        f"disconnections {stats['totalDisconnections']}, rejected "
+        f"{stats['totalRejectedConnections']}, active now {stats['activeConnections']}, "
+        f"service errors {stats['totalServiceErrors']}, client errors "
+        f"{stats['totalClientErrors']}, resumes {stats['totalResumes']}"
+    )
+    for name, mine in clients.items():
+        theirs = server[name]
+        print(f"{name}: clients {mine}, statistics {theirs} (difference {theirs - mine:+d})")
+    return {"clients": clients, "server": server, "stats": stats}
+
+
+def fetch_stats(run: Run) -> dict[str, Any] | None:
+    conn = http.client.HTTPConnection("127.0.0.1", run.ports[0], timeout=10)
+    try:
+        conn.request(
+            "GET",
+            "/api/v1/monitoring/websocket/stats",
+            headers={"Authorization": f"Bearer {run.state['monitoring_token']}"},
+        )
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        return body if response.status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
+# --- incidents ------------------------------------------------------------------------------
+
+
+def incidents(run: Run, evidence: Evidence) -> dict[str, Any]:
+    operations = [
+        (at, path, text)
+        for at, path, _, text in evidence.posts
+        if "New Order" not in text and "chat." in path
+    ]
+    rows = []
+    first = run.windows[0].start if run.windows else run.end
+    for _, title, _, opened, _ in evidence.incidents:
+        if opened < first:
+            run.fail(f"an incident opened before any fault: {title}")
+    for window in run.windows:
+        rows.append(judge_window(run, window, evidence, operations))
+    print(table(rows))
+    print("every incident (relative to the first fault):")
+    for number, title, status, opened, resolved in evidence.incidents:
+        lasted = "" if resolved is None else f", resolved +{resolved - first:.1f} s"
+        print(f"  #{number} {title[:60]}: opened +{opened - first:.1f} s{lasted} ({status})")
+    return {"rows": rows}
+
+
+def judge_window(
+    run: Run, window: Window, evidence: Evidence, operations: list[tuple[float, str, str]]
+) -> dict[str, str]:
+    fault = window.fault
+    mine = [i for i in evidence.incidents if window.start <= i[3] < window.end]
+    expected = {name: [i for i in mine if i[1].startswith(name)] for name in fault.expect}
+    for name, found in expected.items():
+        if not found:
+            run.fail(f"{fault.name}: no '{name}' incident")
+        for _, title, status, _, resolved in found:
+            if resolved is None:
+                run.fail(f"{fault.name}: '{title}' never resolved ({status})")
+    allowed = [i for i in mine if any(i[1].startswith(n) for n in fault.allow)]
+    wanted = [i for found in expected.values() for i in found]
+    unexpected = [i for i in mine if i not in allowed and i not in wanted]
+    for _, title, *_ in unexpected:
+        run.fail(f"{fault.name}: an incident it should not open: {title}")
+    for _, title, *_ in allowed:
+        reason = next(r for n, r in fault.allow.items() if title.startswith(n))
+        print(f"  {fault.name}: '{title}' also opened ({reason})")
+    names = tuple(fault.expect)
+    about = [
+        (at, path, text)
+        for at, path, text in operations
+        if at >= window.start and (any(n in text for n in names) or text.startswith("🔴"))
+    ]
+    told = next((at for at, path, _ in about if path.endswith("postMessage")), None)
+    resolved = next((at for at, _, text in about if at >= window.restored and "✅" in text), None)
+    posts_in_window = [
+        o for o in operations if window.start <= o[0] < window.end and o[1].endswith("postMessage")
+    ]
+    for at, _, text in posts_in_window[:6]:
+        print(f"    +{at - window.start:6.1f} s {first_line(text)}")
+
+    def rel(at: float | None, since: float) -> str:
+        return "—" if at is None else f"{at - since:.1f}"
+
+    if fault.expect and told is None:
+        run.fail(f"{fault.name}: no Slack message about it")
+    return {
+        "fault": fault.name,
+        "held s": f"{window.restored - window.start:.0f}",
+        "first message s": rel(told, window.start),
+        "recovery message s": rel(resolved, window.start),
+        "(after undo)": rel(resolved, window.restored),
+        "incidents": ", ".join(sorted({i[1][:28] for i in mine})) or "none",
+        "messages": str(len(posts_in_window)),
+        "back s": "—" if window.recovered is None else f"{window.recovered:.1f}",
+    }
+
+
+# --- /health --------------------------------------------------------------------------------
+
+
+def health(run: Run) -> dict[str, Any]:
+    probes = [p for p in run.observer.probes if run.windows and p.at < run.end]
+    killed = [
+        (w.start, w.restored + HEALTH_EDGE_SECONDS) for w in run.windows
+        if w.fault.name == "web-killed"
+    ]  # fmt: skip
+    down = [(w.start, w.restored) for w in run.windows if w.fault.down]
+    slow, wrong_ok, wrong_down, silent = [], [], [], []
+    for probe in probes:
+        if probe.port == run.ports[1] and any(a <= probe.at <= b for a, b in killed):
+            continue  # the killed process: no answer is the truth
+        if probe.status is None:
+            silent.append(probe)
+            continue
+        if probe.seconds > HEALTH_ANSWER_SECONDS:
+            slow.append(probe)
+        inside = any(a + HEALTH_EDGE_SECONDS <= probe.at <= b for a, b in down)
+        near = any(a - HEALTH_EDGE_SECONDS <= probe.at <= b + HEALTH_EDGE_SECONDS for a, b in down)
+        if inside and probe.status != 503:
+            wrong_ok.append(probe)
+        elif not near and probe.status != 200:
+            wrong_down.append(probe)
+    answered = [p.seconds for p in probes if p.status is not None]
+    print(
+        f"{len(probes)} probes, answered in p50 {1000 * (percentile(answered, 0.5) or 0):.0f} ms, "
+        f"max {max(answered, default=0):.2f} s; over {HEALTH_ANSWER_SECONDS:.0f} s: {len(slow)}; "
+        f"no answer (outside the killed process's window): {len(silent)}; 200 while a required "
+        f"dependency was down: {len(wrong_ok)}; not 200 while nothing required was down: "
+        f"{len(wrong_down)}"
+    )
+    for name, found in (("slow", slow), ("no answer", silent), ("200 while down", wrong_ok),
+                        ("not 200", wrong_down)):  # fmt: skip
+        if found:
+            run.fail(f"/health {name}: {len(found)} probes, first {describe(found[0], run)}")
+    return {"probes": len(probes), "slow": len(slow), "silent": len(silent),
+            "wrong_ok": len(wrong_ok), "wrong_down": len(wrong_down)}  # fmt: skip
+
+
+def describe(probe: Probe, run: Run) -> str:
+    window = next((w for w in run.windows if w.start <= probe.at < w.end), None)
+    where = f"{window.fault.name} +{probe.at - window.start:.1f} s" if window else "quiet"
+    return f"{where} on :{probe.port}: {probe.status} in {probe.seconds:.2f} s {probe.checks}"
+
+
+# --- the attack -----------------------------------------------------------------------------
+
+
+def attack(run: Run) -> dict[str, Any]:
+    if run.abuse is None:
+        print("not run")
+        return {}
+    bad, abusive = run.abuse
+    summary = bad.summary()
+    print(
+        f"{summary['sent']} bad requests in {summary['seconds']} s: 4xx {summary['4xx']}, "
+        f"5xx {summary['5xx']}, other {summary['other']}, 4xx without a clear error "
+        f"{summary['unclear']}; slowest answer {summary['slowest']} s"
+    )
+    for kind, statuses in summary["by kind"].items():
+        print(f"  {kind}: {statuses}")
+    if summary["5xx"] or summary["other"] or summary["unclear"]:
+        run.fail(
+            f"bad requests: {summary['5xx']} 5xx, {summary['other']} neither 4xx nor 5xx, "
+            f"{summary['unclear']} without a clear error"
+        )
+    print("WebSocket abuse: " + "; ".join(f"{k} x{n}" for k, n in abusive.outcomes.items()))
+    for outcome in abusive.outcomes:
+        if "failed" in outcome or outcome.startswith(("oversized: open", "flood: open")):
+            run.fail(f"WebSocket abuse not refused: {outcome}")
+    return {"bad requests": summary, "websocket": dict(abusive.outcomes)}
+
+
+# --- memory ---------------------------------------------------------------------------------
+
+
+def memory(run: Run) -> dict[str, Any]:
+    for name, figures in sorted(run.memory.items()):
+        before, after = figures.get("before"), figures.get("after")
+        same = figures.get("before pid") == figures.get("after pid")
+        shown = f"{(before or 0) / 2**20:.0f} MB before, {(after or 0) / 2**20:.0f} MB after" + (
+            "" if same else " (restarted during the run: a new process)"
+        )
+        print(f"{name}: {shown}")
+        if same and before and after and after > 2 * before and after > 200 * 2**20:
+            run.fail(f"{name} grew from {before / 2**20:.0f} MB to {after / 2**20:.0f} MB")
+    return run.memory
