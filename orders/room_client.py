@@ -36,7 +36,10 @@ class Backoff:
     between half and all of it ("equal jitter")."""
 
     base: float = 0.5
-    cap: float = 30.0
+    # A screen is back within this long of the service: 2,000 of them retrying every 5-10 s
+    # is about 300 handshakes a second, a fifth of what one web process takes
+    # (bench/README.md, "Handshakes"); at 30 s, the soak saw screens back 45 s after Redis.
+    cap: float = 10.0
     restart_spread: float = 5.0
     attempt: int = 0
 

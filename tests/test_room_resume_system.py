@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from orders.models import Venue
-from orders.room_client import RoomClient
+from orders.room_client import Backoff, RoomClient
 from tests.servers import DaphneServer, ServerGroup, place_order, poll_until
 
 pytestmark = [pytest.mark.system, pytest.mark.django_db(transaction=True)]
@@ -83,3 +83,15 @@ async def test_screens_of_a_killed_process_resume_and_miss_nothing(
         assert seqs == list(range(1, last + 1)), (screen.connects, seqs[:5], len(seqs))
         assert [event["data"]["number"] for event in screen.events] == list(range(1, last + 1))
         assert screen.resyncs == 0
+
+
+def test_the_reference_clients_backoff_doubles_with_jitter_up_to_ten_seconds() -> None:
+    """A screen refused for a long while (Redis down for minutes) still comes back within
+    10 s of the service: the soak saw screens back 45 s after Redis with a 30 s cap."""
+    backoff = Backoff()
+    delays = [backoff.next() for _ in range(12)]
+    assert 0.25 <= delays[0] <= 0.5
+    assert 0.5 <= delays[1] <= 1.0
+    assert all(5.0 <= d <= 10.0 for d in delays[6:])
+    backoff.reset()
+    assert backoff.next() <= 0.5

@@ -23,7 +23,7 @@ export class RoomClient {
     reload = null,
     heartbeatSeconds = 15,
     baseDelay = 0.5,
-    maxDelay = 30,
+    maxDelay = 10, // back within 10 s of the service (orders/room_client.py says why)
     restartSpread = 5,
   }) {
     this.urls = urls;
