@@ -153,12 +153,14 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "description": "No web process is reporting.",
     },
     {
-        # Replaced or not: a restart keeps the service up, but each death dropped clients.
+        # Replaced or not: a restart keeps the service up, but each death dropped clients. It
+        # resolves 5 minutes after the last death (a crash loop keeps it firing); 15 minutes
+        # until 0026 kept a replaced process's incident open long after the soak's recovery.
         "name": "Process died",
         "metric": "workers.crashed",
         "comparison": "gte",
         "threshold": 1,
-        "window_seconds": 900,
+        "window_seconds": 300,
         "severity": "warning",
         "description": "A web, worker or beat process went silent without being asked to stop "
         "(killed, crashed or out of memory) in the last {window}, even if a restart replaced it.",
