@@ -308,6 +308,9 @@ def test_a_process_that_goes_silent_without_stopping_is_reported(clock: Any) -> 
     assert firing() == []
     clock.shift(2)
     run_cycle()
+    assert firing() == []  # missing, and not replaced within the rule's minute yet
+    clock.shift(60)
+    run_cycle()
     (incident,) = firing()
     assert incident.last_value == 1  # the celery worker; the cleanly stopped one is not missing
 
@@ -635,6 +638,7 @@ def test_a_process_that_dies_after_a_database_outage_is_announced_at_once(
     rest of the window (found by bench/alertmanager.py: a web process SIGKILLed 72 s after
     the database came back reached Alertmanager at once and Slack never)."""
     only_default_rules(name)
+    AlertRule.objects.filter(name=name).update(pending_seconds=0)  # its wait is tested apart
     Incident.objects.create(
         rule=AlertRule.objects.get(name="Database connection lost"),
         title="Database connection lost",
@@ -753,8 +757,29 @@ def test_an_alert_silenced_when_it_opened_is_announced_when_the_silence_ends(clo
     assert len(notes_to("operations")) == 2  # each said once
 
 
+def test_a_process_its_supervisor_replaces_within_a_minute_is_not_missing(clock: Any) -> None:
+    """The soak (bench/soak.py) SIGKILLed a web process and started it again at once; an
+    evaluation between the dead one's liveness running out and the replacement's first report
+    took it for gone. The rule waits a minute for a replacement."""
+    only_default_rules("Process stopped reporting")
+    dead = worker("web-a")
+    clock.shift(31)
+    run_cycle()  # silent past its liveness, no replacement reporting yet
+    replacement = Worker.objects.create(
+        name="web-b", role=WorkerRole.WEB, hostname="h", pid=2, started_at=timezone.now(),
+        last_seen_at=timezone.now(),
+    )  # fmt: skip
+    assert replacement.started_at >= dead.last_seen_at
+    for _ in range(4):
+        clock.shift(30)
+        Worker.objects.filter(pk=replacement.pk).update(last_seen_at=timezone.now())
+        run_cycle()
+        assert firing() == []
+
+
 def test_a_missing_process_stays_missing_until_it_is_replaced(clock: Any) -> None:
     only_default_rules("Process stopped reporting")
+    AlertRule.objects.filter(name="Process stopped reporting").update(pending_seconds=0)
     worker("web-a")
     clock.shift(31)
     run_cycle()

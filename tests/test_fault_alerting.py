@@ -34,6 +34,8 @@ def setup(db: Any, settings: Any, tmp_path: Path) -> None:
     create_default_routes(Destination, Route)
     install_defaults()
     AlertRule.objects.exclude(name="Process stopped reporting").update(enabled=False)
+    # Its minute's wait for a replacement is tested in test_alerting; here, the outage's effect.
+    AlertRule.objects.filter(name="Process stopped reporting").update(pending_seconds=0)
     settings.ALERT_GROUP_WAIT_SECONDS = 0
     settings.METRICS_FLUSH_SECONDS = 10
     settings.WORKER_LIVENESS_SECONDS = 30

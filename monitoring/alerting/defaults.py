@@ -166,14 +166,17 @@ DEFAULT_RULES: list[dict[str, Any]] = [
         "(killed, crashed or out of memory) in the last {window}, even if a restart replaced it.",
     },
     {
+        # A supervisor's replacement needs a few seconds to start and report: without a wait,
+        # an evaluation in between took every restart for a process gone (0026).
         "name": "Process stopped reporting",
         "metric": "workers.missing",
         "comparison": "gte",
         "threshold": 1,
         "window_seconds": 86400,
+        "pending_seconds": 60,
         "severity": "warning",
         "description": "A web, worker or beat process went silent without shutting down "
-        "and was not replaced.",
+        "and was not replaced within {pending}.",
     },
     {
         # Slack cannot carry news of its own failure: the incident is recorded, announced

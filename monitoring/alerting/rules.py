@@ -21,9 +21,13 @@ def condition_text(rule: AlertRule) -> str:
 
 
 def description_text(rule: AlertRule) -> str:
-    """The description with {threshold} and {window} filled in from the rule as it is now,
-    so it never states a threshold the rule no longer has."""
-    values = {"threshold": threshold_text(rule), "window": duration(rule.window_seconds)}
+    """The description with {threshold}, {window} and {pending} filled in from the rule as it
+    is now, so it never states a threshold the rule no longer has."""
+    values = {
+        "threshold": threshold_text(rule),
+        "window": duration(rule.window_seconds),
+        "pending": duration(rule.pending_seconds),
+    }
     return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), rule.description)
 
 
