@@ -328,9 +328,19 @@ NOTIFICATION_PROBE_SECONDS = env_int("NOTIFICATION_PROBE_SECONDS", 10, minimum=1
 # Slack failing a destination for this long is an outage: /health says "degraded", and the
 # channel gets a summary of what was delayed once its backlog is delivered.
 SLACK_OUTAGE_SECONDS = env_int("SLACK_OUTAGE_SECONDS", 30, minimum=1)
-# A notification claimed for longer than this was left by a dead worker and is sent again.
-NOTIFICATION_LEASE_SECONDS = env_int("NOTIFICATION_LEASE_SECONDS", 120, minimum=5)
-NOTIFICATION_SWEEP_SECONDS = env_int("NOTIFICATION_SWEEP_SECONDS", 30, minimum=1)
+# A notification claimed for longer than this was left by a dead worker and is sent again. A
+# claim covers one request to Slack (no retries inside it), so three of its timeouts is safe;
+# every second past that, a destination whose worker was killed mid-send waits for nothing
+# (the soak's orders channel stood still 2.5 minutes with 120 s and a sweep every 30 s).
+NOTIFICATION_LEASE_SECONDS = env_int(
+    "NOTIFICATION_LEASE_SECONDS", 3 * SLACK_TIMEOUT_SECONDS, minimum=5
+)
+if NOTIFICATION_LEASE_SECONDS <= SLACK_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        "NOTIFICATION_LEASE_SECONDS must be longer than SLACK_TIMEOUT_SECONDS (a send still "
+        "in progress would be sent twice)"
+    )
+NOTIFICATION_SWEEP_SECONDS = env_int("NOTIFICATION_SWEEP_SECONDS", 10, minimum=1)
 # How long a request waits for its notification's drain task to reach the broker; a hung
 # broker costs a request this much at most (the publish goes on in the background).
 NOTIFICATION_DISPATCH_WAIT_SECONDS = env_float("NOTIFICATION_DISPATCH_WAIT_SECONDS", 0.5, minimum=0)
