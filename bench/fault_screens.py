@@ -62,6 +62,7 @@ class RecordingClient(RoomClient):
         self.replaying = False  # between a resume's welcome and its `live`
         self.port: int | None = None
         self.socket: ClientConnection | None = None
+        self.welcomes = 0  # connections the server let into the room
         self.frames_in = 0  # every frame received (welcome, events, pongs, errors)
         self.frames_out = 0  # every frame sent (the heartbeat's pings)
 
@@ -104,6 +105,7 @@ class RecordingClient(RoomClient):
         kind = frame.get("type")
         now = time.time()
         if kind == "welcome":
+            self.welcomes += 1
             # A reconnect resumes: what comes before its `live` (or `resync`) is replayed.
             self.replaying = self.seq is not None
             if not self.replaying:
@@ -138,6 +140,7 @@ class RecordingClient(RoomClient):
         return {
             "venue": self.venue,
             "connects": self.connects,
+            "welcomes": self.welcomes,
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "received": self.received,

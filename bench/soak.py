@@ -11,9 +11,10 @@ and the local Slack server. Then, on loopback:
 - `--screens` kitchen screens (the reference room client, bench/fault_screens.py, in two
   processes) spread over `--venues` venues and, at random at every connect, both web processes;
   they ping every 15 s and resume after every reconnect;
-- `--churn` devices that come and go (a stay of 5-30 s, back after half as long);
+- `--churn` devices that come and go (a stay of 1-5 minutes, back after half as long);
 - orders through `POST /api/v1/orders` at `--rate` a second, with a burst of five times that
-  for 10 s of every minute, alternating between the web processes;
+  for 10 s of every minute, alternating between the web processes; each taken by its venue's
+  kitchen (`PATCH` accepted) 2-8 s after its 201, as staff do;
 - /health probed on both web processes every 0.5 s, the outbox read straight from PostgreSQL.
 
 After a quiet minute, one after the other (bench/soak_run/plan.py): an attack (20,000 bad API
@@ -31,12 +32,16 @@ stopped after `--limit` minutes whatever happens.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import random
 import shutil
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +54,7 @@ from bench.common import spare_port  # noqa: E402
 from bench.deployment import Topology  # noqa: E402
 from bench.deployment import parse_args as deployment_args  # noqa: E402
 from bench.fault_run.observer import Observer, query, wait_drained, wait_listening  # noqa: E402
-from bench.fault_run.workload import Clients, Orders  # noqa: E402
+from bench.fault_run.workload import Clients, OrderResult, Orders  # noqa: E402
 from bench.rooms.clients import ClientProcess  # noqa: E402
 from bench.soak_run.abuse import AbusiveClient, BadRequests  # noqa: E402
 from bench.soak_run.plan import Fault, plan  # noqa: E402
@@ -65,11 +70,22 @@ SETTINGS = {
     "SLACK_MIN_INTERVAL_SECONDS": "0.1",  # the orders' rate must fit a channel's
     "LOG_LEVEL": "warning",
 }
+# --ci sees each fault sooner (its faults are seconds long): rules evaluated every 5 s.
+# ... and Slack failing 10 s is an outage (the shipped line is 30 s), for the rule and for
+# the summary a channel gets once its backlog is out.
+CI_SETTINGS = {"ALERT_EVALUATION_SECONDS": "5", "SLACK_OUTAGE_SECONDS": "10"}
+CI_SLACK_OUTAGE_SECONDS = 10
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="few clients, short faults")
+    parser.add_argument(
+        "--ci",
+        action="store_true",
+        help="the test suite's: fewer still, each fault just long enough to be seen, and the "
+        "incidents' resolution not waited for",
+    )
     parser.add_argument("--screens", type=int, default=None, help="kitchen screens")
     parser.add_argument("--venues", type=int, default=None)
     parser.add_argument("--churn", type=int, default=None, help="devices that come and go")
@@ -80,13 +96,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, default=None, help="logs (default: temp, removed)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/soak.json")
     args = parser.parse_args(argv)
-    short = args.short
+    profile = "ci" if args.ci else "short" if args.short else "full"
+    short = profile != "full"
     defaults = {
-        "screens": 120 if short else 2000,
-        "venues": 6 if short else 50,
-        "churn": 20 if short else 100,
+        "screens": {"full": 2000, "short": 120, "ci": 60}[profile],
+        "venues": {"full": 50, "short": 6, "ci": 3}[profile],
+        "churn": {"full": 100, "short": 20, "ci": 10}[profile],
         "rate": 2.0,
-        "bad_requests": 2000 if short else 20_000,
+        "bad_requests": {"full": 20_000, "short": 2000, "ci": 600}[profile],
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -95,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--screens 1-4000, --venues 1-100, --rate up to 10")
     if not 0 <= args.bad_requests <= 50_000 or not 0 <= args.churn <= 500:
         parser.error("--bad-requests up to 50,000, --churn up to 500")
-    faults = plan(short)
+    faults = plan(profile)
     if args.only:
         wanted = args.only.split(",")
         unknown = set(wanted) - {f.name for f in faults}
@@ -103,14 +120,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
         faults = [f for f in faults if f.name in wanted]
     args.faults = faults
-    args.quiet = 20.0 if short else 60.0  # before the first fault
-    args.settle = 10.0 if short else 20.0  # after each recovery
+    args.quiet = {"full": 60.0, "short": 20.0, "ci": 5.0}[profile]  # before the first fault
+    args.settle = {"full": 20.0, "short": 10.0, "ci": 8.0}[profile]  # after each recovery
     args.recovery_limit = 60.0 if short else 180.0
+    # After the last fault: "Slack delivery failing" looks back 60 s and clears after 120 s.
+    args.resolve_limit = 0.0 if args.ci else 300.0
     return args
 
 
 class OrdersWithBursts(Orders):
-    """Orders at `rate`, and at five times that for 10 s of every minute."""
+    """Orders at `rate`, and at five times that for 10 s of every minute; the venue's kitchen
+    takes each (PATCH status accepted) a few seconds after it got a 201, as staff do."""
+
+    def __init__(self, ports: list[int], venues: list[dict[str, Any]], rate: float) -> None:
+        super().__init__(ports, venues, rate)
+        self.kitchen = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kitchen")
+        self.tokens = {v["venue"]: v["token"] for v in venues}
+        self.taken: Counter[str] = Counter()  # PATCH answers by status
+
+    def _one(self, seq: int) -> OrderResult:
+        result = super()._one(seq)
+        if result.status == 201 and result.order_id is not None:
+            self.kitchen.submit(self._take, result.order_id, result.venue, result.port)
+        return result
+
+    def _take(self, order: int, venue: int, port: int) -> None:
+        time.sleep(random.uniform(2.0, 8.0))
+        for _ in range(3):
+            status = patch(port, order, self.tokens[venue], {"status": "accepted"})
+            with self.lock:
+                self.taken[str(status)] += 1
+            if status == 200 or self.stop.is_set():
+                return
+            port = next(p for p in self.ports if p != port)
+            time.sleep(5)
+
+    def finish(self) -> None:
+        super().finish()
+        self.kitchen.shutdown(wait=True, cancel_futures=True)
+
+
+def patch(port: int, order: int, token: str, body: dict[str, Any]) -> int | None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(
+            "PATCH", f"/api/v1/orders/{order}", body=json.dumps(body),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
 
     def _schedule(self) -> None:
         start = time.monotonic()
@@ -134,7 +197,8 @@ class Soak:
             ",".join(map(str, self.ports)),
             *("--venues", str(args.venues), "--own-redis", "--own-postgres"),
         ]
-        for name, value in SETTINGS.items():
+        settings = SETTINGS | (CI_SETTINGS if args.ci else {})
+        for name, value in settings.items():
             argv += ["--set", f"{name}={value}"]
         self.topology = Topology(deployment_args(argv))
         self.state: dict[str, Any] = {}
@@ -150,6 +214,12 @@ class Soak:
 
     def start(self) -> None:
         self.state = self.topology.start(self.slack)
+        if self.args.ci:
+            query(
+                "UPDATE monitoring_alertrule SET threshold = %s WHERE metric = %s RETURNING id",
+                CI_SLACK_OUTAGE_SECONDS, "notifications.slack_failing_seconds",
+                url=self.state["database_url"],
+            )  # fmt: skip
         wait_listening(self.ports, 120)
         print(f"topology up in {self.work} (web :{self.ports[0]} :{self.ports[1]})", flush=True)
         self.observer = Observer(self.topology, self.ports, url=self.state["database_url"])
@@ -175,7 +245,8 @@ class Soak:
             self.screens.append(ClientProcess(spec, log, module="bench.fault_screens"))
         self.ready = [s.expect("ready", time.monotonic() + 300) for s in self.screens]
         print(f"{self.args.screens} screens live in {time.time() - began:.0f} s", flush=True)
-        self.churn = Clients(self.ports, venues, self.args.churn, stay=(5.0, 30.0))
+        # Guests' phones and the odd tablet: a few minutes each, then gone for a while.
+        self.churn = Clients(self.ports, venues, self.args.churn, stay=(60.0, 300.0))
         self.churn.start()
         self.orders = OrdersWithBursts(self.ports, venues, self.args.rate)
         self.orders.start()
@@ -202,6 +273,7 @@ class Soak:
             print(f"- {fault.name}: ", end="", flush=True)
             window.note = self.inject(fault, window)
             window.restored = time.time()
+            window.undoing = window.undoing or window.restored
             print(window.note, flush=True)
             window.recovered = self.wait_recovery(window)
             shown = "—" if window.recovered is None else f"+{window.recovered:.1f} s"
@@ -220,11 +292,13 @@ class Soak:
         if fault.name == "redis-down":
             redis.stop()
             time.sleep(fault.hold)
+            window.undoing = time.time()
             redis.start()
             return f"Redis stopped for {fault.hold:.0f} s"
         if fault.name == "postgres-restart":
             postgres.stop("fast")
             time.sleep(fault.hold)
+            window.undoing = time.time()
             postgres.start()
             return f"PostgreSQL stopped (fast) and started {fault.hold:.0f} s later"
         if fault.name in ("web-killed", "worker-killed"):
@@ -239,6 +313,7 @@ class Soak:
             topology.start_process(name)
             if name == "web-2":
                 wait_listening([self.ports[1]], 60)
+                window.listening = time.time()
             observer.expected_down.discard(name)
             return f"{name} SIGKILLed{caught}, started again after {fault.hold:.0f} s"
         if fault.name == "slack":
@@ -311,8 +386,12 @@ class Soak:
         end = time.time()
         if windows:
             windows[-1].end = end
-        drained = wait_drained(self.observer, 120)
+        # Slack down for 5 minutes leaves every order's message of that time to send.
+        drained = wait_drained(self.observer, 300)
         print(f"orders stopped; outbox empty after {drained}", flush=True)
+        if self.args.resolve_limit:
+            resolved = self.wait_resolved(self.args.resolve_limit)
+            print(f"every incident resolved after {resolved}", flush=True)
         self.measure_memory("after")
         self.churn.finish()
         results = []
@@ -323,6 +402,19 @@ class Soak:
         time.sleep(2 * float(self.topology.args.flush_seconds) + 1)  # the last counts flushed
         self.observer.finish()
         return {"clients": results, "end": end, "drained": drained}
+
+    def wait_resolved(self, limit: float) -> float | None:
+        """Seconds until no incident is open (rules clear after their window and clear time)."""
+        began = time.time()
+        while time.time() - began < limit:
+            rows = query(
+                "SELECT count(*) FROM monitoring_incident WHERE status <> 'resolved'",
+                url=self.state["database_url"],
+            )
+            if not rows[0][0]:
+                return time.time() - began
+            time.sleep(2)
+        return None
 
     def close(self) -> None:
         if self.orders is not None:
@@ -357,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                 churn=soak.churn, observer=soak.observer, slack=slack, abuse=soak.abuse,
                 memory=soak.memory, began=began, end=ended["end"], drained=ended["drained"],
                 flush_seconds=float(soak.topology.args.flush_seconds),
+                taken=dict(soak.orders.taken),
             )  # fmt: skip
             failed = report(run)
         finally:

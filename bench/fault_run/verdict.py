@@ -277,26 +277,31 @@ def outbox_against_slack(evidence: Evidence) -> list[str]:
     ]
 
 
+def fetch_stats(port: int, token: str, timeout: float = 5.0) -> dict[str, Any] | None:
+    """GET /api/v1/monitoring/websocket/stats with the monitoring token; None if not a 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(
+            "GET",
+            "/api/v1/monitoring/websocket/stats",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        return body if response.status == 200 else None
+    except (OSError, http.client.HTTPException, ValueError):
+        return None
+    finally:
+        conn.close()
+
+
 def connection_figures(port: int, token: str, clients: Clients, limit: float) -> str:
     """totalConnections - totalDisconnections against activeConnections and the clients."""
     deadline = time.time() + limit
     text = "stats did not answer"
     while time.time() < deadline:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            conn.request(
-                "GET",
-                "/api/v1/monitoring/websocket/stats",
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            response = conn.getresponse()
-            stats = json.loads(response.read())
-        except (OSError, http.client.HTTPException, ValueError):
-            time.sleep(1)
-            continue
-        finally:
-            conn.close()
-        if response.status == 200:
+        stats = fetch_stats(port, token)
+        if stats is not None:
             net = stats["totalConnections"] - stats["totalDisconnections"]
             active, live = stats["activeConnections"], clients.open_now
             text = (

@@ -65,7 +65,7 @@ class Orders:
             self.pool.submit(self._one, self.seq)
             self.stop.wait(max(0.0, start + self.seq / self.rate - time.monotonic()))
 
-    def _one(self, seq: int) -> None:
+    def _one(self, seq: int) -> OrderResult:
         venue = self.venues[seq % len(self.venues)]
         tag = f"F{seq:07d}"
         body = json.dumps(
@@ -96,6 +96,7 @@ class Orders:
         )
         with self.lock:
             self.results.append(result)
+        return result
 
     @staticmethod
     def _post(port: int, body: str, token: str) -> tuple[int, int | None]:

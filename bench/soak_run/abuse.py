@@ -216,11 +216,14 @@ class AbusiveClient:
                 for frame in frames:
                     await ws.send(frame)
                     self.frames_sent += 1
+                # The answers, for 3 s (the room's order events keep coming meanwhile).
+                deadline = asyncio.get_running_loop().time() + 3
                 with contextlib.suppress(TimeoutError):
-                    while True:
-                        answer = await asyncio.wait_for(ws.recv(), 3)
-                        self.frames_received += 1
-                        errors += '"error"' in str(answer) or '"rate_limited"' in str(answer)
+                    async with asyncio.timeout_at(deadline):
+                        while True:
+                            answer = await ws.recv()
+                            self.frames_received += 1
+                            errors += '"error"' in str(answer) or '"rate_limited"' in str(answer)
                 return f"open after, {errors} error frames"
         except websockets.ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else None
