@@ -216,8 +216,10 @@ class AbusiveClient:
                 for frame in frames:
                     await ws.send(frame)
                     self.frames_sent += 1
-                # The answers, for 3 s (the room's order events keep coming meanwhile).
-                deadline = asyncio.get_running_loop().time() + 3
+                # The answers, for 3 s (the room's order events keep coming meanwhile); a flood's
+                # close may come later, once the server has read its way to the rate limit.
+                wait = 10 if misdeed == "flood" else 3
+                deadline = asyncio.get_running_loop().time() + wait
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(deadline):
                         while True:
