@@ -26,8 +26,8 @@ Cost (--cost): one evaluation cycle of the six venue rules over 5,000 open venue
 PostgreSQL, with 8 weeks of quarter-hour activity rows, this evening's orders and screen
 samples; the median of --cycles runs of monitoring.alerting.engine.run_cycle.
 
-Uses its own database, inkwave_bench_anomaly (inkwave_bench_anomaly_cost for --cost), on the
-local PostgreSQL (dropped first; drop it when done).
+Uses its own database, inkwave_bench_anomaly by default (--database; with "_cost" appended for
+--cost), on the local PostgreSQL (dropped first; drop it when done).
 """
 
 from __future__ import annotations
@@ -522,9 +522,12 @@ def main() -> None:
     parser.add_argument("--cost-venues", type=int, default=5000)
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--reuse", action="store_true", help="--cost: keep the last run's rows")
+    parser.add_argument(
+        "--database", default=DATABASE, help="the database's name (two runs at once need two)"
+    )
     args = parser.parse_args()
 
-    url = ensure_database(DATABASE + ("_cost" if args.cost else ""), fresh=not args.reuse)
+    url = ensure_database(args.database + ("_cost" if args.cost else ""), fresh=not args.reuse)
     env = base_env(Path(tempfile.mkdtemp(prefix="inkwave-bench-anomaly-")), url)
     migrate(env)
     os.environ.update(env)
