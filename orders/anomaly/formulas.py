@@ -29,7 +29,7 @@ LEVEL_PRIOR_ORDERS = 8.0
 # A window is judged as if at least this many orders were usual in it: a venue whose past
 # weeks were empty at this hour is not "unusual" with its first two orders.
 VOLUME_MIN_EXPECTED = 1.0
-# A volume or payment rule scans the windows ending now of these lengths that are shorter
+# A volume rule scans the windows ending now of these lengths that are shorter
 # than its own, and its own: a big venue's surge shows in 10 minutes, a small venue's only
 # over the hour. The smallest chance is reported, multiplied by the number of windows
 # (Bonferroni), so looking several times raises no more false alerts than the line allows.
@@ -237,29 +237,15 @@ def others_failure_rate(platform: tuple[int, int], own: tuple[int, int]) -> floa
     return failed / (paid + failed) if paid + failed >= PLATFORM_MIN_PAYMENTS else None
 
 
-def payment_chance(
-    venue: OpenVenue, own: tuple[int, int], platform: tuple[int, int], start: datetime,
+def payment_value(
+    venue: OpenVenue, own: tuple[int, int], platform: tuple[int, int], window_start: datetime,
     now: datetime, known: Baselines,
 ) -> float | None:  # fmt: skip
-    """In %: the chance of at least this many failures among the settled payments of
-    (start, now], at the venue's usual rate or the other venues' rate then, whichever is
-    higher. `own` and `platform` are (paid, failed)."""
+    """In %: the chance of at least this many failures among the settled payments, at the
+    venue's usual rate or the other venues' rate now, whichever is higher."""
     paid, failed = own
     if not paid + failed:
         return None
-    usual = usual_failure_rate(venue, span_start(venue, start), now, known)
+    usual = usual_failure_rate(venue, span_start(venue, window_start), now, known)
     rate = max(usual, others_failure_rate(platform, own) or 0.0, PAYMENT_FLOOR_RATE)
     return 100.0 * binomial_sf(failed, paid + failed, rate)
-
-
-def payment_value(
-    venue: OpenVenue, own: Sequence[tuple[int, int]], platform: Sequence[tuple[int, int]],
-    window_start: datetime, now: datetime, known: Baselines,
-) -> float | None:  # fmt: skip
-    """payment_chance() over each window of scan_windows(), scanned(): `own[i]` and
-    `platform[i]` are the i-th window's."""
-    seconds = scan_windows(round((now - window_start).total_seconds()))
-    return scanned([
-        payment_chance(venue, mine, everyone, now - timedelta(seconds=s), now, known)
-        for mine, everyone, s in zip(own, platform, seconds, strict=True)
-    ])  # fmt: skip

@@ -391,12 +391,13 @@ def accept_ratio(window: Window) -> Values:
     return values
 
 
-def platform_payments(starts: list[datetime], end: datetime) -> list[tuple[int, int]]:
-    """(paid, failed) over every venue's orders placed in (start, end], for each start."""
-    totals = Order.objects.filter(created_at__gt=min(starts), created_at__lte=end).aggregate(
-        **_tallies(starts)
+def platform_payments(start: datetime, end: datetime) -> tuple[int, int]:
+    """(paid, failed) over every venue's orders placed in (start, end]."""
+    totals = Order.objects.filter(created_at__gt=start, created_at__lte=end).aggregate(
+        paid=Count("pk", filter=Q(payment_status=PaymentStatus.PAID)),
+        failed=Count("pk", filter=Q(payment_status=PaymentStatus.FAILED)),
     )
-    return [(totals[f"paid{i}"], totals[f"failed{i}"]) for i in range(len(starts))]
+    return totals["paid"], totals["failed"]
 
 
 def payment_failures(window: Window) -> Values:
@@ -404,10 +405,11 @@ def payment_failures(window: Window) -> Values:
     if not venues:
         return {}
     known = _window_baselines(window)
-    platform = platform_payments(_scan_starts(window), window.end)
+    platform = platform_payments(window.start, window.end)
     values = {}
     for venue_id, tallies in _orders_in_window(window).items():
-        own = [(paid, failed) for _, paid, failed in tallies]
+        _, paid, failed = tallies[-1]  # the rule's window (payments are not scanned)
+        own = (paid, failed)
         value = payment_value(venues[venue_id], own, platform, window.start, window.end, known)
         if value is not None:
             values[str(venue_id)] = value

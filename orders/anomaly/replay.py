@@ -268,13 +268,11 @@ def _accept(
 def _payments(
     p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
 ) -> float | None:
-    hi = bisect_right(rows.created, now)
-    own, platform = [], []
-    for start in scan_starts(p, now):
-        lo = first_after(rows, formulas.span_start(venue, start))
-        own.append((rows.paid[hi] - rows.paid[lo], rows.failed[hi] - rows.failed[lo]))
-        platform.append(platform_between(p, start, now))
     start = window_start(p, now)
+    lo = first_after(rows, formulas.span_start(venue, start))
+    hi = bisect_right(rows.created, now)
+    own = (rows.paid[hi] - rows.paid[lo], rows.failed[hi] - rows.failed[lo])
+    platform = platform_between(p, start, now)
     return formulas.payment_value(venue, own, platform, start, now, p.baselines)
 
 
