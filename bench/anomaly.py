@@ -26,8 +26,8 @@ Cost (--cost): one evaluation cycle of the six venue rules over 5,000 open venue
 PostgreSQL, with 8 weeks of quarter-hour activity rows, this evening's orders and screen
 samples; the median of --cycles runs of monitoring.alerting.engine.run_cycle.
 
-Uses its own database, inkwave_bench_anomaly (inkwave_bench_anomaly_cost for --cost), on the
-local PostgreSQL (dropped first; drop it when done).
+Uses its own database, inkwave_bench_anomaly by default (--database; with "_cost" appended for
+--cost), on the local PostgreSQL (dropped first; drop it when done).
 """
 
 from __future__ import annotations
@@ -198,12 +198,12 @@ def detectors() -> list[Detector]:
 
     screens = [RuleSpec(f"< 1 over {m} min", "lt", 1, 60 * m) for m in (5, 10, 15, 20, 30)]
 
-    def chances(windows: Sequence[int]) -> list[RuleSpec]:
-        return [
-            RuleSpec(f"< {p:g}% over {w // 60}m", "lt", p, w)
-            for w in windows
-            for p in (0.001, 0.01, 0.1, 1.0)
-        ]
+    def chances(
+        windows: Sequence[int], lines: Sequence[float] = (0.001, 0.01, 0.1, 1.0)
+    ) -> list[RuleSpec]:
+        return [RuleSpec(f"< {p:g}% over {w // 60}m", "lt", p, w) for w in windows for p in lines]
+
+    scans = (0.0001, 0.001, 0.01, 0.1)  # volume and payments: the longest window of a scan
 
     ratios = [
         RuleSpec(f"> {r:g}x over {w // 60}m", "gt", r, w)
@@ -216,7 +216,7 @@ def detectors() -> list[Detector]:
                  grid("gt", [10, 15, 20, 30, 45, 60, 90, 120], 300), chances([300])),
         Detector("surge", anomaly.VOLUME, shipped(anomaly.VOLUME),
                  "orders in the window", grid("gt", [10, 15, 20, 30, 40, 60, 80, 120], 1800),
-                 chances([900, 1800, 3600])),
+                 chances([1800, 3600], scans)),
         Detector("screens_dark", anomaly.SCREENS, shipped(anomaly.SCREENS),
                  "screens online", screens, screens),
         Detector("slow_kitchen", anomaly.ACCEPT_RATIO, shipped(anomaly.ACCEPT_RATIO),
@@ -227,7 +227,7 @@ def detectors() -> list[Detector]:
                  grid("gt", [5, 8, 10, 15, 20, 30, 45], 300), ratios),
         Detector("payment_burst", anomaly.PAYMENTS, shipped(anomaly.PAYMENTS),
                  "failed payments (%)", grid("gt", [5, 10, 15, 20, 30, 40, 50], 1800),
-                 chances([900, 1800])),
+                 chances([900, 1800, 3600], scans)),
     ]  # fmt: skip
 
 
@@ -351,6 +351,8 @@ def detection(args: argparse.Namespace) -> None:
     print("-" * len(header))
     verdicts = []
     for detector in detectors():
+        if args.kinds and detector.kind not in args.kinds:
+            continue
         aware = score(
             detector.rule,
             incidents_of(detector.rule, series(detector.metric, FORMULAS[detector.metric],
@@ -371,9 +373,21 @@ def detection(args: argparse.Namespace) -> None:
     print("\nthe fixed rules' metrics: " + "; ".join(f"{d.kind}: {d.plain}" for d in detectors()))
     print(f"replayed and scored in {time.perf_counter() - began:.0f} s")
     _verdict(verdicts)
-    if args.sweep:
+    bound = [
+        score(spec, incidents_of(spec, series("bound", _silence_bound(history, start), 300), index),
+              "outage", history, venue_months)
+        for spec in BOUND_LINES
+    ]  # fmt: skip
+    best = best_fixed(bound)
+    print(f"\norders stopped, the best possible (a detector that knows the generator's true rate, "
+          f"no day-to-day noise left to guess; Poisson): fires when P(no order since the last "
+          f"one) {best.rule.label}: {_recall(best)}, {best.false_rate:.2f} false a venue-month, "
+          f"median delay {best.delay:.1f} min")  # fmt: skip
+    if args.sweep is not None:
         print("\nthe venue-aware metrics at other lines and windows:")
         for detector in detectors():
+            if args.sweep and detector.kind not in args.sweep:
+                continue
             for spec in detector.sweep:
                 got = score(
                     spec,
@@ -383,6 +397,94 @@ def detection(args: argparse.Namespace) -> None:
                 )  # fmt: skip
                 print(f"  {detector.kind:<16} {spec.label:<17} {_recall(got):>16} "
                       f"{got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
+    if args.candidates:
+        print(
+            "\na candidate for the kitchen (not shipped): the chance of this many of the "
+            "window's orders waiting over k times the venue's usual, were waits exponential"
+        )
+        for k in SLOW_FACTORS:
+            for spec in SLOW_LINES:
+                name = f"slow orders {k:g}x"
+                for kind in ("slow_kitchen", "tickets_ignored"):
+                    got = score(
+                        spec, incidents_of(spec, series(name, _slow_orders(k), spec.window), index),
+                        kind, history, venue_months,
+                    )  # fmt: skip
+                    print(f"  {kind:<16} over {k:g}x, {spec.label:<17} {_recall(got):>16} "
+                          f"{got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
+
+
+SLOW_FACTORS = (3, 4)
+SLOW_LINES = [
+    RuleSpec(f"< {p:g}% over {w // 60}m", "lt", p, w) for w in (900, 1800) for p in (0.01, 0.1, 1)
+]
+
+
+def _slow_orders(k: float) -> Formula:
+    """In %: the chance, were waits exponential around the venue's usual (a heavier tail than
+    a kitchen's), of at least this many of the window's orders waiting over k times the
+    usual: among those taken and those waiting longer than that so far."""
+    import math
+    from bisect import bisect_right
+
+    from inkwave.lib.counts import binomial_sf
+    from orders.anomaly import formulas
+    from orders.anomaly.replay import first_after, window_start
+
+    def formula(p: Period, rows: Any, venue: Any, now: datetime, _: Any) -> float | None:
+        since = formulas.span_start(venue, window_start(p, now))
+        usual = formulas.usual_accept_seconds(venue, since, now, p.baselines)
+        if usual is None:
+            return None
+        line = timedelta(seconds=k * usual)
+        known = over = 0
+        for i in range(first_after(rows, since), bisect_right(rows.created, now)):
+            if rows.cancelled[i]:
+                continue
+            taken = rows.accepted[i]
+            if taken is not None and taken <= now:
+                known += 1
+                over += taken - rows.created[i] > line
+            elif now - rows.created[i] > line:
+                known += 1
+                over += 1
+        if known < formulas.ACCEPT_MIN_ORDERS:
+            return None
+        return 100.0 * binomial_sf(over, known, math.exp(-k))
+
+    return formula
+
+
+# P(no order | the true rate) = exp(-expected orders): lines from 5% down to 1 in 160,000.
+BOUND_LINES = [RuleSpec(f"< e^-{x:g}", "gt", x, 300) for x in (3, 4, 5, 6, 7, 8, 9, 10, 12)]
+
+
+def _silence_bound(history: anomaly_history.History, start: datetime) -> Formula:
+    """The orders the generator's true rate (no anomaly) expected since the venue's last order
+    (or its opening): a silence's chance is exp(-that), the best any detector could know."""
+    from bisect import bisect_right
+
+    origin = start - timedelta(hours=3)
+    cumulative: dict[int, tuple[list[float], list[float]]] = {}
+    for plan in history.venues:
+        rates = anomaly_history.true_rates(history, plan, origin)
+        sums = [0.0]
+        for rate in rates:
+            sums.append(sums[-1] + rate)
+        cumulative[plan.pk] = (rates, sums)
+
+    def expected(pk: int, at: datetime) -> float:
+        rates, sums = cumulative[pk]
+        minutes = (at - origin).total_seconds() / 60
+        whole = min(int(minutes), len(rates) - 1)
+        return sums[whole] + (minutes - whole) * rates[whole]
+
+    def formula(p: Period, rows: Any, venue: Any, now: datetime, _: Any) -> float:
+        i = bisect_right(rows.created, now) - 1
+        last = max(rows.created[i] if i >= 0 else venue.since, venue.since, origin)
+        return expected(venue.id, now) - expected(venue.id, last)
+
+    return formula
 
 
 def _recall(s: Score) -> str:
@@ -517,14 +619,23 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=8)
     parser.add_argument("--evaluated-weeks", type=int, default=4)
     parser.add_argument("--seed", type=int, default=15)
-    parser.add_argument("--sweep", action="store_true", help="also other lines and windows")
+    parser.add_argument(
+        "--sweep", nargs="*", metavar="KIND", help="also other lines and windows (of these kinds)"
+    )
+    parser.add_argument("--kinds", nargs="+", metavar="KIND", help="only these kinds' rows")
+    parser.add_argument(
+        "--candidates", action="store_true", help="also the kitchen's candidate (not shipped)"
+    )
     parser.add_argument("--cost", action="store_true", help="measure a cycle's cost instead")
     parser.add_argument("--cost-venues", type=int, default=5000)
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--reuse", action="store_true", help="--cost: keep the last run's rows")
+    parser.add_argument(
+        "--database", default=DATABASE, help="the database's name (two runs at once need two)"
+    )
     args = parser.parse_args()
 
-    url = ensure_database(DATABASE + ("_cost" if args.cost else ""), fresh=not args.reuse)
+    url = ensure_database(args.database + ("_cost" if args.cost else ""), fresh=not args.reuse)
     env = base_env(Path(tempfile.mkdtemp(prefix="inkwave-bench-anomaly-")), url)
     migrate(env)
     os.environ.update(env)

@@ -108,6 +108,9 @@ class History:
     anomalies: list[Anomaly] = field(default_factory=list)
     # Filled by write(): rows written.
     counts: dict[str, int] = field(default_factory=dict)
+    # Filled by write(): each service's level (venue index, local date), for a bound that
+    # knows the true rate (bench/anomaly.py); recorded, never drawn again.
+    levels: dict[tuple[int, date], float] = field(default_factory=dict)
 
 
 def plan(
@@ -266,6 +269,7 @@ def orders(rng: random.Random, history: History, venue: VenuePlan) -> list[Order
             levels[day] = (
                 WEEKDAY_LEVEL[day.weekday()] * drift * holiday * rng.lognormvariate(0, 0.15)
             )
+            history.levels[(venue.index, day)] = levels[day]
         at = begin
         while at < finish:
             rate = rate_per_minute(venue, at.astimezone(zone), levels[day], scale)
@@ -385,3 +389,20 @@ def write(rng: random.Random, history: History, worker_id: int) -> None:
             "(SELECT coalesce(max(number), 0) FROM orders_order o WHERE o.venue_id = v.id)"
         )
     history.counts = {"orders": orders_written, "screen samples": samples_written}
+
+
+def true_rates(history: History, venue: VenuePlan, start: datetime) -> list[float]:
+    """The generator's order rate, per minute from `start` (a whole minute) to the end: what
+    a venue's orders would arrive at with no anomaly (0 while it is closed)."""
+    zone, scale = ZoneInfo(venue.zone), _per_day_shape(venue)
+    rates = [0.0] * int((history.end - start).total_seconds() // 60)
+    for begin, finish, day in services(history, venue):
+        at = max(begin, start)
+        while at < finish:
+            local = at.astimezone(zone)
+            level = history.levels[(venue.index, day)]
+            rates[int((at - start).total_seconds() // 60)] = rate_per_minute(
+                venue, local, level, scale
+            )
+            at += timedelta(minutes=1)
+    return rates

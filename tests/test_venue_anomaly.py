@@ -88,6 +88,20 @@ def rule(metric: str, comparison: str, threshold: float, **fields: Any) -> Alert
 # --- the count model ----------------------------------------------------------------------
 
 
+def test_a_scan_reports_its_smallest_chance_times_its_windows() -> None:
+    from orders.anomaly.formulas import scan_windows, scanned
+
+    assert scan_windows(3600) == [600, 1200, 1800, 3600]
+    assert scan_windows(2700) == [600, 1200, 1800, 2700]
+    assert scan_windows(900) == [600, 900]
+    assert scan_windows(600) == [600]
+    assert scan_windows(300) == [300]
+    assert scanned([0.5, 0.001, None, 20.0]) == pytest.approx(0.004)
+    assert scanned([60.0, 30.0]) == 60.0
+    assert scanned([90.0, 70.0]) == 100.0  # a chance, capped
+    assert scanned([None, None]) is None
+
+
 def test_the_count_model_matches_its_closed_forms() -> None:
     # Negative binomial pmf by lgamma, summed: the recurrence gives the same.
     mean, k = 7.5, 4.0
@@ -286,23 +300,47 @@ def test_unusual_volume_either_way(bistro: Venue) -> None:
         order(bistro, NOW - timedelta(minutes=3 * minutes + 1))
     usual_hour = value(anomaly.VOLUME, bistro)
     assert usual_hour == 100.0
-    # Busier: the line is crossed at the first count whose two-sided chance is under 0.1%.
+    # Busier in the hour's first half: only the whole hour sees it, and its chance counts
+    # four times (the scan looks at the last 10, 20, 30 and 60 minutes). The line is crossed
+    # at the first count whose two-sided chance, times 4, is under 0.1%.
     k = anomaly.ORDER_DISPERSION
-    line = next(n for n in range(16, 200) if 100 * nb_two_sided(n, 16, k) < 0.1)
+    line = next(n for n in range(16, 200) if 4 * 100 * nb_two_sided(n, 16, k) < 0.1)
     for extra in range(line - 16 - 1):
         order(bistro, NOW - timedelta(minutes=30, seconds=extra))
     under = value(anomaly.VOLUME, bistro)
     assert under is not None
+    assert under == pytest.approx(4 * 100 * nb_two_sided(line - 1, 16, k))
     assert not alert.breaches(under)
     order(bistro, NOW - timedelta(minutes=31))
     over = value(anomaly.VOLUME, bistro)
     assert over is not None
+    assert over == pytest.approx(4 * 100 * nb_two_sided(line, 16, k))
     assert alert.breaches(over)
     # Quieter: none at all in the hour.
     Order.objects.filter(created_at__gt=NOW - timedelta(minutes=60)).delete()
     quiet = value(anomaly.VOLUME, bistro)
     assert quiet is not None
     assert alert.breaches(quiet)
+
+
+def test_a_burst_of_the_last_ten_minutes_is_judged_on_its_own(bistro: Venue) -> None:
+    usual(bistro, orders=4)  # 16 in the hour, 16 / 6 in 10 minutes
+    at_the_usual_pace(bistro, 16, NOW - timedelta(minutes=60))
+    for minutes in range(16):
+        order(bistro, NOW - timedelta(minutes=3 * minutes + 1))  # 3 of them in the last 10
+    for i in range(10):
+        order(bistro, NOW - timedelta(seconds=20 + 55 * i))  # 10 more: 13 in 10 minutes
+    k = anomaly.ORDER_DISPERSION
+    hour = 100 * nb_two_sided(26, 16, k)
+    ten_minutes = 100 * nb_two_sided(13, 16 / 6, k)
+    found = value(anomaly.VOLUME, bistro)
+    # 26 orders in the hour for 16 usual are unremarkable; 13 in ten minutes for 2.7 are not.
+    assert hour > 5
+    assert found is not None
+    assert found == pytest.approx(4 * ten_minutes)
+    assert found < 0.1
+    # A rule over 10 minutes looks at that window alone (nothing to correct for).
+    assert value(anomaly.VOLUME, bistro, seconds=600) == pytest.approx(ten_minutes)
 
 
 def test_screens_dark_only_for_a_venue_that_uses_them(bistro: Venue, other_venue: Venue) -> None:
@@ -367,29 +405,30 @@ def test_payment_failures_against_the_venue_and_the_platform(
     bistro: Venue, other_venue: Venue
 ) -> None:
     usual(bistro, orders=4, payments_paid=4)
-    alert = rule(anomaly.PAYMENTS, "lt", 0.01)
-    # Judged against 2% (the floor: this venue's usual is lower): 4 failures in 20 settled
-    # payments have a chance of 0.06%, 5 of 0.005%.
+    alert = rule(anomaly.PAYMENTS, "lt", 0.01, window_seconds=600)
+    # Judged against 2% (the floor: this venue's usual
+    # is lower): 4 failures in 20 settled payments have a chance of 0.06%, 5 of 0.005%.
     for i in range(20):
         status = PaymentStatus.FAILED if i < 4 else PaymentStatus.PAID
-        order(bistro, NOW - timedelta(minutes=i + 1), payment_status=status)
-    under = value(anomaly.PAYMENTS, bistro)
+        order(bistro, NOW - timedelta(seconds=25 * i + 10), payment_status=status)
+    under = value(anomaly.PAYMENTS, bistro, seconds=600)
     assert under is not None
+    assert under == pytest.approx(100 * binomial_sf(4, 20, 0.02))
     assert not alert.breaches(under)
     Order.objects.filter(venue=bistro, payment_status=PaymentStatus.PAID).filter(
         pk__in=Order.objects.filter(venue=bistro, payment_status=PaymentStatus.PAID).values("pk")[
             :1
         ]
     ).update(payment_status=PaymentStatus.FAILED)
-    over = value(anomaly.PAYMENTS, bistro)
+    over = value(anomaly.PAYMENTS, bistro, seconds=600)
     assert over is not None
+    assert over == pytest.approx(100 * binomial_sf(5, 20, 0.02))
     assert alert.breaches(over)
     # The platform fails as often everywhere (a payment provider's outage): not this venue's.
-    for i in range(30):
-        order(other_venue, NOW - timedelta(minutes=i + 1), payment_status=PaymentStatus.FAILED)
-    for i in range(10):
-        order(other_venue, NOW - timedelta(minutes=i + 1), payment_status=PaymentStatus.PAID)
-    shared = value(anomaly.PAYMENTS, bistro)
+    for i in range(40):
+        status = PaymentStatus.FAILED if i < 30 else PaymentStatus.PAID
+        order(other_venue, NOW - timedelta(seconds=10 * i + 5), payment_status=status)
+    shared = value(anomaly.PAYMENTS, bistro, seconds=600)
     assert shared is not None
     assert not alert.breaches(shared)
 
@@ -472,3 +511,35 @@ def test_the_quarter_hours_before_a_clock_change_keep_their_own_local_slots() ->
         6 * 96 + 74,
         6 * 96 + 73,
     ]
+
+
+def test_a_volume_rule_left_at_its_old_line_moves_to_the_scan_and_an_edited_one_stays() -> None:
+    import importlib
+
+    from django.apps import apps
+
+    from orders.anomaly.defaults import VENUE_RULES
+
+    migration = importlib.import_module("orders.migrations.0007_venue_volume_scan")
+    [spec] = [r for r in VENUE_RULES if r["name"] == migration.NAME]
+    shipped = {k: spec[k] for k in ("threshold", "window_seconds", "description")}
+    assert shipped == {**migration.NEW, "description": migration.NEW_DESCRIPTION}
+    rule = AlertRule.objects.get(name=migration.NAME)  # installed at the new line (0006)
+    AlertRule.objects.filter(pk=rule.pk).update(
+        **migration.OLD, description=migration.OLD_DESCRIPTION
+    )
+    migration.forwards(apps, None)
+    rule.refresh_from_db()
+    assert (rule.threshold, rule.window_seconds, rule.description) == (
+        0.001, 3600, migration.NEW_DESCRIPTION
+    )  # fmt: skip
+    migration.backwards(apps, None)
+    rule.refresh_from_db()
+    assert (rule.threshold, rule.window_seconds, rule.description) == (
+        0.001, 1800, migration.OLD_DESCRIPTION
+    )  # fmt: skip
+    # An operator's own line and words stay.
+    AlertRule.objects.filter(pk=rule.pk).update(threshold=0.01, description="Ours.")
+    migration.forwards(apps, None)
+    rule.refresh_from_db()
+    assert (rule.threshold, rule.window_seconds, rule.description) == (0.01, 1800, "Ours.")

@@ -15,7 +15,9 @@ level varies, so a quiet Tuesday is not an outage.
   20 quiet minutes are usual for a venue with 2 orders a night and very unlikely for one
   with 200.
 - venue.order_volume_chance: the chance of an order count at least this far from the
-  usual for the rule's window (either way), in %.
+  usual (either way), in %, in the least likely of the windows ending now of 10, 20, 30 and
+  60 minutes shorter than the rule's and the rule's, times the number of windows
+  (formulas.scan_windows): a big venue's surge is seen in 10 minutes, a small one's in 60.
 - venue.screens_online: the most screens connected to the venue's room at once during the
   window, for a venue that usually has one at this hour; below 1: dark for the window.
 - venue.oldest_waiting_minutes: how long the oldest order nobody has taken has waited.

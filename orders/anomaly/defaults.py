@@ -28,11 +28,12 @@ VENUE_RULES: list[dict[str, Any]] = [
         "metric": "venue.order_volume_chance",
         "comparison": "lt",
         "threshold": 0.001,
-        "window_seconds": 1800,
+        "window_seconds": 3600,
         "severity": "warning",
         "group_by": "rule",
-        "description": "The orders of the last {window} are far above or below what this "
-        "venue usually gets at this hour on this weekday (chance under {threshold}).",
+        "description": "The orders of a window from the last 10 minutes to the last {window} "
+        "are far above or below what this venue usually gets at this hour on this weekday "
+        "(chance under {threshold}, allowing for the several windows looked at).",
     },
     {
         "name": "Venue kitchen screens dark",

@@ -7,6 +7,7 @@ a period. Both end here, so the preview and the benchmark judge what the engine 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
@@ -28,6 +29,11 @@ LEVEL_PRIOR_ORDERS = 8.0
 # A window is judged as if at least this many orders were usual in it: a venue whose past
 # weeks were empty at this hour is not "unusual" with its first two orders.
 VOLUME_MIN_EXPECTED = 1.0
+# A volume rule scans the windows ending now of these lengths that are shorter
+# than its own, and its own: a big venue's surge shows in 10 minutes, a small venue's only
+# over the hour. The smallest chance is reported, multiplied by the number of windows
+# (Bonferroni), so looking several times raises no more false alerts than the line allows.
+SCAN_SECONDS = (600, 1200, 1800, 3600)
 # Below this many orders in the window, a median wait says little.
 ACCEPT_MIN_ORDERS = 3
 # ... and below this many taken orders in the baseline, the venue's usual is unknown.
@@ -129,19 +135,45 @@ def span_start(venue: OpenVenue, window_start: datetime) -> datetime:
     return max(window_start, venue.since)
 
 
-def volume_value(
-    venue: OpenVenue, seen: int, seen_before: int, window_start: datetime, now: datetime,
-    known: Baselines,
-) -> float | None:  # fmt: skip
-    """In %: the chance of a count at least this far from the usual, either way. `seen`
-    counts the orders since span_start(); `seen_before` those from
-    pace_start(venue, window_start) to window_start: today's pace."""
-    expected = expected_orders(venue, span_start(venue, window_start), now, known)
+def scan_windows(seconds: int) -> list[int]:
+    """The lengths, in seconds, of the windows a scan over a rule's window looks at."""
+    return [s for s in SCAN_SECONDS if s < seconds] + [seconds]
+
+
+def scanned(chances: Sequence[float | None]) -> float | None:
+    """In %: the smallest of the windows' chances times their number (at most 100)."""
+    found = [c for c in chances if c is not None]
+    return min(100.0, len(chances) * min(found)) if found else None
+
+
+def volume_chance(
+    venue: OpenVenue, seen: int, level: float, start: datetime, now: datetime, known: Baselines
+) -> float | None:
+    """In %: the chance of a count at least this far from the usual in (start, now], either
+    way. `seen` counts the orders since span_start(venue, start); `level` is today's pace."""
+    expected = expected_orders(venue, span_start(venue, start), now, known)
     if expected is None:
         return None
-    level = pace(venue, seen_before, pace_start(venue, window_start), window_start, known)
     usual = max(expected * level, VOLUME_MIN_EXPECTED)
     return 100.0 * nb_two_sided(seen, usual, ORDER_DISPERSION)
+
+
+def volume_value(
+    venue: OpenVenue, seen: Sequence[int], seen_before: int, window_start: datetime,
+    now: datetime, known: Baselines,
+) -> float | None:  # fmt: skip
+    """volume_chance() over each window of scan_windows(), scanned(). `seen[i]` counts the
+    orders since span_start() of the i-th window; `seen_before` those from
+    pace_start(venue, window_start) to window_start (the longest window's): today's pace,
+    the same for every window."""
+    if not _learned(venue, known):
+        return None
+    level = pace(venue, seen_before, pace_start(venue, window_start), window_start, known)
+    seconds = scan_windows(round((now - window_start).total_seconds()))
+    return scanned([
+        volume_chance(venue, n, level, now - timedelta(seconds=s), now, known)
+        for n, s in zip(seen, seconds, strict=True)
+    ])  # fmt: skip
 
 
 def uses_screens(venue: OpenVenue, known: Baselines) -> bool:

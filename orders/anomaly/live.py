@@ -41,6 +41,7 @@ from orders.anomaly.formulas import (
     accept_value,
     pace_start,
     payment_value,
+    scan_windows,
     screens_value,
     silence_value,
     slots_back,
@@ -202,13 +203,61 @@ def _counts_after(
     return found
 
 
-def _orders_in_window(window: Window) -> Counts:
-    """Per open venue: orders, paid and failed since span_start (memoised per cycle)."""
+Tally = tuple[int, int, int]  # orders, paid, failed
+ScanCounts = dict[int, list[Tally]]  # venue id -> a tally per window of scan_windows()
 
-    def load() -> Counts:
-        return _counts_after(
-            _open(window), lambda v: span_start(v, window.start), window.end, window.start
-        )
+
+def _scan_starts(window: Window) -> list[datetime]:
+    return [window.end - timedelta(seconds=s) for s in scan_windows(window.seconds)]
+
+
+def _tallies(starts: list[datetime]) -> dict[str, Count]:
+    """Conditional counts of the orders after each start: one pass over the longest window."""
+    found = {}
+    for i, start in enumerate(starts):
+        after = Q(created_at__gt=start)
+        found[f"n{i}"] = Count("pk", filter=after)
+        found[f"paid{i}"] = Count("pk", filter=after & Q(payment_status=PaymentStatus.PAID))
+        found[f"failed{i}"] = Count("pk", filter=after & Q(payment_status=PaymentStatus.FAILED))
+    return found
+
+
+def _orders_in_window(window: Window) -> ScanCounts:
+    """Per open venue, per window of scan_windows(): orders, paid and failed since its
+    span_start (memoised per cycle). One aggregate for the venues open all the window; the
+    rows of the few others (a venue that opened since)."""
+
+    def load() -> ScanCounts:
+        venues, starts, end = _open(window), _scan_starts(window), window.end
+        whole = [v.id for v in venues.values() if v.since <= window.start]
+        found: ScanCounts = {}
+        if whole:
+            for got in (
+                Order.objects.filter(
+                    venue_id__in=among(whole), created_at__gt=window.start, created_at__lte=end
+                )
+                .values("venue_id")
+                .annotate(**_tallies(starts))
+                .order_by()
+            ):
+                found[got["venue_id"]] = [
+                    (got[f"n{i}"], got[f"paid{i}"], got[f"failed{i}"]) for i in range(len(starts))
+                ]
+        others = {v.id: v for v in venues.values() if window.start < v.since < end}
+        if others:
+            for venue_id, created, payment in Order.objects.filter(
+                venue_id__in=among(others), created_at__gt=window.start, created_at__lte=end
+            ).values_list("venue_id", "created_at", "payment_status"):
+                row = found.setdefault(venue_id, [(0, 0, 0)] * len(starts))
+                for i, start in enumerate(starts):
+                    if created > span_start(others[venue_id], start):
+                        n, paid, failed = row[i]
+                        row[i] = (
+                            n + 1,
+                            paid + (payment == PaymentStatus.PAID),
+                            failed + (payment == PaymentStatus.FAILED),
+                        )
+        return found
 
     return _memo(window, ("orders_in_window", window.end, window.seconds), load)
 
@@ -221,9 +270,10 @@ def volume(window: Window) -> Values:
     counts = _orders_in_window(window)
     start = window.start
     before = _counts_after(venues, lambda v: pace_start(v, start), start, start - LEVEL_LOOKBACK)
+    none = [(0, 0, 0)] * len(scan_windows(window.seconds))
     values = {}
     for venue in venues.values():
-        seen = counts.get(venue.id, {}).get("n", 0)
+        seen = [n for n, _, _ in counts.get(venue.id, none)]
         value = volume_value(
             venue, seen, before.get(venue.id, {}).get("n", 0), window.start, window.end, known
         )
@@ -357,8 +407,9 @@ def payment_failures(window: Window) -> Values:
     known = _window_baselines(window)
     platform = platform_payments(window.start, window.end)
     values = {}
-    for venue_id, row in _orders_in_window(window).items():
-        own = (row["paid"], row["failed"])
+    for venue_id, tallies in _orders_in_window(window).items():
+        _, paid, failed = tallies[-1]  # the rule's window (payments are not scanned)
+        own = (paid, failed)
         value = payment_value(venues[venue_id], own, platform, window.start, window.end, known)
         if value is not None:
             values[str(venue_id)] = value

@@ -219,11 +219,17 @@ def window_start(p: Period, now: datetime) -> datetime:
     return now - timedelta(seconds=p.window)
 
 
+def scan_starts(p: Period, now: datetime) -> list[datetime]:
+    """The starts of the windows of formulas.scan_windows(), in its order."""
+    return [now - timedelta(seconds=s) for s in formulas.scan_windows(p.window)]
+
+
 def _volume(
     p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
 ) -> float | None:
     start = window_start(p, now)
-    seen = bisect_right(rows.created, now) - first_after(rows, formulas.span_start(venue, start))
+    hi = bisect_right(rows.created, now)
+    seen = [hi - first_after(rows, formulas.span_start(venue, s)) for s in scan_starts(p, now)]
     paced = formulas.pace_start(venue, start)
     before = max(0, first_after(rows, start) - first_after(rows, paced))
     return formulas.volume_value(venue, seen, before, start, now, p.baselines)
