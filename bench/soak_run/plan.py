@@ -29,6 +29,8 @@ class Fault:
 # Before the first fault: the screens' first connections are a connection spike, true and
 # expected (a deployment that starts has every screen connect).
 START = {"Connection spike": "every screen connected at the start"}
+# After the orders stop, the soak stops its screens: every one leaves at once.
+END = {"Disconnection spike": "every screen stopped at the end of the run"}
 
 
 # Closing every room connection at once (Redis gone, a process killed) is a disconnection
