@@ -32,7 +32,6 @@ stopped after `--limit` minutes whatever happens.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import random
 import shutil
@@ -54,7 +53,7 @@ from bench.common import spare_port  # noqa: E402
 from bench.deployment import Topology  # noqa: E402
 from bench.deployment import parse_args as deployment_args  # noqa: E402
 from bench.fault_run.observer import Observer, query, wait_drained, wait_listening  # noqa: E402
-from bench.fault_run.workload import Clients, OrderResult, Orders  # noqa: E402
+from bench.fault_run.workload import Clients, OrderResult, Orders, api_request  # noqa: E402
 from bench.rooms.clients import ClientProcess  # noqa: E402
 from bench.soak_run.abuse import AbusiveClient, BadRequests  # noqa: E402
 from bench.soak_run.plan import Fault, plan  # noqa: E402
@@ -147,33 +146,15 @@ class OrdersWithBursts(Orders):
     def _take(self, order: int, venue: int, port: int) -> None:
         time.sleep(random.uniform(2.0, 8.0))
         for _ in range(3):
-            status = patch(port, order, self.tokens[venue], {"status": "accepted"})
+            body = json.dumps({"status": "accepted"})
+            status, _ = api_request(port, "PATCH", f"/api/v1/orders/{order}", body,
+                                    self.tokens[venue])  # fmt: skip
             with self.lock:
                 self.taken[str(status)] += 1
             if status == 200 or self.stop.is_set():
                 return
             port = next(p for p in self.ports if p != port)
             time.sleep(5)
-
-    def finish(self) -> None:
-        super().finish()
-        self.kitchen.shutdown(wait=True, cancel_futures=True)
-
-
-def patch(port: int, order: int, token: str, body: dict[str, Any]) -> int | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(
-            "PATCH", f"/api/v1/orders/{order}", body=json.dumps(body),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        )  # fmt: skip
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
 
     def _schedule(self) -> None:
         start = time.monotonic()
@@ -184,6 +165,10 @@ def patch(port: int, order: int, token: str, body: dict[str, Any]) -> int | None
             burst = (time.monotonic() - start) % 60 < 10
             due += 1 / (self.rate * (5 if burst else 1))
             self.stop.wait(max(0.0, due - time.monotonic()))
+
+    def finish(self) -> None:
+        super().finish()
+        self.kitchen.shutdown(wait=True, cancel_futures=True)
 
 
 class Soak:

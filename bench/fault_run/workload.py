@@ -36,6 +36,27 @@ class OrderResult:
     retried_elsewhere: bool = False
 
 
+def api_request(port: int, method: str, path: str, body: str, token: str) -> tuple[int, bytes]:
+    """(status, body) of one JSON request with a device token; status -1 when the connection
+    was refused, -2 for no answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(
+            method,
+            path,
+            body=body,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
+        response = conn.getresponse()
+        return response.status, response.read()
+    except ConnectionRefusedError:
+        return -1, b""
+    except (OSError, http.client.HTTPException):
+        return -2, b""
+    finally:
+        conn.close()
+
+
 class Orders:
     """Orders at a fixed rate (open loop: slow answers do not slow the schedule)."""
 
@@ -101,27 +122,12 @@ class Orders:
     @staticmethod
     def _post(port: int, body: str, token: str) -> tuple[int, int | None]:
         """(status, order id); -1 when the connection was refused, -2 for no answer."""
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        try:
-            conn.request(
-                "POST",
-                "/api/v1/orders",
-                body=body,
-                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-            )
-            response = conn.getresponse()
-            raw = response.read()
-        except ConnectionRefusedError:
-            return -1, None
-        except (OSError, http.client.HTTPException):
-            return -2, None
-        finally:
-            conn.close()
+        status, raw = api_request(port, "POST", "/api/v1/orders", body, token)
         order_id = None
-        if response.status == 201:
+        if status == 201:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 order_id = int(json.loads(raw)["id"])
-        return response.status, order_id
+        return status, order_id
 
     def snapshot(self) -> list[OrderResult]:
         with self.lock:

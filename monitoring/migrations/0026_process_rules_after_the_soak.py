@@ -11,24 +11,23 @@ DIED_WINDOW = (900, 300)
 MISSING_PENDING = (0, 60)
 
 
-def forwards(apps, schema_editor):
+def _move(apps, old, new):
+    """Rules still at the `old` value (an index into each pair) take the `new` one."""
     rules = apps.get_model("monitoring", "AlertRule").objects
-    rules.filter(metric="workers.crashed", window_seconds=DIED_WINDOW[0]).update(
-        window_seconds=DIED_WINDOW[1]
+    rules.filter(metric="workers.crashed", window_seconds=DIED_WINDOW[old]).update(
+        window_seconds=DIED_WINDOW[new]
     )
-    rules.filter(metric="workers.missing", pending_seconds=MISSING_PENDING[0]).update(
-        pending_seconds=MISSING_PENDING[1]
+    rules.filter(metric="workers.missing", pending_seconds=MISSING_PENDING[old]).update(
+        pending_seconds=MISSING_PENDING[new]
     )
+
+
+def forwards(apps, schema_editor):
+    _move(apps, 0, 1)
 
 
 def backwards(apps, schema_editor):
-    rules = apps.get_model("monitoring", "AlertRule").objects
-    rules.filter(metric="workers.crashed", window_seconds=DIED_WINDOW[1]).update(
-        window_seconds=DIED_WINDOW[0]
-    )
-    rules.filter(metric="workers.missing", pending_seconds=MISSING_PENDING[1]).update(
-        pending_seconds=MISSING_PENDING[0]
-    )
+    _move(apps, 1, 0)
 
 
 class Migration(migrations.Migration):
