@@ -147,7 +147,7 @@ class OrdersWithBursts(Orders):
         time.sleep(random.uniform(2.0, 8.0))
         for _ in range(3):
             body = json.dumps({"status": "accepted"})
-            status, _ = api_request(port, "PATCH", f"/api/v1/orders/{order}", body,
+            status, _, _ = api_request(port, "PATCH", f"/api/v1/orders/{order}", body,
                                     self.tokens[venue])  # fmt: skip
             with self.lock:
                 self.taken[str(status)] += 1

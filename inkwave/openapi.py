@@ -47,6 +47,7 @@ class Operation:
     body: Any = None
     auth: Sequence[SecurityScheme] = ()
     tags: tuple[str, ...] = ()
+    headers: tuple[Mapping[str, Any], ...] = ()
 
 
 SESSION = SecurityScheme(
@@ -68,12 +69,16 @@ def operation(
     body: Any = None,
     auth: Sequence[SecurityScheme] = (),
     tags: Sequence[str] = (),
+    headers: Sequence[Mapping[str, Any]] = (),
 ) -> Callable[[ViewT], ViewT]:
-    """Declare one HTTP method of a view; stack it for a view that serves several."""
+    """Declare one HTTP method of a view; stack it for a view that serves several. `headers`
+    are OpenAPI parameter objects for the request headers it reads (`"in": "header"`)."""
 
     def attach(view: ViewT) -> ViewT:
         declared: tuple[Operation, ...] = getattr(view, "openapi_operations", ())
-        spec = Operation(method.lower(), summary, responses, body, tuple(auth), tuple(tags))
+        spec = Operation(
+            method.lower(), summary, responses, body, tuple(auth), tuple(tags), tuple(headers)
+        )
         view.openapi_operations = (*declared, spec)  # type: ignore[attr-defined]
         return view
 
@@ -157,8 +162,8 @@ def build_document(patterns: Sequence[Any] | None = None) -> dict[str, Any]:
                     for status, answer in sorted(spec.responses.items())
                 },
             }
-            if parameters:
-                entry["parameters"] = parameters
+            if parameters or spec.headers:
+                entry["parameters"] = [*parameters, *(dict(h) for h in spec.headers)]
             if spec.body is not None:
                 entry["requestBody"] = {
                     "required": True,

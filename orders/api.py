@@ -6,11 +6,12 @@ write) or a device holding the venue's token in `Authorization: Bearer iwv_...`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 import structlog
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.http import HttpRequest, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -113,11 +114,23 @@ def _resolve_venue(data: Any) -> Venue | None:
         401: UNAUTHENTICATED,
         403: Answer("Not for this venue, or a session without its CSRF token", ErrorJSON),
         415: NOT_JSON,
+        422: Answer("The Idempotency-Key was already used for a different order", ErrorJSON),
         500: Answer("The order could not be created; the failure is recorded", ErrorJSON),
         503: UNAVAILABLE,
     },
     auth=ORDERS_AUTH,
     tags=["orders"],
+    headers=[
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "A key the client makes up for this order (a UUID): a retry with it "
+            "(after no answer, or a 503) gets the order it made, never a second one. Kept per "
+            "venue with the order; the same key for a different order is a 422.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!#-~]+$"},
+        }
+    ],
 )
 @csrf_exempt
 @rides_through_database_outages
@@ -135,37 +148,101 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
     if venue is not None and not caller.may_use(venue):
         return json_error(403, "forbidden", "You may not order for this venue.")
     new_order, errors = validate_new_order(data, venue)
+    key, key_errors = _idempotency_key(request)
+    errors = {**errors, **key_errors}
     table = data.get("table", "") if isinstance(data, dict) else ""
-    if new_order is None:
+    if new_order is None or key_errors:
         with transaction.atomic():
             events.order_creation_failed(
                 venue, reason="validation failed", errors=errors, table=str(table)
             )
         return _invalid(errors)
+    digest = _digest(new_order) if key else ""
+    if key and (replay := _replay(new_order.venue, key, digest)) is not None:
+        return replay
     try:
         with transaction.atomic():
-            order = _create(new_order)
+            order = _create(new_order, key, digest)
             events.order_placed(order)
+    except IntegrityError as exc:
+        # The same key's first request committed between our look and our insert.
+        if key and (replay := _replay(new_order.venue, key, digest)) is not None:
+            return replay
+        return _crashed(exc, venue, table)
     except Exception as exc:
-        logger.exception("order_creation_crashed", venue=venue.pk if venue else None)
-        try:
-            with transaction.atomic():
-                events.order_creation_failed(
-                    venue, reason=f"server error: {type(exc).__name__}", table=str(table)
-                )
-        except Exception:
-            # The database may be what failed: the caller still gets the API's JSON error.
-            logger.exception("order_failure_not_recorded", venue=venue.pk if venue else None)
-        return json_error(500, "server_error", "The order could not be created; it was reported.")
+        return _crashed(exc, venue, table)
     return JsonResponse(order_json(order), status=201)
 
 
-def _create(new: NewOrder) -> Order:
+# An Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): visible ASCII, as Stripe's
+# and most clients' keys are (a UUID is typical); a Structured Field's quotes are taken off.
+def _idempotency_key(request: HttpRequest) -> tuple[str | None, dict[str, list[str]]]:
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None, {}
+    key = raw.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not 1 <= len(key) <= 255 or any(not "!" <= c <= "~" or c == '"' for c in key):
+        return None, {"Idempotency-Key": ["1 to 255 visible ASCII characters, such as a UUID."]}
+    return key, {}
+
+
+def _digest(new: NewOrder) -> str:
+    """What the order asks for, independent of how the JSON spelled it ("12.5" or 12.50)."""
+    items = [[i.name, i.quantity, f"{i.unit_price:.2f}"] for i in new.items]
+    canonical = json.dumps([new.table, new.currency, items], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(venue: Venue, key: str, digest: str) -> JsonResponse | None:
+    """The order an earlier request with this key created, as it was answered then (201)."""
+    order = (
+        Order.objects.select_related("venue")
+        .prefetch_related("items")
+        .filter(venue=venue, idempotency_key=key)
+        .first()
+    )
+    if order is None:
+        return None
+    if order.request_digest != digest:
+        return json_error(
+            422,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used for a different order.",
+        )
+    logger.info("order_request_replayed", order=order.pk)
+    response = JsonResponse(order_json(order), status=201)
+    response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _crashed(exc: Exception, venue: Venue | None, table: Any) -> JsonResponse:
+    """Called inside the `except`: the failure is logged with its traceback and recorded."""
+    logger.exception("order_creation_crashed", venue=venue.pk if venue else None)
+    try:
+        with transaction.atomic():
+            events.order_creation_failed(
+                venue, reason=f"server error: {type(exc).__name__}", table=str(table)
+            )
+    except Exception:
+        # The database may be what failed: the caller still gets the API's JSON error.
+        logger.exception("order_failure_not_recorded", venue=venue.pk if venue else None)
+    return json_error(500, "server_error", "The order could not be created; it was reported.")
+
+
+def _create(new: NewOrder, key: str | None = None, digest: str = "") -> Order:
     # The UPDATE holds the venue row's lock until commit, so numbers never repeat.
     Venue.objects.filter(pk=new.venue.pk).update(order_counter=F("order_counter") + 1)
     number = Venue.objects.values_list("order_counter", flat=True).get(pk=new.venue.pk)
     order = Order.objects.create(
-        venue=new.venue, number=number, table=new.table, currency=new.currency, total=new.total
+        venue=new.venue,
+        number=number,
+        table=new.table,
+        currency=new.currency,
+        total=new.total,
+        idempotency_key=key or "",
+        request_digest=digest,
     )
     OrderItem.objects.bulk_create(
         [

@@ -11,6 +11,7 @@ from django.test import Client
 
 from inkwave.routing import build_websocket_application
 from notifications.models import Notification, NotificationKind
+from orders import api
 from orders.models import Order, OrderEvent, OrderEventKind, Venue, VenueAccessToken
 from tests.conftest import PatientCommunicator
 
@@ -249,3 +250,73 @@ def test_a_device_looping_on_bad_orders_is_notified_once_per_interval(
     latest = notes.filter(destination__name="operations").order_by("-pk").first()
     assert latest is not None
     assert "Also failed since the last notice: 4" in latest.text
+
+
+def post_once(client: Client, body: Any, key: str) -> Any:
+    return client.post(
+        "/api/v1/orders",
+        json.dumps(body),
+        content_type="application/json",
+        headers={"Idempotency-Key": key},
+    )
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_the_same_order_not_a_second(
+    device: Client, venue: Venue
+) -> None:
+    first = post_once(device, {**ORDER, "venue": venue.pk}, "7c1e0d1a-retry")
+    assert first.status_code == 201
+    assert "Idempotent-Replayed" not in first
+    # The same order, spelled differently ("17.50" for 17.5), is the same request.
+    items = [{**ORDER["items"][0]}, {**ORDER["items"][1], "unitPrice": "17.50"}]
+    again = post_once(device, {**ORDER, "items": items, "venue": venue.pk}, '"7c1e0d1a-retry"')
+    assert again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert Order.objects.count() == 1
+    assert OrderEvent.objects.filter(kind=OrderEventKind.PLACED).count() == 1
+    assert Notification.objects.filter(kind=NotificationKind.ORDER_PLACED).count() == 1
+    # Another key is another order.
+    assert post_once(device, {**ORDER, "venue": venue.pk}, "another").json()["number"] == 2
+
+
+def test_an_idempotency_key_reused_for_another_order_is_refused(
+    device: Client, venue: Venue
+) -> None:
+    assert post_once(device, {**ORDER, "venue": venue.pk}, "k-1").status_code == 201
+    other = post_once(device, {**ORDER, "table": "Table 9", "venue": venue.pk}, "k-1")
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert Order.objects.get().table == "Table 5"
+
+
+def test_a_bad_idempotency_key_is_a_field_error_and_stores_nothing(
+    device: Client, venue: Venue
+) -> None:
+    for key in ("", '""', "x" * 256, "tab\there", "é-key", 'a"b'):
+        response = post_once(device, {**ORDER, "venue": venue.pk}, key)
+        assert response.status_code == 400, key
+        assert "Idempotency-Key" in response.json()["error"]["fields"], key
+    assert not Order.objects.exists()
+    assert post_once(device, {**ORDER, "venue": venue.pk}, "x" * 255).status_code == 201
+
+
+def test_two_requests_with_one_key_racing_make_one_order(
+    device: Client, venue: Venue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second request looked before the first committed: its insert meets the unique key,
+    and it answers with the first's order."""
+    first = post_once(device, {**ORDER, "venue": venue.pk}, "race")
+    looks: list[str] = []
+    real_replay = api._replay
+
+    def missed_once(venue: Venue, key: str, digest: str) -> Any:
+        looks.append(key)
+        return None if len(looks) == 1 else real_replay(venue, key, digest)
+
+    monkeypatch.setattr(api, "_replay", missed_once)
+    again = post_once(device, {**ORDER, "venue": venue.pk}, "race")
+    assert looks == ["race", "race"]
+    assert (again.status_code, again.json()["id"]) == (201, first.json()["id"])
+    assert Order.objects.count() == 1
+    assert not OrderEvent.objects.filter(kind=OrderEventKind.CREATION_FAILED).exists()

@@ -34,25 +34,34 @@ class OrderResult:
     status: int | None  # None: no answer (refused, reset, timed out)
     order_id: int | None = None
     retried_elsewhere: bool = False
+    # Sends after the first that got no answer: the same Idempotency-Key, the other process.
+    unanswered_sends: int = 0
+    replayed: bool = False  # the 201 was a retry's, naming the order an earlier send made
 
 
-def api_request(port: int, method: str, path: str, body: str, token: str) -> tuple[int, bytes]:
-    """(status, body) of one JSON request with a device token; status -1 when the connection
-    was refused, -2 for no answer."""
+def api_request(
+    port: int, method: str, path: str, body: str, token: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    """(status, body, headers) of one JSON request with a device token; status -1 when the
+    connection was refused, -2 for no answer."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request(
             method,
             path,
             body=body,
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token}",
+                **(headers or {}),
+            },
         )
         response = conn.getresponse()
-        return response.status, response.read()
+        return response.status, response.read(), dict(response.getheaders())
     except ConnectionRefusedError:
-        return -1, b""
+        return -1, b"", {}
     except (OSError, http.client.HTTPException):
-        return -2, b""
+        return -2, b"", {}
     finally:
         conn.close()
 
@@ -99,12 +108,22 @@ class Orders:
         )
         port = self.ports[seq % len(self.ports)]
         sent = time.time()
-        status, order_id = self._post(port, body, venue["token"])
+        # What a guest's app does: one key per order, and a retry after no answer (the process
+        # may have died with the request, or stored it and died before answering) sends the
+        # same key to the other process, as a balancer would. 201 then names the one order.
+        key = {"Idempotency-Key": f"soak-{tag}"}
+        status, order_id, replayed = self._post(port, body, venue["token"], key)
         retried = False
         if status == -1:  # refused: a load balancer would send it to the other process
             retried = True
             port = next(p for p in self.ports if p != port)
-            status, order_id = self._post(port, body, venue["token"])
+            status, order_id, replayed = self._post(port, body, venue["token"], key)
+        unanswered_sends = 0
+        while status == -2 and unanswered_sends < 3:
+            unanswered_sends += 1
+            time.sleep(1.0)
+            port = next(p for p in self.ports if p != port)
+            status, order_id, replayed = self._post(port, body, venue["token"], key)
         result = OrderResult(
             tag=tag,
             venue=venue["venue"],
@@ -114,20 +133,24 @@ class Orders:
             status=None if status < 0 else status,
             order_id=order_id,
             retried_elsewhere=retried,
+            unanswered_sends=unanswered_sends,
+            replayed=replayed,
         )
         with self.lock:
             self.results.append(result)
         return result
 
     @staticmethod
-    def _post(port: int, body: str, token: str) -> tuple[int, int | None]:
-        """(status, order id); -1 when the connection was refused, -2 for no answer."""
-        status, raw = api_request(port, "POST", "/api/v1/orders", body, token)
+    def _post(
+        port: int, body: str, token: str, headers: dict[str, str]
+    ) -> tuple[int, int | None, bool]:
+        """(status, order id, replayed); -1 when the connection was refused, -2 for no answer."""
+        status, raw, answer = api_request(port, "POST", "/api/v1/orders", body, token, headers)
         order_id = None
         if status == 201:
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 order_id = int(json.loads(raw)["id"])
-        return status, order_id
+        return status, order_id, answer.get("Idempotent-Replayed") == "true"
 
     def snapshot(self) -> list[OrderResult]:
         with self.lock:

@@ -115,6 +115,12 @@ def report(run: Run) -> dict[str, Any]:
 # --- orders ---------------------------------------------------------------------------------
 
 
+def where(run: Run, at: float) -> str:
+    """The fault window a moment fell in, and how far into it."""
+    window = next((w for w in run.windows if w.start <= at < w.end), None)
+    return f"{window.fault.name} +{at - window.start:.1f} s" if window else "quiet"
+
+
 def orders(run: Run, evidence: Evidence) -> dict[str, Any]:
     posts = order_posts(evidence, run.slack)
     results = run.orders
@@ -146,6 +152,13 @@ def orders(run: Run, evidence: Evidence) -> dict[str, Any]:
         f"{len(refused) - len(unrecorded)}/{len(refused)}; no answer {len(unanswered)} "
         f"(stored anyway: {len(unanswered_stored)}); the kitchen's PATCHes: {run.taken}"
     )
+    resent = [o for o in results if o.unanswered_sends]
+    if resent:
+        print(
+            f"  sent again with their Idempotency-Key after no answer: {len(resent)} "
+            f"({', '.join(f'{o.tag} {where(run, o.sent)}' for o in resent[:8])}); "
+            f"answered with the order an earlier send had made: {sum(o.replayed for o in resent)}"
+        )
     if stored_not_once:
         run.fail(f"201 orders not stored exactly once: {stored_not_once[:5]}")
     if not_one_event:
@@ -158,18 +171,15 @@ def orders(run: Run, evidence: Evidence) -> dict[str, Any]:
     if others:
         odd = [o for o in results if o.status not in (201, 503, None)]
         for o in odd[:5]:
-            window = next((w for w in run.windows if w.start <= o.sent < w.end), None)
-            where = f"{window.fault.name} +{o.sent - window.start:.1f} s" if window else "quiet"
-            print(f"  {o.tag} on :{o.port}: {o.status} ({where})")
+            print(f"  {o.tag} on :{o.port}: {o.status} ({where(run, o.sent)})")
         run.fail(f"orders answered neither 201 nor 503: {others}")
     # No answer in 10 s: the client cannot know; stored once and broadcast is not lost.
     lost = [o.tag for o in unanswered if evidence.stored[o.tag] != 1 and o.tag not in
             evidence.refusals_recorded]  # fmt: skip
     if lost:
         run.fail(f"orders without an answer, neither stored once nor recorded refused: {lost[:5]}")
-    if unanswered:
-        print(f"  orders without an answer within 10 s: {len(unanswered)} (the web processes "
-              "were too busy to answer in time; each stored once is counted above)")  # fmt: skip
+    for o in unanswered[:8]:
+        print(f"  {o.tag} never answered in 4 sends, the last to :{o.port} ({where(run, o.sent)})")
     return {"sent": len(results), "status": dict(status)}
 
 

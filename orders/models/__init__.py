@@ -189,11 +189,20 @@ class Order(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # When the kitchen first took it (its status left `placed` other than by a cancel).
     accepted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The caller's Idempotency-Key (orders.api): a retry with it gets this order back instead
+    # of a second one; `request_digest` tells a retry from another order under the same key.
+    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
+    request_digest = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["venue", "number"], name="order_number_per_venue"),
+            models.UniqueConstraint(
+                fields=["venue", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="order_idempotency_key_per_venue",
+            ),
             models.CheckConstraint(
                 condition=models.Q(total__gte=0), name="order_total_not_negative"
             ),
