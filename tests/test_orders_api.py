@@ -268,7 +268,10 @@ def test_a_retry_with_the_same_idempotency_key_gets_the_same_order_not_a_second(
     assert first.status_code == 201
     assert "Idempotent-Replayed" not in first
     # The same order, spelled differently ("17.50" for 17.5), is the same request.
-    items = [{**ORDER["items"][0]}, {**ORDER["items"][1], "unitPrice": "17.50"}]
+    items = [
+        {"name": "Margherita", "quantity": 2, "unitPrice": 12.5},
+        {"name": "Lemonade", "quantity": 1, "unitPrice": "17.50"},
+    ]
     again = post_once(device, {**ORDER, "items": items, "venue": venue.pk}, '"7c1e0d1a-retry"')
     assert again.status_code == 201
     assert again["Idempotent-Replayed"] == "true"
