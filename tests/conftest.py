@@ -53,10 +53,45 @@ def _sql_flush_by_delete(
         f"LOCK TABLE {', '.join(names)} IN ACCESS EXCLUSIVE MODE;",
         "SET CONSTRAINTS ALL DEFERRED;",
         *(f"DELETE FROM {name};" for name in names),  # noqa: S608 (quoted table names)
+        *_restore_migrated_rows(self, tables),
     ]
 
 
 DatabaseOperations.sql_flush = _sql_flush_by_delete  # type: ignore[method-assign]
+
+# The rows the migrations installed (the shipped rules, destinations, routes, inhibitions,
+# status components, content types), copied once the test database is migrated and put back
+# by every flush: each test starts from the migrated database whatever ran before it on its
+# worker, as a deployment does (pytest-django runs the transactional tests last, so the order
+# of a single process hid that the flush took them away).
+SNAPSHOT_SCHEMA = "inkwave_test_migrated"
+_migrated_tables: set[str] = set()
+
+
+def _restore_migrated_rows(ops: Any, tables: Sequence[str]) -> list[str]:
+    return [
+        f"INSERT INTO {ops.quote_name(t)} SELECT * FROM {SNAPSHOT_SCHEMA}.{ops.quote_name(t)};"  # noqa: S608
+        for t in tables
+        if t in _migrated_tables
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def migrated_rows(django_db_setup: None, django_db_blocker: Any) -> None:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(f"DROP SCHEMA IF EXISTS {SNAPSHOT_SCHEMA} CASCADE")
+        cursor.execute(f"CREATE SCHEMA {SNAPSHOT_SCHEMA}")
+        for table in connection.introspection.django_table_names(only_existing=True):
+            name = connection.ops.quote_name(table)
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {name})")  # noqa: S608
+            if cursor.fetchone()[0]:
+                cursor.execute(f"CREATE TABLE {SNAPSHOT_SCHEMA}.{name} AS TABLE {name}")
+                _migrated_tables.add(table)
+
 
 # The test running now, for the leak report below.
 _current_test: list[str] = [""]

@@ -20,6 +20,20 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"inkwave-test-{uuid.uuid4().hex[:8]}")
 os.environ.setdefault("INKWAVE_VAR_DIR", tempfile.mkdtemp(prefix="inkwave-test-"))
+
+# pytest-xdist's workers (scripts/test runs two) inherit this environment from the process
+# that started them; each gets its own key prefix, scratch directory and Redis database, so
+# that one's Celery workers never take the other's tasks nor its claims (pytest-django gives
+# each its own test database).
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if XDIST_WORKER and not os.environ.get("INKWAVE_TEST_WORKER_SETTLED"):
+    os.environ["INKWAVE_TEST_WORKER_SETTLED"] = XDIST_WORKER
+    index = int(XDIST_WORKER.removeprefix("gw"))
+    os.environ["CHANNEL_LAYER_PREFIX"] += f"-{XDIST_WORKER}"
+    os.environ["INKWAVE_VAR_DIR"] = tempfile.mkdtemp(prefix=f"inkwave-test-{XDIST_WORKER}-")
+    base, _, database = os.environ["REDIS_URL"].rpartition("/")
+    if database.isdigit():  # databases 15, 14, ... for the workers, apart from the main run's
+        os.environ["REDIS_URL"] = f"{base}/{15 - index % 8}"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("LOG_LEVEL", "warning")
 
