@@ -209,11 +209,13 @@ class Topology:
             # so that a run can sign a click as Slack would.
             SLACK_SIGNING_SECRET=self.signing_secret,
             PUBLIC_URL=f"http://{self.hosts[0]}:{self.ports[0]}",
-            ALLOWED_HOSTS=",".join(dict.fromkeys(["localhost", "127.0.0.1", *self.hosts])),
             LOG_LEVEL="info",
             PYTHONDONTWRITEBYTECODE="1",
             INKWAVE_VAR_DIR=str(self.dir / "var-shell"),
         )
+        if self.network is not None:
+            # The default names loopback only: Django answers 400 to a request for another host.
+            env["ALLOWED_HOSTS"] = ",".join(["localhost", "127.0.0.1", "[::1]", *self.hosts])
         for item in self.args.set:
             name, _, value = item.partition("=")
             env[name] = value
