@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -69,6 +69,13 @@ def spare_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
+
+
+def host_of(hosts: Mapping[int, str], port: int) -> str:
+    """Where the web process on `port` listens. The benches name web processes by port; one
+    that runs as a host of its own (bench/netns.py) has its own address, given in `hosts`
+    (state.json's `hosts` zipped with its `ports`); any other is on loopback."""
+    return hosts.get(port, HOST)
 
 
 class PortRange:

@@ -23,15 +23,27 @@ every process, `--own-postgres` a PostgreSQL cluster of its own (to restart; rem
 end), and `--database-proxy` puts a TCP proxy in front of PostgreSQL, so that a fault
 run (bench/faults.py, which drives `Topology` directly) can stop, hang or refuse them; the
 shared Redis and PostgreSQL are never touched. Bounded: nothing runs past --minutes.
+
+`--netns` (root, iproute2; needs --own-redis and --own-postgres) runs each web process as a
+host of its own (bench/netns.py): a network namespace with its own address on a private
+bridge, its own loopback and hostname, besides its own INKWAVE_VAR_DIR. It listens on its
+address only; what it uses (its own Redis and PostgreSQL, the TCP proxy, the Slack server)
+is reached at the bridge's address, where they listen too (Redis and PostgreSQL on 127.0.0.1
+as well, for the worker, the beat and the bench). PUBLIC_URL is web-1's address, and
+ALLOWED_HOSTS names both. `state.json`'s `hosts` are the web processes' addresses, parallel
+to `ports` (127.0.0.1 without --netns), and `netns` their namespaces. The namespaces and the
+bridge are deleted when it stops.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -52,6 +64,7 @@ from bench.common import (  # noqa: E402
 )
 from bench.common import database_url as shared_database_url  # noqa: E402
 from bench.faultkit import OwnPostgres, OwnRedis, TcpProxy  # noqa: E402
+from bench.netns import Network  # noqa: E402
 from notifications.local_slack import TOKEN, SlackServer  # noqa: E402
 
 OPERATIONS_CHANNEL = "C0OPERATIONS"
@@ -82,9 +95,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a PostgreSQL cluster of its own on a spare port (to restart), removed at the end",
     )
     parser.add_argument(
+        "--netns",
+        action="store_true",
+        help="each web process a host of its own: a network namespace on a private bridge",
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="extra environment"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.netns and not (args.own_redis and args.own_postgres and not args.web2_redis_url):
+        # The shared Redis and PostgreSQL listen on loopback only: another host cannot reach them.
+        parser.error("--netns needs --own-redis and --own-postgres, and no --web2-redis-url")
+    return args
+
+
+def _answers(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=2):
+        return True
+    return False
 
 
 class Topology:
@@ -104,6 +132,63 @@ class Topology:
         self.prefix = ""
         self.recorder: threading.Thread | None = None
         self.signing_secret = secrets.token_urlsafe(24)
+        self.ports = [int(p) for p in args.ports.split(",")]
+        self.names = [f"web-{index}" for index in range(1, len(self.ports) + 1)]
+        self.network: Network | None = None
+        self.hosts = ["127.0.0.1"] * len(self.ports)  # where each web process listens
+
+    def open_network(self) -> str:
+        """With --netns, creates the hosts' network (once); the address at which the web
+        processes reach this machine's services: the bridge's, or 127.0.0.1. A Slack server
+        for `start()` must listen there."""
+        if not self.args.netns:
+            return "127.0.0.1"
+        if self.network is None:
+            network = Network(self.names)
+            network.open()  # deletes what a dead run of the same name left, first
+            self.network = network
+            self.hosts = [network.hosts[name].address for name in self.names]
+        return self.network.gateway
+
+    def close_network(self) -> None:
+        if self.network is not None:
+            self.network.close()
+            self.network = None
+
+    def placement_problems(self) -> list[str]:
+        """With --netns, what shows a web process is not a host of its own: its pid outside its
+        namespace, its port answering on this host's loopback, or not on its address."""
+        problems: list[str] = []
+        if self.network is None:
+            return problems
+        for name, host, port in zip(self.names, self.hosts, self.ports, strict=True):
+            pid = self.processes[name].pid
+            if pid not in self.network.pids(name):
+                problems.append(
+                    f"{name} (pid {pid}) is not in netns {self.network.hosts[name].netns}"
+                )
+            if _answers("127.0.0.1", port):
+                problems.append(f"{name}'s port {port} answers on this host's 127.0.0.1")
+            if not _answers(host, port):
+                problems.append(f"{name} does not answer at {host}:{port}")
+        return problems
+
+    def placement(self) -> list[str]:
+        """Where each web process runs, in words (for a report)."""
+        lines = []
+        for name, host, port in zip(self.names, self.hosts, self.ports, strict=True):
+            var = self.dir / f"var-{name}"
+            if self.network is not None:
+                netns = self.network.hosts[name].netns
+                lines.append(f"{name} at {host}:{port} in netns {netns}, var/ {var}")
+            else:
+                lines.append(f"{name} at {host}:{port} (loopback, this host), var/ {var}")
+        if self.network is not None:
+            lines.append(
+                f"bridge {self.network.bridge} {self.network.subnet}: Redis, PostgreSQL and "
+                f"Slack reached at {self.network.gateway}; worker and beat on this host"
+            )
+        return lines
 
     def env(self, slack: SlackServer, database_url: str, prefix: str) -> dict[str, str]:
         env = clean_environ(("SLACK_", "DATABASE_", "REDIS_", "CELERY_", "CHANNEL_LAYER_"))
@@ -123,11 +208,14 @@ class Topology:
             # Slack's requests to us (buttons, /inkwave) are signed with it; state.json has it,
             # so that a run can sign a click as Slack would.
             SLACK_SIGNING_SECRET=self.signing_secret,
-            PUBLIC_URL=f"http://127.0.0.1:{self.args.ports.split(',')[0]}",
+            PUBLIC_URL=f"http://{self.hosts[0]}:{self.ports[0]}",
             LOG_LEVEL="info",
             PYTHONDONTWRITEBYTECODE="1",
             INKWAVE_VAR_DIR=str(self.dir / "var-shell"),
         )
+        if self.network is not None:
+            # The default names loopback only: Django answers 400 to a request for another host.
+            env["ALLOWED_HOSTS"] = ",".join(["localhost", "127.0.0.1", "[::1]", *self.hosts])
         for item in self.args.set:
             name, _, value = item.partition("=")
             env[name] = value
@@ -178,7 +266,10 @@ class Topology:
 
     def database_url(self) -> str:
         if self.args.own_postgres:
-            self.postgres = OwnPostgres()
+            if self.network is not None:
+                self.postgres = OwnPostgres(self.network.gateway, self.network.subnet)
+            else:
+                self.postgres = OwnPostgres()
             self.postgres.start()
             url = self.postgres.create_database(self.args.database)
         else:
@@ -186,9 +277,11 @@ class Topology:
         if not self.args.database_proxy:
             return url
         port = self.postgres.port if self.postgres is not None else 5432
-        self.proxy = TcpProxy(("127.0.0.1", port))
+        # With --netns it listens on the bridge's address, which this host reaches too.
+        host = self.open_network()
+        self.proxy = TcpProxy(("127.0.0.1", port), host=host)
         self.proxy.open()
-        return url.replace(f"127.0.0.1:{port}", f"127.0.0.1:{self.proxy.port}")
+        return url.replace(f"127.0.0.1:{port}", f"{host}:{self.proxy.port}")
 
     def setup(self, env: dict[str, str]) -> list[dict[str, Any]]:
         """Migrates and creates the venues; returns [{"venue": id, "token": raw}, ...]."""
@@ -219,12 +312,15 @@ class Topology:
         """Starts everything; returns the state also written to state.json."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prefix = self.args.prefix or f"verify-{secrets.token_hex(3)}"
+        services = self.open_network()
+        if slack.host != services:
+            raise ValueError(f"the Slack server must listen on {services}, not {slack.host}")
         if self.args.own_redis:
-            self.redis = OwnRedis(self.dir / "redis")
+            self.redis = OwnRedis(self.dir / "redis", also=services if self.network else None)
             self.redis.start()
             self.redis_url = self.redis.url
         database_url = self.database_url()
-        ports = [int(p) for p in self.args.ports.split(",")]
+        ports = self.ports
         self.recorder = threading.Thread(target=self.record_posts, args=(slack,), daemon=True)
         self.recorder.start()
         env = self.env(slack, database_url, self.prefix)
@@ -232,12 +328,21 @@ class Topology:
             "".join(f"{k}={json.dumps(v)}\n" for k, v in env.items() if k.isidentifier())
         )
         venues = self.setup(env)
-        for index, port in enumerate(ports, start=1):
-            web_env = dict(env, INKWAVE_VAR_DIR=str(self.dir / f"var-web-{index}"))
+        for index, (name, host, port) in enumerate(
+            zip(self.names, self.hosts, ports, strict=True), 1
+        ):
+            web_env = dict(env, INKWAVE_VAR_DIR=str(self.dir / f"var-{name}"))
             if index == 2 and self.args.web2_redis_url:
                 web_env["REDIS_URL"] = self.args.web2_redis_url
-            serve = ["-m", "inkwave.serve", "-b", "127.0.0.1", "-p", str(port)]
-            self.add(f"web-{index}", [PYTHON, *serve, "inkwave.asgi:application"], web_env)
+            prefix: list[str] = []
+            if self.network is not None:
+                # Its Redis and PostgreSQL at the bridge's address: its 127.0.0.1 is its own.
+                for key in ("DATABASE_URL", "REDIS_URL"):
+                    web_env[key] = web_env[key].replace("@127.0.0.1:", f"@{services}:")
+                    web_env[key] = web_env[key].replace("//127.0.0.1:", f"//{services}:")
+                prefix = self.network.exec_prefix(name)
+            serve = ["-m", "inkwave.serve", "-b", host, "-p", str(port)]
+            self.add(name, [*prefix, PYTHON, *serve, "inkwave.asgi:application"], web_env)
         celery = [PYTHON, "-m", "celery", "-A", "inkwave"]
         self.add(
             "worker",
@@ -251,6 +356,8 @@ class Topology:
         )
         state: dict[str, Any] = {
             "ports": ports,
+            "hosts": self.hosts,
+            "netns": [self.network.hosts[n].netns for n in self.names] if self.network else None,
             "pid": os.getpid(),
             "pids": {name: p.pid for name, p in self.processes.items()},
             "venue": venues[0]["venue"],
@@ -288,9 +395,16 @@ class Topology:
             self.postgres.remove()
         elif self.args.drop_database:
             drop_database(self.args.database)
+        self.close_network()  # after its processes: a namespace lives while one is in it
 
     def run(self) -> int:
-        with SlackServer() as slack:
+        try:
+            return self._run()
+        finally:
+            self.close_network()  # also when the Slack server could not start
+
+    def _run(self) -> int:
+        with SlackServer(host=self.open_network()) as slack:
             try:
                 state = self.start(slack)
                 print(json.dumps(state), flush=True)

@@ -7,6 +7,10 @@ own (initdb in a temp dir, the machine's PostgreSQL binaries) on a spare port, t
 operator or a crash would. `TcpProxy` stands between the deployment's processes and
 PostgreSQL; closing it refuses new connections and cuts open ones, as a database that went away
 does. (The tests have their own copies; bench never imports tests/.)
+
+Each listens on 127.0.0.1 and, when given one, on another address of this machine too (a
+bench/netns.py bridge's, for processes on hosts of their own): OwnRedis and OwnPostgres on
+both, TcpProxy on the one it is given.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from bench.common import spare_port, stop_process
 
 
 class OwnRedis:
-    def __init__(self, work_dir: Path) -> None:
+    """`also`: another address to listen on besides 127.0.0.1 (a bridge's)."""
+
+    def __init__(self, work_dir: Path, also: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
         self.binary = binary
         self.work_dir = work_dir
+        self.also = also
         self.port = spare_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.paused = False
@@ -51,6 +58,11 @@ class OwnRedis:
                 str(self.port),
                 "--bind",
                 "127.0.0.1",
+                *([self.also] if self.also else []),
+                # Bound to loopback and a private bridge only; protected mode would refuse
+                # the bridge's clients (no password: a bench's throwaway Redis).
+                "--protected-mode",
+                "no",
                 "--save",
                 "",
                 "--appendonly",
@@ -108,9 +120,12 @@ def _postgres_bin(name: str) -> str:
 class OwnPostgres:
     """A PostgreSQL cluster of its own on a spare loopback port (trust auth, user postgres,
     fsync off: a bench's data, not anyone's). initdb and the server refuse to run as root, so
-    as root they run as the postgres user, in a temp dir it owns."""
+    as root they run as the postgres user, in a temp dir it owns. `also`: another address
+    to listen on (a bridge's), and `also_subnet` the clients trusted there."""
 
-    def __init__(self) -> None:
+    def __init__(self, also: str | None = None, also_subnet: str | None = None) -> None:
+        self.also = also
+        self.also_subnet = also_subnet
         self.port = spare_port()
         self.root = Path(tempfile.mkdtemp(prefix="inkwave-pg-"))
         self.data = self.root / "data"
@@ -138,8 +153,12 @@ class OwnPostgres:
                 _postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
                 "--no-sync", "-E", "UTF8",
             )  # fmt: skip
+            if self.also_subnet:
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {self.also_subnet} trust\n")
+        listen = ",".join(["127.0.0.1", *([self.also] if self.also else [])])
         options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
+            f"-p {self.port} -c listen_addresses={listen} -k {self.root} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         self._run(
@@ -173,10 +192,11 @@ class OwnPostgres:
 
 
 class TcpProxy:
-    """Forwards a spare loopback port to `target` until closed; can be opened again."""
+    """Forwards a spare port on `host` to `target` until closed; can be opened again."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], host: str = "127.0.0.1") -> None:
         self.target = target
+        self.host = host
         self.port = spare_port()
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
@@ -185,7 +205,7 @@ class TcpProxy:
     def open(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.host, self.port))
         listener.listen(128)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()

@@ -6,7 +6,12 @@ purpose one dependency after another, and a report of what it cost.
 
 Starts bench/deployment.py's topology with a PostgreSQL cluster and a Redis of their own (to
 restart and stop; the shared ones are never touched): two web processes, a Celery worker, beat
-and the local Slack server. Then, on loopback:
+and the local Slack server. The web processes run as two hosts (deployment's --netns: each in a
+network namespace of its own, with its own address on a private bridge, hostname and var/
+directory) where this machine allows it (root, iproute2); else, or with --no-netns, on loopback,
+and the report says which and why at its top. The clients reach each web process at its
+address, as they would across a network; the namespaces and the bridge are deleted at the end,
+also on an error, Ctrl-C or SIGTERM (as are the run's own PostgreSQL and Redis). Then:
 
 - `--screens` kitchen screens (the reference room client, bench/fault_screens.py, in two
   processes) spread over `--venues` venues and, at random at every connect, both web processes;
@@ -49,7 +54,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import spare_port  # noqa: E402
+from bench import netns  # noqa: E402
+from bench.common import exit_on_signals, host_of, spare_port  # noqa: E402
 from bench.deployment import Topology  # noqa: E402
 from bench.deployment import parse_args as deployment_args  # noqa: E402
 from bench.fault_run.observer import Observer, query, wait_drained, wait_listening  # noqa: E402
@@ -94,6 +100,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=float, default=40.0, help="minutes, at most")
     parser.add_argument("--dir", type=Path, default=None, help="logs (default: temp, removed)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/soak.json")
+    parser.add_argument(
+        "--no-netns",
+        action="store_true",
+        help="the web processes on loopback, not as hosts of their own in network namespaces",
+    )
     args = parser.parse_args(argv)
     profile = "ci" if args.ci else "short" if args.short else "full"
     short = profile != "full"
@@ -131,8 +142,10 @@ class OrdersWithBursts(Orders):
     """Orders at `rate`, and at five times that for 10 s of every minute; the venue's kitchen
     takes each (PATCH status accepted) a few seconds after it got a 201, as staff do."""
 
-    def __init__(self, ports: list[int], venues: list[dict[str, Any]], rate: float) -> None:
-        super().__init__(ports, venues, rate)
+    def __init__(
+        self, ports: list[int], venues: list[dict[str, Any]], rate: float, hosts: dict[int, str]
+    ) -> None:
+        super().__init__(ports, venues, rate, hosts)
         self.kitchen = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kitchen")
         self.tokens = {v["venue"]: v["token"] for v in venues}
         self.taken: Counter[str] = Counter()  # PATCH answers by status
@@ -148,7 +161,7 @@ class OrdersWithBursts(Orders):
         for _ in range(3):
             body = json.dumps({"status": "accepted"})
             status, _, _ = api_request(port, "PATCH", f"/api/v1/orders/{order}", body,
-                                    self.tokens[venue])  # fmt: skip
+                                    self.tokens[venue], host=host_of(self.hosts, port))  # fmt: skip
             with self.lock:
                 self.taken[str(status)] += 1
             if status == 200 or self.stop.is_set():
@@ -172,15 +185,20 @@ class OrdersWithBursts(Orders):
 
 
 class Soak:
-    def __init__(self, args: argparse.Namespace, work: Path, slack: SlackServer) -> None:
+    """`netns_off`: why the web processes run on loopback (None: each a host of its own)."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, netns_off: str | None) -> None:
         self.args = args
         self.work = work
-        self.slack = slack
+        self.netns_off = netns_off
+        self.slack: SlackServer  # the one listening where the topology says (start())
         self.ports = [spare_port(), spare_port()]
+        self.hosts: dict[int, str] = {}  # port -> the web process's address
         argv = [
             *("--dir", str(work), "--database", DATABASE, "--ports"),
             ",".join(map(str, self.ports)),
             *("--venues", str(args.venues), "--own-redis", "--own-postgres"),
+            *(() if netns_off else ("--netns",)),
         ]
         settings = SETTINGS | (CI_SETTINGS if args.ci else {})
         for name, value in settings.items():
@@ -197,17 +215,23 @@ class Soak:
 
     # --- the run ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, slack: SlackServer) -> None:
+        self.slack = slack
         self.state = self.topology.start(self.slack)
+        self.hosts = dict(zip(self.ports, self.state["hosts"], strict=True))
         if self.args.ci:
             query(
                 "UPDATE monitoring_alertrule SET threshold = %s WHERE metric = %s RETURNING id",
                 CI_SLACK_OUTAGE_SECONDS, "notifications.slack_failing_seconds",
                 url=self.state["database_url"],
             )  # fmt: skip
-        wait_listening(self.ports, 120)
-        print(f"topology up in {self.work} (web :{self.ports[0]} :{self.ports[1]})", flush=True)
-        self.observer = Observer(self.topology, self.ports, url=self.state["database_url"])
+        wait_listening(self.ports, 120, self.hosts)
+        print(f"topology up in {self.work}:", flush=True)
+        for line in self.placement():
+            print(f"  {line}", flush=True)
+        self.observer = Observer(
+            self.topology, self.ports, url=self.state["database_url"], hosts=self.hosts
+        )
         self.observer.start()
         venues = self.state["venues"]
         began = time.time()
@@ -217,7 +241,7 @@ class Soak:
             spec = {
                 "screens": [
                     [
-                        [f"ws://127.0.0.1:{p}/ws/venues/{venues[i % len(venues)]['venue']}/"
+                        [f"ws://{self.hosts[p]}:{p}/ws/venues/{venues[i % len(venues)]['venue']}/"
                          for p in self.ports],
                         venues[i % len(venues)]["token"],
                         venues[i % len(venues)]["venue"],
@@ -231,10 +255,21 @@ class Soak:
         self.ready = [s.expect("ready", time.monotonic() + 300) for s in self.screens]
         print(f"{self.args.screens} screens live in {time.time() - began:.0f} s", flush=True)
         # Guests' phones and the odd tablet: a few minutes each, then gone for a while.
-        self.churn = Clients(self.ports, venues, self.args.churn, stay=(60.0, 300.0))
+        self.churn = Clients(
+            self.ports, venues, self.args.churn, stay=(60.0, 300.0), hosts=self.hosts
+        )
         self.churn.start()
-        self.orders = OrdersWithBursts(self.ports, venues, self.args.rate)
+        self.orders = OrdersWithBursts(self.ports, venues, self.args.rate, self.hosts)
         self.orders.start()
+
+    def placement(self) -> list[str]:
+        """Where the web processes run, and why on loopback if they do."""
+        lines = self.topology.placement()
+        if self.netns_off:
+            lines.insert(
+                0, f"NOT as separate hosts: {self.netns_off}; both on this host's loopback"
+            )
+        return lines
 
     def measure_memory(self, when: str) -> None:
         for name, process in self.topology.processes.items():
@@ -297,7 +332,7 @@ class Soak:
             time.sleep(fault.hold)
             topology.start_process(name)
             if name == "web-2":
-                wait_listening([self.ports[1]], 60)
+                wait_listening([self.ports[1]], 60, self.hosts)
                 window.listening = time.time()
             observer.expected_down.discard(name)
             return f"{name} SIGKILLed{caught}, started again after {fault.hold:.0f} s"
@@ -333,8 +368,10 @@ class Soak:
 
     def attack(self) -> str:
         venue = self.state["venues"][0]
-        bad = BadRequests(self.ports, venue["venue"], venue["token"], self.args.bad_requests)
-        abusive = AbusiveClient(self.ports, venue["venue"], venue["token"])
+        bad = BadRequests(
+            self.ports, venue["venue"], venue["token"], self.args.bad_requests, hosts=self.hosts
+        )
+        abusive = AbusiveClient(self.ports, venue["venue"], venue["token"], hosts=self.hosts)
         self.abuse = (bad, abusive)
         thread = threading.Thread(target=abusive.run, daemon=True)
         thread.start()
@@ -415,36 +452,54 @@ class Soak:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM, SIGHUP and Ctrl-C end the run through the `finally`s below: the processes,
+    # the own PostgreSQL and Redis (in sessions of their own: no signal reaches them) and the
+    # namespaces are stopped and removed, not left behind.
+    exit_on_signals()
     work = (args.dir or Path(tempfile.mkdtemp(prefix="inkwave-soak-"))).resolve()
     began = time.time()
-    with SlackServer() as slack:
-        soak = Soak(args, work, slack)
-        try:
-            soak.start()
-            time.sleep(args.quiet)
-            soak.measure_memory("before")
-            windows = soak.faults()
-            ended = soak.finish(windows)
-            assert soak.orders is not None
-            assert soak.observer is not None
-            assert soak.churn is not None
-            run = Run(
-                args=args, state=soak.state, ports=soak.ports, windows=windows,
-                ready=soak.ready, clients=ended["clients"], orders=soak.orders.snapshot(),
-                churn=soak.churn, observer=soak.observer, slack=slack, abuse=soak.abuse,
-                memory=soak.memory, began=began, end=ended["end"], drained=ended["drained"],
-                flush_seconds=float(soak.topology.args.flush_seconds),
-                taken=dict(soak.orders.taken),
-            )  # fmt: skip
-            failed = report(run)
-        finally:
-            soak.close()
+    netns_off = "--no-netns" if args.no_netns else netns.unavailable()
+    if netns_off:
+        print(f"web processes NOT as separate hosts ({netns_off}): on loopback", flush=True)
+    soak = Soak(args, work, netns_off)
+    try:
+        # With hosts of their own, the Slack server listens on the bridge's address.
+        with SlackServer(host=soak.topology.open_network()) as slack:
+            try:
+                failed = run_soak(soak, slack, began)
+            finally:
+                soak.close()
+    finally:
+        soak.topology.close_network()
     if args.dir is None:
         shutil.rmtree(work, ignore_errors=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(failed, indent=2))
     print(f"soak took {time.time() - began:.0f} s")
     return 1 if failed["failures"] else 0
+
+
+def run_soak(soak: Soak, slack: SlackServer, began: float) -> dict[str, Any]:
+    args = soak.args
+    soak.start(slack)
+    time.sleep(args.quiet)
+    soak.measure_memory("before")
+    windows = soak.faults()
+    ended = soak.finish(windows)
+    assert soak.orders is not None
+    assert soak.observer is not None
+    assert soak.churn is not None
+    run = Run(
+        args=args, state=soak.state, ports=soak.ports, windows=windows,
+        ready=soak.ready, clients=ended["clients"], orders=soak.orders.snapshot(),
+        churn=soak.churn, observer=soak.observer, slack=slack, abuse=soak.abuse,
+        memory=soak.memory, began=began, end=ended["end"], drained=ended["drained"],
+        flush_seconds=float(soak.topology.args.flush_seconds),
+        taken=dict(soak.orders.taken), placement=soak.placement(),
+        # Read now, while they run (the killed web-2 is its restart by now).
+        placement_problems=soak.topology.placement_problems(),
+    )  # fmt: skip
+    return report(run)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A local Slack stand-in for tests, benchmarks and demos: an HTTP server on 127.0.0.1 that
+"""A local Slack stand-in for tests, benchmarks and demos: an HTTP server on 127.0.0.1 (or
+another local address it is given: a bench bridge's, for processes in network namespaces) that
 speaks the Slack Web API (chat.postMessage, chat.update, users.info), the incoming-webhook
 protocol and the response_url of clicks and slash commands (posts to /actions/...),
 records what it accepts, and can be told to fail the way Slack fails.
@@ -192,10 +193,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class SlackServer:
-    """Serves from `__enter__` to `__exit__`, on `port` (0: one the kernel picks)."""
+    """Serves from `__enter__` to `__exit__`, on `host`:`port` (0: one the kernel picks)."""
 
-    def __init__(self, port: int = 0) -> None:
-        self._server = _Server(("127.0.0.1", port), _Handler)
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self._server = _Server((host, port), _Handler)
         self._server.state = SlackState()
         self._thread = threading.Thread(
             # shutdown() waits up to one poll: 0.5 s by default, a second of every test's
@@ -215,14 +217,14 @@ class SlackServer:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/"
+        return f"http://{self.host}:{self.port}/api/"
 
     def webhook_url(self, name: str = "T000/B000/hooksecret") -> str:
-        return f"http://127.0.0.1:{self.port}/services/{name}"
+        return f"http://{self.host}:{self.port}/services/{name}"
 
     def response_url(self, name: str = "T000/1234/respondsecret") -> str:
         """Where a click's or a command's answer goes (Slack's hooks.slack.com/actions/...)."""
-        return f"http://127.0.0.1:{self.port}/actions/{name}"
+        return f"http://{self.host}:{self.port}/actions/{name}"
 
     @property
     def posts(self) -> list[Post]:

@@ -6,6 +6,7 @@ to be seen. The soak's report is the acceptance test: every order stored, broadc
 Slack once, every screen with every event once and in order, /health truthful and quick, the
 statistics matching the clients, every bad request a clear 4xx, and every fault's incident
 opened and announced (their resolution takes the rules' windows: the full soak waits for it).
+The two web processes run as hosts of their own (network namespaces) where the machine allows.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def test_the_deployment_loses_nothing_and_tells_the_truth_through_every_fault(
     found = json.loads(output.read_text())
     assert found["failures"] == []
     figures = found["figures"]
+    # Where each web process ran (hosts of their own where this machine allows it), said first.
+    assert [line.partition(" at ")[0] for line in figures["Where"] if line.startswith("web-")] == [
+        "web-1",
+        "web-2",
+    ]
     assert figures["Orders"]["status"].get("201", 0) > 50
     assert figures["Attack"]["bad requests"]["4xx"] == 600
     faults = [row["fault"] for row in figures["Incidents and Slack, per fault"]["rows"]]

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import database_url
+from bench.common import HOST, database_url, host_of
 from bench.deployment import Topology
 
 DATABASE = "inkwave_faults"
@@ -39,9 +39,11 @@ class Observer:
         database: str = DATABASE,
         url: str | None = None,
         interval: float = 0.5,
+        hosts: dict[int, str] | None = None,
     ) -> None:
         self.topology = topology
         self.ports = ports
+        self.hosts = hosts or {}  # port -> address, where not loopback
         self.url = url or database_url(database)  # read directly, not through the proxy
         self.interval = interval
         self.probes: list[Probe] = []
@@ -67,7 +69,7 @@ class Observer:
     def _health(self) -> None:
         while not self.stop.is_set():
             for port in self.ports:
-                self.probes.append(probe_health(port))
+                self.probes.append(probe_health(port, host_of(self.hosts, port)))
             self.stop.wait(self.interval)
 
     def _database(self) -> None:
@@ -89,9 +91,9 @@ class Observer:
             self.stop.wait(0.5)
 
 
-def probe_health(port: int) -> Probe:
+def probe_health(port: int, host: str = HOST) -> Probe:
     started = time.time()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection(host, port, timeout=5)
     try:
         conn.request("GET", "/health")
         response = conn.getresponse()
@@ -143,10 +145,11 @@ def wait_drained(observer: Observer, limit: float) -> float | None:
     return None
 
 
-def wait_listening(ports: list[int], limit: float) -> None:
+def wait_listening(ports: list[int], limit: float, hosts: dict[int, str] | None = None) -> None:
     deadline = time.time() + limit
     for port in ports:
-        while probe_health(port).status is None:
+        host = host_of(hosts or {}, port)
+        while probe_health(port, host).status is None:
             if time.time() > deadline:
-                raise RuntimeError(f"web process on :{port} did not answer /health")
+                raise RuntimeError(f"web process on {host}:{port} did not answer /health")
             time.sleep(0.5)

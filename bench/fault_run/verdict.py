@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bench.common import percentile
+from bench.common import HOST, percentile
 from bench.fault_run.inject import FaultRun
 from bench.fault_run.observer import DIRECT_URL, Observer, Probe, healthy
 from bench.fault_run.observer import query as read
@@ -277,9 +277,11 @@ def outbox_against_slack(evidence: Evidence) -> list[str]:
     ]
 
 
-def fetch_stats(port: int, token: str, timeout: float = 5.0) -> dict[str, Any] | None:
+def fetch_stats(
+    port: int, token: str, timeout: float = 5.0, host: str = HOST
+) -> dict[str, Any] | None:
     """GET /api/v1/monitoring/websocket/stats with the monitoring token; None if not a 200."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(
             "GET",

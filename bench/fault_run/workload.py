@@ -12,12 +12,15 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from bench.common import HOST, host_of
 
 # The clients count every close themselves (close codes in the report); the library's own
 # "keepalive ping failed" traceback for a connection the server closed with 1011 is noise.
@@ -40,11 +43,18 @@ class OrderResult:
 
 
 def api_request(
-    port: int, method: str, path: str, body: str, token: str, headers: dict[str, str] | None = None
+    port: int,
+    method: str,
+    path: str,
+    body: str,
+    token: str,
+    headers: dict[str, str] | None = None,
+    *,
+    host: str = HOST,
 ) -> tuple[int, bytes, dict[str, str]]:
-    """(status, body, headers) of one JSON request with a device token; status -1 when the
-    connection was refused, -2 for no answer."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    """(status, body, headers) of one JSON request with a device token to the web process at
+    `host`:`port`; status -1 when the connection was refused, -2 for no answer."""
+    conn = http.client.HTTPConnection(host, port, timeout=10)
     try:
         conn.request(
             method,
@@ -67,10 +77,18 @@ def api_request(
 
 
 class Orders:
-    """Orders at a fixed rate (open loop: slow answers do not slow the schedule)."""
+    """Orders at a fixed rate (open loop: slow answers do not slow the schedule). `hosts`:
+    the address of each port's web process, where it is not on loopback."""
 
-    def __init__(self, ports: list[int], venues: list[dict[str, Any]], rate: float) -> None:
+    def __init__(
+        self,
+        ports: list[int],
+        venues: list[dict[str, Any]],
+        rate: float,
+        hosts: Mapping[int, str] | None = None,
+    ) -> None:
         self.ports = ports
+        self.hosts = dict(hosts or {})
         self.venues = venues
         self.rate = rate
         self.results: list[OrderResult] = []
@@ -140,12 +158,13 @@ class Orders:
             self.results.append(result)
         return result
 
-    @staticmethod
     def _post(
-        port: int, body: str, token: str, headers: dict[str, str]
+        self, port: int, body: str, token: str, headers: dict[str, str]
     ) -> tuple[int, int | None, bool]:
         """(status, order id, replayed); -1 when the connection was refused, -2 for no answer."""
-        status, raw, answer = api_request(port, "POST", "/api/v1/orders", body, token, headers)
+        status, raw, answer = api_request(
+            port, "POST", "/api/v1/orders", body, token, headers, host=host_of(self.hosts, port)
+        )
         order_id = None
         if status == 201:
             with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -188,7 +207,7 @@ class OnItsOwnLoop:
 class Clients(OnItsOwnLoop):
     """WebSocket clients on one asyncio loop in a thread; each reconnects with backoff."""
 
-    ports: list[int]
+    ports: list[int]  # the web processes, at `hosts[port]` (loopback if not there)
     venues: list[dict[str, Any]]
     count: int
     events: list[ClientEvent] = field(default_factory=list)
@@ -197,6 +216,7 @@ class Clients(OnItsOwnLoop):
     # Devices that come and go: each leaves (a normal close) after a stay drawn from this
     # range of seconds, and comes back after half as long. None: each stays while it can.
     stay: tuple[float, float] | None = None
+    hosts: dict[int, str] = field(default_factory=dict)
     opens: int = 0  # connections welcomed
     frames_in: int = 0  # frames received, the welcome included
     stop: threading.Event = field(default_factory=threading.Event)
@@ -227,8 +247,9 @@ class Clients(OnItsOwnLoop):
         server = index % len(self.ports)
         failures = 0
         while not self.stop.is_set():
+            port = self.ports[server]
             url = (
-                f"ws://127.0.0.1:{self.ports[server]}/ws/venues/{venue['venue']}/"
+                f"ws://{host_of(self.hosts, port)}:{port}/ws/venues/{venue['venue']}/"
                 f"?token={venue['token']}"
             )
             opened = False
@@ -300,6 +321,7 @@ class BadFrames(OnItsOwnLoop):
     venues: list[dict[str, Any]]
     connections: int = 40
     per_second: float = 4.0
+    hosts: dict[int, str] = field(default_factory=dict)
     sent: int = 0
     errors_back: int = 0  # error frames the server answered with
     stop: threading.Event = field(default_factory=threading.Event)
@@ -315,7 +337,8 @@ class BadFrames(OnItsOwnLoop):
     async def _one(self, index: int) -> None:
         venue = self.venues[index % len(self.venues)]
         port = self.ports[index % len(self.ports)]
-        url = f"ws://127.0.0.1:{port}/ws/venues/{venue['venue']}/?token={venue['token']}"
+        host = host_of(self.hosts, port)
+        url = f"ws://{host}:{port}/ws/venues/{venue['venue']}/?token={venue['token']}"
         while not self.stop.is_set():
             try:
                 async with websockets.connect(url, open_timeout=10, close_timeout=2) as ws:

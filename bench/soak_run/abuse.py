@@ -18,6 +18,8 @@ from typing import Any
 
 import websockets
 
+from bench.common import host_of
+
 HUGE = 3 * 1024 * 1024  # over DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB)
 HUGE_EVERY = 100  # one request in so many is a huge body (3 MB each is a lot of loopback)
 
@@ -88,6 +90,7 @@ class BadRequests:
     token: str
     total: int = 20_000
     threads: int = 8
+    hosts: dict[int, str] = field(default_factory=dict)  # port -> address, where not loopback
     answers: list[Answer] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -120,7 +123,7 @@ class BadRequests:
                 kind, make = others[(index + n * self.threads) % len(others)]
             method, path, body, headers = make()
             if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn = http.client.HTTPConnection(host_of(self.hosts, port), port, timeout=10)
             began = time.monotonic()
             status, clear = None, False
             try:
@@ -180,6 +183,7 @@ class AbusiveClient:
     venue: int
     token: str
     rounds: int = 5
+    hosts: dict[int, str] = field(default_factory=dict)  # port -> address, where not loopback
     oversized: int = 2 * 1024 * 1024
     flood: int = 2_000
     outcomes: Counter[str] = field(default_factory=Counter)  # "<misdeed>: <what came back>"
@@ -193,7 +197,8 @@ class AbusiveClient:
     async def _main(self) -> None:
         for n in range(self.rounds):
             port = self.ports[n % len(self.ports)]
-            url = f"ws://127.0.0.1:{port}/ws/venues/{self.venue}/?token={self.token}"
+            host = host_of(self.hosts, port)
+            url = f"ws://{host}:{port}/ws/venues/{self.venue}/?token={self.token}"
             for misdeed in ("garbage", "oversized", "flood"):
                 self.outcomes[f"{misdeed}: {await self._one(url, misdeed)}"] += 1
 

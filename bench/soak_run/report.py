@@ -74,6 +74,8 @@ class Run:
     drained: float | None
     flush_seconds: float
     taken: dict[str, int] = field(default_factory=dict)  # the kitchen's PATCHes, by status
+    placement: list[str] = field(default_factory=list)  # where the web processes ran
+    placement_problems: list[str] = field(default_factory=list)  # not the hosts they seemed
     failures: list[str] = field(default_factory=list)
     late: set[str] = field(default_factory=set)  # windows in which screens got events late
 
@@ -93,6 +95,11 @@ class Run:
 
 def report(run: Run) -> dict[str, Any]:
     evidence = gather(run.slack, run.url)
+    print("\n## Where the web processes ran")
+    for line in run.placement:
+        print(f"  {line}")
+    for problem in run.placement_problems:
+        run.fail(problem)
     sections = [
         ("Orders", lambda: orders(run, evidence)),
         ("Kitchen screens", lambda: screens(run)),
@@ -102,7 +109,7 @@ def report(run: Run) -> dict[str, Any]:
         ("Attack", lambda: attack(run)),
         ("Memory", lambda: memory(run)),
     ]
-    figures: dict[str, Any] = {}
+    figures: dict[str, Any] = {"Where": run.placement}
     for title, section in sections:
         print(f"\n## {title}")
         figures[title] = section()
@@ -258,7 +265,8 @@ def quiet_latencies(run: Run, recorded: dict[tuple[int, int], float]) -> list[fl
 def statistics(run: Run) -> dict[str, Any]:
     """The deployment's totals against what the clients did. A SIGKILLed process loses what it
     counted since its last flush, so they may differ by one flush interval of its share."""
-    stats = fetch_stats(run.ports[0], str(run.state["monitoring_token"]), 10.0)
+    host = str(run.state["hosts"][0])
+    stats = fetch_stats(run.ports[0], str(run.state["monitoring_token"]), 10.0, host)
     if stats is None:
         run.fail("the statistics endpoint did not answer")
         return {}
