@@ -255,6 +255,7 @@ def test_orders_incidents_and_the_outbox_are_counted_by_state(client: Client, ve
             last_seen_at=now, first_value=2, peak_value=2, last_value=2,
         )  # fmt: skip
     Incident.objects.filter(scope="c").update(status="resolved", resolved_at=now)
+    Notification.objects.all().delete()  # the venue's sign-up announcement is not counted here
     destination = Destination.objects.create(name="ops")
     for state, due in [("pending", 600), ("pending", 5), ("sent", 0), ("failed", 0)]:
         Notification.objects.create(
@@ -423,7 +424,7 @@ def test_the_alertmanager_inhibitions_are_the_applications() -> None:
     back every warning without a `figure` while any critical alert without one fired (a
     process that died, while Redis was down), and nothing held back the database's and
     Redis' dependents (found by bench/alertmanager.py)."""
-    from monitoring.alerting.defaults import install_defaults
+    from monitoring.alerting.defaults import DEFAULT_RULES, install_defaults
     from monitoring.models import Inhibition
 
     install_defaults()  # the rules and inhibitions the migrations install
@@ -446,9 +447,13 @@ def test_the_alertmanager_inhibitions_are_the_applications() -> None:
         and _matches(rule["target_matchers"], target_labels)
         and all(source_labels.get(n, "") == target_labels.get(n, "") for n in rule.get("equal", []))
     }
+    # The venue rules' (orders.anomaly) need the venues' baselines: Prometheus has no
+    # translation of them, nor of their inhibitions.
+    shipped = {rule["name"] for rule in DEFAULT_RULES}
     expected = {
         (alertname(source), alertname(target))
         for source, target in Inhibition.objects.values_list("source__name", "target__name")
+        if source in shipped and target in shipped
     }
     assert len(expected) > 20
     assert held == expected

@@ -131,3 +131,22 @@ async def test_a_client_that_never_reads_is_cut_before_its_frames_fill_the_serve
     finally:
         sock.close()
     assert cut
+
+
+@pytest.mark.parametrize("state", ["STATE_CLOSING", "STATE_CLOSED"])
+def test_a_frame_for_a_connection_already_closing_is_dropped_not_raised(state: str) -> None:
+    """A room event sent to a connection whose close had begun (its client left, or sent an
+    oversized frame) before the consumer heard: autobahn raises, the consumer took that for
+    its own failure (1011, an internal error that moved the service's error rate: the soak's
+    attacker raised *Elevated error rate*). Now it goes where frames in flight at a close go."""
+    from autobahn.exception import Disconnected
+    from daphne.ws_protocol import WebSocketProtocol
+
+    from inkwave.serve import InkwaveWebSocketProtocol
+
+    protocol = InkwaveWebSocketProtocol()
+    protocol.state = getattr(protocol, state)
+    protocol.client_addr = ["127.0.0.1", 1]
+    with pytest.raises(Disconnected):
+        WebSocketProtocol.serverSend(protocol, '{"type": "order.placed"}')  # daphne's own
+    protocol.serverSend('{"type": "order.placed"}')  # nothing raised, nothing written

@@ -56,7 +56,11 @@ def plan(profile: str) -> list[Fault]:
     faults = [
         Fault("abuse", 0.0, allow={
             "Refused connections and bad frames": "the attack is bad frames and refusals",
-        }),
+        } | ({
+            "Elevated error rate": "the attack fills both cores and an order's broadcast may "
+            "time out (broadcast_failed, a service error: the screens have it from the record); "
+            "with this profile's 60 screens, one is over 1% of the window's operations",
+        } if profile == "ci" else {})),
         Fault("redis-down", holds["redis"], expect=("Redis unreachable",), down="redis",
               allow=_SOCKETS | {
                   "High error rate": "each screen's reconnect is refused with 1011 until Redis "

@@ -272,11 +272,23 @@ def statistics(run: Run) -> dict[str, Any]:
         return {}
     abusive = run.abuse[1] if run.abuse else None
     attacker = (0, 0, 0)
+    unread = 0  # what the server may have sent the attacker that it never read
     if abusive is not None:
         attacker = (abusive.connections, abusive.frames_sent, abusive.frames_received)
+        # Each of its frames may draw one answer (a pong, an error frame), and each event of
+        # its venue's room one frame, still in flight when a close began (its own, after it
+        # stopped reading; the server's, after a flood): the server counted them, it read none.
+        window = next(w for w in run.windows if w.fault.name == "abuse")
+        (events,) = query(
+            "SELECT count(*) FROM orders_orderevent WHERE venue_id = %s AND seq IS NOT NULL "
+            "AND created_at >= to_timestamp(%s) AND created_at < to_timestamp(%s)",
+            abusive.venue, window.start, window.end, url=run.url,
+        )[0]  # fmt: skip
+        unread = abusive.frames_sent + int(events)
     welcomed = sum(c["welcomes"] for c in run.clients) + run.churn.opens + attacker[0]
     # (the fewest, the most) the server can have counted: of a flood's frames, those still in
-    # flight when the server closed it were sent by the attacker and never read.
+    # flight when the server closed it were sent by the attacker and never read; of what the
+    # server sent the attacker, what was in flight at its closes.
     clients = {
         "connections": (welcomed, welcomed),
         "frames received by the server": (
@@ -285,7 +297,8 @@ def statistics(run: Run) -> dict[str, Any]:
         ),
         "frames sent by the server": (
             sum(c["frames_in"] for c in run.clients) + run.churn.frames_in + attacker[2],
-        ) * 2,
+            sum(c["frames_in"] for c in run.clients) + run.churn.frames_in + attacker[2] + unread,
+        ),
     }  # fmt: skip
     server = {
         "connections": stats["totalConnections"],
@@ -298,6 +311,12 @@ def statistics(run: Run) -> dict[str, Any]:
         f"service errors {stats['totalServiceErrors']}, client errors "
         f"{stats['totalClientErrors']}, resumes {stats['totalResumes']}"
     )
+    kinds = query(
+        "SELECT kind, sum(n::int) FROM monitoring_websocketsample, "
+        "jsonb_each_text(errors_by_type) AS e(kind, n) GROUP BY kind ORDER BY kind",
+        url=run.url,
+    )
+    print("errors by kind (every sample): " + ", ".join(f"{k} {n}" for k, n in kinds))
     kills = sum(w.fault.name == "web-killed" for w in run.windows)
     seconds = max(1.0, run.end - run.began)
     for name, (low, high) in clients.items():
