@@ -805,6 +805,38 @@ def test_a_missing_process_stays_missing_until_it_is_replaced(clock: Any) -> Non
     assert firing() == []
 
 
+def test_a_process_started_again_on_another_host_replaces_the_lost_one(clock: Any) -> None:
+    """An orchestrator puts a lost host's process on another host (a new hostname): the
+    capacity is back, so it is not missing, although it died (found by the soak, whose web
+    processes are hosts of their own)."""
+    only_default_rules("Process stopped reporting")
+    AlertRule.objects.filter(name="Process stopped reporting").update(pending_seconds=0)
+    worker("web-a")
+    clock.shift(31)
+    Worker.objects.create(
+        name="web-b", role=WorkerRole.WEB, hostname="elsewhere", pid=2,
+        started_at=timezone.now(), last_seen_at=timezone.now(),
+    )  # fmt: skip
+    run_cycle()
+    assert firing() == []
+
+
+def test_one_replacement_stands_in_for_one_missing_process(clock: Any) -> None:
+    only_default_rules("Process stopped reporting")
+    AlertRule.objects.filter(name="Process stopped reporting").update(pending_seconds=0)
+    worker("web-a")
+    worker("web-b")
+    worker("celery-1", role=WorkerRole.CELERY)
+    clock.shift(31)
+    Worker.objects.create(
+        name="web-c", role=WorkerRole.WEB, hostname="h", pid=3,
+        started_at=timezone.now(), last_seen_at=timezone.now(),
+    )  # fmt: skip
+    run_cycle()
+    (incident,) = firing()
+    assert incident.last_value == 2  # one of the two web processes, and the celery worker
+
+
 def test_a_process_that_died_is_an_incident_even_when_a_restart_replaced_it(clock: Any) -> None:
     only_default_rules("Process died", "Process stopped reporting")
     dead = worker("web-a")

@@ -335,9 +335,11 @@ def _crashed_workers(window: Window) -> Values:
 def _missing_workers(window: Window) -> Values:
     """Processes that went silent during the window without stopping, and were not replaced.
 
-    A replacement is a live process of the same role on the same host that started after
-    the silent one was last seen (a supervisor's restart); without one, the process stays
-    missing for the whole window, not just until its last sample leaves a short window.
+    A replacement is a live process of the same role that started after the silent one was
+    last seen, and each replaces one: first on the same host (a supervisor's restart), then
+    on any other (an orchestrator that started it elsewhere, a lost host's processes started
+    on a new one: the capacity is back). Without one, the process stays missing for the
+    whole window, not just until its last sample leaves a short window.
 
     Silence counts only while the database was up: a process cannot report to a database
     that is down, and after it answers again each process needs a flush to report. So an
@@ -348,17 +350,32 @@ def _missing_workers(window: Window) -> Values:
     if not silent:
         return {"": 0.0}
     cutoff = window.end - timedelta(seconds=settings.WORKER_LIVENESS_SECONDS)
-    live = list(
-        Worker.objects.filter(last_seen_at__gte=cutoff, stopped_at__isnull=True).values_list(
-            "role", "hostname", "started_at"
-        )
-    )
-    missing = sum(
-        1
-        for role, host, seen in silent
-        if not any(r == role and h == host and started >= seen for r, h, started in live)
-    )
-    return {"": float(missing)}
+    unused = {
+        pk: (role, host, started)
+        for pk, role, host, started in Worker.objects.filter(
+            last_seen_at__gte=cutoff, stopped_at__isnull=True
+        ).values_list("pk", "role", "hostname", "started_at")
+    }
+    # The latest silent first: a process that started after it also started after every
+    # earlier one, so taking any that fits never leaves an earlier one without a match.
+    left = sorted(silent, key=lambda s: s[2], reverse=True)
+    for same_host in (True, False):
+        unmatched = []
+        for role, host, seen in left:
+            match = next(
+                (
+                    pk
+                    for pk, (r, h, started) in unused.items()
+                    if r == role and started >= seen and (h == host or not same_host)
+                ),
+                None,
+            )
+            if match is None:
+                unmatched.append((role, host, seen))
+            else:
+                del unused[match]
+        left = unmatched
+    return {"": float(len(left))}
 
 
 def _database_down(window: Window) -> Values:
