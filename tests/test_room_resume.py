@@ -184,6 +184,32 @@ async def test_a_broadcast_the_connection_missed_is_sent_from_the_record(
     await comm.disconnect()
 
 
+async def test_a_broadcast_that_timed_out_reaches_the_room_again_without_a_next_event(
+    venue: Venue, venue_token: str, device: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soak's attack made broadcasts time out, and in a quiet room a screen heard of
+    that order only at the next one (up to 39 s late): a failed broadcast is sent again."""
+    from orders import broadcast
+
+    comm = await join(venue, venue_token)
+    real_send = broadcast._send_event
+    failed = threading.Event()
+
+    async def times_out_once(venue_id: int, message: dict[str, Any]) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise TimeoutError
+        await real_send(venue_id, message)
+
+    monkeypatch.setattr(broadcast, "_send_event", times_out_once)
+    monkeypatch.setattr(broadcast.Retries, "DELAYS", (0.2, 0.2))
+    (number,) = await database_sync_to_async(place)(device, venue)
+    assert failed.is_set()
+    (frame,) = await frames_until(comm, lambda f: len(f) == 1)  # no other order placed
+    assert (frame["type"], frame["seq"], frame["data"]["number"]) == ("event", 1, number)
+    await comm.disconnect()
+
+
 async def test_a_resume_frame_mid_connection_and_bad_resumes(
     venue: Venue, venue_token: str, device: Client
 ) -> None:
