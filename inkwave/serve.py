@@ -50,6 +50,7 @@ from django.conf import settings
 from twisted.internet import defer
 
 from inkwave import shutdown
+from inkwave.lib.sockets import ConnectionClosing
 
 logger = structlog.get_logger("inkwave.serve")  # run as __main__
 
@@ -87,11 +88,10 @@ class InkwaveWebSocketProtocol(WebSocketProtocol):
         if self.state in (self.STATE_CLOSING, self.STATE_CLOSED):
             # A frame for a connection whose close has begun (the client left, dropped an
             # oversized frame's connection, or a flood was closed) before the application
-            # heard: it goes where frames in flight at a close go. autobahn would raise,
-            # and the consumer would take its own client's leaving for a server failure (1011,
-            # an internal error that moved the service's error rate: the soak's attacker).
-            logger.debug("websocket_send_after_close", peer=self.client_addr)
-            return
+            # heard: it goes where frames in flight at a close go. autobahn raises its own
+            # Disconnected, which the consumer took for a server failure (1011, an internal
+            # error that moved the service's error rate: the soak's attacker).
+            raise ConnectionClosing
         unsent = unsent_bytes(self.transport)
         if unsent > settings.WS_MAX_UNSENT_BYTES:
             # It cannot read a close frame either: the connection is dropped, as a dead

@@ -22,6 +22,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
+from inkwave.lib.sockets import ConnectionClosing
 from inkwave.sentry import error_context
 from monitoring.monitor import get_monitor
 from orders.access import Grant, credentials
@@ -406,8 +407,8 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
             await self.send_frame({"type": "resync", "seq": state.current, "reason": state.resync})
         else:
             for _, frame in state.frames:
-                await self.send(text_data=frame)
-                monitor.track_message_sent()
+                if await self.send_text(frame):
+                    monitor.track_message_sent()
             monitor.track_resume(len(state.frames), resynced=False, asked=asked)
             if asked:
                 await self.send_frame(
@@ -423,8 +424,17 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
         await self.send_frame({"type": "error", "code": code.value, "message": message})
 
     async def send_frame(self, frame: ServerFrame) -> None:
-        await self.send(text_data=_dumps(frame))
-        self.monitor.track_message_sent()
+        if await self.send_text(_dumps(frame)):
+            self.monitor.track_message_sent()
+
+    async def send_text(self, frame: str) -> bool:
+        """Whether the frame went to the transport: not when the connection's close had
+        begun before this consumer heard of it (its disconnect is on its way)."""
+        try:
+            await self.send(text_data=frame)
+        except ConnectionClosing:
+            return False
+        return True
 
     # --- events from the channel layer ----------------------------------------------------
 
@@ -444,7 +454,8 @@ class VenueRoomConsumer(AsyncWebsocketConsumer):
                 if seq <= self.last_seq:
                     return
             self.last_seq = seq
-        await self.send(text_data=event["frame"])
+        if not await self.send_text(event["frame"]):
+            return
         monitor = self.monitor
         monitor.track_message_sent()
         monitor.track_delivery_latency((time.time() - event["sent_at"]) * 1000.0)

@@ -33,11 +33,14 @@ import structlog
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from inkwave.lib.logstorm import LogStorm
 from inkwave.logcontext import spawn
 from monitoring.monitor import get_monitor
 from orders.groups import venue_of_group
 
 logger = structlog.get_logger(__name__)
+# A Redis outage fails every join and leave of the process at once: one line per interval.
+STORMS = LogStorm()
 
 RENEW_SECONDS = 30.0
 # A renewal that failed is tried again this much later (the layer watch closes the process's
@@ -141,7 +144,11 @@ class Hub:
             await self._discard(joined)
             raise
         except Exception:
-            logger.warning("venue_room_join_failed", group=joined.group, exc_info=True)
+            if (suppressed := STORMS.admit("venue_room_join_failed")) is not None:
+                logger.warning(
+                    "venue_room_join_failed", group=joined.group, suppressed=suppressed,
+                    exc_info=True,
+                )  # fmt: skip
             if self.groups.get(joined.group) is joined:
                 del self.groups[joined.group]
             # The add may have reached Redis before it failed. Taken out in the background:
@@ -183,7 +190,11 @@ class Hub:
             # Left in, the channel would be sent every broadcast to the room until the group
             # expiry, and each outage would leave one more: taken out once the layer
             # answers again. Counted so it is seen.
-            logger.warning("venue_room_leave_failed", group=joined.group, exc_info=True)
+            if (suppressed := STORMS.admit("venue_room_leave_failed")) is not None:
+                logger.warning(
+                    "venue_room_leave_failed", group=joined.group, suppressed=suppressed,
+                    exc_info=True,
+                )  # fmt: skip
             get_monitor().track_error("group_discard_failed")
             loop = asyncio.get_running_loop()
             self.unleft[(joined.group, joined.channel)] = loop.time() + self.group_expiry

@@ -134,14 +134,18 @@ async def test_a_client_that_never_reads_is_cut_before_its_frames_fill_the_serve
 
 
 @pytest.mark.parametrize("state", ["STATE_CLOSING", "STATE_CLOSED"])
-def test_a_frame_for_a_connection_already_closing_is_dropped_not_raised(state: str) -> None:
+def test_a_frame_for_a_connection_already_closing_is_not_sent_nor_a_server_failure(
+    state: str,
+) -> None:
     """A room event sent to a connection whose close had begun (its client left, or sent an
-    oversized frame) before the consumer heard: autobahn raises, the consumer took that for
-    its own failure (1011, an internal error that moved the service's error rate: the soak's
-    attacker raised *Elevated error rate*). Now it goes where frames in flight at a close go."""
+    oversized frame) before the consumer heard: autobahn raised its Disconnected, which the
+    consumer took for its own failure (1011, an internal error that moved the service's error
+    rate: the soak's attacker raised *Elevated error rate*). Now it is ConnectionClosing, which
+    the consumer takes for what it is: a frame not sent, and not counted as sent."""
     from autobahn.exception import Disconnected
     from daphne.ws_protocol import WebSocketProtocol
 
+    from inkwave.lib.sockets import ConnectionClosing
     from inkwave.serve import InkwaveWebSocketProtocol
 
     protocol = InkwaveWebSocketProtocol()
@@ -149,4 +153,27 @@ def test_a_frame_for_a_connection_already_closing_is_dropped_not_raised(state: s
     protocol.client_addr = ["127.0.0.1", 1]
     with pytest.raises(Disconnected):
         WebSocketProtocol.serverSend(protocol, '{"type": "order.placed"}')  # daphne's own
-    protocol.serverSend('{"type": "order.placed"}')  # nothing raised, nothing written
+    with pytest.raises(ConnectionClosing):
+        protocol.serverSend('{"type": "order.placed"}')
+
+
+async def test_the_consumer_neither_counts_nor_fails_on_a_frame_for_a_closing_connection(
+    venue: Venue, fresh_monitor: Any
+) -> None:
+    from inkwave.lib.sockets import ConnectionClosing
+    from orders.consumers import VenueRoomConsumer
+    from orders.protocol import ErrorCode
+
+    consumer = VenueRoomConsumer()
+    consumer.monitor = fresh_monitor
+    consumer.group = "venue.1"
+    consumer.closing = False
+    consumer.last_seq = 0
+
+    async def closing(message: dict[str, Any]) -> None:
+        raise ConnectionClosing
+
+    consumer.base_send = closing
+    await consumer.venue_event({"seq": 1, "frame": "{}", "sent_at": 0.0})
+    await consumer.send_error(ErrorCode.INVALID_MESSAGE, "x")
+    assert (fresh_monitor.messages_sent, fresh_monitor.errors) == (0, 0)
