@@ -777,9 +777,14 @@ def test_a_process_its_supervisor_replaces_within_a_minute_is_not_missing(clock:
         assert firing() == []
 
 
-def test_a_missing_process_stays_missing_until_it_is_replaced(clock: Any) -> None:
+def stopped_reporting_at_once() -> None:
+    """Only "Process stopped reporting", without its minute's wait for a replacement."""
     only_default_rules("Process stopped reporting")
     AlertRule.objects.filter(name="Process stopped reporting").update(pending_seconds=0)
+
+
+def test_a_missing_process_stays_missing_until_it_is_replaced(clock: Any) -> None:
+    stopped_reporting_at_once()
     worker("web-a")
     clock.shift(31)
     run_cycle()
@@ -809,8 +814,7 @@ def test_a_process_started_again_on_another_host_replaces_the_lost_one(clock: An
     """An orchestrator puts a lost host's process on another host (a new hostname): the
     capacity is back, so it is not missing, although it died (found by the soak, whose web
     processes are hosts of their own)."""
-    only_default_rules("Process stopped reporting")
-    AlertRule.objects.filter(name="Process stopped reporting").update(pending_seconds=0)
+    stopped_reporting_at_once()
     worker("web-a")
     clock.shift(31)
     Worker.objects.create(
@@ -822,8 +826,7 @@ def test_a_process_started_again_on_another_host_replaces_the_lost_one(clock: An
 
 
 def test_one_replacement_stands_in_for_one_missing_process(clock: Any) -> None:
-    only_default_rules("Process stopped reporting")
-    AlertRule.objects.filter(name="Process stopped reporting").update(pending_seconds=0)
+    stopped_reporting_at_once()
     worker("web-a")
     worker("web-b")
     worker("celery-1", role=WorkerRole.CELERY)
