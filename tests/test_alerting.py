@@ -757,6 +757,20 @@ def test_an_alert_silenced_when_it_opened_is_announced_when_the_silence_ends(clo
     assert len(notes_to("operations")) == 2  # each said once
 
 
+def started(name: str, hostname: str = "h") -> Worker:
+    """A web process that starts now and reports (a replacement, when one went silent)."""
+    now = timezone.now()
+    return Worker.objects.create(
+        name=name, role=WorkerRole.WEB, hostname=hostname, pid=2, started_at=now, last_seen_at=now
+    )
+
+
+def stopped_reporting_at_once() -> None:
+    """Only "Process stopped reporting", without its minute's wait for a replacement."""
+    only_default_rules("Process stopped reporting")
+    AlertRule.objects.filter(name="Process stopped reporting").update(pending_seconds=0)
+
+
 def test_a_process_its_supervisor_replaces_within_a_minute_is_not_missing(clock: Any) -> None:
     """The soak (bench/soak.py) SIGKILLed a web process and started it again at once; an
     evaluation between the dead one's liveness running out and the replacement's first report
@@ -765,22 +779,13 @@ def test_a_process_its_supervisor_replaces_within_a_minute_is_not_missing(clock:
     dead = worker("web-a")
     clock.shift(31)
     run_cycle()  # silent past its liveness, no replacement reporting yet
-    replacement = Worker.objects.create(
-        name="web-b", role=WorkerRole.WEB, hostname="h", pid=2, started_at=timezone.now(),
-        last_seen_at=timezone.now(),
-    )  # fmt: skip
+    replacement = started("web-b")
     assert replacement.started_at >= dead.last_seen_at
     for _ in range(4):
         clock.shift(30)
         Worker.objects.filter(pk=replacement.pk).update(last_seen_at=timezone.now())
         run_cycle()
         assert firing() == []
-
-
-def stopped_reporting_at_once() -> None:
-    """Only "Process stopped reporting", without its minute's wait for a replacement."""
-    only_default_rules("Process stopped reporting")
-    AlertRule.objects.filter(name="Process stopped reporting").update(pending_seconds=0)
 
 
 def test_a_missing_process_stays_missing_until_it_is_replaced(clock: Any) -> None:
@@ -792,14 +797,7 @@ def test_a_missing_process_stays_missing_until_it_is_replaced(clock: Any) -> Non
     clock.shift(3600)  # an hour later, still gone: still firing
     run_cycle()
     assert firing() == [incident]
-    replacement = Worker.objects.create(
-        name="web-b",
-        role=WorkerRole.WEB,
-        hostname="h",
-        pid=2,
-        started_at=timezone.now(),
-        last_seen_at=timezone.now(),
-    )
+    replacement = started("web-b")
     assert replacement.pk
     clock.shift(60)
     Worker.objects.filter(pk=replacement.pk).update(last_seen_at=timezone.now())
@@ -817,10 +815,7 @@ def test_a_process_started_again_on_another_host_replaces_the_lost_one(clock: An
     stopped_reporting_at_once()
     worker("web-a")
     clock.shift(31)
-    Worker.objects.create(
-        name="web-b", role=WorkerRole.WEB, hostname="elsewhere", pid=2,
-        started_at=timezone.now(), last_seen_at=timezone.now(),
-    )  # fmt: skip
+    started("web-b", hostname="elsewhere")
     run_cycle()
     assert firing() == []
 
@@ -831,10 +826,7 @@ def test_one_replacement_stands_in_for_one_missing_process(clock: Any) -> None:
     worker("web-b")
     worker("celery-1", role=WorkerRole.CELERY)
     clock.shift(31)
-    Worker.objects.create(
-        name="web-c", role=WorkerRole.WEB, hostname="h", pid=3,
-        started_at=timezone.now(), last_seen_at=timezone.now(),
-    )  # fmt: skip
+    started("web-c")
     run_cycle()
     (incident,) = firing()
     assert incident.last_value == 2  # one of the two web processes, and the celery worker
