@@ -149,6 +149,7 @@ class OrdersWithBursts(Orders):
         self.kitchen = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kitchen")
         self.tokens = {v["venue"]: v["token"] for v in venues}
         self.taken: Counter[str] = Counter()  # PATCH answers by status
+        self.aborted = threading.Event()  # the run is ending early: nothing more is taken
 
     def _one(self, seq: int) -> OrderResult:
         result = super()._one(seq)
@@ -157,7 +158,8 @@ class OrdersWithBursts(Orders):
         return result
 
     def _take(self, order: int, venue: int, port: int) -> None:
-        time.sleep(random.uniform(2.0, 8.0))
+        if self.aborted.wait(random.uniform(2.0, 8.0)):
+            return
         for _ in range(3):
             body = json.dumps({"status": "accepted"})
             status, _, _ = api_request(port, "PATCH", f"/api/v1/orders/{order}", body,
@@ -167,7 +169,8 @@ class OrdersWithBursts(Orders):
             if status == 200 or self.stop.is_set():
                 return
             port = next(p for p in self.ports if p != port)
-            time.sleep(5)
+            if self.aborted.wait(5):
+                return
 
     def _schedule(self) -> None:
         start = time.monotonic()
@@ -182,6 +185,13 @@ class OrdersWithBursts(Orders):
     def finish(self) -> None:
         super().finish()
         self.kitchen.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        """End at once (a signal, an error): the kitchen's waits and retries end too, so that
+        the interpreter's exit, which joins its threads, does not wait minutes for them."""
+        self.stop.set()
+        self.aborted.set()
+        self.kitchen.shutdown(wait=False, cancel_futures=True)
 
 
 class Soak:
@@ -440,7 +450,7 @@ class Soak:
 
     def close(self) -> None:
         if self.orders is not None:
-            self.orders.stop.set()
+            self.orders.abort()
         if self.churn is not None:
             self.churn.finish()
         for screens in self.screens:
