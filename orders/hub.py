@@ -48,6 +48,12 @@ RENEW_SECONDS = 30.0
 RENEW_RETRY_SECONDS = 10.0
 # A leave that did not reach the layer (Redis down or hung) is tried again this often.
 LEAVE_RETRY_SECONDS = 1.0
+# Once the layer has failed (a join, a receive), new groups are joined by one attempt this
+# often; the others are refused at once. A process that lost Redis is asked to join by every
+# screen that comes back, several times each while it is down: each ask cost a connection
+# attempt for the join and another for taking the half-made join out, and with the retries
+# of a thousand screens the event loop had no time left for /health (the soak: 2.4 s).
+JOIN_PROBE_SECONDS = 1.0
 
 
 class Member(Protocol):
@@ -105,6 +111,8 @@ class Hub:
         # the group expiry has removed them anyway; and the task that tries again meanwhile.
         self.unleft: dict[tuple[str, str], float] = {}
         self.leaving: asyncio.Task[None] | None = None
+        # While the layer is failing: the loop time before which no new join is tried.
+        self.refuse_until: float | None = None
 
     async def enter(self, group: str, member: Member) -> bool:
         """Put `member` in `group`; False when the process could not join it (the layer is
@@ -112,6 +120,8 @@ class Hub:
         is called, whatever the group is sent reaches the member once the join is done."""
         joined = self.groups.get(group)
         if joined is None:
+            if self._refusing():
+                return False
             joined = self.groups[group] = Joined(group)
             joined.ready = spawn(self._join(joined))
         joined.members.add(member)
@@ -120,6 +130,20 @@ class Hub:
             joined.members.discard(member)
             return False
         return True
+
+    def _refusing(self) -> bool:
+        """Whether the layer is failing and a join was tried less than JOIN_PROBE_SECONDS ago;
+        when not, the join about to be tried is that interval's one."""
+        if self.refuse_until is None:
+            return False
+        now = asyncio.get_running_loop().time()
+        if now < self.refuse_until:
+            return True
+        self.refuse_until = now + JOIN_PROBE_SECONDS
+        return False
+
+    def _failing(self) -> None:
+        self.refuse_until = asyncio.get_running_loop().time() + JOIN_PROBE_SECONDS
 
     def leave(self, group: str, member: Member) -> asyncio.Task[None] | None:
         """Take `member` out of `group` now. The last one out takes the process out: the task
@@ -144,6 +168,7 @@ class Hub:
             await self._discard(joined)
             raise
         except Exception:
+            self._failing()
             if (suppressed := STORMS.admit("venue_room_join_failed")) is not None:
                 logger.warning(
                     "venue_room_join_failed", group=joined.group, suppressed=suppressed,
@@ -155,6 +180,7 @@ class Hub:
             # the members are told to try again later (1011) first, within the handshake.
             self._in_background(self._discard(joined))
             return False
+        self.refuse_until = None
         joined.pump = spawn(self._pump(joined))
         return True
 
@@ -259,7 +285,12 @@ class Hub:
         except Exception:
             # Redis down, or hung past its socket timeout: the members are told, and their
             # clients reconnect (and learn whether the server can take them back).
-            logger.warning("venue_room_receive_failed", group=joined.group, exc_info=True)
+            if (suppressed := STORMS.admit("venue_room_receive_failed")) is not None:
+                logger.warning(
+                    "venue_room_receive_failed", group=joined.group, suppressed=suppressed,
+                    exc_info=True,
+                )  # fmt: skip
+            self._failing()
             await self._lost(joined)
 
     async def _lost(self, joined: Joined) -> None:

@@ -1,6 +1,7 @@
 """A reference client of the venue room (docs/protocol.md), for tests, benchmarks and anyone
 writing a kitchen screen: it resumes after every reconnect, waits a random delay before
-coming back and backs off while refused, and sends heartbeats.
+coming back when the server closed it (1012, 1011) and backs off while refused, and sends
+heartbeats.
 
     client = RoomClient(["ws://web-1/ws/venues/12/", "ws://web-2/ws/venues/12/"], token)
     task = asyncio.create_task(client.run())
@@ -27,15 +28,25 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 # The server's codes after which coming back is pointless (access ended, no such venue).
 FINAL_CLOSE_CODES = frozenset({4401, 4403, 4404})
 SERVICE_RESTART = 1012
+# "Try again later": a live connection closed with it lost the channel layer (Redis), and so
+# did every other connection of its process, at the same moment.
+SERVER_ERROR = 1011
 
 
 @dataclass
 class Backoff:
-    """Random delays: first `restart_spread` wide (every screen of a restarted process comes
-    back at once otherwise), then doubling from `base` to `cap`, each drawn at random
-    between half and all of it ("equal jitter")."""
+    """Random delays: first `restart_spread` wide after the server closed a live connection
+    (1012 or 1011: every screen of the process comes back at once otherwise), then doubling
+    from `base` to `cap`, each drawn at random between half and all of it ("equal jitter").
 
-    base: float = 0.5
+    Without the spread after 1011, the 1,000 screens of a process that lost Redis came back
+    within half a second of each other, again and again: the process spent its event loop
+    on their handshakes, and /health took 2.4 s to answer (the soak)."""
+
+    # The first retry after a refusal waits 1-2 s. From 0.25-0.5 s, the screens of a process
+    # that lost Redis asked again and again in its first seconds (four times each in five),
+    # and their refused handshakes took the event loop from /health (the soak: 3-4 s).
+    base: float = 2.0
     # A screen is back within this long of the service: 2,000 of them retrying every 5-10 s
     # is about 300 handshakes a second, a fifth of what one web process takes
     # (bench/README.md, "Handshakes"); at 30 s, the soak saw screens back 45 s after Redis.
@@ -69,6 +80,7 @@ class RoomClient:
     events: list[dict[str, Any]] = field(default_factory=list)
     rtt_ms: float | None = None  # the last round trip a ping measured
     connects: int = 0
+    connects_live: int = 0  # connections the server welcomed into the room
     resyncs: int = 0
     closes: list[int | None] = field(default_factory=list)
     live: asyncio.Event = field(default_factory=asyncio.Event)
@@ -87,11 +99,16 @@ class RoomClient:
     async def run(self) -> None:
         """Stay connected until stop(): resume after every reconnect."""
         while not self._stop.is_set():
+            welcomes = self.connects_live
             code = await self._session()
             self.closes.append(code)
             if code in FINAL_CLOSE_CODES or self._stop.is_set():
                 return
-            delay = self.backoff.after_restart() if code == SERVICE_RESTART else self.backoff.next()
+            was_live = self.connects_live > welcomes
+            if code == SERVICE_RESTART or (code == SERVER_ERROR and was_live):
+                delay = self.backoff.after_restart()
+            else:
+                delay = self.backoff.next()
             self.server_index += 1  # another process, as a balancer would pick
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
@@ -110,11 +127,11 @@ class RoomClient:
                 done, _ = await asyncio.wait(
                     {receiving, stopping}, return_when=asyncio.FIRST_COMPLETED
                 )
+                if receiving in done:
+                    await self._handle(json.loads(receiving.result()))
                 if stopping in done:
-                    receiving.cancel()
-                    await ws.close()
+                    await self._close(ws, None if receiving in done else receiving)
                     return 1000
-                await self._handle(json.loads(receiving.result()))
         except ConnectionClosed as closed:
             self.live.clear()
             return closed.rcvd.code if closed.rcvd is not None else None
@@ -122,9 +139,23 @@ class RoomClient:
             heartbeat.cancel()
             stopping.cancel()
 
+    async def _close(self, ws: ClientConnection, receiving: asyncio.Task[Any] | None) -> None:
+        """Close, and take what the server sent before it read the close: nothing it sent
+        is left unread (its statistics count every frame it sent as sent)."""
+        if receiving is not None:
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                # A frame that arrived as it was cancelled is not lost.
+                await self._handle(json.loads(await receiving))
+        await ws.close()
+        with contextlib.suppress(ConnectionClosed):
+            while True:  # the frames buffered before the close, then ConnectionClosed
+                await self._handle(json.loads(await ws.recv()))
+
     async def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "welcome":
+            self.connects_live += 1
             if self.seq is None:
                 self.seq = frame["seq"]
                 self.live.set()  # a first connect is live at once

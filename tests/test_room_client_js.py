@@ -141,3 +141,32 @@ def test_an_event_during_a_reload_is_applied_after_it(
         assert page.evaluate("window.orders") == 5
         assert page.evaluate("window.seen") == [6]  # the reload had 1-5; 6 came live, once
         browser.close()
+
+
+DELAYS = """async () => {
+  const { RoomClient } = await import("/static/orders/room-client.js");
+  const delays = [];
+  window.setTimeout = (_, ms) => { delays.push(ms); return 0; };
+  Math.random = () => 1; // the top of every range
+  const client = new RoomClient({ urls: ["ws://127.0.0.1:9/"], restartSpread: 5 });
+  const close = (welcomed, code) => {
+    client.stopped = false;
+    client.socket = {};
+    client.welcomed = welcomed;
+    client.closed(client.socket, code);
+  };
+  close(true, 1011); // a live screen of a process that lost Redis: the spread
+  close(false, 1011); // refused: backoff from the start, 2 s
+  close(false, 1011); // 4 s
+  close(true, 1006); // dropped: backoff goes on, 8 s
+  close(true, 1012); // restart: the spread
+  return delays;
+}"""
+
+
+def test_the_browser_client_spreads_its_return_after_1011_on_a_live_connection(
+    page: Any,
+) -> None:
+    # Every screen of a process that loses Redis is closed with 1011 at once; coming back
+    # within half a second of each other, they took the process's event loop (the soak).
+    assert page.evaluate(DELAYS) == [5000, 2000, 4000, 8000, 5000]

@@ -132,3 +132,50 @@ async def test_a_membership_ended_leaves_nothing_in_the_layers_buffers() -> None
     await get_hub()._part(joined)
     assert joined.channel not in layer.receive_buffer
     assert await members_of(joined.group) == 0
+
+
+class Screen:
+    def deliver(self, message: dict[str, Any]) -> None:
+        pass
+
+    async def layer_lost(self) -> None:
+        pass
+
+
+async def test_once_the_layer_fails_new_groups_are_tried_once_a_second_not_per_handshake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every screen of a process that lost Redis comes back and asks to join, several times
+    while it is down: one try a second finds out when Redis is back, the rest are refused
+    at once (each try cost two connection attempts, and their handshakes took the event
+    loop from /health)."""
+    layer_class = type(get_channel_layer())
+    real_add = layer_class.group_add
+    tries: list[str] = []
+
+    async def refused(self: Any, group: str, channel: str) -> None:
+        tries.append(group)
+        raise ConnectionError("Connection refused")
+
+    monkeypatch.setattr(hub, "JOIN_PROBE_SECONDS", 0.2)
+    monkeypatch.setattr(layer_class, "group_add", refused)
+    the_hub = get_hub()
+    assert await the_hub.enter("venue.1", Screen()) is False
+    assert await the_hub.enter("venue.2", Screen()) is False
+    assert await the_hub.enter("venue.3", Screen()) is False
+    assert tries == ["venue.1"]
+
+    await asyncio.sleep(0.25)
+    assert await the_hub.enter("venue.2", Screen()) is False  # this interval's try
+    assert await the_hub.enter("venue.3", Screen()) is False
+    assert tries == ["venue.1", "venue.2"]
+
+    monkeypatch.setattr(layer_class, "group_add", real_add)  # Redis is back
+    await asyncio.sleep(0.25)
+    first, second = Screen(), Screen()
+    assert await the_hub.enter("venue.3", first) is True
+    assert await the_hub.enter("venue.4", second) is True  # at once: the layer works
+    the_hub.leave("venue.3", first)
+    the_hub.leave("venue.4", second)
+    await asyncio.gather(*the_hub.background)
+    await asyncio.gather(*([the_hub.leaving] if the_hub.leaving else []))

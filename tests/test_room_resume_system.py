@@ -5,11 +5,14 @@ order (the reference client, orders/room_client.py, as a kitchen screen would ru
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from orders.models import Venue
 from orders.room_client import Backoff, RoomClient
@@ -90,8 +93,56 @@ def test_the_reference_clients_backoff_doubles_with_jitter_up_to_ten_seconds() -
     10 s of the service: the soak saw screens back 45 s after Redis with a 30 s cap."""
     backoff = Backoff()
     delays = [backoff.next() for _ in range(12)]
-    assert 0.25 <= delays[0] <= 0.5
-    assert 0.5 <= delays[1] <= 1.0
-    assert all(5.0 <= d <= 10.0 for d in delays[6:])
+    assert 1.0 <= delays[0] <= 2.0
+    assert 2.0 <= delays[1] <= 4.0
+    assert all(5.0 <= d <= 10.0 for d in delays[3:])
     backoff.reset()
-    assert backoff.next() <= 0.5
+    assert backoff.next() <= 2.0
+
+
+@dataclass
+class NotedBackoff(Backoff):
+    """The reference backoff, noting which delay each reconnect drew (and drawing none)."""
+
+    drawn: list[str] = field(default_factory=list)
+
+    def after_restart(self) -> float:
+        self.drawn.append("spread")
+        super().after_restart()
+        return 0.0
+
+    def next(self) -> float:
+        self.drawn.append("backoff")
+        super().next()
+        return 0.0
+
+
+async def test_a_live_screen_told_1011_spreads_its_return_and_a_refused_one_backs_off() -> None:
+    """Losing Redis closes every screen of a process with 1011 at once: their first return is
+    spread over the restart spread, as after 1012, or they all came back within half a second,
+    again and again, and the process's event loop went to their handshakes. A connection
+    refused with 1011 before its welcome backs off as before."""
+    closes = [(True, 1011), (False, 1011), (False, 1011), (True, 1012), (True, 1006)]
+
+    async def room(ws: ServerConnection) -> None:
+        if not closes:
+            await ws.wait_closed()  # stays
+            return
+        welcome, code = closes.pop(0)
+        if welcome:
+            await ws.send(json.dumps({"type": "welcome", "seq": 0}))
+        if code == 1006:
+            ws.transport.abort()  # a dropped connection: no close frame
+            return
+        await ws.close(code)
+
+    backoff = NotedBackoff()
+    async with serve(room, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = RoomClient([f"ws://127.0.0.1:{port}/ws/venues/1/"], "t", backoff=backoff)
+        task = asyncio.create_task(client.run())
+        assert await all_true(lambda: not closes and client.connects == 6, 10), backoff.drawn
+        client.stop()
+        await task
+    assert backoff.drawn == ["spread", "backoff", "backoff", "spread", "backoff"]
+    assert client.closes[:5] == [1011, 1011, 1011, 1012, None]

@@ -1,6 +1,7 @@
 // A reference client of the venue room (docs/protocol.md), for screens and the dashboard:
 // it resumes after every reconnect (?after=<last seq>), comes back after a random delay
-// when the server restarts (1012) and backs off while refused, and sends heartbeats.
+// when the server restarts (1012) or loses Redis under a live connection (1011), backs off
+// while refused, and sends heartbeats.
 //
 //   import { RoomClient } from "/static/orders/room-client.js";
 //   const client = new RoomClient({
@@ -12,6 +13,9 @@
 
 const FINAL_CLOSE_CODES = new Set([4401, 4403, 4404]);
 const SERVICE_RESTART = 1012;
+// "Try again later": a live connection closed with it lost the channel layer (Redis), and so
+// did every other connection of its process, at the same moment.
+const SERVER_ERROR = 1011;
 
 export class RoomClient {
   constructor({
@@ -22,7 +26,7 @@ export class RoomClient {
     onState = () => {},
     reload = null,
     heartbeatSeconds = 15,
-    baseDelay = 0.5,
+    baseDelay = 2, // the first retry after a refusal: 1-2 s (orders/room_client.py says why)
     maxDelay = 10, // back within 10 s of the service (orders/room_client.py says why)
     restartSpread = 5,
   }) {
@@ -73,6 +77,7 @@ export class RoomClient {
     this.onState("connecting");
     const socket = new WebSocket(this.url());
     this.socket = socket;
+    this.welcomed = false;
     socket.onmessage = (message) => this.handle(JSON.parse(message.data));
     socket.onclose = (close) => this.closed(socket, close.code);
   }
@@ -81,6 +86,7 @@ export class RoomClient {
     switch (frame.type) {
       case "welcome":
         this.connects += 1;
+        this.welcomed = true;
         this.attempt = 0;
         if (this.seq === null) {
           this.seq = frame.seq; // a first connect is live at once
@@ -148,7 +154,7 @@ export class RoomClient {
       return;
     }
     let delay;
-    if (code === SERVICE_RESTART) {
+    if (code === SERVICE_RESTART || (code === SERVER_ERROR && this.welcomed)) {
       this.attempt = 0;
       delay = Math.random() * this.restartSpread; // every screen of the process comes back
     } else {
