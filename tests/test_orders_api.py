@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 
 from inkwave.routing import build_websocket_application
@@ -302,6 +303,20 @@ def test_a_bad_idempotency_key_is_a_field_error_and_stores_nothing(
         assert "Idempotency-Key" in response.json()["error"]["fields"], key
     assert not Order.objects.exists()
     assert post_once(device, {**ORDER, "venue": venue.pk}, "x" * 255).status_code == 201
+
+
+def test_orders_written_by_sql_without_a_key_have_none(venue: Venue) -> None:
+    # The benchmarks write synthetic history with COPY and INSERT naming only the columns
+    # they know: the keys default in the database too, and two such orders do not collide.
+    with connection.cursor() as cursor:
+        for number in (1, 2):
+            cursor.execute(
+                'INSERT INTO orders_order (venue_id, number, "table", status, payment_status, '
+                "currency, total, created_at, updated_at) "
+                "VALUES (%s, %s, 'T1', 'placed', 'pending', 'USD', 10, now(), now())",
+                [venue.pk, number],
+            )
+    assert list(Order.objects.values_list("idempotency_key", "request_digest")) == [("", "")] * 2
 
 
 def test_two_requests_with_one_key_racing_make_one_order(

@@ -191,8 +191,12 @@ class Order(models.Model):
     accepted_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The caller's Idempotency-Key (orders.api): a retry with it gets this order back instead
     # of a second one; `request_digest` tells a retry from another order under the same key.
-    idempotency_key = models.CharField(max_length=255, blank=True, default="", editable=False)
-    request_digest = models.CharField(max_length=64, blank=True, default="", editable=False)
+    idempotency_key = models.CharField(
+        max_length=255, blank=True, default="", db_default="", editable=False
+    )
+    request_digest = models.CharField(
+        max_length=64, blank=True, default="", db_default="", editable=False
+    )
 
     class Meta:
         ordering = ["-created_at"]
