@@ -412,6 +412,21 @@ def detection(args: argparse.Namespace) -> None:
                 )  # fmt: skip
                 print(f"  {detector.kind:<16} {spec.label:<17} {_recall(got):>16} "
                       f"{got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
+    if args.surge_candidates:
+        print(
+            "\nsurge candidates (not shipped): the largest Poisson log-likelihood ratio, r times "
+            "the usual at today's pace against the usual, over windows of 10 to 60 minutes"
+        )
+        for rise in SURGE_RISES:
+            formula = _surge_llr(rise, SURGE_WINDOWS)
+            for spec in SURGE_LINES:
+                got = score(
+                    spec, incidents_of(spec, series(f"surge llr {rise}", formula, spec.window),
+                                       index),
+                    "surge", history, venue_months,
+                )  # fmt: skip
+                print(f"  r = {rise:g}, {spec.label:<8} {_recall(got):>16} "
+                      f"{got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
     if args.candidates:
         print(
             "\na candidate for the kitchen (not shipped): the chance of this many of the "
@@ -428,6 +443,38 @@ def detection(args: argparse.Namespace) -> None:
                     print(f"  {kind:<16} over {k:g}x, {spec.label:<17} {_recall(got):>16} "
                           f"{got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
 
+
+def _surge_llr(rise: float, windows: Sequence[int]) -> Formula:
+    """A surge candidate (not shipped): the largest Poisson log-likelihood ratio, `rise` times
+    the usual against the usual, over the windows ending now; the usual is the baselines at
+    today's pace (as the shipped volume rule's), so it costs the live cycle no other query."""
+    from orders.anomaly import formulas
+    from orders.anomaly.replay import first_after, window_start
+
+    jump = math.log(rise)
+
+    def formula(p: Period, rows: Any, venue: Any, now: datetime, _: Any) -> float | None:
+        start = window_start(p, now)
+        paced = formulas.pace_start(venue, start)
+        before = max(0, first_after(rows, start) - first_after(rows, paced))
+        if not formulas._learned(venue, p.baselines):
+            return None
+        level = formulas.pace(venue, before, paced, start, p.baselines)
+        hi = first_after(rows, now)
+        best = 0.0
+        for seconds in windows:
+            since = formulas.span_start(venue, now - timedelta(seconds=seconds))
+            usual = formulas.expected_orders(venue, since, now, p.baselines) or 0.0
+            usual = max(usual * level, formulas.VOLUME_MIN_EXPECTED)
+            best = max(best, (hi - first_after(rows, since)) * jump - (rise - 1) * usual)
+        return best
+
+    return formula
+
+
+SURGE_RISES = (2, 3)
+SURGE_WINDOWS = (600, 1200, 1800, 2700, 3600)
+SURGE_LINES = [RuleSpec(f"> {x:g}", "gt", x, 3600) for x in (4, 6, 8, 10, 12, 15, 20)]
 
 SLOW_FACTORS = (3, 4)
 SLOW_LINES = [
@@ -706,6 +753,9 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", metavar="KIND", help="only these kinds' rows")
     parser.add_argument(
         "--candidates", action="store_true", help="also the kitchen's candidate (not shipped)"
+    )
+    parser.add_argument(
+        "--surge-candidates", action="store_true", help="also the surge candidates (not shipped)"
     )
     parser.add_argument("--cost", action="store_true", help="measure a cycle's cost instead")
     parser.add_argument("--cost-venues", type=int, default=5000)
