@@ -22,7 +22,7 @@ per month; the lowest false alert rate if none gets there):
 The fixed rules are given the opening hours and the warm-up too (a generic monitor knows
 neither), so they are compared at their best.
 
-Cost (--cost): one evaluation cycle of the six venue rules over 5,000 open venues on
+Cost (--cost): one evaluation cycle of the seven venue rules over 5,000 open venues on
 PostgreSQL, with 8 weeks of quarter-hour activity rows, this evening's orders and screen
 samples; the median of --cycles runs of monitoring.alerting.engine.run_cycle.
 
@@ -215,9 +215,9 @@ def detectors() -> list[Detector]:
         Detector("outage", anomaly.SILENCE, shipped(anomaly.SILENCE),
                  "minutes since the last order",
                  grid("gt", [10, 15, 20, 30, 45, 60, 90, 120], 300), chances([300])),
-        Detector("surge", anomaly.VOLUME, shipped(anomaly.VOLUME),
+        Detector("surge", anomaly.SURGE, shipped(anomaly.SURGE),
                  "orders in the window", grid("gt", [10, 15, 20, 30, 40, 60, 80, 120], 1800),
-                 chances([1800, 3600], scans)),
+                 chances([3600], (0.00001, 0.0001, 0.001, 0.01))),
         Detector("screens_dark", anomaly.SCREENS, shipped(anomaly.SCREENS),
                  "screens online", screens, screens),
         Detector("slow_kitchen", anomaly.ACCEPT_RATIO, shipped(anomaly.ACCEPT_RATIO),
@@ -669,7 +669,7 @@ def cost(args: argparse.Namespace) -> None:
         orders = cursor.fetchone()[0]  # type: ignore[index]
     print(f"{args.cost_venues:,} venues open, {activity:,} activity rows, {orders:,} orders "
           f"this evening, written in {time.perf_counter() - began:.0f} s")  # fmt: skip
-    # The six shipped venue rules (orders.anomaly.defaults), and nothing else.
+    # The shipped venue rules (orders.anomaly.defaults), and nothing else.
     AlertRule.objects.filter(name__startswith="bench ").delete()
     AlertRule.objects.exclude(metric__startswith="venue.").update(enabled=False)
     # The first cycle of a quarter hour reads the baselines; the others reuse them.

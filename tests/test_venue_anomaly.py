@@ -213,14 +213,7 @@ def test_one_odd_week_does_not_move_the_baseline(bistro: Venue) -> None:
 
 # --- closed venues and warm-up ------------------------------------------------------------
 
-METRICS = [
-    anomaly.SILENCE,
-    anomaly.VOLUME,
-    anomaly.SCREENS,
-    anomaly.WAITING,
-    anomaly.ACCEPT_RATIO,
-    anomaly.PAYMENTS,
-]
+METRICS = list(anomaly.METRICS)
 
 
 def a_bad_evening(venue: Venue, now: datetime, *, history: bool = True) -> None:
@@ -237,6 +230,7 @@ def rules_for_every_metric() -> list[AlertRule]:
     lines = {
         anomaly.SILENCE: ("lt", 5.0),
         anomaly.VOLUME: ("lt", 5.0),
+        anomaly.SURGE: ("lt", 5.0),
         anomaly.SCREENS: ("lt", 1.0),
         anomaly.WAITING: ("gt", 5.0),
         anomaly.ACCEPT_RATIO: ("gt", 2.0),
@@ -341,6 +335,39 @@ def test_a_burst_of_the_last_ten_minutes_is_judged_on_its_own(bistro: Venue) -> 
     assert found < 0.1
     # A rule over 10 minutes looks at that window alone (nothing to correct for).
     assert value(anomaly.VOLUME, bistro, seconds=600) == pytest.approx(ten_minutes)
+
+
+def test_a_surge_crosses_its_line_at_the_count_three_times_the_usual_makes_likely(
+    bistro: Venue,
+) -> None:
+    usual(bistro, orders=4)  # 16 in the hour, 8 in half an hour
+    at_the_usual_pace(bistro, 16, NOW - timedelta(minutes=60))  # today's pace: the usual
+    alert = rule(anomaly.SURGE, "lt", 0.0001)
+    for minutes in range(16):
+        order(bistro, NOW - timedelta(minutes=3 * minutes + 1))
+    assert value(anomaly.SURGE, bistro) == 100.0  # a usual hour: no evidence at all
+
+    def bound(n: int, usual: float) -> float:  # the windows' largest ratio as a chance, x4
+        return 4 * 100 * math.exp(-(n * math.log(3) - 2 * usual))
+
+    # More orders in the last half hour: the 30-minute window's evidence (n ln 3 - 2 x 8)
+    # crosses the line at the first count whose bound is under 0.0001%.
+    in_half = 10  # of the 16, those placed in the last 30 minutes
+    line = next(n for n in range(in_half, 100) if bound(n, 8) < 0.0001)
+    for extra in range(line - in_half - 1):
+        order(bistro, NOW - timedelta(minutes=20, seconds=extra))
+    under = value(anomaly.SURGE, bistro)
+    assert under is not None
+    assert under == pytest.approx(bound(line - 1, 8))
+    assert not alert.breaches(under)
+    order(bistro, NOW - timedelta(minutes=21))
+    over = value(anomaly.SURGE, bistro)
+    assert over is not None
+    assert over == pytest.approx(bound(line, 8))
+    assert alert.breaches(over)
+    # One-sided: no order at all in the hour is no surge (the volume rule sees a drop).
+    Order.objects.filter(created_at__gt=NOW - timedelta(minutes=60)).delete()
+    assert value(anomaly.SURGE, bistro) == 100.0
 
 
 def test_screens_dark_only_for_a_venue_that_uses_them(bistro: Venue, other_venue: Venue) -> None:

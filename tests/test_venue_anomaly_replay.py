@@ -133,6 +133,8 @@ def test_the_replay_gives_the_live_values_at_the_same_moments(history: list[int]
         (anomaly.VOLUME, 3600),
         (anomaly.VOLUME, 1800),
         (anomaly.VOLUME, 2700),  # a scan of 10, 20, 30 and 45 minutes
+        (anomaly.SURGE, 3600),
+        (anomaly.SURGE, 1200),
         (anomaly.SCREENS, 300),
         (anomaly.PAYMENTS, 3600),
         (anomaly.PAYMENTS, 900),

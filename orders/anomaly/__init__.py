@@ -18,6 +18,10 @@ level varies, so a quiet Tuesday is not an outage.
   usual (either way), in %, in the least likely of the windows ending now of 10, 20, 30 and
   60 minutes shorter than the rule's and the rule's, times the number of windows
   (formulas.scan_windows): a big venue's surge is seen in 10 minutes, a small one's in 60.
+- venue.order_surge_chance: how likely a usual evening is to look this much like a surge
+  (formulas.SURGE_RISE, three times the usual orders), in %: the largest log-likelihood
+  ratio, surge against usual, of the same windows, as a bound e^-x on the chance, times the
+  number of windows. One-sided and sized: it finds surges the volume chance misses.
 - venue.screens_online: the most screens connected to the venue's room at once during the
   window, for a venue that usually has one at this hour; below 1: dark for the window.
 - venue.oldest_waiting_minutes: how long the oldest order nobody has taken has waited.
@@ -41,11 +45,12 @@ from orders.anomaly.formulas import ORDER_DISPERSION as ORDER_DISPERSION
 
 SILENCE = "venue.orders_silence_chance"
 VOLUME = "venue.order_volume_chance"
+SURGE = "venue.order_surge_chance"
 SCREENS = "venue.screens_online"
 WAITING = "venue.oldest_waiting_minutes"
 ACCEPT_RATIO = "venue.accept_time_ratio"
 PAYMENTS = "venue.payment_failure_chance"
-METRICS = (SILENCE, VOLUME, SCREENS, WAITING, ACCEPT_RATIO, PAYMENTS)
+METRICS = (SILENCE, VOLUME, SURGE, SCREENS, WAITING, ACCEPT_RATIO, PAYMENTS)
 
 
 def register_metrics() -> None:
@@ -55,6 +60,8 @@ def register_metrics() -> None:
                maximum=100, depends_on=database, per_venue=True),
         Metric(VOLUME, "Venue: chance of an order count this far from usual", "%", live.volume,
                maximum=100, depends_on=database, per_venue=True),
+        Metric(SURGE, "Venue: chance of a usual evening looking like this surge", "%",
+               live.surge, maximum=100, depends_on=database, per_venue=True),
         Metric(SCREENS, "Venue: kitchen screens online (venues that use them)", "screens",
                live.screens, depends_on=("database", "redis"), per_venue=True),
         Metric(WAITING, "Venue: oldest order nobody has taken", "minutes", live.oldest_waiting,

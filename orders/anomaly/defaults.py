@@ -36,6 +36,18 @@ VENUE_RULES: list[dict[str, Any]] = [
         "(chance under {threshold}, allowing for the several windows looked at).",
     },
     {
+        "name": "Venue order surge",
+        "metric": "venue.order_surge_chance",
+        "comparison": "lt",
+        "threshold": 0.0001,
+        "window_seconds": 3600,
+        "severity": "warning",
+        "group_by": "rule",
+        "description": "The orders of a window from the last 10 minutes to the last {window} "
+        "look like three times what this venue usually gets at this hour on this weekday "
+        "(chance of a usual evening looking so under {threshold}): the kitchen may need hands.",
+    },
+    {
         "name": "Venue kitchen screens dark",
         "metric": "venue.screens_online",
         "comparison": "lt",
@@ -84,6 +96,7 @@ VENUE_RULES: list[dict[str, Any]] = [
 NEEDS = {
     "venue.orders_silence_chance": ("database",),
     "venue.order_volume_chance": ("database",),
+    "venue.order_surge_chance": ("database",),
     "venue.screens_online": ("database", "redis"),
     "venue.accept_time_ratio": ("database",),
     "venue.oldest_waiting_minutes": ("database",),

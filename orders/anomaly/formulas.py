@@ -7,6 +7,7 @@ a period. Both end here, so the preview and the benchmark judge what the engine 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -34,6 +35,11 @@ VOLUME_MIN_EXPECTED = 1.0
 # over the hour. The smallest chance is reported, multiplied by the number of windows
 # (Bonferroni), so looking several times raises no more false alerts than the line allows.
 SCAN_SECONDS = (600, 1200, 1800, 3600)
+# A surge is judged as this many times the usual orders against the usual (surge_value):
+# the rise a venue's kitchen must hear of (a party, a rush a post brought), and the one the
+# benchmark's history injects. A likelihood ratio for a rise of a known size is a stronger
+# test of it than a count's tail either way (bench/README.md, "Venue anomalies").
+SURGE_RISE = 3.0
 # Below this many orders in the window, a median wait says little.
 ACCEPT_MIN_ORDERS = 3
 # ... and below this many taken orders in the baseline, the venue's usual is unknown.
@@ -146,34 +152,65 @@ def scanned(chances: Sequence[float | None]) -> float | None:
     return min(100.0, len(chances) * min(found)) if found else None
 
 
-def volume_chance(
-    venue: OpenVenue, seen: int, level: float, start: datetime, now: datetime, known: Baselines
-) -> float | None:
-    """In %: the chance of a count at least this far from the usual in (start, now], either
-    way. `seen` counts the orders since span_start(venue, start); `level` is today's pace."""
-    expected = expected_orders(venue, span_start(venue, start), now, known)
-    if expected is None:
+def scan_usuals(
+    venue: OpenVenue, seen_before: int, window_start: datetime, now: datetime, known: Baselines
+) -> list[float] | None:
+    """The orders usual in each window of scan_windows() ending now (from its span_start()),
+    at today's pace, and at least VOLUME_MIN_EXPECTED; None while the venue is learned.
+    `seen_before` counts the orders from pace_start(venue, window_start) to window_start (the
+    longest window's): today's pace, the same for every window."""
+    if not _learned(venue, known):
         return None
-    usual = max(expected * level, VOLUME_MIN_EXPECTED)
-    return 100.0 * nb_two_sided(seen, usual, ORDER_DISPERSION)
+    level = pace(venue, seen_before, pace_start(venue, window_start), window_start, known)
+    usuals = []
+    for seconds in scan_windows(round((now - window_start).total_seconds())):
+        start = span_start(venue, now - timedelta(seconds=seconds))
+        expected = expected_orders(venue, start, now, known) or 0.0
+        usuals.append(max(expected * level, VOLUME_MIN_EXPECTED))
+    return usuals
+
+
+def volume_scan(seen: Sequence[int], usuals: Sequence[float]) -> float:
+    """In %: for each window, the chance of a count at least this far from its usual, either
+    way; scanned(). `seen[i]` counts the orders of the i-th window of scan_usuals()."""
+    found = scanned([
+        100.0 * nb_two_sided(n, usual, ORDER_DISPERSION)
+        for n, usual in zip(seen, usuals, strict=True)
+    ])  # fmt: skip
+    assert found is not None  # every window has a chance
+    return found
+
+
+def surge_scan(seen: Sequence[int], usuals: Sequence[float]) -> float:
+    """In %: how likely a usual evening is to look this much like a surge. For each window, the
+    log-likelihood ratio of its orders at SURGE_RISE times its usual against its usual; a
+    usual window reaches a ratio of e^x with a chance under e^-x (Markov's inequality), so the
+    largest one's e^-x, times the number of windows, bounds the chance."""
+    jump = math.log(SURGE_RISE)
+    largest = max(
+        0.0,
+        *(n * jump - (SURGE_RISE - 1) * usual for n, usual in zip(seen, usuals, strict=True)),
+    )
+    return min(100.0, 100.0 * len(usuals) * math.exp(-largest))
 
 
 def volume_value(
     venue: OpenVenue, seen: Sequence[int], seen_before: int, window_start: datetime,
     now: datetime, known: Baselines,
 ) -> float | None:  # fmt: skip
-    """volume_chance() over each window of scan_windows(), scanned(). `seen[i]` counts the
-    orders since span_start() of the i-th window; `seen_before` those from
-    pace_start(venue, window_start) to window_start (the longest window's): today's pace,
-    the same for every window."""
-    if not _learned(venue, known):
-        return None
-    level = pace(venue, seen_before, pace_start(venue, window_start), window_start, known)
-    seconds = scan_windows(round((now - window_start).total_seconds()))
-    return scanned([
-        volume_chance(venue, n, level, now - timedelta(seconds=s), now, known)
-        for n, s in zip(seen, seconds, strict=True)
-    ])  # fmt: skip
+    """volume_scan() of the windows of scan_usuals(); `seen[i]` counts the orders since
+    span_start() of the i-th window."""
+    usuals = scan_usuals(venue, seen_before, window_start, now, known)
+    return None if usuals is None else volume_scan(seen, usuals)
+
+
+def surge_value(
+    venue: OpenVenue, seen: Sequence[int], seen_before: int, window_start: datetime,
+    now: datetime, known: Baselines,
+) -> float | None:  # fmt: skip
+    """surge_scan() of the windows of scan_usuals(); arguments as volume_value()."""
+    usuals = scan_usuals(venue, seen_before, window_start, now, known)
+    return None if usuals is None else surge_scan(seen, usuals)
 
 
 def uses_screens(venue: OpenVenue, known: Baselines) -> bool:

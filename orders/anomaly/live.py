@@ -41,12 +41,14 @@ from orders.anomaly.formulas import (
     accept_value,
     pace_start,
     payment_value,
+    scan_usuals,
     scan_windows,
     screens_value,
     silence_value,
     slots_back,
     span_start,
-    volume_value,
+    surge_scan,
+    volume_scan,
     waiting_value,
 )
 from orders.baseline import SlotBaseline, among, baselines
@@ -262,24 +264,49 @@ def _orders_in_window(window: Window) -> ScanCounts:
     return _memo(window, ("orders_in_window", window.end, window.seconds), load)
 
 
-def volume(window: Window) -> Values:
+def _scan_usuals(window: Window) -> dict[int, list[float] | None]:
+    """Each open venue's scan_usuals() for the window (memoised per cycle: the volume and the
+    surge rules judge the same windows against the same usual)."""
+
+    def load() -> dict[int, list[float] | None]:
+        venues, start = _open(window), window.start
+        known = _baselines(window, timedelta(seconds=window.seconds) + LEVEL_LOOKBACK)
+        before = _counts_after(
+            venues, lambda v: pace_start(v, start), start, start - LEVEL_LOOKBACK
+        )  # fmt: skip
+        return {
+            venue.id: scan_usuals(
+                venue, before.get(venue.id, {}).get("n", 0), start, window.end, known
+            )
+            for venue in venues.values()
+        }
+
+    return _memo(window, ("scan_usuals", window.end, window.seconds), load)
+
+
+def _scanned(window: Window, scan: Callable[[list[int], list[float]], float]) -> Values:
+    """`scan` (volume_scan, surge_scan) of each open venue's windows of scan_windows()."""
     venues = _open(window)
     if not venues:
         return {}
-    known = _baselines(window, timedelta(seconds=window.seconds) + LEVEL_LOOKBACK)
     counts = _orders_in_window(window)
-    start = window.start
-    before = _counts_after(venues, lambda v: pace_start(v, start), start, start - LEVEL_LOOKBACK)
+    usuals = _scan_usuals(window)
     none = [(0, 0, 0)] * len(scan_windows(window.seconds))
     values = {}
     for venue in venues.values():
-        seen = [n for n, _, _ in counts.get(venue.id, none)]
-        value = volume_value(
-            venue, seen, before.get(venue.id, {}).get("n", 0), window.start, window.end, known
-        )
-        if value is not None:
-            values[str(venue.id)] = value
+        usual = usuals.get(venue.id)
+        if usual is not None:
+            seen = [n for n, _, _ in counts.get(venue.id, none)]
+            values[str(venue.id)] = scan(seen, usual)
     return values
+
+
+def volume(window: Window) -> Values:
+    return _scanned(window, volume_scan)
+
+
+def surge(window: Window) -> Values:
+    return _scanned(window, surge_scan)
 
 
 def screens(window: Window) -> Values:

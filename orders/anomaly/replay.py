@@ -224,15 +224,27 @@ def scan_starts(p: Period, now: datetime) -> list[datetime]:
     return [now - timedelta(seconds=s) for s in formulas.scan_windows(p.window)]
 
 
-def _volume(
-    p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
-) -> float | None:
-    start = window_start(p, now)
-    hi = bisect_right(rows.created, now)
-    seen = [hi - first_after(rows, formulas.span_start(venue, s)) for s in scan_starts(p, now)]
-    paced = formulas.pace_start(venue, start)
-    before = max(0, first_after(rows, start) - first_after(rows, paced))
-    return formulas.volume_value(venue, seen, before, start, now, p.baselines)
+def _scanned(
+    value: Callable[..., float | None],
+) -> Callable[[Period, VenueRows, OpenVenue, datetime, WaitingSweep], float | None]:
+    """A formula over the orders of each window of scan_windows() and today's pace before the
+    longest (formulas.volume_value, formulas.surge_value)."""
+
+    def formula(
+        p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
+    ) -> float | None:
+        start = window_start(p, now)
+        hi = bisect_right(rows.created, now)
+        seen = [hi - first_after(rows, formulas.span_start(venue, s)) for s in scan_starts(p, now)]
+        paced = formulas.pace_start(venue, start)
+        before = max(0, first_after(rows, start) - first_after(rows, paced))
+        return value(venue, seen, before, start, now, p.baselines)
+
+    return formula
+
+
+_volume = _scanned(formulas.volume_value)
+_surge = _scanned(formulas.surge_value)
 
 
 def _screens(
@@ -279,6 +291,7 @@ def _payments(
 FORMULAS: dict[str, Formula] = {
     "venue.orders_silence_chance": _silence,
     "venue.order_volume_chance": _volume,
+    "venue.order_surge_chance": _surge,
     "venue.screens_online": _screens,
     "venue.oldest_waiting_minutes": _waiting,
     "venue.accept_time_ratio": _accept,
