@@ -218,6 +218,23 @@ def fresh_monitor() -> Iterator[WebSocketMonitor]:
     public_checks.reset()
 
 
+@pytest.fixture(autouse=True)
+def empty_task_queue() -> None:
+    """Each test's Celery workers start with no task queued: the servers of earlier tests on
+    this xdist worker queue tasks on its Redis broker that no worker took, and a worker a
+    test started worked through hundreds of them before the test's own (the log
+    correlation test timed out waiting for its task's line, once)."""
+    if not settings.REDIS_URL:
+        return
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.delete("celery")  # kombu's default queue: the one the workers read
+    except redis.RedisError:
+        pass  # a test with no Redis needs no queue emptied
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.REDIS_URL)
