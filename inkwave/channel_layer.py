@@ -18,12 +18,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from channels_redis.core import RedisChannelLayer
 
+from inkwave.lib.redis_options import redis_options
+
 
 class BlockingPoolRedisChannelLayer(RedisChannelLayer):
     def create_pool(self, index: int) -> Any:
         host = dict(self.hosts[index])
         address = host.pop("address")
-        return aioredis.BlockingConnectionPool.from_url(address, **host)
+        return aioredis.BlockingConnectionPool.from_url(address, **redis_options(), **host)
 
     async def group_add(self, group: str, channel: str) -> None:
         assert self.require_valid_group_name(group), "Group name not valid"
@@ -48,6 +50,7 @@ class BlockingPoolRedisChannelLayer(RedisChannelLayer):
                 host["address"],
                 socket_connect_timeout=within,
                 socket_timeout=within,
+                **redis_options(),
             )
             try:
                 await asyncio.wait_for(client.ping(), within)

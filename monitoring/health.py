@@ -30,8 +30,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
-from redis.exceptions import ConnectionError as RedisConnectionError
 
+from inkwave.lib.redis_options import redis_options
 from inkwave.logcontext import spawn
 
 logger = structlog.get_logger(__name__)
@@ -165,7 +165,7 @@ class RedisCheck(HealthCheck):
         if cached is not None and cached[:2] == (url, timeout):
             return cached[2]
         client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, **redis_options()
         )
         cls._clients[loop] = (url, timeout, client)
         return client
@@ -184,7 +184,10 @@ def redis_reachable() -> bool:
 
     timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
     client = redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout
+        settings.REDIS_URL,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **redis_options(),
     )
     try:
         return bool(client.ping())
@@ -220,14 +223,7 @@ class ChannelLayerCheck(HealthCheck):
         if layer is None:
             raise CheckFailed("no channel layer configured")
         try:
-            try:
-                return await self._round_trip(layer)
-            except RedisConnectionError:
-                # A pooled connection the server had closed (the layer's pool does not retry;
-                # redis-py drops the connection that failed): the soak saw one 503 with Redis
-                # answering PING, now and then, after a restart. A fresh connection tells a
-                # stale one from a layer that is down, which refuses this try at once too.
-                return await self._round_trip(layer)
+            return await self._round_trip(layer)
         except CheckFailed:
             raise
         except Exception as exc:

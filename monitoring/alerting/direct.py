@@ -30,6 +30,7 @@ import structlog
 from django.conf import settings
 
 from inkwave.lib.formats import utc_time
+from inkwave.lib.redis_options import redis_options
 from notifications.formatting import compose
 from notifications.slack import SlackMessage, TransportError, transport_from_settings
 
@@ -169,7 +170,10 @@ def _redis() -> Iterator[Any]:
 
     timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
     client = redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=timeout, socket_connect_timeout=timeout
+        settings.REDIS_URL,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        **redis_options(),
     )
     try:
         yield client
