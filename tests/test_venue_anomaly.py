@@ -233,6 +233,7 @@ def rules_for_every_metric() -> list[AlertRule]:
         anomaly.SURGE: ("lt", 5.0),
         anomaly.SCREENS: ("lt", 1.0),
         anomaly.WAITING: ("gt", 5.0),
+        anomaly.WAITING_RATIO: ("gt", 3.0),
         anomaly.ACCEPT_RATIO: ("gt", 2.0),
         anomaly.PAYMENTS: ("lt", 5.0),
     }
@@ -407,6 +408,35 @@ def test_tickets_nobody_takes(bistro: Venue) -> None:
     order(bistro, NOW - timedelta(hours=8))
     assert value(anomaly.WAITING, bistro) == 7 * 60
     assert waiting.pk
+
+
+def test_tickets_nobody_takes_against_the_venues_usual_time_to_take_one(
+    bistro: Venue, other_venue: Venue
+) -> None:
+    usual(bistro, orders=4, accepted=4, accept_seconds=4 * 120)  # two minutes, usually
+    slow = open_daily(other_venue)
+    usual(slow, orders=4, accepted=4, accept_seconds=4 * 300)  # five minutes, usually
+    alert = rule(anomaly.WAITING_RATIO, "gt", 5)
+    assert value(anomaly.WAITING_RATIO, bistro) == 0.0  # nothing waiting
+    for venue in (bistro, slow):
+        order(venue, NOW - timedelta(minutes=10))
+    assert value(anomaly.WAITING_RATIO, bistro) == pytest.approx(5.0)
+    assert not alert.breaches(5.0)
+    for venue in (bistro, slow):
+        order(venue, NOW - timedelta(minutes=10, seconds=6))
+    over = value(anomaly.WAITING_RATIO, bistro)
+    assert over is not None
+    assert alert.breaches(over)
+    assert over == pytest.approx(5.05)
+    # The same ten minutes are usual for a kitchen that takes five.
+    assert value(anomaly.WAITING_RATIO, slow) == pytest.approx(2.02)
+
+
+def test_tickets_are_not_judged_against_a_usual_not_yet_learned(bistro: Venue) -> None:
+    usual(bistro, orders=1, accepted=1, accept_seconds=120, weeks=1)  # under 10 taken in the hour
+    order(bistro, NOW - timedelta(minutes=30))
+    assert value(anomaly.WAITING, bistro) == 30.0
+    assert value(anomaly.WAITING_RATIO, bistro) is None
 
 
 def test_a_kitchen_slower_than_its_usual(bistro: Venue) -> None:

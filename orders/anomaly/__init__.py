@@ -25,6 +25,9 @@ level varies, so a quiet Tuesday is not an outage.
 - venue.screens_online: the most screens connected to the venue's room at once during the
   window, for a venue that usually has one at this hour; below 1: dark for the window.
 - venue.oldest_waiting_minutes: how long the oldest order nobody has taken has waited.
+- venue.oldest_waiting_ratio: the same wait as a multiple of the venue's usual time to take
+  an order at this hour (formulas.WAITING_USUAL_SPAN): ten minutes are long for a kitchen
+  that takes orders in one, and usual for one that takes five.
 - venue.accept_time_ratio: the median wait from placed to taken of the window's orders
   (a wait still going counts as long as it is so far), as a multiple of the venue's usual.
 - venue.payment_failure_chance: the chance of at least this many failed payments among the
@@ -48,9 +51,10 @@ VOLUME = "venue.order_volume_chance"
 SURGE = "venue.order_surge_chance"
 SCREENS = "venue.screens_online"
 WAITING = "venue.oldest_waiting_minutes"
+WAITING_RATIO = "venue.oldest_waiting_ratio"
 ACCEPT_RATIO = "venue.accept_time_ratio"
 PAYMENTS = "venue.payment_failure_chance"
-METRICS = (SILENCE, VOLUME, SURGE, SCREENS, WAITING, ACCEPT_RATIO, PAYMENTS)
+METRICS = (SILENCE, VOLUME, SURGE, SCREENS, WAITING, WAITING_RATIO, ACCEPT_RATIO, PAYMENTS)
 
 
 def register_metrics() -> None:
@@ -66,6 +70,9 @@ def register_metrics() -> None:
                live.screens, depends_on=("database", "redis"), per_venue=True),
         Metric(WAITING, "Venue: oldest order nobody has taken", "minutes", live.oldest_waiting,
                depends_on=database, per_venue=True),
+        Metric(WAITING_RATIO, "Venue: oldest order nobody has taken, against its usual wait",
+               "× usual",  # noqa: RUF001 -- a multiplication sign, as printed
+               live.oldest_waiting_ratio, depends_on=database, per_venue=True),
         Metric(ACCEPT_RATIO, "Venue: time to take an order, against its usual",
                "× usual",  # noqa: RUF001 -- a multiplication sign, as printed
                live.accept_ratio, depends_on=database, per_venue=True),

@@ -80,6 +80,17 @@ VENUE_RULES: list[dict[str, Any]] = [
         "description": "An order has waited more than {threshold} minutes and nobody has taken it.",
     },
     {
+        "name": "Venue tickets nobody takes",
+        "metric": "venue.oldest_waiting_ratio",
+        "comparison": "gt",
+        "threshold": 6,
+        "window_seconds": 300,
+        "severity": "warning",
+        "group_by": "rule",
+        "description": "An order has waited to be taken more than {threshold} times as long "
+        "as this venue usually takes at this hour, and nobody has taken it.",
+    },
+    {
         "name": "Venue payment failures",
         "metric": "venue.payment_failure_chance",
         "comparison": "lt",
@@ -100,6 +111,7 @@ NEEDS = {
     "venue.screens_online": ("database", "redis"),
     "venue.accept_time_ratio": ("database",),
     "venue.oldest_waiting_minutes": ("database",),
+    "venue.oldest_waiting_ratio": ("database",),
     "venue.payment_failure_chance": ("database",),
 }
 

@@ -50,6 +50,9 @@ PAYMENT_FLOOR_RATE = 0.02
 PLATFORM_MIN_PAYMENTS = 20
 # An order still waiting after this long is abandoned, not waiting (left out).
 WAITING_LOOKBACK = timedelta(hours=12)
+# The usual time to take an order that the oldest order's wait is held against: learned
+# over the quarter hours of this last span (a kitchen is slower at its rush hour).
+WAITING_USUAL_SPAN = timedelta(hours=1)
 
 QUARTER = timedelta(seconds=SLOT_SECONDS)
 
@@ -229,6 +232,19 @@ def waiting_value(venue: OpenVenue, oldest_placed: datetime | None, now: datetim
     if oldest_placed is None:
         return 0.0
     return (now - max(oldest_placed, venue.since)).total_seconds() / 60.0
+
+
+def waiting_ratio_value(
+    venue: OpenVenue, oldest_placed: datetime | None, now: datetime, known: Baselines
+) -> float | None:
+    """The wait of the oldest order nobody has taken (waiting_value) as a multiple of the
+    venue's usual time to take one over the last WAITING_USUAL_SPAN; None while that usual
+    is unknown. A kitchen that takes orders in a minute is ignoring one after ten; one that
+    takes five is not."""
+    usual = usual_accept_seconds(venue, now - WAITING_USUAL_SPAN, now, known)
+    if usual is None:
+        return None
+    return 60.0 * waiting_value(venue, oldest_placed, now) / usual
 
 
 def usual_accept_seconds(

@@ -37,6 +37,7 @@ from orders.anomaly.formulas import (
     LEVEL_LOOKBACK,
     SILENCE_LOOKBACK,
     WAITING_LOOKBACK,
+    WAITING_USUAL_SPAN,
     OpenVenue,
     accept_value,
     pace_start,
@@ -49,6 +50,7 @@ from orders.anomaly.formulas import (
     span_start,
     surge_scan,
     volume_scan,
+    waiting_ratio_value,
     waiting_value,
 )
 from orders.baseline import SlotBaseline, among, baselines
@@ -330,22 +332,46 @@ def screens(window: Window) -> Values:
     return values
 
 
+def _oldest_placed(window: Window, venues: dict[int, OpenVenue]) -> dict[int, datetime]:
+    """Per open venue: when the oldest order nobody has taken was placed."""
+    now = window.end
+
+    def read() -> dict[int, datetime]:
+        return dict(
+            Order.objects.filter(
+                status=OrderStatus.PLACED,
+                created_at__gt=now - WAITING_LOOKBACK,
+                created_at__lte=now,
+                venue_id__in=among(venues),
+            )
+            .values_list("venue_id")
+            .annotate(oldest=Min("created_at"))
+            .order_by()
+        )
+
+    return _memo(window, ("oldest_placed", now), read)
+
+
 def oldest_waiting(window: Window) -> Values:
     now, venues = window.end, _open(window)
     if not venues:
         return {}
-    oldest = dict(
-        Order.objects.filter(
-            status=OrderStatus.PLACED,
-            created_at__gt=now - WAITING_LOOKBACK,
-            created_at__lte=now,
-            venue_id__in=among(venues),
-        )
-        .values_list("venue_id")
-        .annotate(oldest=Min("created_at"))
-        .order_by()
-    )
+    oldest = _oldest_placed(window, venues)
     return {str(v.id): waiting_value(v, oldest.get(v.id), now) for v in venues.values()}
+
+
+def oldest_waiting_ratio(window: Window) -> Values:
+    now, venues = window.end, _open(window)
+    if not venues:
+        return {}
+    known = _baselines(window, WAITING_USUAL_SPAN)
+    oldest = _oldest_placed(window, venues)
+    values = {}
+    for venue in venues.values():
+        value = waiting_ratio_value(venue, oldest.get(venue.id), now, known)
+        if value is not None:
+            values[str(venue.id)] = value
+    return values
 
 
 # An order cancelled before anyone took it waits no more (and says nothing of the kitchen).

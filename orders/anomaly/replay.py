@@ -259,6 +259,12 @@ def _waiting(p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, w: Wai
     return formulas.waiting_value(venue, w.oldest(now), now)
 
 
+def _waiting_ratio(
+    p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, w: WaitingSweep
+) -> float | None:
+    return formulas.waiting_ratio_value(venue, w.oldest(now), now, p.baselines)
+
+
 def _accept(
     p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
 ) -> float | None:
@@ -294,6 +300,7 @@ FORMULAS: dict[str, Formula] = {
     "venue.order_surge_chance": _surge,
     "venue.screens_online": _screens,
     "venue.oldest_waiting_minutes": _waiting,
+    "venue.oldest_waiting_ratio": _waiting_ratio,
     "venue.accept_time_ratio": _accept,
     "venue.payment_failure_chance": _payments,
 }
