@@ -35,17 +35,18 @@ SERVER_ERROR = 1011
 
 @dataclass
 class Backoff:
-    """Random delays: first `restart_spread` wide after the server closed a live connection
-    (1012 or 1011: every screen of the process comes back at once otherwise), then doubling
-    from `base` to `cap`, each drawn at random between half and all of it ("equal jitter").
+    """Random delays: `restart_spread` wide after a restart (1012) and `cap` wide after the
+    server lost Redis under a live connection (1011): every screen of the process comes back
+    at once otherwise. A refusal (1011 before the welcome) waits half the cap to all of it.
+    Anything else (a dropped connection, a process that does not answer) doubles from `base`
+    to `cap`, each delay drawn at random between half and all of it ("equal jitter").
 
     Without the spread after 1011, the 1,000 screens of a process that lost Redis came back
     within half a second of each other, again and again: the process spent its event loop
     on their handshakes, and /health took 2.4 s to answer (the soak)."""
 
-    # The first retry after a refusal waits 1-2 s. From 0.25-0.5 s, the screens of a process
-    # that lost Redis asked again and again in its first seconds (four times each in five),
-    # and their refused handshakes took the event loop from /health (the soak: 3-4 s).
+    # The first retry after a dropped connection waits 1-2 s: a killed process's screens are
+    # back within seconds of its restart (bench/reconnect.py).
     base: float = 2.0
     # A screen is back within this long of the service: 2,000 of them retrying every 5-10 s
     # is about 300 handshakes a second, a fifth of what one web process takes
@@ -57,6 +58,20 @@ class Backoff:
     def after_restart(self) -> float:
         self.attempt = 0
         return random.uniform(0, self.restart_spread)  # noqa: S311 -- jitter, not security
+
+    def after_outage(self) -> float:
+        """1011 on a live connection: Redis is gone for every screen of the process, and none
+        can be served until it is back, so they come back over the whole cap."""
+        self.attempt = 0
+        return random.uniform(0, self.cap)  # noqa: S311
+
+    def refused(self) -> float:
+        """1011 before the welcome: the process is up and cannot serve the room (Redis is
+        down). Retrying sooner cannot succeed sooner than Redis comes back, and the refused
+        handshakes of a thousand screens retrying at 1-2 s, then 2-4 s, took the process's
+        event loop from /health for 3 s in the soak's first seconds of an outage (on a busy
+        two-core machine)."""
+        return random.uniform(self.cap / 2, self.cap)  # noqa: S311
 
     def next(self) -> float:
         ceiling = min(self.cap, self.base * 2**self.attempt)
@@ -105,8 +120,10 @@ class RoomClient:
             if code in FINAL_CLOSE_CODES or self._stop.is_set():
                 return
             was_live = self.connects_live > welcomes
-            if code == SERVICE_RESTART or (code == SERVER_ERROR and was_live):
+            if code == SERVICE_RESTART:
                 delay = self.backoff.after_restart()
+            elif code == SERVER_ERROR:
+                delay = self.backoff.after_outage() if was_live else self.backoff.refused()
             else:
                 delay = self.backoff.next()
             self.server_index += 1  # another process, as a balancer would pick

@@ -155,11 +155,14 @@ DELAYS = """async () => {
     client.welcomed = welcomed;
     client.closed(client.socket, code);
   };
-  close(true, 1011); // a live screen of a process that lost Redis: the spread
-  close(false, 1011); // refused: backoff from the start, 2 s
-  close(false, 1011); // 4 s
-  close(true, 1006); // dropped: backoff goes on, 8 s
-  close(true, 1012); // restart: the spread
+  close(true, 1011); // a live screen of a process that lost Redis: over the cap, 10 s
+  close(false, 1011); // refused: half the cap to all of it, 10 s
+  Math.random = () => 0; // the bottom of every range
+  close(false, 1011); // 5 s
+  close(true, 1006); // dropped: backoff from the start, 1 s
+  close(true, 1006); // 2 s
+  Math.random = () => 1;
+  close(true, 1012); // restart: the spread, 5 s
   return delays;
 }"""
 
@@ -169,4 +172,4 @@ def test_the_browser_client_spreads_its_return_after_1011_on_a_live_connection(
 ) -> None:
     # Every screen of a process that loses Redis is closed with 1011 at once; coming back
     # within half a second of each other, they took the process's event loop (the soak).
-    assert page.evaluate(DELAYS) == [5000, 2000, 4000, 8000, 5000]
+    assert page.evaluate(DELAYS) == [10000, 10000, 5000, 1000, 2000, 5000]

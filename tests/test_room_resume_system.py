@@ -100,6 +100,22 @@ def test_the_reference_clients_backoff_doubles_with_jitter_up_to_ten_seconds() -
     assert backoff.next() <= 2.0
 
 
+def test_a_refused_screen_waits_half_the_cap_to_all_of_it_and_a_cut_one_the_whole_cap() -> None:
+    """Refused (1011 before the welcome: Redis down), a retry sooner than 5 s cannot succeed
+    sooner, and a thousand screens retrying at 1-2 s took the process's event loop from
+    /health in the soak; cut from a live room (1011), they come back over the whole cap."""
+    backoff = Backoff()
+    refused = [backoff.refused() for _ in range(200)]
+    assert all(5.0 <= d <= 10.0 for d in refused)
+    assert min(refused) < 6.0
+    assert max(refused) > 9.0
+    cut = [backoff.after_outage() for _ in range(200)]
+    assert all(0.0 <= d <= 10.0 for d in cut)
+    assert min(cut) < 1.0
+    assert max(cut) > 9.0
+    assert backoff.attempt == 0
+
+
 @dataclass
 class NotedBackoff(Backoff):
     """The reference backoff, noting which delay each reconnect drew (and drawing none)."""
@@ -111,6 +127,16 @@ class NotedBackoff(Backoff):
         super().after_restart()
         return 0.0
 
+    def after_outage(self) -> float:
+        self.drawn.append("outage")
+        super().after_outage()
+        return 0.0
+
+    def refused(self) -> float:
+        self.drawn.append("refused")
+        super().refused()
+        return 0.0
+
     def next(self) -> float:
         self.drawn.append("backoff")
         super().next()
@@ -119,9 +145,9 @@ class NotedBackoff(Backoff):
 
 async def test_a_live_screen_told_1011_spreads_its_return_and_a_refused_one_backs_off() -> None:
     """Losing Redis closes every screen of a process with 1011 at once: their first return is
-    spread over the restart spread, as after 1012, or they all came back within half a second,
-    again and again, and the process's event loop went to their handshakes. A connection
-    refused with 1011 before its welcome backs off as before."""
+    spread over the cap, or they all came back within half a second, again and again, and the
+    process's event loop went to their handshakes. A connection refused with 1011 before its
+    welcome waits half the cap or more; a dropped one backs off."""
     closes = [(True, 1011), (False, 1011), (False, 1011), (True, 1012), (True, 1006)]
 
     async def room(ws: ServerConnection) -> None:
@@ -144,5 +170,5 @@ async def test_a_live_screen_told_1011_spreads_its_return_and_a_refused_one_back
         assert await all_true(lambda: not closes and client.connects == 6, 10), backoff.drawn
         client.stop()
         await task
-    assert backoff.drawn == ["spread", "backoff", "backoff", "spread", "backoff"]
+    assert backoff.drawn == ["outage", "refused", "refused", "spread", "backoff"]
     assert client.closes[:5] == [1011, 1011, 1011, 1012, None]

@@ -26,7 +26,7 @@ export class RoomClient {
     onState = () => {},
     reload = null,
     heartbeatSeconds = 15,
-    baseDelay = 2, // the first retry after a refusal: 1-2 s (orders/room_client.py says why)
+    baseDelay = 2, // the first retry after a dropped connection: 1-2 s (orders/room_client.py)
     maxDelay = 10, // back within 10 s of the service (orders/room_client.py says why)
     restartSpread = 5,
   }) {
@@ -154,9 +154,15 @@ export class RoomClient {
       return;
     }
     let delay;
-    if (code === SERVICE_RESTART || (code === SERVER_ERROR && this.welcomed)) {
+    if (code === SERVICE_RESTART) {
       this.attempt = 0;
       delay = Math.random() * this.restartSpread; // every screen of the process comes back
+    } else if (code === SERVER_ERROR && this.welcomed) {
+      this.attempt = 0;
+      delay = Math.random() * this.maxDelay; // the process lost Redis for all its screens
+    } else if (code === SERVER_ERROR) {
+      // Refused (Redis down): sooner cannot succeed sooner (orders/room_client.py says why).
+      delay = this.maxDelay / 2 + Math.random() * (this.maxDelay / 2);
     } else {
       const ceiling = Math.min(this.maxDelay, this.baseDelay * 2 ** this.attempt);
       this.attempt += 1;
