@@ -143,6 +143,7 @@ class RecordingClient(RoomClient):
             "welcomes": self.welcomes,
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
+            "open_timeouts": self.open_timeouts,
             "received": self.received,
             "closes": self.close_log,
             "resyncs": self.resync_log,

@@ -422,7 +422,15 @@ class Soak:
         drained = wait_drained(self.observer, 300)
         print(f"orders stopped; outbox empty after {drained}", flush=True)
         if self.args.resolve_limit:
-            resolved = self.wait_resolved(self.args.resolve_limit)
+            # An incident clears once its rule's window has passed the fault and the clear
+            # time has run: from the last fault's undo, however soon after it the run ended.
+            (longest,) = query(
+                "SELECT coalesce(max(window_seconds + clear_seconds + pending_seconds), 0) "
+                "FROM monitoring_alertrule WHERE enabled AND metric NOT LIKE 'venue.%%'",
+                url=self.state["database_url"],
+            )[0]
+            due = max((w.restored for w in windows), default=end) + int(longest) + 60
+            resolved = self.wait_resolved(max(self.args.resolve_limit, due - time.time()))
             print(f"every incident resolved after {resolved}", flush=True)
         self.measure_memory("after")
         self.churn.finish()

@@ -96,6 +96,7 @@ class RoomClient:
     rtt_ms: float | None = None  # the last round trip a ping measured
     connects: int = 0
     connects_live: int = 0  # connections the server welcomed into the room
+    open_timeouts: int = 0  # handshakes not answered within the open timeout
     resyncs: int = 0
     closes: list[int | None] = field(default_factory=list)
     live: asyncio.Event = field(default_factory=asyncio.Event)
@@ -133,7 +134,12 @@ class RoomClient:
     async def _session(self) -> int | None:
         try:
             ws = await connect(self.url(), open_timeout=10, ping_interval=None, close_timeout=2)
-        except (OSError, InvalidHandshake, TimeoutError):
+        except TimeoutError:
+            # The server may have taken the handshake and sent its welcome after all; that
+            # connection is closed unread (its statistics count it and what it sent).
+            self.open_timeouts += 1
+            return None
+        except (OSError, InvalidHandshake):
             return None
         self.connects += 1
         heartbeat = asyncio.create_task(self._heartbeat(ws))

@@ -218,6 +218,7 @@ class Clients(OnItsOwnLoop):
     stay: tuple[float, float] | None = None
     hosts: dict[int, str] = field(default_factory=dict)
     opens: int = 0  # connections welcomed
+    handshakes: int = 0  # WebSocket handshakes completed (welcomed or not)
     frames_in: int = 0  # frames received, the welcome included
     stop: threading.Event = field(default_factory=threading.Event)
     loop: asyncio.AbstractEventLoop | None = None
@@ -256,18 +257,20 @@ class Clients(OnItsOwnLoop):
             try:
                 async with gate:
                     ws = await websockets.connect(url, open_timeout=10, close_timeout=2)
+                self.handshakes += 1
+                left = False
                 try:
-                    welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    first = await asyncio.wait_for(ws.recv(), 10)
+                    self._take(first)
+                    welcome = json.loads(first)
                     if welcome.get("type") != "welcome":
                         raise ValueError(welcome.get("type"))
                     opened, failures = True, 0
                     self.open_now += 1
-                    self.opens += 1
-                    self.frames_in += 1
                     self._note("open")
                     left = await self._listen(ws)
                 finally:
-                    await ws.close()
+                    await self._close(ws)
                 self._note("left" if left else f"close:{ws.close_code}")
             except InvalidStatus as exc:
                 self._note(f"http:{exc.response.status_code}")
@@ -292,6 +295,23 @@ class Clients(OnItsOwnLoop):
                 delay = random.uniform(*self.stay) / 2
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
 
+    def _take(self, frame: str | bytes) -> None:
+        """Count a frame the server sent: its statistics count every one."""
+        self.frames_in += 1
+        message = json.loads(frame)
+        if message.get("type") == "welcome":
+            self.opens += 1
+        elif message.get("event") == "order.placed":
+            self.received[str(message["data"].get("table"))] += 1
+
+    async def _close(self, ws: Any) -> None:
+        """Close, and read what the server sent before it read the close (a device that
+        leaves while a broadcast is on its way): none of it goes uncounted."""
+        await ws.close()
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                self._take(await ws.recv())
+
     async def _listen(self, ws: Any) -> bool:
         """Receives until the server closes (False) or the stay is over (True: it left)."""
         deadline = None
@@ -300,10 +320,7 @@ class Clients(OnItsOwnLoop):
         try:
             async with asyncio.timeout_at(deadline):
                 async for frame in ws:
-                    self.frames_in += 1
-                    message = json.loads(frame)
-                    if message.get("event") == "order.placed":
-                        self.received[str(message["data"].get("table"))] += 1
+                    self._take(frame)
         except TimeoutError:
             if deadline is None:
                 raise

@@ -317,6 +317,9 @@ def statistics(run: Run) -> dict[str, Any]:
         url=run.url,
     )
     print("errors by kind (every sample): " + ", ".join(f"{k} {n}" for k, n in kinds))
+    timeouts = sum(c.get("open_timeouts", 0) for c in run.clients)
+    churn_timeouts = sum(e.kind == "timeout" for e in run.churn.events)
+    print(f"handshakes the clients gave up on (10 s): screens {timeouts}, churn {churn_timeouts}")
     kills = sum(w.fault.name == "web-killed" for w in run.windows)
     seconds = max(1.0, run.end - run.began)
     for name, (low, high) in clients.items():
