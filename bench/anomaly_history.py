@@ -58,6 +58,10 @@ PEAKS = {
     "cafe": [(8.5, 1.0, 1.0), (12.75, 1.0, 0.9)],
 }
 WEEKDAY_LEVEL = [0.8, 0.85, 0.9, 1.0, 1.25, 1.35, 1.1]
+# A kitchen takes an order in a log-normal time around its venue's median (accept_seconds), of
+# this spread (the log's standard deviation); a slow kitchen takes SLOWDOWN times as long.
+WAIT_SPREAD = 0.5
+SLOWDOWN = 5.0
 KINDS = ("outage", "surge", "screens_dark", "slow_kitchen", "tickets_ignored", "payment_burst")
 DURATIONS = {
     "outage": (15, 90),
@@ -294,9 +298,9 @@ def _order(
     payment = "failed" if rng.random() < failure else "paid"
     if rng.random() < 0.03:
         return OrderRow(created, None, "cancelled", payment)
-    wait = venue.accept_seconds * rng.lognormvariate(0, 0.5)
+    wait = venue.accept_seconds * rng.lognormvariate(0, WAIT_SPREAD)
     if _during(mine, "slow_kitchen", created):
-        wait *= 5
+        wait *= SLOWDOWN
     accepted = created + timedelta(seconds=wait)
     ignored = _during(mine, "tickets_ignored", accepted)
     if ignored is not None:

@@ -15,7 +15,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Q, Sum
+from django.db.models import (
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    Func,
+    Max,
+    Q,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Greatest, Ln, Power
 from django.utils import timezone
 
 from monitoring.alerting.replay import EpochFloor
@@ -71,6 +83,8 @@ def _roll_up_chunk(start: datetime, end: datetime) -> int:
     for row in _orders(start, end):
         taken = row.pop("taken")
         row["accept_seconds"] = taken.total_seconds() if taken else 0.0
+        row["accept_log_sum"] = row["accept_log_sum"] or 0.0
+        row["accept_log_squares"] = row["accept_log_squares"] or 0.0
         rows[(row.pop("venue_id"), row.pop("quarter"))].update(row)
     for venue, quarter, screens in _screens(start, end):
         rows[(venue, quarter)]["screens"] = screens
@@ -104,6 +118,8 @@ def _roll_up_chunk(start: datetime, end: datetime) -> int:
             "orders",
             "accepted",
             "accept_seconds",
+            "accept_log_sum",
+            "accept_log_squares",
             "payments_paid",
             "payments_failed",
             "screens",
@@ -112,16 +128,41 @@ def _roll_up_chunk(start: datetime, end: datetime) -> int:
     return len(objects)
 
 
+class WaitSeconds(Func):
+    """Seconds from the second datetime to the first, as a float, on either database."""
+
+    output_field = FloatField()
+    arity = 2
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        template = "CAST(EXTRACT(EPOCH FROM (%(expressions)s)) AS double precision)"
+        return self.as_sql(compiler, connection, template=template, arg_joiner=" - ", **extra)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        (later, first), (earlier, second) = (
+            compiler.compile(e) for e in self.get_source_expressions()
+        )
+        return f"((julianday({later}) - julianday({earlier})) * 86400.0)", (*first, *second)
+
+
+def log_wait() -> Any:
+    """The natural log of an order's seconds from placed to taken (a second at least)."""
+    return Ln(Greatest(WaitSeconds(F("accepted_at"), F("created_at")), Value(1.0)))
+
+
 def _orders(start: datetime, end: datetime) -> Any:
     wait = ExpressionWrapper(F("accepted_at") - F("created_at"), output_field=DurationField())
+    taken = Q(accepted_at__isnull=False)
     return (
         Order.objects.filter(created_at__gte=start, created_at__lt=end)
         .annotate(quarter=EpochFloor("created_at", SLOT_SECONDS))
         .values("venue_id", "quarter")
         .annotate(
             orders=Count("pk"),
-            accepted=Count("pk", filter=Q(accepted_at__isnull=False)),
-            taken=Sum(wait, filter=Q(accepted_at__isnull=False)),
+            accepted=Count("pk", filter=taken),
+            taken=Sum(wait, filter=taken),
+            accept_log_sum=Sum(log_wait(), filter=taken),
+            accept_log_squares=Sum(Power(log_wait(), 2), filter=taken),
             payments_paid=Count("pk", filter=Q(payment_status=PaymentStatus.PAID)),
             payments_failed=Count("pk", filter=Q(payment_status=PaymentStatus.FAILED)),
         )

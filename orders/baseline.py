@@ -31,6 +31,8 @@ class SlotBaseline(NamedTuple):  # a tuple: a cycle builds some 100,000 of them
     orders: float  # usual orders in the quarter hour (trimmed mean)
     accepted: int  # over those weeks: orders the kitchen took, and the seconds it took
     accept_seconds: float
+    accept_log_sum: float  # the sums of those seconds' natural logs and of their squares
+    accept_log_squares: float
     payments_paid: int
     payments_failed: int
     screen_weeks: int  # weeks with a screen connected in the quarter hour
@@ -83,6 +85,8 @@ class ActivityRow(NamedTuple):
     orders: int
     accepted: int
     accept_seconds: float
+    accept_log_sum: float
+    accept_log_squares: float
     payments_paid: int
     payments_failed: int
     screens: int
@@ -99,6 +103,8 @@ def summarize(rows: Sequence[ActivityRow]) -> SlotBaseline:
         orders=trimmed_mean(sum(orders), max(orders, default=0), min(orders, default=0), len(rows)),
         accepted=sum(r.accepted for r in rows),
         accept_seconds=sum(r.accept_seconds for r in rows),
+        accept_log_sum=sum(r.accept_log_sum for r in rows),
+        accept_log_squares=sum(r.accept_log_squares for r in rows),
         payments_paid=sum(r.payments_paid for r in rows),
         payments_failed=sum(r.payments_failed for r in rows),
         screen_weeks=sum(1 for r in rows if r.screens > 0),
@@ -121,7 +127,7 @@ def baselines(
     if venues is not None:
         rows = rows.filter(venue_id__in=among(venues))
     found = {}
-    for venue, slot, weeks, total, highest, lowest, accepted, seconds, paid, failed, screens in (
+    for venue, slot, weeks, total, highest, lowest, *taken, paid, failed, screens in (
         rows.values_list("venue_id", "week_slot")
         .annotate(
             weeks=Count("pk"),
@@ -130,14 +136,17 @@ def baselines(
             lowest=Min("orders"),
             accepted=Sum("accepted"),
             accept_seconds=Sum("accept_seconds"),
+            accept_log_sum=Sum("accept_log_sum"),
+            accept_log_squares=Sum("accept_log_squares"),
             paid=Sum("payments_paid"),
             failed=Sum("payments_failed"),
             screen_weeks=Count("pk", filter=Q(screens__gt=0)),
         )
         .order_by()
     ):
+        accepted, seconds, logs, squares = taken
         found[(venue, slot)] = SlotBaseline(
-            weeks, trimmed_mean(total, highest, lowest, weeks), accepted, seconds, paid, failed,
-            screens,
+            weeks, trimmed_mean(total, highest, lowest, weeks), accepted, seconds, logs, squares,
+            paid, failed, screens,
         )  # fmt: skip
     return found

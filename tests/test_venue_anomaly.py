@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
+from django.apps import apps as django_apps
 from django.test import override_settings
 
 from inkwave.lib.counts import binomial_sf, nb_cdf, nb_sf, nb_two_sided, nb_zero
@@ -220,7 +222,7 @@ def a_bad_evening(venue: Venue, now: datetime, *, history: bool = True) -> None:
     """Screens usually on, none now; a rush of 40 orders, then none for half an hour; none
     taken; every payment failed."""
     if history:
-        usual(venue, orders=4, screens=2, accepted=4, accept_seconds=4 * 60, payments_paid=4)
+        usual(venue, orders=4, screens=2, payments_paid=4, **waits(4, 60, 0.5))
     for i in range(40):
         at = now - timedelta(minutes=31, seconds=40 * i)
         order(venue, at, payment_status=PaymentStatus.FAILED)
@@ -235,6 +237,7 @@ def rules_for_every_metric() -> list[AlertRule]:
         anomaly.WAITING: ("gt", 5.0),
         anomaly.WAITING_RATIO: ("gt", 3.0),
         anomaly.ACCEPT_RATIO: ("gt", 2.0),
+        anomaly.KITCHEN: ("gt", 5.0),
         anomaly.PAYMENTS: ("lt", 5.0),
     }
     return [
@@ -458,6 +461,86 @@ def test_a_kitchen_slower_than_its_usual(bistro: Venue) -> None:
     assert over == pytest.approx(3.25)
 
 
+def waits(count: int, seconds: float, spread: float) -> dict[str, Any]:
+    """A quarter hour's taken orders for usual(): `count` of them, their waits log-normal
+    around `seconds` with this spread (the sums of the logs and of their squares)."""
+    log = math.log(seconds)
+    return {
+        "accepted": count,
+        "accept_seconds": count * seconds,
+        "accept_log_sum": count * log,
+        "accept_log_squares": count * (log * log + spread * spread),
+    }
+
+
+def test_a_kitchen_slowing_down_against_its_own_waits(bistro: Venue, other_venue: Venue) -> None:
+    from orders.anomaly.formulas import KITCHEN_SLOWDOWN, WaitModel, slowdown_evidence
+
+    usual(bistro, orders=4, **waits(4, 120, 0.5))  # two minutes, spread 0.5, usually
+    loose = open_daily(other_venue)
+    usual(loose, orders=4, **waits(4, 120, 1.0))  # two minutes too, twice the spread
+    alert = rule(anomaly.KITCHEN, "gt", 10)
+    assert value(anomaly.KITCHEN, bistro) == 0.0  # no order: nothing says slow
+    # Orders taken in their usual time say "not slow"; an order nobody takes says "slow"
+    # louder each minute, and alone crosses the line between 29 and 31 minutes.
+    for venue in (bistro, loose):
+        for i in range(4):
+            placed = NOW - timedelta(minutes=50 - 5 * i)
+            taken = placed + timedelta(minutes=2)
+            order(venue, placed, status=OrderStatus.ACCEPTED, accepted_at=taken)
+    assert value(anomaly.KITCHEN, bistro) == 0.0
+    waiting = order(bistro, NOW - timedelta(minutes=29))
+    under = value(anomaly.KITCHEN, bistro)
+    assert under is not None
+    assert not alert.breaches(under)
+    # The metric is the formula's evidence of that one order (the best stretch: it alone);
+    # the spread learned is a hair over 0.5 (the sample's, divided by n - 1).
+    model = WaitModel(math.log(120), 0.5)
+    expected = slowdown_evidence(model, 29 * 60, False, KITCHEN_SLOWDOWN)
+    assert under == pytest.approx(expected, rel=0.01)
+    Order.objects.filter(pk=waiting.pk).update(created_at=NOW - timedelta(minutes=31))
+    over = value(anomaly.KITCHEN, bistro)
+    assert over is not None
+    assert alert.breaches(over)
+    # Taken at last, after 31 minutes: one wait that long still says "slow" (the density
+    # ratio there), and as much as waiting so far did, give or take.
+    Order.objects.filter(pk=waiting.pk).update(status=OrderStatus.ACCEPTED, accepted_at=NOW)
+    late = value(anomaly.KITCHEN, bistro)
+    assert late is not None
+    assert 0.8 * over < late < 1.2 * over
+    # A kitchen whose waits usually spread twice as wide: 31 minutes say far less.
+    order(loose, NOW - timedelta(minutes=31))
+    loose_value = value(anomaly.KITCHEN, loose)
+    assert loose_value is not None
+    assert loose_value < over / 2
+
+
+def test_several_slow_orders_add_up_where_one_would_not(bistro: Venue) -> None:
+    usual(bistro, orders=4, **waits(4, 120, 0.5))
+    alert = rule(anomaly.KITCHEN, "gt", 10)
+    # Each taken in 6 minutes (three times the usual): about 2.4 each.
+    for i in range(4):
+        placed = NOW - timedelta(minutes=40 - 6 * i)
+        order(
+            bistro, placed, status=OrderStatus.ACCEPTED, accepted_at=placed + timedelta(minutes=6)
+        )
+    four = value(anomaly.KITCHEN, bistro)
+    assert four is not None
+    assert 9.0 < four < 10.0
+    assert not alert.breaches(four)
+    placed = NOW - timedelta(minutes=10)
+    order(bistro, placed, status=OrderStatus.ACCEPTED, accepted_at=placed + timedelta(minutes=6))
+    five = value(anomaly.KITCHEN, bistro)
+    assert five is not None
+    assert alert.breaches(five)
+
+
+def test_a_kitchen_is_not_judged_against_waits_not_yet_learned(bistro: Venue) -> None:
+    usual(bistro, orders=1, weeks=1, **waits(1, 120, 0.5))  # under 10 taken in the hour
+    order(bistro, NOW - timedelta(minutes=30))
+    assert value(anomaly.KITCHEN, bistro) is None
+
+
 def test_payment_failures_against_the_venue_and_the_platform(
     bistro: Venue, other_venue: Venue
 ) -> None:
@@ -512,8 +595,17 @@ def test_the_rollup_writes_each_open_quarter_once_in_the_venues_own_week(bistro:
     row = rows[quarter]
     assert row.week_slot == 2 * 96 + 18 * 4 + 3  # Wednesday 18:45 local
     assert (row.orders, row.accepted, row.accept_seconds) == (2, 1, 120.0)
+    assert row.accept_log_sum == pytest.approx(math.log(120))
+    assert row.accept_log_squares == pytest.approx(math.log(120) ** 2)
     assert (row.payments_paid, row.payments_failed, row.screens) == (1, 1, 3)
     assert rows[quarter - timedelta(minutes=15)].orders == 0
+    # Rows written before the logs were kept get them from their orders (migration 0012).
+    VenueActivity.objects.update(accept_log_sum=0, accept_log_squares=0)
+    wait_logs = importlib.import_module("orders.migrations.0012_venue_activity_wait_logs")
+    wait_logs.fill_in(django_apps, None)
+    row = VenueActivity.objects.get(pk=row.pk)
+    assert row.accept_log_sum == pytest.approx(math.log(120))
+    assert row.accept_log_squares == pytest.approx(math.log(120) ** 2)
     # Again: the same rows, nothing doubled.
     assert activity.roll_up(NOW - timedelta(hours=2), NOW) == 8
     assert VenueActivity.objects.count() == 8
@@ -600,3 +692,26 @@ def test_a_volume_rule_left_at_its_old_line_moves_to_the_scan_and_an_edited_one_
     migration.forwards(apps, None)
     rule.refresh_from_db()
     assert (rule.threshold, rule.window_seconds, rule.description) == (0.01, 1800, "Ours.")
+
+
+def test_the_kitchen_rule_switches_off_the_two_it_replaces_unless_an_operator_edited_one() -> None:
+    from orders.anomaly.defaults import VENUE_RULES
+
+    migration = importlib.import_module("orders.migrations.0013_venue_kitchen_rule")
+    [spec] = [r for r in VENUE_RULES if r["name"] == migration.RULE["name"]]
+    assert spec == migration.RULE  # the frozen copy is what is shipped
+    # As a database from before it had them: on, at their shipped lines.
+    AlertRule.objects.filter(name__in=[r["name"] for r in migration.REPLACED]).update(enabled=True)
+    AlertRule.objects.filter(name=migration.RULE["name"]).delete()
+    edited = migration.REPLACED[1]["name"]
+    AlertRule.objects.filter(name=edited).update(threshold=8)  # an operator's own line
+    migration.forwards(django_apps, None)
+    enabled = dict(
+        AlertRule.objects.filter(metric__startswith="venue.").values_list("name", "enabled")
+    )
+    assert enabled[migration.RULE["name"]] is True
+    assert enabled[migration.REPLACED[0]["name"]] is False
+    assert enabled[edited] is True
+    migration.backwards(django_apps, None)
+    assert not AlertRule.objects.filter(name=migration.RULE["name"]).exists()
+    assert AlertRule.objects.get(name=migration.REPLACED[0]["name"]).enabled

@@ -140,10 +140,11 @@ def test_the_replay_gives_the_live_values_at_the_same_moments(history: list[int]
         (anomaly.PAYMENTS, 900),
         (anomaly.WAITING, 3600),
         (anomaly.ACCEPT_RATIO, 1800),
+        (anomaly.KITCHEN, 300),
     ]:
         replayed = replay.history(metric, start, END, seconds, venues)
         # Waiting and taking read the orders' state now: compared at the end only.
-        at_end = metric in (anomaly.WAITING, anomaly.ACCEPT_RATIO)
+        at_end = metric in (anomaly.WAITING, anomaly.ACCEPT_RATIO, anomaly.KITCHEN)
         for minute in [30 * 60] if at_end else moments:
             t = start + timedelta(minutes=minute)
             live = REGISTRY[metric].compute(Window(t, seconds))

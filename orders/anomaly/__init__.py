@@ -30,6 +30,13 @@ level varies, so a quiet Tuesday is not an outage.
   that takes orders in one, and usual for one that takes five.
 - venue.accept_time_ratio: the median wait from placed to taken of the window's orders
   (a wait still going counts as long as it is so far), as a multiple of the venue's usual.
+- venue.kitchen_slowdown_evidence: how strongly the waits of the orders placed since some
+  moment in the last hour say the kitchen has become three times slower than its usual
+  (formulas.KITCHEN_SLOWDOWN), as the log of a likelihood ratio: each order taken counts for
+  how much likelier its wait is from a kitchen that slow, each still waiting for how much
+  likelier it is to wait this long yet, against the venue's own waits at this hour over the
+  past weeks (their typical time and spread, log-normal). A usual kitchen reaches x with a
+  chance of about e^-x; one order nobody takes adds more every minute.
 - venue.payment_failure_chance: the chance of at least this many failed payments among the
   window's settled ones, were the venue failing at its own usual rate or the other venues'
   rate in the same window, whichever is higher, in %.
@@ -53,8 +60,11 @@ SCREENS = "venue.screens_online"
 WAITING = "venue.oldest_waiting_minutes"
 WAITING_RATIO = "venue.oldest_waiting_ratio"
 ACCEPT_RATIO = "venue.accept_time_ratio"
+KITCHEN = "venue.kitchen_slowdown_evidence"
 PAYMENTS = "venue.payment_failure_chance"
-METRICS = (SILENCE, VOLUME, SURGE, SCREENS, WAITING, WAITING_RATIO, ACCEPT_RATIO, PAYMENTS)
+METRICS = (
+    SILENCE, VOLUME, SURGE, SCREENS, WAITING, WAITING_RATIO, ACCEPT_RATIO, KITCHEN, PAYMENTS,
+)  # fmt: skip
 
 
 def register_metrics() -> None:
@@ -76,6 +86,8 @@ def register_metrics() -> None:
         Metric(ACCEPT_RATIO, "Venue: time to take an order, against its usual",
                "× usual",  # noqa: RUF001 -- a multiplication sign, as printed
                live.accept_ratio, depends_on=database, per_venue=True),
+        Metric(KITCHEN, "Venue: evidence that the kitchen has slowed down (log odds)",
+               "log odds", live.kitchen_slowdown, depends_on=database, per_venue=True),
         Metric(PAYMENTS, "Venue: chance of this many failed payments", "%",
                live.payment_failures, maximum=100, depends_on=database, per_venue=True),
     ):  # fmt: skip

@@ -54,6 +54,15 @@ WAITING_LOOKBACK = timedelta(hours=12)
 # over the quarter hours of this last span (a kitchen is slower at its rush hour).
 WAITING_USUAL_SPAN = timedelta(hours=1)
 
+# A slow kitchen is judged as one whose waits have become this many times the usual
+# (kitchen_value): a slowdown the venue's guests feel, and a manager wants to hear of.
+KITCHEN_SLOWDOWN = 3.0
+# Its evidence is read from the orders placed over this last span (a change since then).
+KITCHEN_LOOKBACK = timedelta(hours=1)
+# No kitchen's waits are taken as spread less than this (the log's standard deviation): a
+# venue whose past weeks look very regular is not held to a precision it never had.
+KITCHEN_MIN_SPREAD = 0.25
+
 QUARTER = timedelta(seconds=SLOT_SECONDS)
 
 
@@ -259,6 +268,74 @@ def usual_accept_seconds(
     if accepted < ACCEPT_MIN_BASELINE or seconds <= 0:
         return None
     return seconds / accepted
+
+
+@dataclass(frozen=True)
+class WaitModel:
+    """A venue's usual waits to be taken, log-normal: log_median and spread are the mean and
+    the standard deviation of their natural logs (in seconds)."""
+
+    log_median: float
+    spread: float
+
+
+def usual_wait_model(
+    venue: OpenVenue, start: datetime, now: datetime, known: Baselines
+) -> WaitModel | None:
+    """Learned from the taken orders of the quarter hours of [start, now] in past weeks."""
+    count, logs, squares = 0, 0.0, 0.0
+    for slot, _ in slots_back(venue, start, now):
+        base = known.get((venue.id, slot))
+        if base is not None:
+            count += base.accepted
+            logs += base.accept_log_sum
+            squares += base.accept_log_squares
+    if count < ACCEPT_MIN_BASELINE:
+        return None
+    mean = logs / count
+    variance = max(0.0, squares / count - mean * mean) * count / (count - 1)
+    return WaitModel(mean, max(math.sqrt(variance), KITCHEN_MIN_SPREAD))
+
+
+def log_longer(z: float) -> float:
+    """log P(Z > z) for Z standard normal, without underflow far in the tail."""
+    if z < 5.0:
+        return math.log(0.5 * math.erfc(z / math.sqrt(2.0)))
+    # Mills' ratio: P(Z > z) ~ phi(z) / z * (1 - 1/z^2 + 3/z^4)
+    return (
+        -z * z / 2.0 - math.log(z * math.sqrt(2.0 * math.pi)) + math.log1p(-1.0 / z**2 + 3.0 / z**4)
+    )
+
+
+def slowdown_evidence(model: WaitModel, wait: float, taken: bool, slowdown: float) -> float:
+    """What one order says for a kitchen `slowdown` times slower than usual, against usual:
+    the log of the likelihood ratio. Taken after `wait` seconds: the two densities' ratio
+    there; still waiting after `wait`: the two chances of waiting longer than that."""
+    x = (math.log(max(wait, 1.0)) - model.log_median) / model.spread
+    slow = x - math.log(slowdown) / model.spread
+    if taken:
+        return (x * x - slow * slow) / 2.0
+    return log_longer(slow) - log_longer(x)
+
+
+def kitchen_value(
+    venue: OpenVenue, waits: Sequence[tuple[float, bool]], now: datetime, known: Baselines,
+    slowdown: float = KITCHEN_SLOWDOWN,
+) -> float | None:  # fmt: skip
+    """How strongly the waits of the orders placed since some moment in the last
+    KITCHEN_LOOKBACK say the kitchen has become `slowdown` times slower than this venue's
+    usual: the largest log-likelihood ratio of any such stretch (Lorden's test for a change;
+    a usual kitchen's waits reach x for any one stretch with a chance under e^-x).
+    `waits` are (seconds, taken) in the order the orders were placed: taken after so many
+    seconds, or waiting that long so far. None while the venue's usual is unknown."""
+    model = usual_wait_model(venue, now - WAITING_USUAL_SPAN, now, known)
+    if model is None:
+        return None
+    best = total = 0.0
+    for wait, taken in reversed(waits):
+        total += slowdown_evidence(model, wait, taken, slowdown)
+        best = max(best, total)
+    return best
 
 
 def accept_value(

@@ -283,6 +283,28 @@ def _accept(
     return formulas.accept_value(venue, median, len(waits), start, now, p.baselines)
 
 
+def kitchen_formula(slowdown: float = formulas.KITCHEN_SLOWDOWN) -> Formula:
+    """formulas.kitchen_value of the orders placed over the last KITCHEN_LOOKBACK (of this
+    opening), cancelled ones left out (as live)."""
+
+    def formula(
+        p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
+    ) -> float | None:
+        lo = first_after(rows, max(venue.since, now - formulas.KITCHEN_LOOKBACK))
+        waits = []
+        for i in range(lo, bisect_right(rows.created, now)):
+            if rows.cancelled[i]:
+                continue
+            taken = rows.accepted[i]
+            if taken is not None and taken <= now:
+                waits.append(((taken - rows.created[i]).total_seconds(), True))
+            else:
+                waits.append(((now - rows.created[i]).total_seconds(), False))
+        return formulas.kitchen_value(venue, waits, now, p.baselines, slowdown)
+
+    return formula
+
+
 def _payments(
     p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
 ) -> float | None:
@@ -302,6 +324,7 @@ FORMULAS: dict[str, Formula] = {
     "venue.oldest_waiting_minutes": _waiting,
     "venue.oldest_waiting_ratio": _waiting_ratio,
     "venue.accept_time_ratio": _accept,
+    "venue.kitchen_slowdown_evidence": kitchen_formula(),
     "venue.payment_failure_chance": _payments,
 }
 

@@ -30,6 +30,10 @@ class VenueActivity(models.Model):
     # Of those orders: how many the kitchen took, and their summed seconds from placed.
     accepted = models.PositiveIntegerField(default=0)
     accept_seconds = models.FloatField(default=0.0)
+    # ... and the sums of the natural logs of those seconds and of their squares (a second
+    # at least): the spread of the kitchen's waits, not only their mean.
+    accept_log_sum = models.FloatField(default=0.0)
+    accept_log_squares = models.FloatField(default=0.0)
     payments_paid = models.PositiveIntegerField(default=0)
     payments_failed = models.PositiveIntegerField(default=0)
     # The most screens one web process held for the venue in the quarter hour (0: none).
