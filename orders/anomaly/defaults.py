@@ -67,8 +67,8 @@ VENUE_RULES: list[dict[str, Any]] = [
         "severity": "warning",
         "group_by": "rule",
         "description": "The waits of this venue's orders since some moment in the last hour "
-        "(those taken, and those still waiting) are over e^{threshold} times likelier from a "
-        "kitchen three times slower than its usual than from its usual: guests are waiting.",
+        "(those taken, and those still waiting) point to a kitchen three times slower than its "
+        "usual, at over {threshold}: guests are waiting.",
     },
     # The two below are shipped switched off: the rule above finds what they find, sooner
     # and with fewer false alerts (bench/README.md, "Venue anomalies"). Turn one on in the

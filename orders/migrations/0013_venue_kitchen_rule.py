@@ -13,8 +13,8 @@ RULE = {
     "severity": "warning",
     "group_by": "rule",
     "description": "The waits of this venue's orders since some moment in the last hour "
-    "(those taken, and those still waiting) are over e^{threshold} times likelier from a "
-    "kitchen three times slower than its usual than from its usual: guests are waiting.",
+    "(those taken, and those still waiting) point to a kitchen three times slower than its "
+    "usual, at over {threshold}: guests are waiting.",
 }
 REPLACED = [
     {
