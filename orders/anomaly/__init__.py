@@ -86,7 +86,7 @@ def register_metrics() -> None:
         Metric(ACCEPT_RATIO, "Venue: time to take an order, against its usual",
                "× usual",  # noqa: RUF001 -- a multiplication sign, as printed
                live.accept_ratio, depends_on=database, per_venue=True),
-        Metric(KITCHEN, "Venue: evidence that the kitchen has slowed down (log odds)",
+        Metric(KITCHEN, "Venue: evidence that the kitchen has slowed down",
                "log odds", live.kitchen_slowdown, depends_on=database, per_venue=True),
         Metric(PAYMENTS, "Venue: chance of this many failed payments", "%",
                live.payment_failures, maximum=100, depends_on=database, per_venue=True),
