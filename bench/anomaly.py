@@ -33,6 +33,7 @@ Uses its own database, inkwave_bench_anomaly by default (--database; with "_cost
 from __future__ import annotations
 
 import argparse
+import bisect
 import math
 import os
 import random
@@ -433,6 +434,23 @@ def detection(args: argparse.Namespace) -> None:
                 )  # fmt: skip
                 print(f"  r = {rise:g}, {spec.label:<8} {_recall(got):>16} "
                       f"{got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
+    if args.surge_candidates:
+        print(
+            "\nsurge candidate (not shipped): the Poisson log-likelihood ratio, 3 times the usual "
+            "at today's pace against the usual, of the stretch from any order of the last hour "
+            "to now (a CUSUM over every start, not four windows)"
+        )
+        for smooth in (False, True):
+            formula = _surge_any_start(3.0, smooth)
+            name = f"surge any start {smooth}"
+            how = "usual of each quarter hour and its neighbours" if smooth else "usual"
+            for spec in SURGE_ANY_LINES:
+                got = score(
+                    spec, incidents_of(spec, series(name, formula, spec.window), index),
+                    "surge", history, venue_months,
+                )  # fmt: skip
+                print(f"  {how}, {spec.label:<8} {_recall(got):>16} {got.false_rate:>8.2f} "
+                      f"{got.delay:>5.1f}m")  # fmt: skip
     if args.kitchen_candidates:
         print(
             "\nkitchen candidates (not shipped): the largest log-likelihood ratio since a change "
@@ -495,6 +513,68 @@ def _surge_llr(rise: float, windows: Sequence[int]) -> Formula:
             usual = formulas.expected_orders(venue, since, now, p.baselines) or 0.0
             usual = max(usual * level, formulas.VOLUME_MIN_EXPECTED)
             best = max(best, (hi - first_after(rows, since)) * jump - (rise - 1) * usual)
+        return best
+
+    return formula
+
+
+SURGE_ANY_LINES = [RuleSpec(f"> {x:g}", "gt", x, 3600) for x in (8, 10, 12, 14, 16, 18)]
+
+
+def _surge_any_start(rise: float, smooth: bool = False) -> Formula:
+    """A surge candidate (not shipped): n ln(rise) - (rise - 1) E over the stretch from any
+    order of the last hour to now, E the orders usual in it at today's pace (the volume rule's
+    usual, its pace read from the two hours before the hour), the largest such ratio. Smooth:
+    each quarter hour's usual is a quarter of each neighbour's and half its own (three times
+    the weeks behind it, a little of the hour's shape lost)."""
+    from orders.anomaly import formulas
+    from orders.anomaly.replay import first_after
+    from orders.models.activity import SLOTS_PER_WEEK
+
+    jump = math.log(rise)
+    hour = timedelta(hours=1)
+
+    def formula(p: Period, rows: Any, venue: Any, now: datetime, _: Any) -> float | None:
+        known = p.baselines
+        start = max(venue.since, now - hour)
+        if formulas.expected_orders(venue, start, now, known) is None:
+            return None  # still learned
+        paced = formulas.pace_start(venue, now - hour)
+        before = max(0, first_after(rows, now - hour) - first_after(rows, paced))
+        level = formulas.pace(venue, before, paced, now - hour, known)
+        # The usual rate (orders a second) in each quarter hour's part of [start, now], newest
+        # first, as slots_back() walks them.
+        first, last = start.timestamp(), now.timestamp()
+        pieces = []
+        quarter = int(last) // 900 * 900
+        slots = iter(formulas.slots_back(venue, start, now))
+        while quarter + 900 > first:
+            lo, hi = max(first, quarter), min(last, quarter + 900)
+            if hi - lo > 0:
+                slot, _seconds = next(slots)
+                weights = (
+                    ((slot - 1, 0.25), (slot, 0.5), (slot + 1, 0.25)) if smooth else ((slot, 1.0),)
+                )
+                rate = 0.0
+                for neighbour, weight in weights:
+                    base = known.get((venue.id, neighbour % SLOTS_PER_WEEK))
+                    rate += weight * (base.orders / 900 if base is not None else 0.0)
+                pieces.append((lo, hi, rate * level))
+            quarter -= 900
+        best, expected, at, k = 0.0, 0.0, last, 0
+        newest = bisect.bisect_right(rows.created, now) - 1
+        for count, i in enumerate(range(newest, -1, -1), start=1):
+            t = rows.created[i].timestamp()
+            if t <= first:
+                break
+            while k < len(pieces) and pieces[k][0] >= t:  # whole pieces after t
+                expected += (min(at, pieces[k][1]) - pieces[k][0]) * pieces[k][2]
+                at = pieces[k][0]
+                k += 1
+            if k < len(pieces):
+                expected += (at - t) * pieces[k][2]
+            at = t
+            best = max(best, count * jump - (rise - 1) * max(expected, 0.0))
         return best
 
     return formula
