@@ -211,3 +211,24 @@ def test_a_venue_incident_is_drawn_from_its_venue_replay(history: list[int]) -> 
     assert chart is not None
     values = [v for v in chart["series"][0]["values"] if v is not None]
     assert min(values) < 0.01 < max(values)
+
+
+def test_the_preview_of_the_kitchen_rule_replays_its_waits(
+    history: list[int], admin_client: Client
+) -> None:
+    """The kitchen's evidence is replayed from the week's orders as any venue metric: orders
+    left untaken (a tenth of this history's) are found, and drawn."""
+    form = {
+        "name": "Kitchen falling behind", "description": "", "enabled": "on",
+        "severity": "warning", "runbook_url": "", "metric": anomaly.KITCHEN, "comparison": "gt",
+        "threshold": "9", "window_seconds": "300", "pending_seconds": "0", "clear_seconds": "0",
+        "repeat_interval_seconds": "0", "escalation_delay_seconds": "0", "flap_threshold": "4",
+        "settle_seconds": "600", "group_by": "",
+    }  # fmt: skip
+    with time_machine.travel(END, tick=False):
+        response = admin_client.post("/admin/monitoring/alertrule/add/preview/", form)
+    assert response.status_code == 200
+    result = response.context["result"]
+    assert result.scopes == 2
+    assert result.incidents
+    assert 'id="preview-chart"' in response.content.decode()
