@@ -440,10 +440,13 @@ def detection(args: argparse.Namespace) -> None:
             "at today's pace against the usual, of the stretch from any order of the last hour "
             "to now (a CUSUM over every start, not four windows)"
         )
-        for smooth in (False, True):
-            formula = _surge_any_start(3.0, smooth)
-            name = f"surge any start {smooth}"
-            how = "usual of each quarter hour and its neighbours" if smooth else "usual"
+        for smooth, span in ((False, None), (True, None), (False, 6)):
+            formula = _surge_any_start(3.0, smooth, None if span is None else timedelta(hours=span))
+            name = f"surge any start {smooth} {span}"
+            how = (
+                "usual of each quarter hour and its neighbours" if smooth
+                else f"usual, today's pace over {span} hours" if span else "usual"
+            )  # fmt: skip
             for spec in SURGE_ANY_LINES:
                 got = score(
                     spec, incidents_of(spec, series(name, formula, spec.window), index),
@@ -521,12 +524,15 @@ def _surge_llr(rise: float, windows: Sequence[int]) -> Formula:
 SURGE_ANY_LINES = [RuleSpec(f"> {x:g}", "gt", x, 3600) for x in (8, 10, 12, 14, 16, 18)]
 
 
-def _surge_any_start(rise: float, smooth: bool = False) -> Formula:
+def _surge_any_start(
+    rise: float, smooth: bool = False, pace_span: timedelta | None = None
+) -> Formula:
     """A surge candidate (not shipped): n ln(rise) - (rise - 1) E over the stretch from any
     order of the last hour to now, E the orders usual in it at today's pace (the volume rule's
     usual, its pace read from the two hours before the hour), the largest such ratio. Smooth:
     each quarter hour's usual is a quarter of each neighbour's and half its own (three times
-    the weeks behind it, a little of the hour's shape lost)."""
+    the weeks behind it, a little of the hour's shape lost). pace_span: today's pace read over
+    this long before the hour (None: the shipped LEVEL_LOOKBACK)."""
     from orders.anomaly import formulas
     from orders.anomaly.replay import first_after
     from orders.models.activity import SLOTS_PER_WEEK
@@ -539,7 +545,10 @@ def _surge_any_start(rise: float, smooth: bool = False) -> Formula:
         start = max(venue.since, now - hour)
         if formulas.expected_orders(venue, start, now, known) is None:
             return None  # still learned
-        paced = formulas.pace_start(venue, now - hour)
+        if pace_span is None:
+            paced = formulas.pace_start(venue, now - hour)
+        else:
+            paced = max(venue.since, now - hour - pace_span)
         before = max(0, first_after(rows, now - hour) - first_after(rows, paced))
         level = formulas.pace(venue, before, paced, now - hour, known)
         # The usual rate (orders a second) in each quarter hour's part of [start, now], newest
