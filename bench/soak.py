@@ -80,6 +80,9 @@ SETTINGS = {
 # the summary a channel gets once its backlog is out.
 CI_SETTINGS = {"ALERT_EVALUATION_SECONDS": "5", "SLACK_OUTAGE_SECONDS": "10"}
 CI_SLACK_OUTAGE_SECONDS = 10
+# The longest a run waits past the last fault's undo for an open incident to resolve (its
+# rule's window, pending and clear time; the shipped rules' are 7 to 8 minutes).
+RESOLVE_CAP = 900
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -422,15 +425,17 @@ class Soak:
         drained = wait_drained(self.observer, 300)
         print(f"orders stopped; outbox empty after {drained}", flush=True)
         if self.args.resolve_limit:
-            # An incident clears once its rule's window has passed the fault and the clear
-            # time has run: from the last fault's undo, however soon after it the run ended.
+            # An open incident clears once its rule's window has passed the fault and the
+            # clear time has run: from the last fault's undo, however soon after it the run
+            # ended (at most RESOLVE_CAP more: a rule with a day's window is not waited for).
             (longest,) = query(
-                "SELECT coalesce(max(window_seconds + clear_seconds + pending_seconds), 0) "
-                "FROM monitoring_alertrule WHERE enabled AND metric NOT LIKE 'venue.%%'",
+                "SELECT coalesce(max(r.window_seconds + r.clear_seconds + r.pending_seconds), 0) "
+                "FROM monitoring_incident i JOIN monitoring_alertrule r ON r.id = i.rule_id "
+                "WHERE i.status <> 'resolved'",
                 url=self.state["database_url"],
             )[0]
-            due = max((w.restored for w in windows), default=end) + int(longest) + 60
-            resolved = self.wait_resolved(max(self.args.resolve_limit, due - time.time()))
+            due = max((w.restored for w in windows), default=end) + min(int(longest), RESOLVE_CAP)
+            resolved = self.wait_resolved(max(self.args.resolve_limit, due + 60 - time.time()))
             print(f"every incident resolved after {resolved}", flush=True)
         self.measure_memory("after")
         self.churn.finish()
