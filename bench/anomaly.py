@@ -753,35 +753,20 @@ def _wait_evidence(
     return evidence
 
 
-def _largest_since_change(
-    rows: Any, since: datetime, now: datetime, evidence: Callable[[float, bool], float]
+def _since_change(
+    rows: Any, venue: Any, now: datetime, evidence: Callable[[float, bool], float]
 ) -> float:
-    """The largest sum of the evidence of the orders placed from some change on (after
-    `since`) to now: Lorden's generalised likelihood ratio. Cancelled orders say nothing."""
-    from bisect import bisect_right
+    """The shipped metric's test (formulas.largest_since_change over the orders of its last
+    KITCHEN_LOOKBACK) with another evidence: Lorden's generalised likelihood ratio."""
+    from orders.anomaly import formulas
+    from orders.anomaly.replay import kitchen_waits
 
-    best = total = 0.0
-    for i in range(bisect_right(rows.created, now) - 1, -1, -1):
-        created = rows.created[i]
-        if created < since:
-            break
-        if rows.cancelled[i]:
-            continue
-        taken = rows.accepted[i]
-        done = taken is not None and taken <= now
-        total += evidence(((taken if done else now) - created).total_seconds(), done)
-        if total == -math.inf:
-            break
-        best = max(best, total)
-    return best
-
-
-# How far back the kitchen's likelihood ratios look for the change.
-KITCHEN_LOOK_BACK = timedelta(hours=1)
+    since = max(venue.since, now - formulas.KITCHEN_LOOKBACK)
+    return formulas.largest_since_change(kitchen_waits(rows, since, now), evidence)
 
 
 def _kitchen_bound(history: anomaly_history.History, kind: str) -> Formula:
-    """_largest_since_change() for `kind`, knowing each venue's true median wait and the
+    """_since_change() for `kind`, knowing each venue's true median wait and the
     spread of waits (what no real detector knows): near the best possible."""
     spread = anomaly_history.WAIT_SPREAD
     by_venue = {
@@ -790,14 +775,13 @@ def _kitchen_bound(history: anomaly_history.History, kind: str) -> Formula:
     }
 
     def formula(p: Period, rows: Any, venue: Any, now: datetime, _: Any) -> float:
-        since = max(venue.since, now - KITCHEN_LOOK_BACK)
-        return _largest_since_change(rows, since, now, by_venue[venue.id])
+        return _since_change(rows, venue, now, by_venue[venue.id])
 
     return formula
 
 
 def _kitchen_glr(rise: float, spread: float) -> Formula:
-    """A kitchen candidate (not shipped): _largest_since_change() for waits `rise` times the
+    """A kitchen candidate (not shipped): _since_change() for waits `rise` times the
     usual, the usual being what the venue learned (its mean time to take an order over the
     last hour's quarter hours, as the tickets rule's), waits taken as log-normal of `spread`
     around it. No more than the live cycle knows; it serves slow kitchens and ignored
@@ -812,8 +796,7 @@ def _kitchen_glr(rise: float, spread: float) -> Formula:
             return None
         # A log-normal's mean is its median times e^(spread^2 / 2).
         evidence = _wait_evidence("slow_kitchen", math.log(usual) - spread**2 / 2, spread, rise)
-        since = max(venue.since, now - KITCHEN_LOOK_BACK)
-        return _largest_since_change(rows, since, now, evidence)
+        return _since_change(rows, venue, now, evidence)
 
     return formula
 

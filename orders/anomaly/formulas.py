@@ -8,7 +8,7 @@ a period. Both end here, so the preview and the benchmark judge what the engine 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
@@ -331,9 +331,22 @@ def kitchen_value(
     model = usual_wait_model(venue, now - WAITING_USUAL_SPAN, now, known)
     if model is None:
         return None
+    return largest_since_change(
+        waits, lambda wait, taken: slowdown_evidence(model, wait, taken, slowdown)
+    )
+
+
+def largest_since_change(
+    waits: Sequence[tuple[float, bool]], evidence: Callable[[float, bool], float]
+) -> float:
+    """The largest sum of the evidence of the orders from some one on to the last (`waits`
+    as kitchen_value's), at least 0. Evidence of -inf (an order the alternative rules out)
+    ends the stretches that would hold it."""
     best = total = 0.0
     for wait, taken in reversed(waits):
-        total += slowdown_evidence(model, wait, taken, slowdown)
+        total += evidence(wait, taken)
+        if total == -math.inf:
+            break
         best = max(best, total)
     return best
 

@@ -18,11 +18,8 @@ from django.db.models import (
     Aggregate,
     Count,
     DateTimeField,
-    DurationField,
-    ExpressionWrapper,
     F,
     FloatField,
-    Func,
     Max,
     Min,
     Q,
@@ -398,14 +395,7 @@ def _median_waits(window: Window, venues: dict[int, OpenVenue]) -> dict[int, tup
     read = dict(venues)
     if connection.vendor == "postgresql":
         whole = [v.id for v in venues.values() if v.since <= window.start]
-        wait = Func(
-            ExpressionWrapper(
-                Coalesce("accepted_at", Value(now)) - F("created_at"),
-                output_field=DurationField(),
-            ),
-            template="EXTRACT(EPOCH FROM %(expressions)s)",
-            output_field=FloatField(),
-        )
+        wait = WaitSeconds(Coalesce("accepted_at", Value(now)), "created_at")
         for venue_id, median, count in (
             Order.objects.filter(
                 venue_id__in=among(whole), created_at__gt=window.start, created_at__lte=now

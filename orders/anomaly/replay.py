@@ -290,19 +290,25 @@ def kitchen_formula(slowdown: float = formulas.KITCHEN_SLOWDOWN) -> Formula:
     def formula(
         p: Period, rows: VenueRows, venue: OpenVenue, now: datetime, _: WaitingSweep
     ) -> float | None:
-        lo = first_after(rows, max(venue.since, now - formulas.KITCHEN_LOOKBACK))
-        waits = []
-        for i in range(lo, bisect_right(rows.created, now)):
-            if rows.cancelled[i]:
-                continue
-            taken = rows.accepted[i]
-            if taken is not None and taken <= now:
-                waits.append(((taken - rows.created[i]).total_seconds(), True))
-            else:
-                waits.append(((now - rows.created[i]).total_seconds(), False))
+        waits = kitchen_waits(rows, max(venue.since, now - formulas.KITCHEN_LOOKBACK), now)
         return formulas.kitchen_value(venue, waits, now, p.baselines, slowdown)
 
     return formula
+
+
+def kitchen_waits(rows: VenueRows, since: datetime, now: datetime) -> list[tuple[float, bool]]:
+    """(seconds, taken by now) of the orders placed after `since`, in the order placed, as
+    formulas.kitchen_value takes them; cancelled ones left out."""
+    waits = []
+    for i in range(first_after(rows, since), bisect_right(rows.created, now)):
+        if rows.cancelled[i]:
+            continue
+        taken = rows.accepted[i]
+        if taken is not None and taken <= now:
+            waits.append(((taken - rows.created[i]).total_seconds(), True))
+        else:
+            waits.append(((now - rows.created[i]).total_seconds(), False))
+    return waits
 
 
 def _payments(
