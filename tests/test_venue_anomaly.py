@@ -346,7 +346,7 @@ def test_a_surge_crosses_its_line_at_the_count_three_times_the_usual_makes_likel
 ) -> None:
     usual(bistro, orders=4)  # 16 in the hour, 8 in half an hour
     at_the_usual_pace(bistro, 16, NOW - timedelta(minutes=60))  # today's pace: the usual
-    alert = rule(anomaly.SURGE, "lt", 0.0001)
+    alert = rule(anomaly.SURGE, "lt", 0.03)  # the shipped line
     for minutes in range(16):
         order(bistro, NOW - timedelta(minutes=3 * minutes + 1))
     assert value(anomaly.SURGE, bistro) == 100.0  # a usual hour: no evidence at all
@@ -355,9 +355,9 @@ def test_a_surge_crosses_its_line_at_the_count_three_times_the_usual_makes_likel
         return 4 * 100 * math.exp(-(n * math.log(3) - 2 * usual))
 
     # More orders in the last half hour: the 30-minute window's evidence (n ln 3 - 2 x 8)
-    # crosses the line at the first count whose bound is under 0.0001%.
+    # crosses the line at the first count whose bound is under 0.03%.
     in_half = 10  # of the 16, those placed in the last 30 minutes
-    line = next(n for n in range(in_half, 100) if bound(n, 8) < 0.0001)
+    line = next(n for n in range(in_half, 100) if bound(n, 8) < 0.03)
     for extra in range(line - in_half - 1):
         order(bistro, NOW - timedelta(minutes=20, seconds=extra))
     under = value(anomaly.SURGE, bistro)
@@ -372,6 +372,31 @@ def test_a_surge_crosses_its_line_at_the_count_three_times_the_usual_makes_likel
     # One-sided: no order at all in the hour is no surge (the volume rule sees a drop).
     Order.objects.filter(created_at__gt=NOW - timedelta(minutes=60)).delete()
     assert value(anomaly.SURGE, bistro) == 100.0
+
+
+def test_a_surge_is_judged_at_a_busier_pace_and_never_below_the_usual(bistro: Venue) -> None:
+    usual(bistro, orders=4)  # 16 in the hour, 32 in the two hours before it
+    alert = rule(anomaly.SURGE, "lt", 0.03)
+    # An outage in the two hours before the hour (today's pace (0 + 8) / (32 + 8) = 0.2),
+    # then a usual hour: the usual is not lowered to a fifth, so no surge ...
+    for minutes in range(16):
+        order(bistro, NOW - timedelta(minutes=3 * minutes + 1))
+    assert value(anomaly.SURGE, bistro) == 100.0  # (at 0.2: 0.0056%, a surge)
+    # ... where the volume rule, judging either way, reads the hour against that pace.
+    volume = value(anomaly.VOLUME, bistro)
+    assert volume is not None
+    assert volume < 0.01
+    # A day busier than usual (64 orders in the two hours: a pace of 72 / 40 = 1.8) raises
+    # the usual a surge is judged against: 60 orders in the hour are no surge at this pace
+    # as they would be at the usual one.
+    Order.objects.all().delete()
+    at_the_usual_pace(bistro, 32, NOW - timedelta(minutes=60))
+    for i in range(60):
+        order(bistro, NOW - timedelta(seconds=60 * i + 30))
+    busier = value(anomaly.SURGE, bistro)
+    assert busier == pytest.approx(4 * 100 * math.exp(-(60 * math.log(3) - 2 * 16 * 1.8)))
+    assert not alert.breaches(busier)
+    assert 4 * 100 * math.exp(-(60 * math.log(3) - 2 * 16)) < 0.03
 
 
 def test_screens_dark_only_for_a_venue_that_uses_them(bistro: Venue, other_venue: Venue) -> None:
@@ -692,6 +717,27 @@ def test_a_volume_rule_left_at_its_old_line_moves_to_the_scan_and_an_edited_one_
     migration.forwards(apps, None)
     rule.refresh_from_db()
     assert (rule.threshold, rule.window_seconds, rule.description) == (0.01, 1800, "Ours.")
+
+
+def test_a_surge_rule_left_at_its_old_line_moves_to_the_new_and_an_edited_one_stays() -> None:
+    from orders.anomaly.defaults import VENUE_RULES
+
+    migration = importlib.import_module("orders.migrations.0014_venue_surge_pace_floor")
+    [spec] = [r for r in VENUE_RULES if r["name"] == migration.NAME]
+    assert spec["threshold"] == migration.NEW["threshold"]  # the frozen copy is what is shipped
+    rule = AlertRule.objects.get(name=migration.NAME)  # installed at the new line (0006)
+    assert rule.threshold == migration.NEW["threshold"]
+    AlertRule.objects.filter(pk=rule.pk).update(**migration.OLD)  # a database from before
+    migration.forwards(django_apps, None)
+    rule.refresh_from_db()
+    assert rule.threshold == 0.03
+    migration.backwards(django_apps, None)
+    rule.refresh_from_db()
+    assert rule.threshold == 0.0001
+    AlertRule.objects.filter(pk=rule.pk).update(threshold=0.001)  # an operator's own line
+    migration.forwards(django_apps, None)
+    rule.refresh_from_db()
+    assert rule.threshold == 0.001
 
 
 def test_the_kitchen_rule_switches_off_the_two_it_replaces_unless_an_operator_edited_one() -> None:

@@ -21,7 +21,8 @@ level varies, so a quiet Tuesday is not an outage.
 - venue.order_surge_chance: how likely a usual evening is to look this much like a surge
   (formulas.SURGE_RISE, three times the usual orders), in %: the largest log-likelihood
   ratio, surge against usual, of the same windows, as a bound e^-x on the chance, times the
-  number of windows. One-sided and sized: it finds surges the volume chance misses.
+  number of windows. One-sided and sized: it finds surges the volume chance misses. Its
+  usual is at today's pace only where that is busier (formulas.SURGE_PACE_FLOOR).
 - venue.screens_online: the most screens connected to the venue's room at once during the
   window, for a venue that usually has one at this hour; below 1: dark for the window.
 - venue.oldest_waiting_minutes: how long the oldest order nobody has taken has waited.

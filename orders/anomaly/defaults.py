@@ -39,7 +39,7 @@ VENUE_RULES: list[dict[str, Any]] = [
         "name": "Venue order surge",
         "metric": "venue.order_surge_chance",
         "comparison": "lt",
-        "threshold": 0.0001,
+        "threshold": 0.03,
         "window_seconds": 3600,
         "severity": "warning",
         "group_by": "rule",

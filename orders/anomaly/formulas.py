@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from inkwave.lib.counts import binomial_sf, nb_two_sided, nb_zero
 from orders.baseline import SlotBaseline, local_slot
@@ -40,6 +40,11 @@ SCAN_SECONDS = (600, 1200, 1800, 3600)
 # benchmark's history injects. A likelihood ratio for a rise of a known size is a stronger
 # test of it than a count's tail either way (bench/README.md, "Venue anomalies").
 SURGE_RISE = 3.0
+# A surge is judged against the usual at today's pace where today is busier than usual (a
+# holiday), never below the usual: a quiet start to the evening, or an outage in the hours
+# before, does not make the usual rush look like three times the usual. Over half the surge
+# rule's false alerts were an hour after an outage until it was floored (bench/README.md).
+SURGE_PACE_FLOOR = 1.0
 # Below this many orders in the window, a median wait says little.
 ACCEPT_MIN_ORDERS = 3
 # ... and below this many taken orders in the baseline, the venue's usual is unknown.
@@ -164,44 +169,57 @@ def scanned(chances: Sequence[float | None]) -> float | None:
     return min(100.0, len(chances) * min(found)) if found else None
 
 
+class ScanUsual(NamedTuple):
+    """What a scan judges each window against: the orders usual in it, and today's pace."""
+
+    expected: list[float]  # in each window of scan_windows(), at the usual pace
+    pace: float
+
+    def at(self, pace: float) -> list[float]:
+        """The orders usual in each window at this pace, and at least VOLUME_MIN_EXPECTED."""
+        return [max(e * pace, VOLUME_MIN_EXPECTED) for e in self.expected]
+
+
 def scan_usuals(
     venue: OpenVenue, seen_before: int, window_start: datetime, now: datetime, known: Baselines
-) -> list[float] | None:
+) -> ScanUsual | None:
     """The orders usual in each window of scan_windows() ending now (from its span_start()),
-    at today's pace, and at least VOLUME_MIN_EXPECTED; None while the venue is learned.
-    `seen_before` counts the orders from pace_start(venue, window_start) to window_start (the
-    longest window's): today's pace, the same for every window."""
+    and today's pace; None while the venue is learned. `seen_before` counts the orders from
+    pace_start(venue, window_start) to window_start (the longest window's): today's pace,
+    the same for every window."""
     if not _learned(venue, known):
         return None
     level = pace(venue, seen_before, pace_start(venue, window_start), window_start, known)
-    usuals = []
+    expected = []
     for seconds in scan_windows(round((now - window_start).total_seconds())):
         start = span_start(venue, now - timedelta(seconds=seconds))
-        expected = expected_orders(venue, start, now, known) or 0.0
-        usuals.append(max(expected * level, VOLUME_MIN_EXPECTED))
-    return usuals
+        expected.append(expected_orders(venue, start, now, known) or 0.0)
+    return ScanUsual(expected, level)
 
 
-def volume_scan(seen: Sequence[int], usuals: Sequence[float]) -> float:
-    """In %: for each window, the chance of a count at least this far from its usual, either
-    way; scanned(). `seen[i]` counts the orders of the i-th window of scan_usuals()."""
+def volume_scan(seen: Sequence[int], usual: ScanUsual) -> float:
+    """In %: for each window, the chance of a count at least this far from its usual at
+    today's pace, either way; scanned(). `seen[i]` counts the orders of the i-th window of
+    scan_usuals()."""
     found = scanned([
-        100.0 * nb_two_sided(n, usual, ORDER_DISPERSION)
-        for n, usual in zip(seen, usuals, strict=True)
+        100.0 * nb_two_sided(n, expected, ORDER_DISPERSION)
+        for n, expected in zip(seen, usual.at(usual.pace), strict=True)
     ])  # fmt: skip
     assert found is not None  # every window has a chance
     return found
 
 
-def surge_scan(seen: Sequence[int], usuals: Sequence[float]) -> float:
+def surge_scan(seen: Sequence[int], usual: ScanUsual) -> float:
     """In %: how likely a usual evening is to look this much like a surge. For each window, the
     log-likelihood ratio of its orders at SURGE_RISE times its usual against its usual; a
     usual window reaches a ratio of e^x with a chance under e^-x (Markov's inequality), so the
-    largest one's e^-x, times the number of windows, bounds the chance."""
+    largest one's e^-x, times the number of windows, bounds the chance. The usual is taken
+    at today's pace where that is busier than usual, never below the usual (SURGE_PACE_FLOOR)."""
     jump = math.log(SURGE_RISE)
+    usuals = usual.at(max(usual.pace, SURGE_PACE_FLOOR))
     largest = max(
         0.0,
-        *(n * jump - (SURGE_RISE - 1) * usual for n, usual in zip(seen, usuals, strict=True)),
+        *(n * jump - (SURGE_RISE - 1) * u for n, u in zip(seen, usuals, strict=True)),
     )
     return min(100.0, 100.0 * len(usuals) * math.exp(-largest))
 
@@ -212,8 +230,8 @@ def volume_value(
 ) -> float | None:  # fmt: skip
     """volume_scan() of the windows of scan_usuals(); `seen[i]` counts the orders since
     span_start() of the i-th window."""
-    usuals = scan_usuals(venue, seen_before, window_start, now, known)
-    return None if usuals is None else volume_scan(seen, usuals)
+    usual = scan_usuals(venue, seen_before, window_start, now, known)
+    return None if usual is None else volume_scan(seen, usual)
 
 
 def surge_value(
@@ -221,8 +239,8 @@ def surge_value(
     now: datetime, known: Baselines,
 ) -> float | None:  # fmt: skip
     """surge_scan() of the windows of scan_usuals(); arguments as volume_value()."""
-    usuals = scan_usuals(venue, seen_before, window_start, now, known)
-    return None if usuals is None else surge_scan(seen, usuals)
+    usual = scan_usuals(venue, seen_before, window_start, now, known)
+    return None if usual is None else surge_scan(seen, usual)
 
 
 def uses_screens(venue: OpenVenue, known: Baselines) -> bool:

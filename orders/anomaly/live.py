@@ -38,6 +38,7 @@ from orders.anomaly.formulas import (
     WAITING_LOOKBACK,
     WAITING_USUAL_SPAN,
     OpenVenue,
+    ScanUsual,
     accept_value,
     kitchen_value,
     pace_start,
@@ -266,11 +267,11 @@ def _orders_in_window(window: Window) -> ScanCounts:
     return _memo(window, ("orders_in_window", window.end, window.seconds), load)
 
 
-def _scan_usuals(window: Window) -> dict[int, list[float] | None]:
+def _scan_usuals(window: Window) -> dict[int, ScanUsual | None]:
     """Each open venue's scan_usuals() for the window (memoised per cycle: the volume and the
     surge rules judge the same windows against the same usual)."""
 
-    def load() -> dict[int, list[float] | None]:
+    def load() -> dict[int, ScanUsual | None]:
         venues, start = _open(window), window.start
         known = _baselines(window, timedelta(seconds=window.seconds) + LEVEL_LOOKBACK)
         before = _counts_after(
@@ -286,7 +287,7 @@ def _scan_usuals(window: Window) -> dict[int, list[float] | None]:
     return _memo(window, ("scan_usuals", window.end, window.seconds), load)
 
 
-def _scanned(window: Window, scan: Callable[[list[int], list[float]], float]) -> Values:
+def _scanned(window: Window, scan: Callable[[list[int], ScanUsual], float]) -> Values:
     """`scan` (volume_scan, surge_scan) of each open venue's windows of scan_windows()."""
     venues = _open(window)
     if not venues:
