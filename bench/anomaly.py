@@ -375,8 +375,14 @@ def detection(args: argparse.Namespace) -> None:
     bounds = [
         ("outage", "orders stopped", "P(no order since the last one)", BOUND_LINES,
          lambda: _silence_bound(history, start)),
+        ("outage", "orders stopped, the evening's level unknown",
+         "P(no order since the last one) at the calendar's level", BOUND_LINES,
+         lambda: _silence_bound(history, start, calendar=True)),
         ("surge", "surge", "the Poisson CUSUM for 3x the rate", CUSUM_LINES,
          lambda: _surge_bound(history, start)),
+        ("surge", "surge, the evening's level unknown",
+         "the Poisson CUSUM for 3x the rate at the calendar's level", CUSUM_LINES,
+         lambda: _surge_bound(history, start, calendar=True)),
         ("payment_burst", "payment burst", "the Bernoulli CUSUM for a third failing",
          CUSUM_LINES, lambda: _payment_bound(history)),
         ("slow_kitchen", "slow kitchen", "the log-normal GLR for 5x the waits", CUSUM_LINES,
@@ -384,15 +390,16 @@ def detection(args: argparse.Namespace) -> None:
         ("tickets_ignored", "tickets ignored", "the log-normal GLR for waits that never end",
          CUSUM_LINES, lambda: _kitchen_bound(history, "tickets_ignored")),
     ]  # fmt: skip
-    print("\nthe best possible: a detector that knows the generator's true rates (the day's level "
-          "included: no real detector can) and the anomaly's size, at the line with the highest "
-          "recall within one false alert a venue-month")  # fmt: skip
+    print("\nthe best possible: a detector that knows the generator's true rates (the evening's "
+          "own level too, which no real detector can, unless a line says it is unknown: then "
+          "only the rhythm and the calendar's level) and the anomaly's size, at the line with "
+          "the highest recall within one false alert a venue-month")  # fmt: skip
     for kind, what, statistic, lines, make in bounds:
         if args.kinds and kind not in args.kinds:
             continue
         formula = make()
         scores = [
-            score(spec, incidents_of(spec, series(f"bound {kind}", formula, spec.window), index),
+            score(spec, incidents_of(spec, series(f"bound {what}", formula, spec.window), index),
                   kind, history, venue_months)
             for spec in lines
         ]  # fmt: skip
@@ -454,6 +461,28 @@ def detection(args: argparse.Namespace) -> None:
                 )  # fmt: skip
                 print(f"  {how}, {spec.label:<8} {_recall(got):>16} {got.false_rate:>8.2f} "
                       f"{got.delay:>5.1f}m")  # fmt: skip
+    if args.explain:
+        _explain(args.explain, history, index, venue_months, series)
+    if args.pace_candidates:
+        print(
+            "\npace candidates: the silence and surge metrics with today's pace weighed against "
+            "a usual evening's k orders (shipped: 8) and kept within bounds (shipped: the "
+            "surge's at least 1, formulas.SURGE_PACE_FLOOR; the silence's as read)"
+        )
+        for kind, prior, low, high in PACE_CANDIDATES:
+            if args.kinds and kind not in args.kinds:
+                continue
+            metric, lines = PACE_METRICS[kind]
+            formula = _with_pace(FORMULAS[metric], prior, low, high)
+            for spec in lines:
+                got = score(
+                    spec,
+                    incidents_of(spec, series(f"{metric} pace {prior} {low} {high}", formula,
+                                              spec.window), index),
+                    kind, history, venue_months,
+                )  # fmt: skip
+                print(f"  {kind:<8} k {prior:<4g} pace in [{low:g}, {high:g}] {spec.label:<17} "
+                      f"{_recall(got):>16} {got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
     if args.kitchen_candidates:
         print(
             "\nkitchen candidates (not shipped): the largest log-likelihood ratio since a change "
@@ -589,6 +618,139 @@ def _surge_any_start(
     return formula
 
 
+def _explain(
+    kinds: Sequence[str],
+    history: anomaly_history.History,
+    index: dict[str, int],
+    venue_months: float,
+    series: Callable[[str, Formula, int], dict[str, Any]],
+) -> None:
+    """What the shipped rules' false alerts fell on: the tail of an anomaly at the same venue
+    (opened within 90 minutes of its end), a holiday, a service's first hour, or none of these
+    (with the venue's size and the evening's level)."""
+    from zoneinfo import ZoneInfo
+
+    from orders.anomaly.replay import FORMULAS
+
+    plans = {v.index: v for v in history.venues}
+    for detector in detectors():
+        if detector.kind not in kinds:
+            continue
+        spec = detector.rule
+        found = incidents_of(
+            spec, series(detector.metric, FORMULAS[detector.metric], spec.window), index
+        )
+        tally: dict[str, int] = defaultdict(int)
+        lines = []
+        for venue, opened in sorted(found.items()):
+            plan = plans[venue]
+            zone = ZoneInfo(plan.zone)
+            mine = [a for a in history.anomalies if a.venue == venue]
+            for at, resolved in opened:
+                if any(a.start <= at <= a.end + GRACE for a in mine):
+                    continue
+                after = [a for a in mine if a.end + GRACE < at <= a.end + timedelta(minutes=90)]
+                local = at.astimezone(zone)
+                opening = max(
+                    (b for b, e, _ in anomaly_history.services(history, plan) if b <= at < e),
+                    default=None,
+                )
+                level = history.levels.get((venue, local.date()), float("nan"))
+                base = anomaly_history.WEEKDAY_LEVEL[local.weekday()]
+                if after:
+                    a = after[-1]
+                    why = f"after {a.kind}"
+                    note = f"{(at - a.end).total_seconds() / 60:.0f} min after its end"
+                elif local.date() in history.holidays:
+                    why, note = "holiday", ""
+                elif opening is not None and at - opening < timedelta(hours=1):
+                    why, note = "first hour", f"{(at - opening).total_seconds() / 60:.0f} min in"
+                else:
+                    why, note = "other", ""
+                tally[why] += 1
+                held = "" if resolved is None else f"{(resolved - at).total_seconds() / 60:.0f}m"
+                lines.append(
+                    f"    venue {venue:>2} {plan.orders_per_day:>4.0f}/day {local:%a %H:%M} "
+                    f"level {level / base:.2f} open {held:>4} {why}: {note}"
+                )
+        print(f"\n{detector.kind}, {spec.label}: {sum(tally.values())} false alerts "
+              f"({sum(tally.values()) / venue_months:.2f} a venue-month): "
+              + ", ".join(f"{k} {n}" for k, n in sorted(tally.items())))  # fmt: skip
+        print("\n".join(lines))
+        points = series(detector.metric, FORMULAS[detector.metric], spec.window)
+        by_index = {i: scope for scope, i in index.items()}
+        missed = []
+        for a in history.anomalies:
+            if a.kind != detector.kind or a.minutes < LONG:
+                continue
+            if any(
+                at <= a.end + GRACE and (resolved is None or resolved > a.start)
+                for at, resolved in found.get(a.venue, [])
+            ):
+                continue
+            plan = plans[a.venue]
+            local = a.start.astimezone(ZoneInfo(plan.zone))
+            level = history.levels.get((a.venue, local.date()), float("nan"))
+            during = [
+                v
+                for at, v in points.get(by_index[a.venue], [])
+                if a.start <= at <= a.end + GRACE and v is not None
+            ]
+            best = (min if spec.comparison == "lt" else max)(during, default=float("nan"))
+            missed.append(
+                f"    venue {a.venue:>2} {plan.orders_per_day:>4.0f}/day {local:%a %H:%M} "
+                f"{a.minutes:>3.0f} min, usual {a.usual_orders:>5.1f} orders, "
+                f"level {level / anomaly_history.WEEKDAY_LEVEL[local.weekday()]:.2f}, "
+                f"closest {best:.3g}"
+            )
+        print(f"  missed, {LONG} min or more: {len(missed)}")
+        print("\n".join(missed))
+
+
+# (kind, k, lowest pace, highest pace): the shipped metrics first.
+PACE_CANDIDATES = [
+    ("outage", 8.0, 0.0, math.inf),
+    ("outage", 20.0, 0.0, math.inf),
+    ("outage", 45.0, 0.0, math.inf),
+    ("outage", 8.0, 0.0, 1.0),
+    ("surge", 8.0, 1.0, math.inf),
+    ("surge", 8.0, 0.0, math.inf),
+    ("surge", 20.0, 0.0, math.inf),
+    ("surge", 45.0, 0.0, math.inf),
+    ("surge", 20.0, 1.0, math.inf),
+]
+PACE_METRICS = {
+    "outage": (
+        "venue.orders_silence_chance",
+        [RuleSpec(f"< {p:g}% over 5m", "lt", p, 300) for p in (0.001, 0.01, 0.1)],
+    ),
+    "surge": (
+        "venue.order_surge_chance",
+        [RuleSpec(f"< {p:g}% over 60m", "lt", p, 3600) for p in (0.0001, 0.001, 0.01, 0.03, 0.1)],
+    ),
+}
+
+
+def _with_pace(formula: Formula, prior: float, low: float, high: float) -> Formula:
+    """The formula with today's pace weighed against `prior` orders (formulas.pace) and kept
+    within [low, high] (the surge's own floor, formulas.SURGE_PACE_FLOOR, set to `low`)."""
+    from orders.anomaly import formulas
+
+    shipped = formulas.pace, formulas.LEVEL_PRIOR_ORDERS, formulas.SURGE_PACE_FLOOR
+
+    def pace(*args: Any) -> float:
+        return min(high, max(low, shipped[0](*args)))
+
+    def wrapped(*args: Any) -> float | None:
+        formulas.pace, formulas.LEVEL_PRIOR_ORDERS, formulas.SURGE_PACE_FLOOR = pace, prior, low  # type: ignore[assignment]
+        try:
+            return formula(*args)
+        finally:
+            formulas.pace, formulas.LEVEL_PRIOR_ORDERS, formulas.SURGE_PACE_FLOOR = shipped  # type: ignore[assignment]
+
+    return wrapped
+
+
 SURGE_RISES = (2, 3)
 SURGE_WINDOWS = (600, 1200, 1800, 2700, 3600)
 SURGE_LINES = [RuleSpec(f"> {x:g}", "gt", x, 3600) for x in (4, 6, 8, 10, 12, 15, 20)]
@@ -641,13 +803,14 @@ CUSUM_LINES = [RuleSpec(f"> {x:g}", "gt", x, 300) for x in (3, 4, 5, 6, 7, 8, 9,
 
 
 def _true_expected(
-    history: anomaly_history.History, origin: datetime
+    history: anomaly_history.History, origin: datetime, calendar: bool = False
 ) -> Callable[[int, datetime], float]:
     """expected(venue pk, at): the orders the generator's true rate (the day's level included,
-    no anomaly) brings from `origin` to `at`."""
+    no anomaly; calendar: the day's calendar level, without the evening's noise) brings from
+    `origin` to `at`."""
     cumulative: dict[int, tuple[list[float], list[float]]] = {}
     for plan in history.venues:
-        rates = anomaly_history.true_rates(history, plan, origin)
+        rates = anomaly_history.true_rates(history, plan, origin, calendar)
         sums = [0.0]
         for rate in rates:
             sums.append(sums[-1] + rate)
@@ -662,13 +825,16 @@ def _true_expected(
     return expected
 
 
-def _silence_bound(history: anomaly_history.History, start: datetime) -> Formula:
+def _silence_bound(
+    history: anomaly_history.History, start: datetime, calendar: bool = False
+) -> Formula:
     """The orders the generator's true rate (no anomaly) expected since the venue's last order
-    (or its opening): a silence's chance is exp(-that), the best any detector could know."""
+    (or its opening): a silence's chance is exp(-that), the best any detector could know.
+    Calendar: at the day's calendar level, not the evening's own."""
     from bisect import bisect_right
 
     origin = start - timedelta(hours=3)
-    expected = _true_expected(history, origin)
+    expected = _true_expected(history, origin, calendar)
 
     def formula(p: Period, rows: Any, venue: Any, now: datetime, _: Any) -> float:
         i = bisect_right(rows.created, now) - 1
@@ -704,10 +870,13 @@ def _cusum(
     return formula
 
 
-def _surge_bound(history: anomaly_history.History, start: datetime) -> Formula:
+def _surge_bound(
+    history: anomaly_history.History, start: datetime, calendar: bool = False
+) -> Formula:
     """Poisson CUSUM for the generator's surge (three times the true rate), knowing that rate
-    and the day's level: optimal for this change (Lorden, Moustakides), the best possible."""
-    expected = _true_expected(history, start - timedelta(hours=3))
+    and the day's level: optimal for this change (Lorden, Moustakides), the best possible.
+    Calendar: knowing the rhythm and the day's calendar level, not the evening's own."""
+    expected = _true_expected(history, start - timedelta(hours=3), calendar)
     jump = math.log(3)
     return _cusum(
         lambda rows, venue, i: jump,
@@ -953,6 +1122,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--surge-candidates", action="store_true", help="also the surge candidates (not shipped)"
+    )
+    parser.add_argument(
+        "--pace-candidates", action="store_true", help="also today's pace weighed otherwise"
+    )
+    parser.add_argument(
+        "--explain", nargs="+", metavar="KIND", help="what the shipped rules' false alerts fell on"
     )
     parser.add_argument("--cost", action="store_true", help="measure a cycle's cost instead")
     parser.add_argument("--cost-venues", type=int, default=5000)

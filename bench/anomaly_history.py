@@ -259,20 +259,24 @@ class OrderRow:
     payment: str
 
 
+def calendar_level(history: History, day: date) -> float:
+    """A day's level as its calendar sets it (the weekday, the drift, a holiday), before the
+    evening's own noise: what a detector could in principle learn ahead of the evening."""
+    days = max(1, (history.end - history.start).days)
+    drift = 1 + 0.1 * math.sin(2 * math.pi * (day - history.start.date()).days / days)
+    holiday = 1.5 if day in history.holidays else 1.0
+    return WEEKDAY_LEVEL[day.weekday()] * drift * holiday
+
+
 def orders(rng: random.Random, history: History, venue: VenuePlan) -> list[OrderRow]:
     zone = ZoneInfo(venue.zone)
     scale = _per_day_shape(venue)
     mine = [a for a in history.anomalies if a.venue == venue.index]
-    days = max(1, (history.end - history.start).days)
     levels: dict[date, float] = {}
     rows: list[OrderRow] = []
     for begin, finish, day in services(history, venue):
         if day not in levels:
-            drift = 1 + 0.1 * math.sin(2 * math.pi * (day - history.start.date()).days / days)
-            holiday = 1.5 if day in history.holidays else 1.0
-            levels[day] = (
-                WEEKDAY_LEVEL[day.weekday()] * drift * holiday * rng.lognormvariate(0, 0.15)
-            )
+            levels[day] = calendar_level(history, day) * rng.lognormvariate(0, 0.15)
             history.levels[(venue.index, day)] = levels[day]
         at = begin
         while at < finish:
@@ -395,16 +399,19 @@ def write(rng: random.Random, history: History, worker_id: int) -> None:
     history.counts = {"orders": orders_written, "screen samples": samples_written}
 
 
-def true_rates(history: History, venue: VenuePlan, start: datetime) -> list[float]:
+def true_rates(
+    history: History, venue: VenuePlan, start: datetime, calendar: bool = False
+) -> list[float]:
     """The generator's order rate, per minute from `start` (a whole minute) to the end: what
-    a venue's orders would arrive at with no anomaly (0 while it is closed)."""
+    a venue's orders would arrive at with no anomaly (0 while it is closed). Calendar: at
+    the day's calendar_level(), without the evening's own noise."""
     zone, scale = ZoneInfo(venue.zone), _per_day_shape(venue)
     rates = [0.0] * int((history.end - start).total_seconds() // 60)
     for begin, finish, day in services(history, venue):
         at = max(begin, start)
         while at < finish:
             local = at.astimezone(zone)
-            level = history.levels[(venue.index, day)]
+            level = calendar_level(history, day) if calendar else history.levels[(venue.index, day)]
             rates[int((at - start).total_seconds() // 60)] = rate_per_minute(
                 venue, local, level, scale
             )
