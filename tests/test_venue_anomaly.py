@@ -394,6 +394,7 @@ def test_a_surge_is_judged_at_a_busier_pace_and_never_below_the_usual(bistro: Ve
     for i in range(60):
         order(bistro, NOW - timedelta(seconds=60 * i + 30))
     busier = value(anomaly.SURGE, bistro)
+    assert busier is not None
     assert busier == pytest.approx(4 * 100 * math.exp(-(60 * math.log(3) - 2 * 16 * 1.8)))
     assert not alert.breaches(busier)
     assert 4 * 100 * math.exp(-(60 * math.log(3) - 2 * 16)) < 0.03
