@@ -630,16 +630,20 @@ def _explain(
     (with the venue's size and the evening's level)."""
     from zoneinfo import ZoneInfo
 
+    from orders import anomaly
     from orders.anomaly.replay import FORMULAS
 
     plans = {v.index: v for v in history.venues}
-    for detector in detectors():
-        if detector.kind not in kinds:
+    explained = [(d.kind, d.metric, FORMULAS[d.metric], d.rule) for d in detectors()]
+    # The volume rule finds no kind of its own (surges are the surge rule's, outages the
+    # silence rule's): its false alerts are what it adds; the before is the pace as read.
+    volume = ("volume", anomaly.VOLUME, FORMULAS[anomaly.VOLUME], shipped(anomaly.VOLUME))
+    explained += [(f"{volume[0]} (pace as read)", "volume as read", _volume_as_read(),
+                   volume[3]), volume]  # fmt: skip
+    for kind, metric, formula, spec in explained:
+        if kind.split()[0] not in kinds:
             continue
-        spec = detector.rule
-        found = incidents_of(
-            spec, series(detector.metric, FORMULAS[detector.metric], spec.window), index
-        )
+        found = incidents_of(spec, series(metric, formula, spec.window), index)
         tally: dict[str, int] = defaultdict(int)
         lines = []
         for venue, opened in sorted(found.items()):
@@ -673,15 +677,15 @@ def _explain(
                     f"    venue {venue:>2} {plan.orders_per_day:>4.0f}/day {local:%a %H:%M} "
                     f"level {level / base:.2f} open {held:>4} {why}: {note}"
                 )
-        print(f"\n{detector.kind}, {spec.label}: {sum(tally.values())} false alerts "
+        print(f"\n{kind}, {spec.label}: {sum(tally.values())} false alerts "
               f"({sum(tally.values()) / venue_months:.2f} a venue-month): "
               + ", ".join(f"{k} {n}" for k, n in sorted(tally.items())))  # fmt: skip
         print("\n".join(lines))
-        points = series(detector.metric, FORMULAS[detector.metric], spec.window)
+        points = series(metric, formula, spec.window)
         by_index = {i: scope for scope, i in index.items()}
         missed = []
         for a in history.anomalies:
-            if a.kind != detector.kind or a.minutes < LONG:
+            if a.kind != kind or a.minutes < LONG:
                 continue
             if any(
                 at <= a.end + GRACE and (resolved is None or resolved > a.start)
@@ -703,6 +707,13 @@ def _explain(
                 f"level {level / anomaly_history.WEEKDAY_LEVEL[local.weekday()]:.2f}, "
                 f"closest {best:.3g}"
             )
+        if kind.startswith("volume"):  # what it finds of the kinds other rules are for
+            print("  finds: " + "; ".join(
+                f"{other} {_recall(got)}, {got.delay:.1f} min"
+                for other in ("surge", "outage")
+                for got in [score(spec, found, other, history, venue_months)]
+            ))  # fmt: skip
+            continue
         print(f"  missed, {LONG} min or more: {len(missed)}")
         print("\n".join(missed))
 
@@ -729,6 +740,27 @@ PACE_METRICS = {
         [RuleSpec(f"< {p:g}% over 60m", "lt", p, 3600) for p in (0.0001, 0.001, 0.01, 0.03, 0.1)],
     ),
 }
+
+
+def _volume_as_read() -> Formula:
+    """The volume metric as shipped before 2026-12-03: each window's two-sided chance at
+    today's pace alone (formulas.volume_scan now also reads it at the usual)."""
+    from inkwave.lib.counts import nb_two_sided
+    from orders.anomaly import formulas
+    from orders.anomaly.replay import windows_formula
+
+    def scan(seen: Sequence[int], usual: Any) -> float:
+        return formulas.scanned([
+            100.0 * nb_two_sided(n, expected, formulas.ORDER_DISPERSION)
+            for n, expected in zip(seen, usual.at(usual.pace), strict=True)
+        ]) or 100.0  # fmt: skip
+
+    def value(venue: Any, seen: Any, before: int, start: datetime, now: datetime,
+              known: Any) -> float | None:  # fmt: skip
+        usual = formulas.scan_usuals(venue, before, start, now, known)
+        return None if usual is None else scan(seen, usual)
+
+    return windows_formula(value)
 
 
 def _with_pace(formula: Formula, prior: float, low: float, high: float) -> Formula:

@@ -126,6 +126,17 @@ def test_the_count_model_matches_its_closed_forms() -> None:
     assert binomial_sf(11, 10, 0.5) == 0.0
 
 
+def test_the_volume_reads_a_count_once_unless_it_lies_between_its_two_usuals() -> None:
+    from orders.anomaly.formulas import _both_readings
+
+    k = anomaly.ORDER_DISPERSION
+    for paced in (0.5, 3.0, 16.0, 28.8, 80.0):
+        for plain in (0.5, 3.0, 16.0, 28.8, 80.0):
+            for n in range(0, 150, 3):
+                both = max(nb_two_sided(n, paced, k), nb_two_sided(n, plain, k))
+                assert _both_readings(n, paced, plain) == pytest.approx(both, rel=1e-12)
+
+
 # --- orders stopped -----------------------------------------------------------------------
 
 
@@ -321,6 +332,35 @@ def test_unusual_volume_either_way(bistro: Venue) -> None:
     assert alert.breaches(quiet)
 
 
+def test_a_volume_is_unusual_only_if_it_is_so_at_todays_pace_and_at_the_usual(
+    bistro: Venue,
+) -> None:
+    usual(bistro, orders=4)  # 16 in the hour, 32 in the two hours before it
+    k = anomaly.ORDER_DISPERSION
+    # A busy day (64 orders in the two hours before: a pace of 72 / 40 = 1.8), then 8
+    # orders in the hour: few at the pace (28.8 usual), not at the usual (16); the larger
+    # chance is the usual's.
+    at_the_usual_pace(bistro, 32, NOW - timedelta(minutes=60))
+    for i in range(8):
+        order(bistro, NOW - timedelta(minutes=7 * i + 1))
+    got = value(anomaly.VOLUME, bistro, seconds=3600)
+    at_pace, at_usual = nb_two_sided(8, 16 * 1.8, k), nb_two_sided(8, 16, k)
+    assert at_pace < at_usual
+    windows = [(2, 600), (3, 1200), (5, 1800), (8, 3600)]  # (orders, seconds) of each window
+
+    def chance(n: int, usual: float) -> float:
+        return nb_two_sided(n, max(usual, 1.0), k)
+
+    expected = min(
+        max(chance(n, 16 * s / 3600 * 1.8), chance(n, 16 * s / 3600)) for n, s in windows
+    )
+    assert got == pytest.approx(min(100.0, 4 * 100 * expected))
+    # Far fewer still (none): unusual both ways, the larger chance is again the usual's.
+    Order.objects.filter(created_at__gt=NOW - timedelta(minutes=60)).delete()
+    none = value(anomaly.VOLUME, bistro, seconds=3600)
+    assert none == pytest.approx(4 * 100 * nb_two_sided(0, 16, k))
+
+
 def test_a_burst_of_the_last_ten_minutes_is_judged_on_its_own(bistro: Venue) -> None:
     usual(bistro, orders=4)  # 16 in the hour, 16 / 6 in 10 minutes
     at_the_usual_pace(bistro, 16, NOW - timedelta(minutes=60))
@@ -382,10 +422,9 @@ def test_a_surge_is_judged_at_a_busier_pace_and_never_below_the_usual(bistro: Ve
     for minutes in range(16):
         order(bistro, NOW - timedelta(minutes=3 * minutes + 1))
     assert value(anomaly.SURGE, bistro) == 100.0  # (at 0.2: 0.0056%, a surge)
-    # ... where the volume rule, judging either way, reads the hour against that pace.
-    volume = value(anomaly.VOLUME, bistro)
-    assert volume is not None
-    assert volume < 0.01
+    # ... nor an unusual volume: a count is unusual only if it is so read at today's pace
+    # and at the usual (at the pace alone, 0.0026%).
+    assert value(anomaly.VOLUME, bistro) == 100.0
     # A day busier than usual (64 orders in the two hours: a pace of 72 / 40 = 1.8) raises
     # the usual a surge is judged against: 60 orders in the hour are no surge at this pace
     # as they would be at the usual one.

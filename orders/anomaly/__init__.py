@@ -18,6 +18,7 @@ level varies, so a quiet Tuesday is not an outage.
   usual (either way), in %, in the least likely of the windows ending now of 10, 20, 30 and
   60 minutes shorter than the rule's and the rule's, times the number of windows
   (formulas.scan_windows): a big venue's surge is seen in 10 minutes, a small one's in 60.
+  Each window is read at today's pace and at the usual, and the larger chance kept.
 - venue.order_surge_chance: how likely a usual evening is to look this much like a surge
   (formulas.SURGE_RISE, three times the usual orders), in %: the largest log-likelihood
   ratio, surge against usual, of the same windows, as a bound e^-x on the chance, times the

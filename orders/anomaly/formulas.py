@@ -198,15 +198,28 @@ def scan_usuals(
 
 
 def volume_scan(seen: Sequence[int], usual: ScanUsual) -> float:
-    """In %: for each window, the chance of a count at least this far from its usual at
-    today's pace, either way; scanned(). `seen[i]` counts the orders of the i-th window of
-    scan_usuals()."""
+    """In %: for each window, the chance of a count at least this far from its usual, either
+    way, read at today's pace and at the usual, the larger of the two (a count is unusual
+    only if it is so by both readings); scanned(). `seen[i]` counts the orders of the i-th
+    window of scan_usuals()."""
     found = scanned([
-        100.0 * nb_two_sided(n, expected, ORDER_DISPERSION)
-        for n, expected in zip(seen, usual.at(usual.pace), strict=True)
+        100.0 * _both_readings(n, a, b)
+        for n, a, b in zip(seen, usual.at(usual.pace), usual.at(1.0), strict=True)
     ])  # fmt: skip
     assert found is not None  # every window has a chance
     return found
+
+
+def _both_readings(n: int, paced: float, plain: float) -> float:
+    """The larger of the count's two-sided chances at either usual. A count above both is
+    likelier at the larger usual, one below both at the smaller (a negative binomial grows
+    with its mean), so only a count between them needs both: one sum, not two, a window."""
+    low, high = min(paced, plain), max(paced, plain)
+    if n > high:
+        return nb_two_sided(n, high, ORDER_DISPERSION)
+    if n < low:
+        return nb_two_sided(n, low, ORDER_DISPERSION)
+    return max(nb_two_sided(n, low, ORDER_DISPERSION), nb_two_sided(n, high, ORDER_DISPERSION))
 
 
 def surge_scan(seen: Sequence[int], usual: ScanUsual) -> float:

@@ -224,7 +224,7 @@ def scan_starts(p: Period, now: datetime) -> list[datetime]:
     return [now - timedelta(seconds=s) for s in formulas.scan_windows(p.window)]
 
 
-def _scanned(
+def windows_formula(
     value: Callable[..., float | None],
 ) -> Callable[[Period, VenueRows, OpenVenue, datetime, WaitingSweep], float | None]:
     """A formula over the orders of each window of scan_windows() and today's pace before the
@@ -243,8 +243,8 @@ def _scanned(
     return formula
 
 
-_volume = _scanned(formulas.volume_value)
-_surge = _scanned(formulas.surge_value)
+_volume = windows_formula(formulas.volume_value)
+_surge = windows_formula(formulas.surge_value)
 
 
 def _screens(
