@@ -768,17 +768,17 @@ def _with_pace(formula: Formula, prior: float, low: float, high: float) -> Formu
     within [low, high] (the surge's own floor, formulas.SURGE_PACE_FLOOR, set to `low`)."""
     from orders.anomaly import formulas
 
-    shipped = formulas.pace, formulas.LEVEL_PRIOR_ORDERS, formulas.SURGE_PACE_FLOOR
+    shipped = formulas.pace_of, formulas.LEVEL_PRIOR_ORDERS, formulas.SURGE_PACE_FLOOR
 
     def pace(*args: Any) -> float:
         return min(high, max(low, shipped[0](*args)))
 
     def wrapped(*args: Any) -> float | None:
-        formulas.pace, formulas.LEVEL_PRIOR_ORDERS, formulas.SURGE_PACE_FLOOR = pace, prior, low  # type: ignore[assignment]
+        formulas.pace_of, formulas.LEVEL_PRIOR_ORDERS, formulas.SURGE_PACE_FLOOR = pace, prior, low  # type: ignore[assignment]
         try:
             return formula(*args)
         finally:
-            formulas.pace, formulas.LEVEL_PRIOR_ORDERS, formulas.SURGE_PACE_FLOOR = shipped  # type: ignore[assignment]
+            formulas.pace_of, formulas.LEVEL_PRIOR_ORDERS, formulas.SURGE_PACE_FLOOR = shipped  # type: ignore[assignment]
 
     return wrapped
 

@@ -84,27 +84,37 @@ class Baselines(Protocol):
     def get(self, key: tuple[int, int], /) -> SlotBaseline | None: ...
 
 
-def slots_back(venue: OpenVenue, start: datetime, end: datetime) -> list[tuple[int, float]]:
-    """(week slot, seconds of it inside [start, end]) for each quarter hour of the span.
+def _quarters_back(venue: OpenVenue, first: float, last: float) -> list[tuple[int, int]]:
+    """(quarter hour's start as a timestamp, its week slot) for each quarter hour touching
+    [first, last], newest first.
 
     The slots of earlier quarters are counted back from now's; across a clock change in
     the venue's zone each quarter's local time is looked up instead."""
-    first, last = start.timestamp(), end.timestamp()
     quarter = int(last) // SLOT_SECONDS * SLOT_SECONDS
     back = round((venue.quarter.timestamp() - quarter) / SLOT_SECONDS)
     offset = venue.quarter.astimezone(venue.zone).utcoffset()
+    start = datetime.fromtimestamp(first, tz=UTC)
     changed = start.astimezone(venue.zone).utcoffset() != offset  # between start and now
     found = []
     while quarter + SLOT_SECONDS > first:
-        seconds = min(last, quarter + SLOT_SECONDS) - max(first, quarter)
-        if seconds > 0:
-            if changed:
-                slot = local_slot(datetime.fromtimestamp(quarter, tz=UTC), venue.zone)
-            else:
-                slot = (venue.slot - back) % SLOTS_PER_WEEK
-            found.append((slot, seconds))
+        if changed:
+            slot = local_slot(datetime.fromtimestamp(quarter, tz=UTC), venue.zone)
+        else:
+            slot = (venue.slot - back) % SLOTS_PER_WEEK
+        found.append((quarter, slot))
         quarter -= SLOT_SECONDS
         back += 1
+    return found
+
+
+def slots_back(venue: OpenVenue, start: datetime, end: datetime) -> list[tuple[int, float]]:
+    """(week slot, seconds of it inside [start, end]) for each quarter hour of the span."""
+    first, last = start.timestamp(), end.timestamp()
+    found = []
+    for quarter, slot in _quarters_back(venue, first, last):
+        seconds = min(last, quarter + SLOT_SECONDS) - max(first, quarter)
+        if seconds > 0:
+            found.append((slot, seconds))
     return found
 
 
@@ -127,6 +137,32 @@ def expected_orders(
     return total
 
 
+def expected_in_spans(
+    venue: OpenVenue, spans: Sequence[tuple[datetime, datetime]], known: Baselines
+) -> list[float] | None:
+    """expected_orders() of each span, from one walk over the quarter hours they touch (a
+    cycle asks five spans of each of thousands of venues)."""
+    if not _learned(venue, known):
+        return None
+    first = min(start for start, _ in spans).timestamp()
+    last = max(end for _, end in spans).timestamp()
+    usual = []  # (quarter's start, usual orders in it), newest first
+    for quarter, slot in _quarters_back(venue, first, last):
+        base = known.get((venue.id, slot))
+        if base is not None:  # never open then in past weeks: nothing expected
+            usual.append((quarter, base.orders))
+    totals = []
+    for start, end in spans:
+        a, b = start.timestamp(), end.timestamp()
+        total = 0.0
+        for quarter, orders in usual:
+            seconds = min(b, quarter + SLOT_SECONDS) - max(a, quarter)
+            if seconds > 0:
+                total += orders * seconds / SLOT_SECONDS
+        totals.append(total)
+    return totals
+
+
 def pace_start(venue: OpenVenue, until: datetime) -> datetime:
     """Today's pace is read from here to `until`: LEVEL_LOOKBACK, within this opening."""
     return max(venue.since, until - LEVEL_LOOKBACK)
@@ -136,7 +172,11 @@ def pace(venue: OpenVenue, seen: int, start: datetime, end: datetime, known: Bas
     """Today's pace against the usual, from the orders seen in (start, end] (the hours before
     what is judged): 1 on a usual day, 1.3 on one 30% busier. A usual evening's
     LEVEL_PRIOR_ORDERS are added to both sides, so a few orders do not swing it."""
-    expected = expected_orders(venue, start, end, known) or 0.0
+    return pace_of(seen, expected_orders(venue, start, end, known) or 0.0)
+
+
+def pace_of(seen: int, expected: float) -> float:
+    """pace() from the orders seen and those usual in the same stretch."""
     return (seen + LEVEL_PRIOR_ORDERS) / (expected + LEVEL_PRIOR_ORDERS)
 
 
@@ -146,11 +186,11 @@ def silence_value(
     """In %: the chance of no order since the last one (or the opening), were it usual.
     `seen` counts the orders after pace_start(venue, now): today's pace."""
     since = max(last_order or venue.since, venue.since, now - SILENCE_LOOKBACK)
-    expected = expected_orders(venue, since, now, known)
-    if expected is None:
+    found = expected_in_spans(venue, [(since, now), (pace_start(venue, now), since)], known)
+    if found is None:
         return None
-    level = pace(venue, seen, pace_start(venue, now), since, known)
-    return 100.0 * nb_zero(expected * level, ORDER_DISPERSION)
+    expected, before = found
+    return 100.0 * nb_zero(expected * pace_of(seen, before), ORDER_DISPERSION)
 
 
 def span_start(venue: OpenVenue, window_start: datetime) -> datetime:
@@ -187,14 +227,15 @@ def scan_usuals(
     and today's pace; None while the venue is learned. `seen_before` counts the orders from
     pace_start(venue, window_start) to window_start (the longest window's): today's pace,
     the same for every window."""
-    if not _learned(venue, known):
+    spans = [(pace_start(venue, window_start), window_start)] + [
+        (span_start(venue, now - timedelta(seconds=seconds)), now)
+        for seconds in scan_windows(round((now - window_start).total_seconds()))
+    ]
+    found = expected_in_spans(venue, spans, known)
+    if found is None:
         return None
-    level = pace(venue, seen_before, pace_start(venue, window_start), window_start, known)
-    expected = []
-    for seconds in scan_windows(round((now - window_start).total_seconds())):
-        start = span_start(venue, now - timedelta(seconds=seconds))
-        expected.append(expected_orders(venue, start, now, known) or 0.0)
-    return ScanUsual(expected, level)
+    before, *expected = found
+    return ScanUsual(expected, pace_of(seen_before, before))
 
 
 def volume_scan(seen: Sequence[int], usual: ScanUsual) -> float:

@@ -10,7 +10,7 @@ import statistics
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection
@@ -93,6 +93,9 @@ class _Kept:
         self.quarter: datetime | None = None
         self.known: Known = {}
         self.asked: set[tuple[int, int]] = set()
+        # lookback -> (the earliest end it was read for, the venues read): a later end in
+        # the same quarter hour needs no slot an earlier one did not (its span starts later).
+        self.covered: dict[timedelta, tuple[datetime, frozenset[int]]] = {}
 
 
 _kept = _Kept()
@@ -110,15 +113,21 @@ def _baselines(window: Window, lookback: timedelta) -> Known:
 
     def load() -> Known:
         venues = _open(window)
+        quarter = quarter_floor(window.end)
+        with _kept.lock:
+            if _kept.quarter == quarter and lookback in _kept.covered:
+                earliest, read = _kept.covered[lookback]
+                if earliest <= window.end and read.issuperset(venues):
+                    return _kept.known  # every slot this needs was read this quarter hour
         needed = set()
         for venue in venues.values():
             needed.add((venue.id, venue.slot))
             for slot, _ in slots_back(venue, window.end - lookback, window.end):
                 needed.add((venue.id, slot))
-        quarter = quarter_floor(window.end)
         with _kept.lock:
             if _kept.quarter != quarter:
                 _kept.quarter, _kept.known, _kept.asked = quarter, {}, set()
+                _kept.covered = {}
             missing = needed - _kept.asked
             known = _kept.known
         if missing:
@@ -128,14 +137,26 @@ def _baselines(window: Window, lookback: timedelta) -> Known:
                 if _kept.quarter == quarter:
                     _kept.known.update(found)
                     _kept.asked.update((v, s) for v in ids for s in slots)
+                    _cover(lookback, window.end, venues)
                     known = _kept.known
                     return known
             # Another thread moved the cache to another quarter hour meanwhile: read all
             # this cycle needs itself.
             known = baselines({s for _, s in needed}, window.end, {v for v, _ in needed})
+        with _kept.lock:
+            if _kept.quarter == quarter:
+                _cover(lookback, window.end, venues)
         return known
 
     return _memo(window, ("baselines", window.end, lookback), load)
+
+
+def _cover(lookback: timedelta, end: datetime, venues: dict[int, OpenVenue]) -> None:
+    """Note that every slot of these venues' lookback before `end` is read (under the lock)."""
+    since, ids = _kept.covered.get(lookback, (end, frozenset()))
+    if since > end:  # an earlier end needs more slots: start over from it
+        ids = frozenset()
+    _kept.covered[lookback] = (min(since, end), ids | venues.keys())
 
 
 def _window_baselines(window: Window) -> Known:
@@ -425,6 +446,16 @@ def _median_waits(window: Window, venues: dict[int, OpenVenue]) -> dict[int, tup
     return found
 
 
+def _plain_rows(queryset: Any) -> list[tuple[Any, ...]]:
+    """A values_list() of ids, counts and float seconds, as the database returns it: without
+    Django's per-value converters, which cost more than the query at tens of thousands of
+    rows (both databases already give ints and floats for these)."""
+    sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def kitchen_slowdown(window: Window) -> Values:
     """formulas.kitchen_value of each open venue's orders over the last KITCHEN_LOOKBACK: one
     read of their ages and waits, in seconds (tens of thousands of rows a cycle at 5,000
@@ -435,7 +466,7 @@ def kitchen_slowdown(window: Window) -> Values:
     known = _baselines(window, WAITING_USUAL_SPAN)
     at = Value(now, output_field=DateTimeField())
     waits: dict[int, list[tuple[float, bool]]] = {}
-    for venue_id, age, took in (
+    for venue_id, age, took in _plain_rows(
         Order.objects.filter(
             venue_id__in=among(venues), created_at__gt=now - KITCHEN_LOOKBACK, created_at__lte=now
         )
