@@ -213,6 +213,25 @@ def test_a_venue_still_being_learned_has_no_value(bistro: Venue) -> None:
     assert value(anomaly.SILENCE, bistro) is not None
 
 
+def test_an_earlier_end_in_the_same_quarter_hour_reads_the_slots_it_needs(bistro: Venue) -> None:
+    from monitoring.alerting.metrics import Window
+    from orders.anomaly import live
+
+    usual(bistro, orders=4)
+    schedule = hours.schedules()[bistro.pk]
+    quarter = activity.quarter_floor(NOW)
+    before = activity.week_slot(quarter - timedelta(minutes=15), schedule)
+    five_minutes = timedelta(minutes=5)
+    # At 10 past, five minutes back stay in this quarter hour: its slot alone is read ...
+    later = live._baselines(Window(quarter + timedelta(minutes=10), 300), five_minutes)
+    assert (bistro.pk, before) not in later
+    # ... at 2 past, they reach into the one before, which is read although the quarter
+    # hour's cache already covers this venue and lookback from the later end.
+    earlier = live._baselines(Window(quarter + timedelta(minutes=2), 300), five_minutes)
+    assert (bistro.pk, before) in earlier
+    assert earlier[(bistro.pk, before)].orders == 4
+
+
 def test_one_odd_week_does_not_move_the_baseline(bistro: Venue) -> None:
     usual(bistro, orders=4)
     week_slot = activity.week_slot(activity.quarter_floor(NOW), hours.schedules()[bistro.pk])
