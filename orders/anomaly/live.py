@@ -10,7 +10,7 @@ import statistics
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import connection
@@ -54,7 +54,7 @@ from orders.anomaly.formulas import (
     waiting_ratio_value,
     waiting_value,
 )
-from orders.baseline import SlotBaseline, among, baselines
+from orders.baseline import SlotBaseline, among, baselines, plain_rows
 from orders.models import Order, OrderStatus, PaymentStatus
 
 T = TypeVar("T")
@@ -446,16 +446,6 @@ def _median_waits(window: Window, venues: dict[int, OpenVenue]) -> dict[int, tup
     return found
 
 
-def _plain_rows(queryset: Any) -> list[tuple[Any, ...]]:
-    """A values_list() of ids, counts and float seconds, as the database returns it: without
-    Django's per-value converters, which cost more than the query at tens of thousands of
-    rows (both databases already give ints and floats for these)."""
-    sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
 def kitchen_slowdown(window: Window) -> Values:
     """formulas.kitchen_value of each open venue's orders over the last KITCHEN_LOOKBACK: one
     read of their ages and waits, in seconds (tens of thousands of rows a cycle at 5,000
@@ -466,7 +456,7 @@ def kitchen_slowdown(window: Window) -> Values:
     known = _baselines(window, WAITING_USUAL_SPAN)
     at = Value(now, output_field=DateTimeField())
     waits: dict[int, list[tuple[float, bool]]] = {}
-    for venue_id, age, took in _plain_rows(
+    for venue_id, age, took in plain_rows(
         Order.objects.filter(
             venue_id__in=among(venues), created_at__gt=now - KITCHEN_LOOKBACK, created_at__lte=now
         )
