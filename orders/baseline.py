@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, NamedTuple
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.expressions import RawSQL
@@ -115,7 +116,10 @@ def plain_rows(queryset: Any) -> list[tuple[Any, ...]]:
     """A values_list() of ids, counts, sums and float seconds as the database returns them:
     without Django's per-value converters, which cost more than the query at tens of
     thousands of rows (both databases already give ints and floats for these)."""
-    sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+    try:
+        sql, params = queryset.query.get_compiler(using=queryset.db).as_sql()
+    except EmptyResultSet:  # an empty `__in` list (SQLite): no row, as Django would give
+        return []
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()

@@ -137,6 +137,41 @@ def test_the_volume_reads_a_count_once_unless_it_lies_between_its_two_usuals() -
                 assert _both_readings(n, paced, plain) == pytest.approx(both, rel=1e-12)
 
 
+def test_the_usual_of_several_spans_from_one_walk_is_each_span_s_own_across_a_clock_change() -> (
+    None
+):
+    from zoneinfo import ZoneInfo
+
+    from orders.anomaly.formulas import OpenVenue, expected_in_spans, expected_orders
+
+    london = ZoneInfo("Europe/London")
+    # Clocks went forward at 01:00 UTC on 29 March 2026: now is 02:40 UTC (03:40 BST).
+    now = datetime(2026, 3, 29, 2, 40, tzinfo=UTC)
+    quarter = activity.quarter_floor(now)
+    venue = OpenVenue(7, now - timedelta(hours=6), baseline.local_slot(quarter, london), quarter,
+                      london)  # fmt: skip
+    known = {
+        (7, slot): baseline.SlotBaseline(8, float(slot % 11 + 1), 0, 0.0, 0.0, 0.0, 0, 0, 0)
+        for slot in range(7 * 96)
+    }
+    spans = [
+        (now - timedelta(hours=3), now - timedelta(hours=1)),  # across the change
+        (now - timedelta(minutes=600 // 60), now),
+        (now - timedelta(hours=1), now),
+        (now - timedelta(minutes=70), now - timedelta(minutes=70)),  # empty
+    ]
+    one_walk = expected_in_spans(venue, spans, known)
+    assert one_walk == [expected_orders(venue, a, b, known) for a, b in spans]
+    assert one_walk is not None
+    assert one_walk[-1] == 0.0
+
+
+def test_plain_rows_of_an_empty_list_are_none() -> None:
+    from orders.baseline import plain_rows
+
+    assert plain_rows(Order.objects.filter(venue_id__in=[]).values_list("venue_id")) == []
+
+
 # --- orders stopped -----------------------------------------------------------------------
 
 

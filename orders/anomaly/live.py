@@ -93,9 +93,9 @@ class _Kept:
         self.quarter: datetime | None = None
         self.known: Known = {}
         self.asked: set[tuple[int, int]] = set()
-        # lookback -> (the earliest end it was read for, the venues read): a later end in
-        # the same quarter hour needs no slot an earlier one did not (its span starts later).
-        self.covered: dict[timedelta, tuple[datetime, frozenset[int]]] = {}
+        # lookback -> (the earliest end it was read for, the (venue, current slot)s read): a
+        # later end in the same quarter hour needs no slot an earlier one did not.
+        self.covered: dict[timedelta, tuple[datetime, frozenset[tuple[int, int]]]] = {}
 
 
 _kept = _Kept()
@@ -114,10 +114,12 @@ def _baselines(window: Window, lookback: timedelta) -> Known:
     def load() -> Known:
         venues = _open(window)
         quarter = quarter_floor(window.end)
+        # A venue is covered with its current slot: one whose zone changed needs its slots anew.
+        current = frozenset((v.id, v.slot) for v in venues.values())
         with _kept.lock:
             if _kept.quarter == quarter and lookback in _kept.covered:
                 earliest, read = _kept.covered[lookback]
-                if earliest <= window.end and read.issuperset(venues):
+                if earliest <= window.end and read.issuperset(current):
                     return _kept.known  # every slot this needs was read this quarter hour
         needed = set()
         for venue in venues.values():
@@ -134,29 +136,29 @@ def _baselines(window: Window, lookback: timedelta) -> Known:
             ids, slots = {v for v, _ in missing}, {s for _, s in missing}
             found = baselines(slots, window.end, ids)
             with _kept.lock:
-                if _kept.quarter == quarter:
-                    _kept.known.update(found)
+                if _kept.known is known:  # not started over (another quarter hour) meanwhile
+                    known.update(found)
                     _kept.asked.update((v, s) for v in ids for s in slots)
-                    _cover(lookback, window.end, venues)
-                    known = _kept.known
+                    _cover(lookback, window.end, current)
                     return known
             # Another thread moved the cache to another quarter hour meanwhile: read all
-            # this cycle needs itself.
-            known = baselines({s for _, s in needed}, window.end, {v for v, _ in needed})
+            # this cycle needs itself (and note nothing as covered).
+            return baselines({s for _, s in needed}, window.end, {v for v, _ in needed})
         with _kept.lock:
-            if _kept.quarter == quarter:
-                _cover(lookback, window.end, venues)
+            if _kept.known is known:
+                _cover(lookback, window.end, current)
         return known
 
     return _memo(window, ("baselines", window.end, lookback), load)
 
 
-def _cover(lookback: timedelta, end: datetime, venues: dict[int, OpenVenue]) -> None:
-    """Note that every slot of these venues' lookback before `end` is read (under the lock)."""
-    since, ids = _kept.covered.get(lookback, (end, frozenset()))
+def _cover(lookback: timedelta, end: datetime, venues: frozenset[tuple[int, int]]) -> None:
+    """Note that every slot of these (venue, current slot)s' lookback before `end` is read
+    (under the lock)."""
+    since, read = _kept.covered.get(lookback, (end, frozenset()))
     if since > end:  # an earlier end needs more slots: start over from it
-        ids = frozenset()
-    _kept.covered[lookback] = (min(since, end), ids | venues.keys())
+        read = frozenset()
+    _kept.covered[lookback] = (min(since, end), read | venues)
 
 
 def _window_baselines(window: Window) -> Known:
