@@ -303,6 +303,7 @@ def best_fixed(scores: list[Score]) -> Score:
 def detection(args: argparse.Namespace) -> None:
     from monitoring.models import Worker
     from orders.activity import roll_up
+    from orders.anomaly import SURGE
     from orders.anomaly.replay import FORMULAS, kitchen_formula, load, replay_formula
 
     rng = random.Random(args.seed)
@@ -483,6 +484,20 @@ def detection(args: argparse.Namespace) -> None:
                 )  # fmt: skip
                 print(f"  {kind:<8} k {prior:<4g} pace in [{low:g}, {high:g}] {spec.label:<17} "
                       f"{_recall(got):>16} {got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
+    if args.clear_candidates:
+        print("\nclear candidates (not shipped): the shipped surge metric, its incident resolved "
+              "only after this long under the line (shipped: 120 s)")  # fmt: skip
+        for clear in (120, 600, 900):
+            for p in (0.01, 0.03, 0.1):
+                spec = RuleSpec(f"< {p:g}% over 60m", "lt", p, 3600, clear=clear)
+                got = score(
+                    spec,
+                    incidents_of(spec, series(SURGE, FORMULAS[SURGE], 3600),
+                                 index),
+                    "surge", history, venue_months,
+                )  # fmt: skip
+                print(f"  clear {clear:>4} s, {spec.label:<17} {_recall(got):>16} "
+                      f"{got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
     if args.kitchen_candidates:
         print(
             "\nkitchen candidates (not shipped): the largest log-likelihood ratio since a change "
@@ -1160,6 +1175,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--explain", nargs="+", metavar="KIND", help="what the shipped rules' false alerts fell on"
+    )
+    parser.add_argument(
+        "--clear-candidates", action="store_true", help="also the surge rule at longer clear times"
     )
     parser.add_argument("--cost", action="store_true", help="measure a cycle's cost instead")
     parser.add_argument("--cost-venues", type=int, default=5000)

@@ -440,7 +440,7 @@ def test_a_surge_crosses_its_line_at_the_count_three_times_the_usual_makes_likel
 ) -> None:
     usual(bistro, orders=4)  # 16 in the hour, 8 in half an hour
     at_the_usual_pace(bistro, 16, NOW - timedelta(minutes=60))  # today's pace: the usual
-    alert = rule(anomaly.SURGE, "lt", 0.03)  # the shipped line
+    alert = rule(anomaly.SURGE, "lt", 0.03)
     for minutes in range(16):
         order(bistro, NOW - timedelta(minutes=3 * minutes + 1))
     assert value(anomaly.SURGE, bistro) == 100.0  # a usual hour: no evidence at all
@@ -818,20 +818,21 @@ def test_a_surge_rule_left_at_its_old_line_moves_to_the_new_and_an_edited_one_st
 
     migration = importlib.import_module("orders.migrations.0014_venue_surge_pace_floor")
     [spec] = [r for r in VENUE_RULES if r["name"] == migration.NAME]
-    assert spec["threshold"] == migration.NEW["threshold"]  # the frozen copy is what is shipped
+    shipped = {k: spec[k] for k in migration.NEW}
+    assert shipped == migration.NEW  # the frozen copy is what is shipped
     rule = AlertRule.objects.get(name=migration.NAME)  # installed at the new line (0006)
-    assert rule.threshold == migration.NEW["threshold"]
+    assert (rule.threshold, rule.clear_seconds) == (0.1, 600)
     AlertRule.objects.filter(pk=rule.pk).update(**migration.OLD)  # a database from before
     migration.forwards(django_apps, None)
     rule.refresh_from_db()
-    assert rule.threshold == 0.03
+    assert (rule.threshold, rule.clear_seconds) == (0.1, 600)
     migration.backwards(django_apps, None)
     rule.refresh_from_db()
-    assert rule.threshold == 0.0001
+    assert (rule.threshold, rule.clear_seconds) == (0.0001, 120)
     AlertRule.objects.filter(pk=rule.pk).update(threshold=0.001)  # an operator's own line
     migration.forwards(django_apps, None)
     rule.refresh_from_db()
-    assert rule.threshold == 0.001
+    assert (rule.threshold, rule.clear_seconds) == (0.001, 120)
 
 
 def test_the_kitchen_rule_switches_off_the_two_it_replaces_unless_an_operator_edited_one() -> None:

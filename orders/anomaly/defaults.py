@@ -39,8 +39,11 @@ VENUE_RULES: list[dict[str, Any]] = [
         "name": "Venue order surge",
         "metric": "venue.order_surge_chance",
         "comparison": "lt",
-        "threshold": 0.03,
+        "threshold": 0.1,
         "window_seconds": 3600,
+        # Resolved after 10 minutes under the line, not 2: a surge's own tail, its window
+        # still holding the rush, does not open a second incident (bench/README.md).
+        "clear_seconds": 600,
         "severity": "warning",
         "group_by": "rule",
         "description": "The orders of a window from the last 10 minutes to the last {window} "
