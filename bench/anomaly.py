@@ -339,6 +339,11 @@ def detection(args: argparse.Namespace) -> None:
             )
         return cache[(name, window)]
 
+    def judge(name: str, formula: Formula, spec: RuleSpec, kind: str) -> Score:
+        """The rule `spec` on the formula's replayed values (cached by name), scored on kind."""
+        found = incidents_of(spec, series(name, formula, spec.window), index)
+        return score(spec, found, kind, history, venue_months)
+
     began = time.perf_counter()
     print(f"\nevaluated: the last {days:.0f} days, every 60 s, {len(venues)} venues "
           f"({venue_months:.1f} venue-months). Recall: of the anomalies of {LONG} min or "
@@ -399,11 +404,7 @@ def detection(args: argparse.Namespace) -> None:
         if args.kinds and kind not in args.kinds:
             continue
         formula = make()
-        scores = [
-            score(spec, incidents_of(spec, series(f"bound {what}", formula, spec.window), index),
-                  kind, history, venue_months)
-            for spec in lines
-        ]  # fmt: skip
+        scores = [judge(f"bound {what}", formula, spec, kind) for spec in lines]
         got = best_fixed(scores)
         print(
             f"  {what}: {statistic} {got.rule.label}: {_recall(got)}, "
@@ -476,12 +477,7 @@ def detection(args: argparse.Namespace) -> None:
             metric, lines = PACE_METRICS[kind]
             formula = _with_pace(FORMULAS[metric], prior, low, high)
             for spec in lines:
-                got = score(
-                    spec,
-                    incidents_of(spec, series(f"{metric} pace {prior} {low} {high}", formula,
-                                              spec.window), index),
-                    kind, history, venue_months,
-                )  # fmt: skip
+                got = judge(f"{metric} pace {prior} {low} {high}", formula, spec, kind)
                 print(f"  {kind:<8} k {prior:<4g} pace in [{low:g}, {high:g}] {spec.label:<17} "
                       f"{_recall(got):>16} {got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
     if args.clear_candidates:
@@ -490,12 +486,7 @@ def detection(args: argparse.Namespace) -> None:
         for clear in (120, 600, 900):
             for p in (0.01, 0.03, 0.1):
                 spec = RuleSpec(f"< {p:g}% over 60m", "lt", p, 3600, clear=clear)
-                got = score(
-                    spec,
-                    incidents_of(spec, series(SURGE, FORMULAS[SURGE], 3600),
-                                 index),
-                    "surge", history, venue_months,
-                )  # fmt: skip
+                got = judge(SURGE, FORMULAS[SURGE], spec, "surge")
                 print(f"  clear {clear:>4} s, {spec.label:<17} {_recall(got):>16} "
                       f"{got.false_rate:>8.2f} {got.delay:>5.1f}m")  # fmt: skip
     if args.kitchen_candidates:

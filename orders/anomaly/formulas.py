@@ -127,21 +127,16 @@ def expected_orders(
     venue: OpenVenue, start: datetime, end: datetime, known: Baselines
 ) -> float | None:
     """The orders the venue usually gets in [start, end]; None while it is still learned."""
-    if not _learned(venue, known):
-        return None
-    total = 0.0
-    for slot, seconds in slots_back(venue, start, end):
-        base = known.get((venue.id, slot))
-        if base is not None:  # never open then in past weeks: nothing expected
-            total += base.orders * seconds / SLOT_SECONDS
-    return total
+    found = expected_in_spans(venue, [(start, end)], known)
+    return None if found is None else found[0]
 
 
 def expected_in_spans(
     venue: OpenVenue, spans: Sequence[tuple[datetime, datetime]], known: Baselines
 ) -> list[float] | None:
-    """expected_orders() of each span, from one walk over the quarter hours they touch (a
-    cycle asks five spans of each of thousands of venues)."""
+    """The orders the venue usually gets in each span, from one walk over the quarter hours
+    they touch (a cycle asks five spans of each of thousands of venues); None while it is
+    still learned."""
     if not _learned(venue, known):
         return None
     first = min(start for start, _ in spans).timestamp()
