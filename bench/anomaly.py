@@ -1070,18 +1070,22 @@ def cost(args: argparse.Namespace) -> None:
     # The shipped venue rules (orders.anomaly.defaults), and nothing else.
     AlertRule.objects.filter(name__startswith="bench ").delete()
     AlertRule.objects.exclude(metric__startswith="venue.").update(enabled=False)
-    # The first cycle of a quarter hour reads the baselines; the others reuse them.
+    # A process's first cycle reads every baseline (a minute before the quarter hour); the
+    # first of the next quarter hour reads those that moved; the others reuse them.
     timings = []
     for i in range(args.cycles):
+        at = now - timedelta(minutes=1) if i == 0 else now + timedelta(seconds=20 * (i - 1))
         began = time.perf_counter()
-        result = engine.run_cycle(now + timedelta(seconds=20 * i))
+        result = engine.run_cycle(at)
         timings.append(time.perf_counter() - began)
-        print(f"cycle {i + 1}: {timings[-1]:.2f} s, {result.evaluated} rules, "
+        print(f"cycle {i + 1} at {at:%H:%M:%S}: {timings[-1]:.2f} s, {result.evaluated} rules, "
               f"{len(result.opened)} opened, errors {result.errors or 'none'}")  # fmt: skip
-    median = statistics.median(timings)
-    print(f"one evaluation cycle over {args.cost_venues:,} venues: median {median:.2f} s, "
-          f"first of the quarter hour {timings[0]:.2f} s (target under 2 s): "
-          f"{'met' if max(timings) < 2 else 'MISSED'}")  # fmt: skip
+    rest = timings[2:] or [math.nan]
+    worst = max(timings[1:])
+    print(f"one evaluation cycle over {args.cost_venues:,} venues: a process's first "
+          f"{timings[0]:.2f} s, the first of a quarter hour {timings[1]:.2f} s, the others median "
+          f"{statistics.median(rest):.2f} s (target under 2 s, after a process's first): "
+          f"{'met' if worst < 2 else 'MISSED'}")  # fmt: skip
 
 
 def _seed_cost(args: argparse.Namespace, now: datetime) -> None:
@@ -1172,7 +1176,7 @@ def main() -> None:
     )
     parser.add_argument("--cost", action="store_true", help="measure a cycle's cost instead")
     parser.add_argument("--cost-venues", type=int, default=5000)
-    parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--cycles", type=int, default=6)
     parser.add_argument("--reuse", action="store_true", help="--cost: keep the last run's rows")
     parser.add_argument(
         "--database", default=DATABASE, help="the database's name (two runs at once need two)"

@@ -71,8 +71,8 @@ def trimmed_mean(total: float, highest: float, lowest: float, n: int) -> float:
 
 
 # The rows a baseline at `now` reads: the past weeks' same local slot, not this week's. The
-# bounds move a quarter hour at a time, so a baseline holds for the whole quarter hour (a
-# process may keep it that long: orders.anomaly.live).
+# bounds move a quarter hour at a time, so a baseline holds for the whole quarter hour, and
+# into the next unless moved() names it (a process keeps them: orders.anomaly.live).
 def since(now: datetime) -> datetime:
     return quarter_floor(now) - timedelta(weeks=BASELINE_WEEKS, hours=2)
 
@@ -123,6 +123,24 @@ def plain_rows(queryset: Any) -> list[tuple[Any, ...]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def newest_row() -> int:
+    """The id of the newest activity row written (0 for none)."""
+    return VenueActivity.objects.aggregate(newest=Max("pk"))["newest"] or 0
+
+
+def moved(old: datetime, new: datetime, after_row: int) -> set[tuple[int, int]]:
+    """The (venue id, week slot)s whose baseline at `new` may differ from the one at `old`,
+    an earlier time: those of the rows that left or entered the weeks read in between, and
+    of rows written into those weeks after row `after_row` (a late roll-up). Every other
+    baseline read at `old` holds at `new`. (A row of those weeks rewritten in place is not
+    seen: the roll-up rewrites only the last hours, a week younger than any row read.)"""
+    rows = VenueActivity.objects.values_list("venue_id", "week_slot").order_by()
+    left = rows.filter(starts_at__gte=since(old), starts_at__lt=since(new))
+    entered = rows.filter(starts_at__gte=until(old), starts_at__lt=until(new))
+    late = rows.filter(pk__gt=after_row, starts_at__lt=until(new))
+    return {(venue, slot) for venue, slot in plain_rows(left.union(entered, late))}
 
 
 def baselines(

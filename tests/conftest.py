@@ -196,8 +196,8 @@ def no_pooled_connection_leaks(django_db_setup: Any) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def fresh_venue_baselines() -> None:
-    """Each test's venue baselines are read from its own rows (a process keeps them for a
-    quarter hour)."""
+    """Each test's venue baselines are read from its own rows (a process keeps them from one
+    quarter hour to the next)."""
     from orders import hours
     from orders.anomaly.live import forget_baselines
 

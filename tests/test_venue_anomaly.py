@@ -140,30 +140,46 @@ def test_the_volume_reads_a_count_once_unless_it_lies_between_its_two_usuals() -
 def test_the_usual_of_several_spans_from_one_walk_is_each_span_s_own_across_a_clock_change() -> (
     None
 ):
+    import random
     from zoneinfo import ZoneInfo
 
-    from orders.anomaly.formulas import OpenVenue, expected_in_spans, expected_orders
+    from orders.anomaly.formulas import OpenVenue, expected_in_spans, slots_back
 
     london = ZoneInfo("Europe/London")
     # Clocks went forward at 01:00 UTC on 29 March 2026: now is 02:40 UTC (03:40 BST).
-    now = datetime(2026, 3, 29, 2, 40, tzinfo=UTC)
+    now = datetime(2026, 3, 29, 2, 40, 7, 250000, tzinfo=UTC)
     quarter = activity.quarter_floor(now)
     venue = OpenVenue(7, now - timedelta(hours=6), baseline.local_slot(quarter, london), quarter,
                       london)  # fmt: skip
     known = {
         (7, slot): baseline.SlotBaseline(8, float(slot % 11 + 1), 0, 0.0, 0.0, 0.0, 0, 0, 0)
         for slot in range(7 * 96)
+        if slot % 5 or slot == venue.slot  # others never open in past weeks: nothing usual
     }
+
+    def each_quarter(a: datetime, b: datetime) -> float:  # the span's own walk
+        total = 0.0
+        for slot, seconds in slots_back(venue, a, b):
+            found = known.get((7, slot))
+            total += 0.0 if found is None else found.orders * seconds / 900
+        return total
+
     spans = [
         (now - timedelta(hours=3), now - timedelta(hours=1)),  # across the change
         (now - timedelta(minutes=600 // 60), now),
         (now - timedelta(hours=1), now),
+        (quarter - timedelta(minutes=30), quarter),  # on quarter hours
+        (quarter - timedelta(minutes=14), quarter - timedelta(minutes=2)),  # inside one
         (now - timedelta(minutes=70), now - timedelta(minutes=70)),  # empty
     ]
+    pick = random.Random(15)
+    for _ in range(200):
+        a = now - timedelta(seconds=pick.choice([0, 900, 1800]) + pick.uniform(0, 4 * 3600))
+        spans.append((a, min(now, a + timedelta(seconds=pick.uniform(0, 3 * 3600)))))
     one_walk = expected_in_spans(venue, spans, known)
-    assert one_walk == [expected_orders(venue, a, b, known) for a, b in spans]
     assert one_walk is not None
-    assert one_walk[-1] == 0.0
+    assert one_walk == [pytest.approx(each_quarter(a, b), rel=1e-12, abs=1e-12) for a, b in spans]
+    assert one_walk[5] == 0.0
 
 
 def test_plain_rows_of_an_empty_list_are_none() -> None:
@@ -265,6 +281,52 @@ def test_an_earlier_end_in_the_same_quarter_hour_reads_the_slots_it_needs(bistro
     earlier = live._baselines(Window(quarter + timedelta(minutes=2), 300), five_minutes)
     assert (bistro.pk, before) in earlier
     assert earlier[(bistro.pk, before)].orders == 4
+
+
+def test_baselines_kept_into_the_next_quarter_hour_are_those_read_afresh(
+    bistro: Venue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    from monitoring.alerting.metrics import Window
+    from orders.anomaly import live
+
+    schedule = hours.schedules()[bistro.pk]
+    pick = random.Random(7)
+    rows, gap = [], activity.quarter_floor(NOW - timedelta(weeks=3, minutes=50))
+    at = activity.quarter_floor(NOW - timedelta(weeks=9, hours=4))
+    while at < NOW - timedelta(days=6):  # over 8 weeks: a week leaves the 8 read each step
+        if at != gap:  # a quarter hour the roll-up writes late, below
+            slot = activity.week_slot(at, schedule)
+            rows.append(VenueActivity(venue=bistro, starts_at=at, week_slot=slot, open=True,
+                                      orders=pick.randint(0, 9), accepted=pick.randint(0, 9)))  # fmt: skip
+        at += timedelta(minutes=15)
+    VenueActivity.objects.bulk_create(rows)
+    read: list[set[int]] = []
+
+    def spied(slots: Any, now: datetime, venues: Any = None) -> Any:
+        read.append(set(slots))
+        return baseline.baselines(slots, now, venues)
+
+    monkeypatch.setattr(live, "baselines", spied)
+    lookback = timedelta(hours=3)
+    for step in range(6):
+        end = NOW + timedelta(minutes=15 * step + 2)
+        if step == 3:
+            slot = activity.week_slot(gap, schedule)
+            VenueActivity.objects.create(venue=bistro, starts_at=gap, week_slot=slot, open=True,
+                                         orders=40)  # fmt: skip
+        kept = live._baselines(Window(end, 600), lookback)
+        needed = live._needed(live._open(Window(end, 600)), end, lookback)
+        fresh = baseline.baselines({s for _, s in needed}, end, [bistro.pk])
+        assert {pair: kept.get(pair) for pair in needed} == {
+            pair: fresh.get(pair) for pair in needed
+        }
+        if step:
+            # Read again: the quarter hour begun, the one whose oldest week just left the 8
+            # (two hours back), and at step 3 the one written late. Not the 10 others.
+            assert len(read[-1]) == (3 if step == 3 else 2)
+    assert len(read[0]) == 13  # the first: every quarter hour the three hours touch
 
 
 def test_one_odd_week_does_not_move_the_baseline(bistro: Venue) -> None:
@@ -590,6 +652,18 @@ def waits(count: int, seconds: float, spread: float) -> dict[str, Any]:
         "accept_log_sum": count * log,
         "accept_log_squares": count * (log * log + spread * spread),
     }
+
+
+def test_the_evidence_worked_out_once_is_each_order_s_own() -> None:
+    from orders.anomaly.formulas import WaitModel, evidence_for, slowdown_evidence
+
+    for model in (WaitModel(math.log(120), 0.25), WaitModel(math.log(600), 1.3)):
+        for slowdown in (1.5, 3.0, 5.0):
+            evidence = evidence_for(model, slowdown)
+            for wait in (0.0, 0.5, 1.0, 30.0, 119.9, 600.0, 3600.0, 40000.0):
+                for taken in (True, False):
+                    expected = slowdown_evidence(model, wait, taken, slowdown)
+                    assert evidence(wait, taken) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 def test_a_kitchen_slowing_down_against_its_own_waits(bistro: Venue, other_venue: Venue) -> None:

@@ -34,6 +34,7 @@ from orders.activity import WaitSeconds, quarter_floor, week_slot
 from orders.anomaly.formulas import (
     KITCHEN_LOOKBACK,
     LEVEL_LOOKBACK,
+    QUARTER,
     SILENCE_LOOKBACK,
     WAITING_LOOKBACK,
     WAITING_USUAL_SPAN,
@@ -54,8 +55,9 @@ from orders.anomaly.formulas import (
     waiting_ratio_value,
     waiting_value,
 )
-from orders.baseline import SlotBaseline, among, baselines, plain_rows
+from orders.baseline import SlotBaseline, among, baselines, moved, newest_row, plain_rows
 from orders.models import Order, OrderStatus, PaymentStatus
+from orders.models.activity import SLOTS_PER_WEEK
 
 T = TypeVar("T")
 Known = dict[tuple[int, int], SlotBaseline]
@@ -84,9 +86,16 @@ def _open(window: Window) -> dict[int, OpenVenue]:
     return _memo(window, ("open_venues", window.end), lambda: open_venues(window.end))
 
 
+# A process keeps the baselines it read from one quarter hour to the next, and reads again
+# only those that moved (baseline.moved); after a longer gap it reads them all again.
+CARRY_LIMIT = timedelta(hours=2)
+
+
 class _Kept:
-    """The baselines this process read in the current quarter hour (they hold for all of it:
-    orders.baseline), with the (venue, slot) pairs asked so far."""
+    """The baselines this process read for the quarter hour `quarter` (they hold for all of
+    it: orders.baseline), with the (venue, slot) pairs asked so far. At the next quarter hour
+    it keeps, of the venues still open, those of the slots within the longest lookback asked
+    that did not move: a cycle then reads a slot a venue, not every slot of its lookback."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -96,6 +105,8 @@ class _Kept:
         # lookback -> (the earliest end it was read for, the (venue, current slot)s read): a
         # later end in the same quarter hour needs no slot an earlier one did not.
         self.covered: dict[timedelta, tuple[datetime, frozenset[tuple[int, int]]]] = {}
+        self.longest = timedelta(0)  # the longest lookback asked this quarter hour
+        self.newest_row = 0  # the newest activity row when the baselines were read
 
 
 _kept = _Kept()
@@ -107,36 +118,69 @@ def forget_baselines() -> None:
         _kept.quarter = None
 
 
+def _needed(
+    venues: dict[int, OpenVenue], end: datetime, lookback: timedelta
+) -> set[tuple[int, int]]:
+    """The (venue, slot)s of the quarter hours of each venue's lookback before `end`."""
+    needed = set()
+    for venue in venues.values():
+        needed.add((venue.id, venue.slot))
+        for slot, _ in slots_back(venue, end - lookback, end):
+            needed.add((venue.id, slot))
+    return needed
+
+
+def _turn_to(quarter: datetime, end: datetime, venues: dict[int, OpenVenue]) -> None:
+    """Under the lock: move the cache to this quarter hour, keeping what still holds."""
+    old, newest = _kept.quarter, newest_row()  # read first: rows written since are seen next time
+    known: Known = {}
+    asked: set[tuple[int, int]] = set()
+    if old is not None and old < quarter <= old + CARRY_LIMIT:
+        gone = moved(old, quarter, _kept.newest_row)
+        now_at = {v.id: v.slot for v in venues.values()}
+        # Kept: of the venues still open, the slots within the longest lookback asked (and
+        # an hour more: a clock change), less those that moved.
+        reach = int(_kept.longest / QUARTER) + 1 + 4
+
+        def keep(pair: tuple[int, int]) -> bool:
+            at = now_at.get(pair[0])
+            return at is not None and (at - pair[1]) % SLOTS_PER_WEEK <= reach and pair not in gone
+
+        known = {pair: found for pair, found in _kept.known.items() if keep(pair)}
+        asked = {pair for pair in _kept.asked if keep(pair)}
+    _kept.quarter, _kept.known, _kept.asked, _kept.covered = quarter, known, asked, {}
+    _kept.longest, _kept.newest_row = timedelta(0), newest
+
+
 def _baselines(window: Window, lookback: timedelta) -> Known:
     """The baselines of every open venue's slots over the lookback: read once a quarter hour
-    per process, and for pairs not asked before (a venue that opened, a longer window)."""
+    per process (those that did not move since the last are kept), and for pairs not asked
+    before (a venue that opened, a longer window)."""
 
     def load() -> Known:
         venues = _open(window)
         quarter = quarter_floor(window.end)
         # A venue is covered with its current slot: one whose zone changed needs its slots anew.
-        current = frozenset((v.id, v.slot) for v in venues.values())
+        current = _memo(window, ("current", window.end), lambda: frozenset(
+            (v.id, v.slot) for v in venues.values()
+        ))  # fmt: skip
         with _kept.lock:
-            if _kept.quarter == quarter and lookback in _kept.covered:
+            if _kept.quarter != quarter:
+                _turn_to(quarter, window.end, venues)
+            _kept.longest = max(_kept.longest, lookback)
+            if lookback in _kept.covered:
                 earliest, read = _kept.covered[lookback]
                 if earliest <= window.end and read.issuperset(current):
                     return _kept.known  # every slot this needs was read this quarter hour
-        needed = set()
-        for venue in venues.values():
-            needed.add((venue.id, venue.slot))
-            for slot, _ in slots_back(venue, window.end - lookback, window.end):
-                needed.add((venue.id, slot))
+        needed = _needed(venues, window.end, lookback)
         with _kept.lock:
-            if _kept.quarter != quarter:
-                _kept.quarter, _kept.known, _kept.asked = quarter, {}, set()
-                _kept.covered = {}
-            missing = needed - _kept.asked
+            missing = needed - _kept.asked if _kept.quarter == quarter else needed
             known = _kept.known
         if missing:
             ids, slots = {v for v, _ in missing}, {s for _, s in missing}
             found = baselines(slots, window.end, ids)
             with _kept.lock:
-                if _kept.known is known:  # not started over (another quarter hour) meanwhile
+                if _kept.known is known and _kept.quarter == quarter:  # not moved meanwhile
                     known.update(found)
                     _kept.asked.update((v, s) for v in ids for s in slots)
                     _cover(lookback, window.end, current)
@@ -165,69 +209,55 @@ def _window_baselines(window: Window) -> Known:
     return _baselines(window, timedelta(seconds=window.seconds))
 
 
+# silence() reads the last order from the orders of today's pace: they reach back as far.
+assert LEVEL_LOOKBACK >= SILENCE_LOOKBACK
+
+
 def silence(window: Window) -> Values:
     now, venues = window.end, _open(window)
     if not venues:
         return {}
     known = _baselines(window, SILENCE_LOOKBACK)
-    last = dict(
-        Order.objects.filter(
-            venue_id__in=among(venues), created_at__gt=now - SILENCE_LOOKBACK, created_at__lte=now
-        )
-        .values_list("venue_id")
-        .annotate(last=Max("created_at"))
-        .order_by()
-    )
-    seen = _counts_after(venues, lambda v: pace_start(v, now), now, now - LEVEL_LOOKBACK)
+    seen = _orders_after(venues, lambda v: pace_start(v, now), now, now - LEVEL_LOOKBACK)
     values = {}
     for venue in venues.values():
-        value = silence_value(
-            venue, last.get(venue.id), seen.get(venue.id, {}).get("n", 0), now, known
-        )
+        n, last = seen.get(venue.id, (0, None))
+        value = silence_value(venue, last, n, now, known)
         if value is not None:
             values[str(venue.id)] = value
     return values
 
 
-Counts = dict[int, dict[str, int]]  # venue id -> orders "n", "paid", "failed"
-
-
-def _counts_after(
+def _orders_after(
     venues: dict[int, OpenVenue],
     start: Callable[[OpenVenue], datetime],
     end: datetime,
     common: datetime,
-) -> Counts:
-    """Each venue's orders in (start(venue), end], with how many were paid and failed: one
-    aggregate for the venues whose start is `common`, and the rows of the few others (a
+) -> dict[int, tuple[int, datetime]]:
+    """Each venue's orders in (start(venue), end]: how many, and when the last was placed.
+    One aggregate for the venues whose start is `common`, and the rows of the few others (a
     venue that opened since)."""
     starts = {v.id: start(v) for v in venues.values()}
     usual = [v for v, at in starts.items() if at == common]
-    found: Counts = {}
+    found: dict[int, tuple[int, datetime]] = {}
     if usual:
-        for venue_id, n, paid, failed in (
+        for venue_id, n, last in (
             Order.objects.filter(
                 venue_id__in=among(usual), created_at__gt=common, created_at__lte=end
             )
             .values_list("venue_id")
-            .annotate(
-                n=Count("pk"),
-                paid=Count("pk", filter=Q(payment_status=PaymentStatus.PAID)),
-                failed=Count("pk", filter=Q(payment_status=PaymentStatus.FAILED)),
-            )
+            .annotate(n=Count("pk"), last=Max("created_at"))
             .order_by()
         ):
-            found[venue_id] = {"n": n, "paid": paid, "failed": failed}
+            found[venue_id] = (n, last)
     others = {v: at for v, at in starts.items() if at != common and at < end}
     if others:
-        for venue_id, created, payment in Order.objects.filter(
+        for venue_id, created in Order.objects.filter(
             venue_id__in=among(others), created_at__gt=min(others.values()), created_at__lte=end
-        ).values_list("venue_id", "created_at", "payment_status"):
+        ).values_list("venue_id", "created_at"):
             if created > others[venue_id]:
-                row = found.setdefault(venue_id, {"n": 0, "paid": 0, "failed": 0})
-                row["n"] += 1
-                row["paid"] += payment == PaymentStatus.PAID
-                row["failed"] += payment == PaymentStatus.FAILED
+                n, last = found.get(venue_id, (0, created))
+                found[venue_id] = (n + 1, max(last, created))
     return found
 
 
@@ -260,16 +290,17 @@ def _orders_in_window(window: Window) -> ScanCounts:
         whole = [v.id for v in venues.values() if v.since <= window.start]
         found: ScanCounts = {}
         if whole:
-            for got in (
+            for venue_id, *tallies in plain_rows(
                 Order.objects.filter(
                     venue_id__in=among(whole), created_at__gt=window.start, created_at__lte=end
                 )
-                .values("venue_id")
+                .values_list("venue_id")
                 .annotate(**_tallies(starts))
                 .order_by()
             ):
-                found[got["venue_id"]] = [
-                    (got[f"n{i}"], got[f"paid{i}"], got[f"failed{i}"]) for i in range(len(starts))
+                found[venue_id] = [
+                    (tallies[3 * i], tallies[3 * i + 1], tallies[3 * i + 2])
+                    for i in range(len(starts))
                 ]
         others = {v.id: v for v in venues.values() if window.start < v.since < end}
         if others:
@@ -297,13 +328,11 @@ def _scan_usuals(window: Window) -> dict[int, ScanUsual | None]:
     def load() -> dict[int, ScanUsual | None]:
         venues, start = _open(window), window.start
         known = _baselines(window, timedelta(seconds=window.seconds) + LEVEL_LOOKBACK)
-        before = _counts_after(
+        before = _orders_after(
             venues, lambda v: pace_start(v, start), start, start - LEVEL_LOOKBACK
         )  # fmt: skip
         return {
-            venue.id: scan_usuals(
-                venue, before.get(venue.id, {}).get("n", 0), start, window.end, known
-            )
+            venue.id: scan_usuals(venue, before.get(venue.id, (0,))[0], start, window.end, known)
             for venue in venues.values()
         }
 
@@ -457,7 +486,8 @@ def kitchen_slowdown(window: Window) -> Values:
         return {}
     known = _baselines(window, WAITING_USUAL_SPAN)
     at = Value(now, output_field=DateTimeField())
-    waits: dict[int, list[tuple[float, bool]]] = {}
+    waits: dict[int, list[tuple[float, bool]]] = {v: [] for v in venues}
+    opened = {v.id: (now - v.since).total_seconds() for v in venues.values()}
     for venue_id, age, took in plain_rows(
         Order.objects.filter(
             venue_id__in=among(venues), created_at__gt=now - KITCHEN_LOOKBACK, created_at__lte=now
@@ -468,15 +498,15 @@ def kitchen_slowdown(window: Window) -> Values:
             "venue_id", WaitSeconds(at, F("created_at")), WaitSeconds("accepted_at", "created_at")
         )
     ):
-        if age >= (now - venues[venue_id].since).total_seconds():
+        if age >= opened[venue_id]:
             continue  # placed before this opening
         if took is not None and took <= age:  # taken by now
-            waits.setdefault(venue_id, []).append((took, True))
+            waits[venue_id].append((took, True))
         else:
-            waits.setdefault(venue_id, []).append((age, False))
+            waits[venue_id].append((age, False))
     values = {}
     for venue in venues.values():
-        value = kitchen_value(venue, waits.get(venue.id, []), now, known)
+        value = kitchen_value(venue, waits[venue.id], now, known)
         if value is not None:
             values[str(venue.id)] = value
     return values
