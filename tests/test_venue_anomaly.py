@@ -298,8 +298,9 @@ def test_baselines_kept_into_the_next_quarter_hour_are_those_read_afresh(
     while at < NOW - timedelta(days=6):  # over 8 weeks: a week leaves the 8 read each step
         if at != gap:  # a quarter hour the roll-up writes late, below
             slot = activity.week_slot(at, schedule)
+            orders, accepted = pick.randint(0, 9), pick.randint(0, 9)
             rows.append(VenueActivity(venue=bistro, starts_at=at, week_slot=slot, open=True,
-                                      orders=pick.randint(0, 9), accepted=pick.randint(0, 9)))  # fmt: skip
+                                      orders=orders, accepted=accepted))  # fmt: skip
         at += timedelta(minutes=15)
     VenueActivity.objects.bulk_create(rows)
     read: list[set[int]] = []
