@@ -135,7 +135,8 @@ def moved(old: datetime, new: datetime, after_row: int) -> set[tuple[int, int]]:
     an earlier time: those of the rows that left or entered the weeks read in between, and
     of rows written into those weeks after row `after_row` (a late roll-up). Every other
     baseline read at `old` holds at `new`. (A row of those weeks rewritten in place is not
-    seen: the roll-up rewrites only the last hours, a week younger than any row read.)"""
+    seen: the roll-up rewrites only its last hour, younger than any row read, except when it
+    catches up after more than 6.5 days down: then the hour before where it stopped.)"""
     rows = VenueActivity.objects.values_list("venue_id", "week_slot").order_by()
     left = rows.filter(starts_at__gte=since(old), starts_at__lt=since(new))
     entered = rows.filter(starts_at__gte=until(old), starts_at__lt=until(new))

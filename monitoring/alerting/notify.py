@@ -225,20 +225,24 @@ def remind_or_escalate(incident: Incident, now: datetime) -> None:
             )
             _announce(incident, now)
         return
-    if suppression.suppression(incident, now):
-        return  # reminders and escalation wait, and resume when nothing holds them back
     announced = incident.announced_at or incident.opened_at
-    if (
+    escalate = (
         rule.severity == Severity.CRITICAL
         and rule.escalation_delay_seconds
         and incident.escalated_at is None
         and now - announced >= timedelta(seconds=rule.escalation_delay_seconds)
-    ):
+    )
+    remind = (
+        rule.repeat_interval_seconds
+        and incident.last_notified_at is not None
+        and now - incident.last_notified_at >= timedelta(seconds=rule.repeat_interval_seconds)
+    )
+    # Whether anything holds them back is asked only when one is due: the engine asks this
+    # of every firing incident every cycle (thousands, when a rule fires at every venue).
+    if not (escalate or remind) or suppression.suppression(incident, now):
+        return  # reminders and escalation wait, and resume when nothing holds them back
+    if escalate:
         _escalate(incident, now)
-        return
-    if not rule.repeat_interval_seconds or incident.last_notified_at is None:
-        return
-    if now - incident.last_notified_at < timedelta(seconds=rule.repeat_interval_seconds):
         return
     _send(
         incident,
