@@ -22,9 +22,10 @@ per month; the lowest false alert rate if none gets there):
 The fixed rules are given the opening hours and the warm-up too (a generic monitor knows
 neither), so they are compared at their best.
 
-Cost (--cost): one evaluation cycle of the seven venue rules over 5,000 open venues on
+Cost (--cost): evaluation cycles of the seven venue rules over 5,000 open venues on
 PostgreSQL, with 8 weeks of quarter-hour activity rows, this evening's orders and screen
-samples; the median of --cycles runs of monitoring.alerting.engine.run_cycle.
+samples (monitoring.alerting.engine.run_cycle): a process's first (it reads every baseline),
+the first of the next quarter hour (it reads those that moved) and the median of the others.
 
 Uses its own database, inkwave_bench_anomaly by default (--database; with "_cost" appended for
 --cost), on the local PostgreSQL (dropped first; drop it when done).

@@ -136,11 +136,13 @@ def moved(old: datetime, new: datetime, after_row: int) -> set[tuple[int, int]]:
     of rows written into those weeks after row `after_row` (a late roll-up). Every other
     baseline read at `old` holds at `new`. (A row of those weeks rewritten in place is not
     seen: the roll-up rewrites only its last hour, younger than any row read, except when it
-    catches up after more than 6.5 days down: then the hour before where it stopped.)"""
+    catches up after more than 6.5 days down: then the hour before where it stopped. Nor is
+    a row committed after a higher id was: two roll-ups at once, a statement's length apart.
+    Either stays until the venue closes or the process restarts.)"""
     rows = VenueActivity.objects.values_list("venue_id", "week_slot").order_by()
     left = rows.filter(starts_at__gte=since(old), starts_at__lt=since(new))
     entered = rows.filter(starts_at__gte=until(old), starts_at__lt=until(new))
-    late = rows.filter(pk__gt=after_row, starts_at__lt=until(new))
+    late = rows.filter(pk__gt=after_row, starts_at__gte=since(new), starts_at__lt=until(new))
     return {(venue, slot) for venue, slot in plain_rows(left.union(entered, late))}
 
 

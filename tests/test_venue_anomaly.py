@@ -330,6 +330,12 @@ def test_baselines_kept_into_the_next_quarter_hour_are_those_read_afresh(
     assert len(read[0]) == 13  # the first: every quarter hour the three hours touch
 
 
+def test_silence_finds_the_last_order_among_the_orders_of_today_s_pace() -> None:
+    from orders.anomaly.formulas import LEVEL_LOOKBACK, SILENCE_LOOKBACK
+
+    assert LEVEL_LOOKBACK >= SILENCE_LOOKBACK  # live.silence reads both from one aggregate
+
+
 def test_one_odd_week_does_not_move_the_baseline(bistro: Venue) -> None:
     usual(bistro, orders=4)
     week_slot = activity.week_slot(activity.quarter_floor(NOW), hours.schedules()[bistro.pk])

@@ -94,7 +94,7 @@ def _quarters_back(venue: OpenVenue, first: float, last: float) -> tuple[tuple[i
     return _quarters_of(venue.slot, venue.quarter, venue.zone, first, last)
 
 
-@functools.lru_cache(maxsize=4096)  # venues in one zone share them: thousands a cycle
+@functools.lru_cache(maxsize=1024)  # venues in one zone share them: thousands a cycle
 def _quarters_of(
     now_slot: int, now_quarter: datetime, zone: tzinfo, first: float, last: float
 ) -> tuple[tuple[int, int], ...]:
@@ -120,7 +120,7 @@ def slots_back(venue: OpenVenue, start: datetime, end: datetime) -> tuple[tuple[
     return _slots_of(venue.slot, venue.quarter, venue.zone, start.timestamp(), end.timestamp())
 
 
-@functools.lru_cache(maxsize=4096)  # as _quarters_of
+@functools.lru_cache(maxsize=1024)  # as _quarters_of
 def _slots_of(
     now_slot: int, now_quarter: datetime, zone: tzinfo, first: float, last: float
 ) -> tuple[tuple[int, float], ...]:

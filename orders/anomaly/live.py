@@ -130,7 +130,7 @@ def _needed(
     return needed
 
 
-def _turn_to(quarter: datetime, end: datetime, venues: dict[int, OpenVenue]) -> None:
+def _turn_to(quarter: datetime, venues: dict[int, OpenVenue]) -> None:
     """Under the lock: move the cache to this quarter hour, keeping what still holds."""
     old, newest = _kept.quarter, newest_row()  # read first: rows written since are seen next time
     known: Known = {}
@@ -166,7 +166,7 @@ def _baselines(window: Window, lookback: timedelta) -> Known:
         ))  # fmt: skip
         with _kept.lock:
             if _kept.quarter != quarter:
-                _turn_to(quarter, window.end, venues)
+                _turn_to(quarter, venues)
             _kept.longest = max(_kept.longest, lookback)
             if lookback in _kept.covered:
                 earliest, read = _kept.covered[lookback]
@@ -209,15 +209,13 @@ def _window_baselines(window: Window) -> Known:
     return _baselines(window, timedelta(seconds=window.seconds))
 
 
-# silence() reads the last order from the orders of today's pace: they reach back as far.
-assert LEVEL_LOOKBACK >= SILENCE_LOOKBACK
-
-
 def silence(window: Window) -> Values:
     now, venues = window.end, _open(window)
     if not venues:
         return {}
     known = _baselines(window, SILENCE_LOOKBACK)
+    # The last order is read from the orders of today's pace: LEVEL_LOOKBACK reaches back as
+    # far as SILENCE_LOOKBACK (a test holds it so).
     seen = _orders_after(venues, lambda v: pace_start(v, now), now, now - LEVEL_LOOKBACK)
     values = {}
     for venue in venues.values():
