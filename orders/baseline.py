@@ -136,9 +136,9 @@ def moved(old: datetime, new: datetime, after_row: int) -> set[tuple[int, int]]:
     of rows written into those weeks after row `after_row` (a late roll-up). Every other
     baseline read at `old` holds at `new`. (A row of those weeks rewritten in place is not
     seen: the roll-up rewrites only its last hour, younger than any row read, except when it
-    catches up after more than 6.5 days down: then the hour before where it stopped. Nor is
-    a row committed after a higher id was: two roll-ups at once, a statement's length apart.
-    Either stays until the venue closes or the process restarts.)"""
+    catches up after more than 6.5 days down: then the hour before where it stopped. It stays
+    until the venue closes or the process restarts. Rows come in id order: the periodic
+    roll-up runs one at a time.)"""
     rows = VenueActivity.objects.values_list("venue_id", "week_slot").order_by()
     left = rows.filter(starts_at__gte=since(old), starts_at__lt=since(new))
     entered = rows.filter(starts_at__gte=until(old), starts_at__lt=until(new))

@@ -823,6 +823,24 @@ def test_the_periodic_rollup_catches_up_from_its_last_row(bistro: Venue) -> None
     assert VenueActivity.objects.count() == 4 * 4
 
 
+def test_a_periodic_rollup_while_another_runs_writes_nothing(bistro: Venue) -> None:
+    import psycopg
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("an advisory lock of PostgreSQL's")
+    s = connection.settings_dict
+    with psycopg.connect(
+        host=s["HOST"] or None, port=s["PORT"] or None, user=s["USER"] or None,
+        password=s["PASSWORD"] or None, dbname=s["NAME"], autocommit=True,
+    ) as other:  # fmt: skip
+        other.execute("SELECT pg_advisory_lock(%s)", [activity.ROLLUP_LOCK])
+        assert activity.roll_up_recent(NOW) == 0
+        assert not VenueActivity.objects.exists()
+        other.execute("SELECT pg_advisory_unlock(%s)", [activity.ROLLUP_LOCK])
+    assert activity.roll_up_recent(NOW) == 4
+
+
 def test_the_shipped_venue_rules_are_valid_and_held_back_by_what_they_need() -> None:
     from monitoring.alerting import rules as rule_checks
     from monitoring.models import Inhibition
