@@ -945,15 +945,14 @@ def _wait_evidence(
 ) -> Callable[[float, bool], float]:
     """evidence(wait, taken): what one order's wait says for `kind` against a usual kitchen
     whose waits are log-normal around e^log_median with `spread`, as a log-likelihood ratio.
-    slow_kitchen: waits `rise` times as long (the shipped metric's formulas.slowdown_evidence);
+    slow_kitchen: waits `rise` times as long (the shipped metric's formulas.evidence_for);
     tickets_ignored: nobody takes it (the log of the chance of waiting so long, negated)."""
     from orders.anomaly import formulas
 
-    model = formulas.WaitModel(log_median, spread)
+    if kind != "tickets_ignored":
+        return formulas.evidence_for(formulas.WaitModel(log_median, spread), rise)
 
     def evidence(wait: float, taken: bool) -> float:
-        if kind != "tickets_ignored":
-            return formulas.slowdown_evidence(model, wait, taken, rise)
         if taken:
             return -math.inf
         return -formulas.log_longer((math.log(max(wait, 1.0)) - log_median) / spread)

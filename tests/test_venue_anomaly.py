@@ -662,7 +662,16 @@ def waits(count: int, seconds: float, spread: float) -> dict[str, Any]:
 
 
 def test_the_evidence_worked_out_once_is_each_order_s_own() -> None:
-    from orders.anomaly.formulas import WaitModel, evidence_for, slowdown_evidence
+    from orders.anomaly.formulas import WaitModel, evidence_for, log_longer
+
+    def slowdown_evidence(model: WaitModel, wait: float, taken: bool, slowdown: float) -> float:
+        # The log-likelihood ratio as written out: half the difference of the squared
+        # z-scores (the densities), or of the log chances of waiting longer.
+        x = (math.log(max(wait, 1.0)) - model.log_median) / model.spread
+        slow = x - math.log(slowdown) / model.spread
+        if taken:
+            return (x * x - slow * slow) / 2.0
+        return log_longer(slow) - log_longer(x)
 
     for model in (WaitModel(math.log(120), 0.25), WaitModel(math.log(600), 1.3)):
         for slowdown in (1.5, 3.0, 5.0):

@@ -410,11 +410,7 @@ def slowdown_evidence(model: WaitModel, wait: float, taken: bool, slowdown: floa
     """What one order says for a kitchen `slowdown` times slower than usual, against usual:
     the log of the likelihood ratio. Taken after `wait` seconds: the two densities' ratio
     there; still waiting after `wait`: the two chances of waiting longer than that."""
-    x = (math.log(max(wait, 1.0)) - model.log_median) / model.spread
-    slow = x - math.log(slowdown) / model.spread
-    if taken:
-        return (x * x - slow * slow) / 2.0
-    return log_longer(slow) - log_longer(x)
+    return evidence_for(model, slowdown)(wait, taken)
 
 
 def kitchen_value(
