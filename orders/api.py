@@ -18,7 +18,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from typing_extensions import TypedDict  # pydantic describes it for the OpenAPI document
 
-from inkwave.api_errors import ErrorJSON, json_error
+from inkwave.api_errors import ErrorJSON, is_database_unreachable, json_error
 from inkwave.openapi import SESSION, Answer, SecurityScheme, operation
 from orders import events
 from orders.models import Order, OrderItem, OrderStatus, Venue, VenueAccessToken
@@ -170,6 +170,8 @@ def orders_collection(request: HttpRequest) -> JsonResponse:
             return replay
         return _crashed(exc, venue, table)
     except Exception as exc:
+        if is_database_unreachable(exc):
+            raise  # the database went away since the look above: a 503 to retry, not a 500
         return _crashed(exc, venue, table)
     return JsonResponse(order_json(order), status=201)
 

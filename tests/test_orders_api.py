@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import Client
 
 from inkwave.routing import build_websocket_application
 from notifications.models import Notification, NotificationKind
-from orders import api
+from orders import api, outage
 from orders.models import Order, OrderEvent, OrderEventKind, Venue, VenueAccessToken
 from tests.conftest import PatientCommunicator
 
@@ -119,6 +121,38 @@ def test_an_exception_while_creating_is_a_500_recorded_and_notified(
     event = OrderEvent.objects.get(kind=OrderEventKind.CREATION_FAILED)
     assert event.payload["reason"] == "server error: RuntimeError"
     assert Notification.objects.filter(kind=NotificationKind.ORDER_FAILED).count() == 2
+
+
+def test_the_database_going_away_while_creating_is_a_503_to_retry_not_a_500(
+    device: Client, venue: Venue, monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path
+) -> None:
+    """The database answered the look for an earlier request with the key, then went away
+    (the soak's PostgreSQL restart met an order there): the client is told to retry, and
+    the refusal is spooled to be recorded once the database is back, as at the gate."""
+    gate = outage.DatabaseGate()
+    monkeypatch.setattr(outage, "gate", gate)  # the process's own gate stays open
+    settings.VAR_DIR = tmp_path
+
+    def gone(*args: Any, **kwargs: Any) -> Any:
+        exc = OperationalError("server closed the connection unexpectedly")
+        exc.__cause__ = psycopg.OperationalError("consuming input failed")  # no SQLSTATE
+        raise exc
+
+    monkeypatch.setattr("orders.api.OrderItem.objects.bulk_create", gone)
+    response = device.post(
+        "/api/v1/orders",
+        json.dumps({**ORDER, "venue": venue.pk}),
+        content_type="application/json",
+        headers={"Idempotency-Key": "retry-me"},
+    )
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "unavailable"
+    assert int(response["Retry-After"]) >= 1
+    assert not Order.objects.exists()
+    assert not OrderEvent.objects.exists()  # not a crash: nothing said "server error"
+    assert gate.down
+    [spooled] = [json.loads(line) for line in outage.spool_path().read_text().splitlines()]
+    assert (spooled["method"], spooled["venue"], spooled["table"]) == ("POST", venue.pk, "Table 5")
 
 
 def test_callers_are_authenticated_and_kept_to_their_venue(

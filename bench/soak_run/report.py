@@ -177,9 +177,9 @@ def orders(run: Run, evidence: Evidence) -> dict[str, Any]:
     others = {k: v for k, v in status.items() if k not in ("201", "503", "no answer")}
     if others:
         odd = [o for o in results if o.status not in (201, 503, None)]
-        for o in odd[:5]:
-            print(f"  {o.tag} on :{o.port}: {o.status} ({where(run, o.sent)})")
-        run.fail(f"orders answered neither 201 nor 503: {others}")
+        # Said in the failure itself: the summary at the end is what a truncated log keeps.
+        first = "; ".join(f"{o.tag} on :{o.port}: {o.status} {where(run, o.sent)}" for o in odd[:3])
+        run.fail(f"orders answered neither 201 nor 503: {others} ({first})")
     # No answer in 10 s: the client cannot know; stored once and broadcast is not lost.
     lost = [o.tag for o in unanswered if evidence.stored[o.tag] != 1 and o.tag not in
             evidence.refusals_recorded]  # fmt: skip
