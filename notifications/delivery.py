@@ -25,11 +25,12 @@ from datetime import datetime, timedelta
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, Exists, F, Min, OuterRef, Value, When
 from django.utils import timezone
 
 from inkwave import logcontext
+from inkwave.api_errors import is_database_unreachable
 from inkwave.lib.formats import duration, plural, utc_time
 from notifications.formatting import Composed, compose
 from notifications.models import (
@@ -45,6 +46,7 @@ from notifications.models import (
 )
 from notifications.outbox import enqueue
 from notifications.slack import (
+    Delivered,
     SlackMessage,
     SlackTransport,
     TransportError,
@@ -275,12 +277,11 @@ def _deliver(
         )
         return outcome
     finished = timezone.now()
-    Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
-        status=NotificationStatus.SENT,
-        sent_at=finished,
-        slack_ts=delivered.ts,
-        slack_channel=delivered.channel,
-        last_error="",
+    _record_sent(
+        notification,
+        delivered,
+        finished,
+        lease_ends=started + timedelta(seconds=settings.NOTIFICATION_LEASE_SECONDS),
     )
     duration_ms = round((time.monotonic() - clock) * 1000, 3)
     DeliveryAttempt.objects.filter(pk=attempt.pk).update(
@@ -298,6 +299,57 @@ def _deliver(
         destination.status = DestinationStatus.OK
     _record_recovery(destination, finished)
     return AttemptOutcome.SENT
+
+
+def LEASE() -> timedelta:
+    return timedelta(seconds=settings.NOTIFICATION_LEASE_SECONDS)
+
+
+# What the database may take to come back while a sent message waits to be recorded, at
+# most: the lease, less this margin (the sweep sends a row again once its lease is over).
+RECORD_MARGIN = timedelta(seconds=2)
+RECORD_RETRY_SECONDS = 0.5
+
+
+def _mark_sent(notification: Notification, delivered: Delivered, finished: datetime) -> None:
+    Notification.objects.filter(pk=notification.pk, status=NotificationStatus.SENDING).update(
+        status=NotificationStatus.SENT,
+        sent_at=finished,
+        slack_ts=delivered.ts,
+        slack_channel=delivered.channel,
+        last_error="",
+    )
+
+
+def _record_sent(
+    notification: Notification, delivered: Delivered, finished: datetime, *, lease_ends: datetime
+) -> None:
+    """Slack has the message: the row must say so before its lease ends, or the sweep sends
+    it again (twice in the channel). A database that went away just then (a restart, a
+    failover) is tried again, on a new connection, until the lease nearly ends; after that
+    the row is left to the sweep, and the message may be posted twice."""
+    while True:
+        try:
+            _mark_sent(notification, delivered, finished)
+            return
+        except (OperationalError, InterfaceError) as exc:
+            late = timezone.now() >= lease_ends - RECORD_MARGIN
+            # Inside a caller's transaction there is nothing to try again: it is lost.
+            if connection.in_atomic_block or not is_database_unreachable(exc) or late:
+                logger.error(
+                    "notification_sent_not_recorded",
+                    notification=notification.pk,
+                    slack_ts=delivered.ts,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
+                raise
+            logger.warning(
+                "notification_sent_recording_retried",
+                notification=notification.pk,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+            connection.close()  # the next try connects again
+            time.sleep(RECORD_RETRY_SECONDS)
 
 
 def _record_failure(

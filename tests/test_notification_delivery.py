@@ -7,11 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 import time_machine
-from django.db import close_old_connections
+from django.db import OperationalError, close_old_connections
 from django.utils import timezone
 
+from notifications import delivery
 from notifications.defaults import create_default_routes
 from notifications.delivery import DrainResult, drain, sweep
 from notifications.formatting import MARKER, Composed
@@ -273,6 +275,64 @@ def test_a_send_that_never_returns_is_swept_after_its_lease_and_sent_once(
         DeliveryAttempt.objects.filter(notification=row).values_list("outcome", flat=True)
     )
     assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.SENT]
+
+
+def database_gone() -> OperationalError:
+    exc = OperationalError("terminating connection due to administrator command")
+    exc.__cause__ = psycopg.errors.AdminShutdown()  # SQLSTATE 57P01: a restart
+    return exc
+
+
+@pytest.mark.django_db(transaction=True)  # each try reconnects: no test transaction
+def test_a_sent_message_whose_recording_meets_a_database_restart_is_not_sent_again(
+    slack: SlackServer, operations: Destination, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack took the message, then PostgreSQL restarted before the row said so (the soak
+    met it): the row is recorded sent once the database answers, within the lease, and the
+    sweep after the lease has nothing to send again."""
+    (row,) = alert()
+    failures = iter([database_gone(), database_gone()])
+    mark_sent = delivery._mark_sent
+
+    def flaky(*args: Any) -> None:
+        if (exc := next(failures, None)) is not None:
+            raise exc
+        mark_sent(*args)
+
+    monkeypatch.setattr(delivery, "_mark_sent", flaky)
+    monkeypatch.setattr(delivery, "RECORD_RETRY_SECONDS", 0)
+    assert drain(operations.pk).sent == 1
+    row.refresh_from_db()
+    assert row.status == NotificationStatus.SENT
+    assert row.slack_ts
+    with time_machine.travel(
+        timezone.now() + timedelta(seconds=settings.NOTIFICATION_LEASE_SECONDS + 1)
+    ):
+        assert sweep().recovered == 0
+        assert drain(operations.pk).sent == 0
+    assert len(slack.posts) == 1
+
+
+@pytest.mark.django_db(transaction=True)  # each try reconnects: no test transaction
+def test_a_database_gone_past_the_lease_leaves_the_row_to_the_sweep(
+    slack: SlackServer, operations: Destination, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tried no longer than the lease: the row is then the sweep's (sent again: the one case
+    of a message posted twice, said in the log with its Slack timestamp)."""
+    (row,) = alert()
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+
+        def down(*args: Any) -> None:
+            traveller.shift(1)
+            raise database_gone()
+
+        monkeypatch.setattr(delivery, "_mark_sent", down)
+        monkeypatch.setattr(delivery, "RECORD_RETRY_SECONDS", 0)
+        with pytest.raises(OperationalError):
+            drain(operations.pk)
+    row.refresh_from_db()
+    assert row.status == NotificationStatus.SENDING
+    assert len(slack.posts) == 1
 
 
 def test_sixty_alerts_in_one_second_never_exceed_one_message_per_second(
