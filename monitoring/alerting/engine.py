@@ -8,6 +8,7 @@ that causes them, so a transition notifies once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,7 +17,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from monitoring.alerting import direct, flapping, incidents, notify, rules, silences
+from inkwave.bulk import update_in_bulk
+from monitoring.alerting import direct, flapping, groups, incidents, notify, rules, silences
 from monitoring.alerting.metrics import REGISTRY, Values, Window, format_value
 from monitoring.alerting.transitions import Decision, Tracker, decide
 from monitoring.health import redis_reachable
@@ -72,25 +74,34 @@ def run_cycle(now: datetime | None = None) -> CycleResult:
         Incident.objects.filter(status=IncidentStatus.FIRING).values_list("rule_id", "scope")
     )
     quiet: list[AlertState] = []
-    for rule in rules:
-        if rule.metric not in REGISTRY:
-            result.errors.append(f"{rule.name}: unknown metric {rule.metric}")
-            continue
-        try:
-            values = cache.values(rule)
-            scopes = set(values) | {scope for (rule_id, scope) in states if rule_id == rule.pk}
-            for scope in sorted(scopes):
-                value, state = values.get(scope), states.get((rule.pk, scope))
-                if _is_quiet(rule, value, state, (rule.pk, scope) in firing):
-                    if state is not None:
-                        state.last_value, state.last_evaluated_at = value, now
-                        quiet.append(state)
-                    continue
-                evaluate(rule, scope, value, now, result)
-        except Exception as exc:
-            logger.exception("alert_rule_failed", rule=rule.name)
-            result.errors.append(f"{rule.name}: {type(exc).__name__}: {exc}")
-        result.evaluated += 1
+    # A group's Slack post is composed once per cycle (every few seconds of a long one),
+    # however many of its members opened or resolved in it (a rule firing at every venue).
+    with groups.composed_once(now):
+        _catch_up(now, result)
+        for rule in rules:
+            if rule.metric not in REGISTRY:
+                result.errors.append(f"{rule.name}: unknown metric {rule.metric}")
+                continue
+            try:
+                values = cache.values(rule)
+                scopes = set(values) | {scope for (rule_id, scope) in states if rule_id == rule.pk}
+                moving: dict[str, float | None] = {}
+                for scope in sorted(scopes):
+                    value, state = values.get(scope), states.get((rule.pk, scope))
+                    if _is_quiet(rule, value, state, (rule.pk, scope) in firing):
+                        if state is not None:
+                            state.last_value, state.last_evaluated_at = value, now
+                            quiet.append(state)
+                        continue
+                    moving[scope] = value
+                new = [scope for scope in moving if (rule.pk, scope) not in states]
+                for scope in evaluate_in_bulk(rule, moving, now, new=new):
+                    evaluate(rule, scope, moving[scope], now, result)
+                    groups.compose_due(now)
+            except Exception as exc:
+                logger.exception("alert_rule_failed", rule=rule.name)
+                result.errors.append(f"{rule.name}: {type(exc).__name__}: {exc}")
+            result.evaluated += 1
     AlertState.objects.bulk_update(quiet, ["last_value", "last_evaluated_at"], batch_size=500)
     logger.info(
         "alert_cycle_done",
@@ -142,6 +153,14 @@ def _housekeeping(now: datetime, result: CycleResult) -> None:
             result.errors.append(f"{name}: {type(exc).__name__}: {exc}")
 
 
+def _catch_up(now: datetime, result: CycleResult) -> None:
+    try:
+        groups.catch_up(now)
+    except Exception as exc:
+        logger.exception("alert_group_catch_up_failed")
+        result.errors.append(f"group catch-up: {type(exc).__name__}: {exc}")
+
+
 def _record_direct_alerts() -> None:
     """Alerts this host sent without the database (or Redis) go into it now that it works."""
     try:
@@ -151,6 +170,74 @@ def _record_direct_alerts() -> None:
     except Exception:
         # Recording the past must never stop the rules from being evaluated now.
         logger.exception("direct_alert_recovery_failed")
+
+
+def evaluate_in_bulk(
+    rule: AlertRule, values: dict[str, float | None], now: datetime, *, new: Iterable[str] = ()
+) -> list[str]:
+    """Evaluate the scopes where nothing but the rule's clocks and the incident's counters
+    change (pending, firing on with no reminder or escalation due, clearing), in one
+    transaction of a few statements; return the others (an incident opens or resolves, a
+    follow-up is due), for `evaluate` one at a time. The rows are locked as `evaluate`
+    locks them (the states, then the incidents, each in id order), so a second cycle at
+    once waits for this one and then sees what it wrote. `new`: the scopes with no state
+    yet (created here; one another cycle created meanwhile is kept)."""
+    if not values:
+        return []
+    single: list[str] = []
+    with transaction.atomic():
+        AlertState.objects.bulk_create(
+            [AlertState(rule=rule, scope=scope) for scope in new],
+            ignore_conflicts=True,
+            batch_size=1000,
+        )
+        states = {
+            s.scope: s
+            for s in AlertState.objects.select_for_update()
+            .filter(rule=rule, scope__in=list(values))
+            .order_by("pk")
+        }
+        open_incidents = {
+            i.scope: i
+            for i in Incident.objects.select_for_update(of=("self",))
+            .filter(rule=rule, scope__in=list(values), status=IncidentStatus.FIRING)
+            .order_by("pk")
+        }
+        changed: list[AlertState] = []
+        still: list[tuple[Incident, float]] = []
+        clearing: list[tuple[Incident, float]] = []
+        for scope, value in values.items():
+            state, incident = states.get(scope), open_incidents.get(scope)
+            if state is None:  # removed since the cycle read it: evaluate makes it again
+                single.append(scope)
+                continue
+            if incident is not None:
+                incident.rule = rule
+            tracker = Tracker(state.breaching_since, state.clear_since)
+            decision = decide(rule, tracker, value, now, open_incident=incident is not None)
+            if decision == Decision.STILL_FIRING:
+                assert incident is not None
+                assert value is not None
+                if notify.follow_up_due(incident, now):
+                    single.append(scope)
+                    continue
+                still.append((incident, value))
+            elif decision == Decision.CLEARING:
+                assert incident is not None
+                if value is not None:
+                    clearing.append((incident, value))
+            elif decision != Decision.NOTHING:
+                single.append(scope)
+                continue
+            state.breaching_since, state.clear_since = tracker.breaching_since, tracker.clear_since
+            state.last_value, state.last_evaluated_at = value, now
+            changed.append(state)
+        incidents.still_firing_many(still, now)
+        incidents.observed_many(clearing)
+        update_in_bulk(
+            changed, ["breaching_since", "clear_since", "last_value", "last_evaluated_at"]
+        )
+    return single
 
 
 def _locked_state(rule: AlertRule, scope: str) -> AlertState:

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db.models import F
 
+from inkwave.bulk import update_in_bulk
 from monitoring.alerting.scopes import scope_name
 from monitoring.models import (
     AlertRule,
@@ -92,6 +93,26 @@ def still_firing(incident: Incident, value: float, now: datetime) -> None:
         last_value=value,
         last_seen_at=now,
     )
+
+
+def still_firing_many(seen: list[tuple[Incident, float]], now: datetime) -> None:
+    """still_firing for many at once (their rows locked by the caller), a statement per
+    thousand."""
+    for incident, value in seen:
+        incident.peak_value = _worse(incident.rule, incident.peak_value, value)
+        incident.last_value = value
+        incident.last_seen_at = now
+    changed = [incident for incident, _ in seen]
+    update_in_bulk(changed, ["peak_value", "last_value", "last_seen_at"], plus_one=["occurrences"])
+    for incident in changed:
+        incident.occurrences += 1
+
+
+def observed_many(seen: list[tuple[Incident, float]]) -> None:
+    """observed for many at once."""
+    for incident, value in seen:
+        incident.last_value = value
+    update_in_bulk([incident for incident, _ in seen], ["last_value"])
 
 
 def observed(incident: Incident, value: float) -> None:

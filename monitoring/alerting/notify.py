@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from django.conf import settings
 from django.db import transaction
 
 from monitoring.alerting import flapping, groups, incidents, messages, routing, suppression
@@ -40,7 +39,7 @@ from monitoring.models import (
 from notifications import delivery
 from notifications.formatting import Composed
 from notifications.models import Destination, Notification
-from notifications.outbox import enqueue, replaceable, rewrite_pending
+from notifications.outbox import enqueue
 
 logger = structlog.get_logger(__name__)
 
@@ -128,49 +127,9 @@ def resolved(incident: Incident, now: datetime) -> None:
         incidents.record(
             incident, now, IncidentEventKind.SUPPRESSED, f"resolution reply held: {reason}"
         )
-    else:
-        for post in posts:
-            _reply_resolved(post, incident, now)
-    groups.refresh_announcements(incident, now)
-
-
-def _reply_resolved(post: Notification, incident: Incident, now: datetime) -> None:
-    kind = routing.kind_for(incident.rule)
-    groups.lock(post)  # members that end at once take turns: each sees the others' ends
-    group = groups.members(post)
-    if len(group) == 1:
-        (row,) = enqueue(
-            kind, messages.resolved_reply(incident), destinations=[post.destination],
-            thread_parent=post,
-        )  # fmt: skip
-    else:
-        # Members that end together get one reply between them, naming each.
-        key = f"resolved:{post.pk}"
-        pending = replaceable(post.destination, key)
-        ended_ids = [*(pending.context.get("ended", []) if pending else []), incident.pk]
-        ended = [i for i in group if i.pk in ended_ids]
-        message = messages.group_resolved_reply(ended, [i for i in group if i.is_open])
-        context = {"ended": ended_ids}
-        if pending is not None and rewrite_pending(pending, message, context=context):
-            row = pending
-        else:
-            wait = timedelta(seconds=settings.ALERT_GROUP_WAIT_SECONDS)
-            (row,) = enqueue(
-                kind,
-                message,
-                destinations=[post.destination],
-                thread_parent=post,
-                context=context,
-                coalesce_key=key,
-                not_before=now + wait if wait else None,
-            )
-    incidents.record(
-        incident,
-        now,
-        IncidentEventKind.NOTE,
-        f"resolution replied in the thread in {post.destination.name}",
-        notification=row,
-    )
+    for post in posts:
+        groups.ended(post, incident, now, reply=not reason)
+    groups.refresh_escalations(incident, now)
 
 
 def acknowledged(incident: Incident, now: datetime) -> None:
@@ -203,6 +162,40 @@ def _send(
     incidents.notified(incident, now)
 
 
+def follow_up_due(incident: Incident, now: datetime) -> bool:
+    """Whether remind_or_escalate may have anything to do for this firing incident now.
+    False: it certainly has not, and the engine updates the incident with the others that
+    fire on, in bulk (a rule firing at thousands of venues)."""
+    rule = incident.rule
+    if incident.flapping:
+        return now - incident.opened_at >= timedelta(seconds=rule.settle_seconds)
+    if incident.acknowledged_at is not None:
+        return False
+    if incident.announced_at is None and incident.notification_id is None:
+        return True  # held back when it opened: announced once nothing holds it back
+    return _escalation_due(incident, now) or _reminder_due(incident, now)
+
+
+def _escalation_due(incident: Incident, now: datetime) -> bool:
+    rule = incident.rule
+    announced = incident.announced_at or incident.opened_at
+    return bool(
+        rule.severity == Severity.CRITICAL
+        and rule.escalation_delay_seconds
+        and incident.escalated_at is None
+        and now - announced >= timedelta(seconds=rule.escalation_delay_seconds)
+    )
+
+
+def _reminder_due(incident: Incident, now: datetime) -> bool:
+    rule = incident.rule
+    return bool(
+        rule.repeat_interval_seconds
+        and incident.last_notified_at is not None
+        and now - incident.last_notified_at >= timedelta(seconds=rule.repeat_interval_seconds)
+    )
+
+
 def remind_or_escalate(incident: Incident, now: datetime) -> None:
     rule = incident.rule
     if incident.flapping:
@@ -225,18 +218,7 @@ def remind_or_escalate(incident: Incident, now: datetime) -> None:
             )
             _announce(incident, now)
         return
-    announced = incident.announced_at or incident.opened_at
-    escalate = (
-        rule.severity == Severity.CRITICAL
-        and rule.escalation_delay_seconds
-        and incident.escalated_at is None
-        and now - announced >= timedelta(seconds=rule.escalation_delay_seconds)
-    )
-    remind = (
-        rule.repeat_interval_seconds
-        and incident.last_notified_at is not None
-        and now - incident.last_notified_at >= timedelta(seconds=rule.repeat_interval_seconds)
-    )
+    escalate, remind = _escalation_due(incident, now), _reminder_due(incident, now)
     # Whether anything holds them back is asked only when one is due: the engine asks this
     # of every firing incident every cycle (thousands, when a rule fires at every venue).
     if not (escalate or remind) or suppression.suppression(incident, now):
