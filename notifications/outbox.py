@@ -130,6 +130,14 @@ def rewrite_pending(
     return bool(updated)
 
 
+def annotate(row: Notification, **context: Any) -> None:
+    """Keep these keys in the row's context (what its sender needs to remember of it; not
+    sent, so no new revision: a worker sending it meanwhile sends the same)."""
+    merged = {**row.context, **context}
+    Notification.objects.filter(pk=row.pk).update(context=merged)
+    row.context = merged
+
+
 def requeue(rows: QuerySet[Notification]) -> int:
     """Send again what failed or was skipped (an operator's action), with a new lease on
     NOTIFICATION_MAX_AGE_SECONDS from now; its creation time stays what it was."""

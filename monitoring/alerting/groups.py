@@ -25,7 +25,7 @@ from monitoring.models import (
 )
 from notifications.formatting import Composed
 from notifications.models import Destination, Notification, NotificationStatus
-from notifications.outbox import enqueue, replaceable, rewrite_pending
+from notifications.outbox import annotate, enqueue, replaceable, rewrite_pending
 
 logger = structlog.get_logger(__name__)
 
@@ -271,9 +271,7 @@ def _compose(changes: _Changes, now: datetime) -> None:
     wait = timedelta(seconds=settings.ALERT_GROUP_WAIT_SECONDS)
     message = messages.incident_message(group)
     # What the post now shows, for catch_up to compare with what its members became.
-    context = {**post.context, SHOWN: _shown(group)}
-    Notification.objects.filter(pk=post.pk).update(context=context)
-    post.context = context
+    annotate(post, **{SHOWN: _shown(group)})
     rewritten = False
     if quiet:
         rewritten = (
