@@ -24,6 +24,7 @@ from monitoring.models import (
     IncidentEvent,
     IncidentEventKind,
     IncidentStatus,
+    Silence,
 )
 from notifications.defaults import create_default_routes
 from notifications.models import Destination, Notification, NotificationStatus, Route
@@ -197,6 +198,35 @@ def test_venues_that_fire_on_are_carried_in_bulk_whatever_their_number(
     state = AlertState.objects.get(rule=rule, scope="8")
     assert (state.last_value, state.last_evaluated_at) == (6.0, timezone.now())
     assert state.breaching_since is not None
+
+
+def test_a_storm_held_by_a_silence_is_carried_in_bulk_and_announced_when_it_ends(
+    clock: Any, values: dict[str, float]
+) -> None:
+    """A maintenance window over every venue: the incidents open held back; while the
+    silence holds, each cycle reads the silences once for all of them (not a query per
+    venue); once it ends, what still fires is announced."""
+    rule = storm_rule()
+    Silence.objects.create(
+        reason="deploy", rule=rule, starts_at=START, ends_at=START + timedelta(minutes=10)
+    )
+    counts = []
+    for venues in (10, 40):
+        Incident.objects.all().delete()
+        AlertState.objects.all().delete()
+        fire(values, range(1, venues + 1))
+        run_cycle()
+        clock.shift(60)
+        with CaptureQueriesContext(connection) as queries:
+            run_cycle()
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
+    assert not Notification.objects.filter(destination__name="operations").exists()
+    clock.shift(10 * 60)
+    run_cycle()
+    post, summary = Notification.objects.filter(destination__name="operations").order_by("-pk")
+    assert summary.text.startswith("🔕 Silence ended: deploy")
+    assert post.text.startswith("⚠️ 40 alerts (40 firing)"), post.text
 
 
 def test_a_reminder_due_at_one_venue_of_a_storm_is_sent_there_alone(

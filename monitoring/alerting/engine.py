@@ -18,7 +18,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from inkwave.bulk import update_in_bulk
-from monitoring.alerting import direct, flapping, groups, incidents, notify, rules, silences
+from monitoring.alerting import (
+    direct,
+    flapping,
+    groups,
+    incidents,
+    notify,
+    rules,
+    silences,
+    suppression,
+)
 from monitoring.alerting.metrics import REGISTRY, Values, Window, format_value
 from monitoring.alerting.transitions import Decision, Tracker, decide
 from monitoring.health import redis_reachable
@@ -203,6 +212,10 @@ def evaluate_in_bulk(
             .filter(rule=rule, scope__in=list(values), status=IncidentStatus.FIRING)
             .order_by("pk")
         }
+        # Incidents held back when they opened ask every cycle whether they may be announced
+        # now: the silences (a maintenance window over every venue) are read once for all.
+        held = [s for s, i in open_incidents.items() if notify.never_announced(i)]
+        silenced = suppression.silenced_scopes(rule, held, now) if held else set()
         changed: list[AlertState] = []
         still: list[tuple[Incident, float]] = []
         clearing: list[tuple[Incident, float]] = []
@@ -218,7 +231,7 @@ def evaluate_in_bulk(
             if decision == Decision.STILL_FIRING:
                 assert incident is not None
                 assert value is not None
-                if notify.follow_up_due(incident, now):
+                if notify.follow_up_due(incident, now, silenced=scope in silenced):
                     single.append(scope)
                     continue
                 still.append((incident, value))

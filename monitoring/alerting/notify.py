@@ -162,18 +162,25 @@ def _send(
     incidents.notified(incident, now)
 
 
-def follow_up_due(incident: Incident, now: datetime) -> bool:
+def follow_up_due(incident: Incident, now: datetime, *, silenced: bool = False) -> bool:
     """Whether remind_or_escalate may have anything to do for this firing incident now.
     False: it certainly has not, and the engine updates the incident with the others that
-    fire on, in bulk (a rule firing at thousands of venues)."""
+    fire on, in bulk (a rule firing at thousands of venues). `silenced`: a silence holds
+    it back now (suppression.silenced_scopes, asked once for all of a rule's scopes)."""
     rule = incident.rule
     if incident.flapping:
         return now - incident.opened_at >= timedelta(seconds=rule.settle_seconds)
     if incident.acknowledged_at is not None:
         return False
-    if incident.announced_at is None and incident.notification_id is None:
-        return True  # held back when it opened: announced once nothing holds it back
+    if never_announced(incident):
+        # Held back when it opened: announced once nothing holds it back; a silence that
+        # still holds it is the first thing remind_or_escalate would find.
+        return not silenced
     return _escalation_due(incident, now) or _reminder_due(incident, now)
+
+
+def never_announced(incident: Incident) -> bool:
+    return incident.announced_at is None and incident.notification_id is None
 
 
 def _escalation_due(incident: Incident, now: datetime) -> bool:
@@ -208,7 +215,7 @@ def remind_or_escalate(incident: Incident, now: datetime) -> None:
         return
     if incident.acknowledged_at is not None:
         return
-    if incident.announced_at is None and incident.notification_id is None:
+    if never_announced(incident):
         # Never announced (silenced or inhibited when it opened): announce it as soon as
         # nothing holds it back any more, rather than never. (Announced to no destination
         # counts as announced: it is not tried again every cycle.)
