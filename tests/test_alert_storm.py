@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from monitoring.alerting import groups, incidents, messages, metrics, notify
+from monitoring.alerting import groups, incidents, messages, metrics, notify, suppression
 from monitoring.alerting.engine import run_cycle
 from monitoring.models import (
     AlertRule,
@@ -24,6 +24,7 @@ from monitoring.models import (
     IncidentEvent,
     IncidentEventKind,
     IncidentStatus,
+    Inhibition,
     Silence,
 )
 from notifications.defaults import create_default_routes
@@ -229,6 +230,40 @@ def test_a_storm_held_by_a_silence_is_carried_in_bulk_and_announced_when_it_ends
     assert post.text.startswith("⚠️ 40 alerts (40 firing)"), post.text
 
 
+def test_a_storm_held_back_by_an_inhibition_is_carried_in_bulk_and_announced_after(
+    clock: Any, values: dict[str, float]
+) -> None:
+    """The venues' rule is held back while a cause fires (as the database's outage holds
+    every rule that needs the database): the inhibition is read once for all the venues,
+    and what still fires is announced once the cause is over."""
+    rule = storm_rule()
+    cause = AlertRule.objects.create(name="Cause", metric="venue.storm", threshold=1000)
+    Inhibition.objects.create(source=cause, target=rule, same_scope=False)
+    outage = Incident.objects.create(
+        rule=cause, title="Cause", severity="critical", opened_at=START, last_seen_at=START,
+        first_value=1, peak_value=1, last_value=1,
+    )  # fmt: skip
+    counts = []
+    for venues in (10, 40):
+        Incident.objects.exclude(pk=outage.pk).delete()
+        AlertState.objects.all().delete()
+        fire(values, range(1, venues + 1))
+        run_cycle()
+        clock.shift(60)
+        with CaptureQueriesContext(connection) as queries:
+            run_cycle()
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
+    assert not Notification.objects.exists()
+    Incident.objects.filter(pk=outage.pk).update(
+        status=IncidentStatus.RESOLVED, resolved_at=timezone.now() - timedelta(hours=1)
+    )
+    clock.shift(60)
+    run_cycle()
+    (post,) = Notification.objects.filter(destination__name="operations")
+    assert post.text.startswith("⚠️ 40 alerts (40 firing)"), post.text
+
+
 def test_a_reminder_due_at_one_venue_of_a_storm_is_sent_there_alone(
     clock: Any, values: dict[str, float]
 ) -> None:
@@ -306,3 +341,28 @@ def test_a_cycle_that_died_before_composing_is_caught_up_by_the_next(
     mark = last_row()
     run_cycle()
     assert rows_since(mark) == []  # caught up once
+
+
+def test_the_scopes_held_back_are_those_suppression_holds_back_one_by_one(clock: Any) -> None:
+    """held_scopes (asked once for a rule's venues) against suppression (asked per incident):
+    a silence of one venue, a cause firing at two venues (same scope), one over since."""
+    rule = storm_rule()
+    cause = AlertRule.objects.create(name="Cause", metric="venue.storm", threshold=1000)
+    Inhibition.objects.create(source=cause, target=rule, same_scope=True)
+    Silence.objects.create(
+        reason="one venue", scope="3", starts_at=START, ends_at=START + timedelta(hours=1)
+    )
+    for scope, resolved in (("2", None), ("5", None), ("6", START - timedelta(hours=2))):
+        Incident.objects.create(
+            rule=cause, scope=scope, title="Cause", severity="critical", opened_at=START,
+            last_seen_at=START, first_value=1, peak_value=1, last_value=1,
+            status=IncidentStatus.RESOLVED if resolved else IncidentStatus.FIRING,
+            resolved_at=resolved,
+        )  # fmt: skip
+    scopes = [str(n) for n in range(1, 8)]
+    now = timezone.now()
+    one_by_one = {
+        scope for scope in scopes if suppression.suppression(Incident(rule=rule, scope=scope), now)
+    }
+    assert one_by_one == {"2", "3", "5"}
+    assert suppression.held_scopes(rule, scopes, now) == one_by_one

@@ -213,9 +213,11 @@ def evaluate_in_bulk(
             .order_by("pk")
         }
         # Incidents held back when they opened ask every cycle whether they may be announced
-        # now: the silences (a maintenance window over every venue) are read once for all.
-        held = [s for s, i in open_incidents.items() if notify.never_announced(i)]
-        silenced = suppression.silenced_scopes(rule, held, now) if held else set()
+        # now: the silences and inhibitions (a maintenance window over every venue, the
+        # database's outage) are read once for all of them.
+        held = suppression.held_scopes(
+            rule, [s for s, i in open_incidents.items() if notify.never_announced(i)], now
+        )
         changed: list[AlertState] = []
         still: list[tuple[Incident, float]] = []
         clearing: list[tuple[Incident, float]] = []
@@ -231,7 +233,7 @@ def evaluate_in_bulk(
             if decision == Decision.STILL_FIRING:
                 assert incident is not None
                 assert value is not None
-                if notify.follow_up_due(incident, now, silenced=scope in silenced):
+                if notify.follow_up_due(incident, now, held=scope in held):
                     single.append(scope)
                     continue
                 still.append((incident, value))

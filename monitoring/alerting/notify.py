@@ -162,20 +162,21 @@ def _send(
     incidents.notified(incident, now)
 
 
-def follow_up_due(incident: Incident, now: datetime, *, silenced: bool = False) -> bool:
+def follow_up_due(incident: Incident, now: datetime, *, held: bool = False) -> bool:
     """Whether remind_or_escalate may have anything to do for this firing incident now.
     False: it certainly has not, and the engine updates the incident with the others that
-    fire on, in bulk (a rule firing at thousands of venues). `silenced`: a silence holds
-    it back now (suppression.silenced_scopes, asked once for all of a rule's scopes)."""
+    fire on, in bulk (a rule firing at thousands of venues). `held`: a silence or an
+    inhibition holds it back now (suppression.held_scopes, asked once for all of a rule's
+    scopes)."""
     rule = incident.rule
     if incident.flapping:
         return now - incident.opened_at >= timedelta(seconds=rule.settle_seconds)
     if incident.acknowledged_at is not None:
         return False
     if never_announced(incident):
-        # Held back when it opened: announced once nothing holds it back; a silence that
-        # still holds it is the first thing remind_or_escalate would find.
-        return not silenced
+        # Held back when it opened: announced once nothing holds it back; what still holds
+        # it is what remind_or_escalate would find first.
+        return not held
     return _escalation_due(incident, now) or _reminder_due(incident, now)
 
 

@@ -53,18 +53,25 @@ def silenced_scopes(rule: AlertRule, scopes: Iterable[str], now: datetime) -> se
     return {scope for scope in scopes if any(s.matches(rule, scope) for s in silences)}
 
 
-def inhibited(incident: Incident, now: datetime) -> str:
-    rule = incident.rule
-    # A dependent's value covers its whole window: an outage that ended inside that window
-    # still shapes it (clients thrown out by a Redis outage reconnect into it), so the
-    # dependent stays held back until the window no longer overlaps the outage. A value
-    # that leaves outages out (processes' silence, counted only while the database was up)
-    # is held back only while its cause fires: a day's window must not hide for a day a
-    # process that died after a minute's outage.
+def _overlapping(rule: AlertRule, now: datetime) -> Q:
+    """The incidents of a cause that hold this rule back now.
+
+    A dependent's value covers its whole window: an outage that ended inside that window
+    still shapes it (clients thrown out by a Redis outage reconnect into it), so the
+    dependent stays held back until the window no longer overlaps the outage. A value
+    that leaves outages out (processes' silence, counted only while the database was up)
+    is held back only while its cause fires: a day's window must not hide for a day a
+    process that died after a minute's outage."""
     overlaps = Q(status=IncidentStatus.FIRING)
     metric = REGISTRY.get(rule.metric)
     if metric is None or metric.outages_shape_window:
         overlaps |= Q(resolved_at__gte=now - timedelta(seconds=rule.window_seconds))
+    return overlaps
+
+
+def inhibited(incident: Incident, now: datetime) -> str:
+    rule = incident.rule
+    overlaps = _overlapping(rule, now)
     for inhibition in Inhibition.objects.filter(target=rule).select_related("source"):
         causes = Incident.objects.filter(overlaps, rule=inhibition.source)
         if inhibition.same_scope:
@@ -74,6 +81,32 @@ def inhibited(incident: Incident, now: datetime) -> str:
                 return f"inhibited: {inhibition.source.name} is firing"
             return f"inhibited: {inhibition.source.name} fired within this rule's window"
     return ""
+
+
+def inhibited_scopes(rule: AlertRule, scopes: Iterable[str], now: datetime) -> set[str]:
+    """Those of `scopes` an inhibition holds back now (inhibited for many: a query per
+    inhibition of the rule, not per scope)."""
+    wanted, held = set(scopes), set()
+    overlaps = _overlapping(rule, now)
+    for inhibition in Inhibition.objects.filter(target=rule):
+        causes = Incident.objects.filter(overlaps, rule_id=inhibition.source_id)
+        if not inhibition.same_scope:
+            if causes.exists():
+                return wanted
+            continue
+        held |= set(causes.filter(scope__in=wanted).values_list("scope", flat=True))
+    return held
+
+
+def held_scopes(rule: AlertRule, scopes: Iterable[str], now: datetime) -> set[str]:
+    """Those of `scopes` a silence or an inhibition holds back now: for each, `suppression`
+    gives a reason (it may give one for the others too: Slack failing)."""
+    wanted = list(scopes)
+    if not wanted:
+        return set()
+    silenced = silenced_scopes(rule, wanted, now)
+    rest = [scope for scope in wanted if scope not in silenced]
+    return silenced | (inhibited_scopes(rule, rest, now) if rest else set())
 
 
 def suppression(incident: Incident, now: datetime) -> str:
